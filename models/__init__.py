@@ -1,0 +1,131 @@
+"""Model registry and self-contained checkpoints.
+
+Every model takes float images in [0, 1], shape [N, C, H, W] (normalisation is inside the
+model), exposes ``features(x) -> [N, D]`` (the input of the last linear layer) and
+``head: nn.Linear(D, num_classes)``; ``forward`` returns logits [N, num_classes].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.lenet import lenet5, lenet5_wide
+from models.resnet import resnet
+
+__all__ = ["MODELS", "make_model", "save_checkpoint", "load_checkpoint", "weights_sha256"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet5": lenet5,
+    "lenet5-wide": lenet5_wide,
+    "resnet": resnet,
+}
+_FORMAT = "smartaug-checkpoint/1"
+
+
+def make_model(
+    name: str, num_classes: int, in_channels: int, image_size: int, **kwargs
+) -> nn.Module:
+    """Build a registered model. ``kwargs`` go to the model (e.g. ``mean``, ``std``).
+
+    The name and arguments are kept on the module (``model.spec``) for ``save_checkpoint``.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    model = MODELS[name](num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    model.spec = {
+        "name": name,
+        "num_classes": int(num_classes),
+        "in_channels": int(in_channels),
+        "image_size": int(image_size),
+        "kwargs": dict(kwargs),
+    }
+    return model
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and raw bytes of a state dict (order-independent)."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(repr(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> str:
+    """Write weights + model name + arguments + sha256 atomically; return the sha256.
+
+    ``model`` must come from ``make_model`` (it carries ``model.spec``). ``extra`` is stored
+    as-is (plain Python values: config, ids, git SHA).
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError("model has no .spec: build it with models.make_model(...)")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    digest = weights_sha256(state)
+    payload = {
+        "format": _FORMAT,
+        "spec": spec,
+        "state_dict": state,
+        "sha256": digest,
+        "extra": extra or {},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dict (spec, state_dict, sha256, extra), sha256 verified."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is bad
+        raise ValueError(f"{path} is not a readable smartaug checkpoint: {e}") from e
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a smartaug checkpoint (format {_FORMAT})")
+    digest = weights_sha256(payload["state_dict"])
+    if digest != payload["sha256"]:
+        raise ValueError(
+            f"{path}: weights sha256 {digest[:12]} does not match the recorded "
+            f"{payload['sha256'][:12]}; the file is corrupt"
+        )
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved by ``save_checkpoint``, in eval mode, with identical outputs."""
+    payload = read_checkpoint(path)
+    s = payload["spec"]
+    model = make_model(s["name"], s["num_classes"], s["in_channels"], s["image_size"], **s["kwargs"])
+    model.load_state_dict(payload["state_dict"])
+    model.sha256 = payload["sha256"]
+    return model.to(map_location).eval()

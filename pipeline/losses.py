@@ -1,0 +1,120 @@
+"""Training losses that add Angular Visual Hardness to cross-entropy.
+
+Three kinds, chosen by name:
+
+* ``additive``:        ``L = mean_i CE_i + lam * mean_i f(AVH_i)``, f in {square (default),
+  identity, exp}. Seed 000's best variant is f = square.
+* ``multiplicative``:  ``L = mean_i CE_i * g(AVH_i)``, g in {exp (default), square, sqrt}.
+* ``none``:            ``L = mean_i CE_i``.
+
+About ``lam``. Seed 000's reference code added the batch *sum* of AVH^2 to every sample's CE
+before taking the mean, i.e. ``mean_i (CE_i + sum_j AVH_j^2) = mean CE + B * mean AVH^2`` for a
+batch of B samples: in the mean form used here that is ``lam = batch size`` (1000 there).
+Our default is ``lam = 1`` on the batch mean, which keeps the AVH term on the scale of CE
+whatever the batch size; the ``paper`` preset sets ``lam`` to its batch size to reproduce the
+seed.
+
+Samples whose AVH is undefined (a zero feature vector, see ``pipeline.hardness``) contribute
+their CE only; their AVH term is dropped, with finite gradients for everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pipeline.hardness import _angles64, _avh64, _check_fw, _check_labels
+
+__all__ = ["LossSpec", "ADDITIVE_FNS", "MULTIPLICATIVE_FNS", "KINDS", "compute_loss"]
+
+ADDITIVE_FNS: dict[str, Callable[[Tensor], Tensor]] = {
+    "square": lambda a: a * a,
+    "identity": lambda a: a,
+    "exp": torch.exp,
+}
+MULTIPLICATIVE_FNS: dict[str, Callable[[Tensor], Tensor]] = {
+    "exp": torch.exp,
+    "square": lambda a: a * a,
+    "sqrt": torch.sqrt,
+}
+KINDS = ("none", "additive", "multiplicative")
+_DEFAULT_FN = {"none": None, "additive": "square", "multiplicative": "exp"}
+
+
+def _choose(name: str, options, what: str):
+    if name not in options:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(options))}")
+    return options[name]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which loss to train with. ``fn=None`` takes the kind's default (square / exp)."""
+
+    kind: str = "none"
+    fn: str | None = None
+    lam: float = 1.0  # weight of mean f(AVH) in the additive kind; seed 000 = batch size
+
+    def __post_init__(self) -> None:
+        _choose(self.kind, dict.fromkeys(KINDS), "loss kind")
+        if self.fn is None:
+            object.__setattr__(self, "fn", _DEFAULT_FN[self.kind])
+        if self.kind == "additive":
+            _choose(self.fn, ADDITIVE_FNS, "additive function")
+        elif self.kind == "multiplicative":
+            _choose(self.fn, MULTIPLICATIVE_FNS, "multiplicative function")
+        elif self.fn is not None:
+            raise ValueError("loss kind 'none' takes no function")
+        if not (self.lam >= 0 and self.lam < float("inf")):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
+
+    @property
+    def uses_avh(self) -> bool:
+        return self.kind != "none"
+
+    def label(self) -> str:
+        """Short name for tables: 'ce', 'ce+1*avh^2', 'ce*exp(avh)'."""
+        if self.kind == "none":
+            return "ce"
+        if self.kind == "additive":
+            term = {"square": "avh^2", "identity": "avh", "exp": "exp(avh)"}[self.fn]
+            return f"ce+{self.lam:g}*{term}"
+        term = {"exp": "exp(avh)", "square": "avh^2", "sqrt": "sqrt(avh)"}[self.fn]
+        return f"ce*{term}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compute_loss(
+    spec: LossSpec, logits: Tensor, features: Tensor, weights: Tensor, labels: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The scalar training loss and its detached parts (for logging, no device sync).
+
+    logits: [B, C], features: [B, D], weights: [C, D] (the head's weight, in the graph so the
+    AVH term trains it too), labels: [B] int. Returns ``(loss, {"ce": .., "avh": ..})``.
+    """
+    ce = F.cross_entropy(logits, labels, reduction="none")  # (B,)
+    if spec.kind == "none":
+        loss = ce.mean()
+        return loss, {"ce": loss.detach()}
+
+    _check_fw(features, weights)
+    _check_labels(labels, features.shape[0], weights.shape[0])
+    a = _avh64(_angles64(features, weights), labels).to(logits.dtype)  # (B,)
+    ok = torch.isfinite(a)
+    # Fill undefined entries with a harmless value (sqrt'(0) is inf, 0 * inf = NaN).
+    a_safe = torch.where(ok, a, torch.full_like(a, 0.5))
+    if spec.kind == "additive":
+        term = ADDITIVE_FNS[spec.fn](a_safe)
+        n_ok = ok.sum().clamp_min(1)
+        loss = ce.mean() + spec.lam * torch.where(ok, term, torch.zeros_like(term)).sum() / n_ok
+    else:
+        factor = torch.where(ok, MULTIPLICATIVE_FNS[spec.fn](a_safe), torch.ones_like(a_safe))
+        loss = (ce * factor).mean()
+    avh_mean = torch.where(ok, a_safe, torch.zeros_like(a_safe)).sum() / ok.sum()
+    return loss, {"ce": ce.mean().detach(), "avh": avh_mean.detach()}

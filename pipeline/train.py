@@ -1,0 +1,168 @@
+"""Train and evaluate a classifier over in-memory uint8 tensors.
+
+The whole split stays one uint8 tensor on the device; each batch is indexed, scaled to
+[0, 1] and fed to the model (no per-sample DataLoader work). One log line per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models import make_model
+from pipeline.hardness import _angles64, _avh64
+from pipeline.losses import LossSpec, compute_loss
+
+__all__ = ["TrainConfig", "build_model", "evaluate", "train", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam step size (SGD: per batch, no scaling)
+    optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9, nesterov)
+    weight_decay: float = 0.0
+    loss: LossSpec = field(default_factory=LossSpec)
+    seed: int = 0  # model init and batch order
+    device: str = "auto"  # "auto" = cuda when present, else cpu
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(name: str, num_classes: int, in_channels: int, image_size: int, *,
+                seed: int, **kwargs) -> nn.Module:
+    """``make_model`` with weights drawn from ``seed`` (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_model(name, num_classes, in_channels, image_size, **kwargs)
+
+
+def _as_batch(x_u8: Tensor, channels_last: bool) -> Tensor:
+    """uint8 [B, H, W, C] -> float [B, C, H, W] in [0, 1]."""
+    x = x_u8.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: Tensor | np.ndarray, labels: Tensor | np.ndarray, *,
+             batch_size: int = 1024, device: torch.device | None = None) -> dict[str, float]:
+    """Accuracy, mean CE, mean AVH and mean feature norm of ``model`` on uint8 images.
+
+    images: [N, H, W, C] uint8, labels: [N] int. AVH is averaged over samples where it is
+    defined (non-zero feature).
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x_all = torch.as_tensor(images).to(device)
+    y_all = torch.as_tensor(labels).to(device)
+    correct = loss = avh_sum = avh_n = fnorm = 0.0
+    w = model.head.weight
+    for i in range(0, len(y_all), batch_size):
+        x = _as_batch(x_all[i : i + batch_size], device.type == "cuda")
+        y = y_all[i : i + batch_size]
+        f = model.features(x)
+        logits = model.head(f)
+        correct += float((logits.argmax(1) == y).sum())
+        loss += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+        a = _avh64(_angles64(f, w), y)
+        ok = torch.isfinite(a)
+        avh_sum += float(a[ok].sum())
+        avh_n += float(ok.sum())
+        fnorm += float(f.float().norm(dim=1).sum())
+    model.train(was_training)
+    n = max(len(y_all), 1)
+    return {"acc": correct / n, "loss": loss / n, "avh": avh_sum / max(avh_n, 1),
+            "feature_norm": fnorm / n}
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, sgd")
+
+
+def train(
+    model: nn.Module,
+    images: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    cfg: TrainConfig,
+    *,
+    eval_sets: dict[str, tuple] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Train ``model`` in place on uint8 images [N, H, W, C] and int labels [N].
+
+    After every epoch records train loss / accuracy, then accuracy, AVH and feature norm on
+    each ``eval_sets`` entry (name -> (images, labels)), and the mean class-weight norm.
+    Returns that history (one dict per epoch). Deterministic on CPU for a given ``cfg.seed``.
+    """
+    if cfg.epochs < 0 or cfg.batch_size < 1:
+        raise ValueError("epochs must be >= 0 and batch_size >= 1")
+    device = resolve_device(cfg.device)
+    model.to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    x_all = torch.as_tensor(images).to(device)  # (N, H, W, C) uint8
+    y_all = torch.as_tensor(labels).to(device=device, dtype=torch.long)  # (N,)
+    n = len(y_all)
+    num_classes = model.head.out_features
+    if n and (int(y_all.min()) < 0 or int(y_all.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}; got "
+                         f"{int(y_all.min())}..{int(y_all.max())}")
+    opt = _optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            if len(idx) < 2 and n > 1:  # batch norm needs 2 samples
+                continue
+            x = _as_batch(x_all[idx], channels_last)
+            y = y_all[idx]
+            f = model.features(x)
+            logits = model.head(f)
+            loss, _ = compute_loss(cfg.loss, logits, f, model.head.weight, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+        row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_acc": float(correct) / n,
+               "seconds": time.perf_counter() - t0,
+               "weight_norm_mean": float(model.head.weight.detach().norm(dim=1).mean())}
+        for name, (xe, ye) in (eval_sets or {}).items():
+            m = evaluate(model, xe, ye, device=device)
+            row.update({f"{name}_acc": m["acc"], f"{name}_avh": m["avh"],
+                        f"{name}_feature_norm": m["feature_norm"]})
+        history.append(row)
+        if log is not None:
+            extra = " ".join(f"{k} {v:.4f}" for k, v in row.items()
+                             if k.endswith(("_acc", "_avh")) and not k.startswith("train"))
+            log(f"epoch {epoch:3d}/{cfg.epochs} loss {row['train_loss']:.4f} "
+                f"acc {row['train_acc']:.4f} {extra} ({row['seconds']:.1f}s, "
+                f"{n / row['seconds']:.0f} img/s)")
+    model.eval()
+    return history

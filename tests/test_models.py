@@ -1,0 +1,62 @@
+"""Model registry and checkpoints (models/)."""
+
+import pytest
+import torch
+
+import models
+from models import load_checkpoint, make_model, save_checkpoint
+
+SHAPES = {"lenet5": (1, 28), "lenet5-wide": (1, 28), "resnet": (3, 32)}
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_forward_features_head_and_checkpoint_round_trip(name, tmp_path):
+    cin, size = SHAPES[name]
+    torch.manual_seed(0)
+    model = make_model(name, 10, cin, size)
+    # one training step so BN running stats and weights are not at their init values
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(8, cin, size, size)
+    torch.nn.functional.cross_entropy(model(x), torch.arange(8) % 10).backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        feats = model.features(x)
+    assert logits.shape == (8, 10)
+    assert feats.shape == (8, model.head.in_features)
+    assert isinstance(model.head, torch.nn.Linear) and model.head.out_features == 10
+    torch.testing.assert_close(model.head(feats), logits, rtol=0, atol=0)
+
+    path = tmp_path / "m.pt"
+    digest = save_checkpoint(model, path)
+    loaded = load_checkpoint(path)
+    assert loaded.sha256 == digest and not loaded.training
+    with torch.no_grad():
+        assert torch.equal(loaded(x), logits)
+
+
+def test_lenet_shapes_and_sizes():
+    m = make_model("lenet5", 10, 1, 28)
+    assert m.head.in_features == 84
+    w = make_model("lenet5-wide", 10, 1, 28)
+    assert w.head.in_features == 64
+    assert make_model("lenet5", 10, 3, 32)(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert sum(p.numel() for p in make_model("resnet", 10, 3, 32).parameters()) == 4_935_242
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="valid: lenet5, lenet5-wide, resnet"):
+        make_model("vgg", 10, 1, 28)
+    m = make_model("lenet5", 10, 1, 28)
+    with pytest.raises(ValueError, match=r"expected images \[N, 1, H, W\]"):
+        m(torch.rand(2, 3, 28, 28))
+    path = tmp_path / "m.pt"
+    save_checkpoint(m, path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
