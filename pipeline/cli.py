@@ -157,6 +157,241 @@ def demo(
               f"(AUROC > 0.5: a higher score marks the errors)")
 
 
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage", help="Lake root directory (default: SMARTAUG_STORAGE, else ./storage).")]
+
+
+def _lake(storage):
+    from pipeline.lake import Lake
+
+    return Lake(storage)
+
+
+def _steps(fn, *args, **kwargs):
+    """Run a library step, turning its documented errors into `error: ...` + exit code 2."""
+    from pipeline.data import DatasetError
+    from pipeline.lake import LakeError
+    from pipeline.score import ScoringError
+    from pipeline.select import SelectionError
+
+    try:
+        return fn(*args, **kwargs)
+    except (DatasetError, LakeError, ScoringError, SelectionError, ValueError,
+            FileNotFoundError) as e:
+        _fail(e)
+
+
+class _Bar:
+    """A rich progress bar on stderr; ``bar(n)`` advances it by n items."""
+
+    def __init__(self, label: str, total: int | None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=err, transient=False)
+        self.task = self.p.add_task(label, total=total)
+
+    def __enter__(self):
+        self.p.start()
+        return self
+
+    def __call__(self, n: int) -> None:
+        self.p.advance(self.task, n)
+
+    def __exit__(self, *exc):
+        self.p.stop()
+
+
+@app.command()
+def ingest(
+    dataset: DatasetOpt = "fashion-mnist",
+    data: DataDirOpt = None,
+    grayscale: GrayOpt = False,
+    image_size: SizeOpt = None,
+    per_class_train: PerClassTrainOpt = None,
+    per_class_test: PerClassTestOpt = None,
+    val_fraction: ValOpt = 0.0,
+    seed: SeedOpt = 0,
+    storage: StorageOpt = None,
+) -> None:
+    """Load a dataset into the samples table. Prints the dataset_id last."""
+    from pipeline.config import DataConfig
+    from pipeline.data import ingest as _ingest
+
+    cfg = DataConfig(dataset=dataset, root=data, per_class_train=per_class_train,
+                     per_class_test=per_class_test, grayscale=grayscale, image_size=image_size,
+                     val_fraction=val_fraction, seed=seed)
+    lake = _lake(storage)
+    dataset_id = _steps(_ingest, lake, cfg)
+    meta = lake.row("datasets", dataset_id)
+    err.print(f"{meta['name']}: train {meta['n_train']}, val {meta['n_val']}, test "
+              f"{meta['n_test']}, images {meta['height']}x{meta['width']}x{meta['channels']}")
+    print(dataset_id)
+
+
+@app.command()
+def baseline(
+    dataset_id: Annotated[str, typer.Option("--dataset-id", help="From `smartaug ingest`.")],
+    model: Annotated[str, typer.Option(help="lenet5 | lenet5-wide | resnet")] = "lenet5",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    seed: SeedOpt = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    storage: StorageOpt = None,
+) -> None:
+    """Train a baseline model on the dataset's train split (plain cross-entropy) and register
+    it in the models table. Prints the model_id last."""
+    from pipeline.train import TrainConfig, train_baseline
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    lake = _lake(storage)
+    model_id = _steps(train_baseline, lake, dataset_id, arch=model, cfg=cfg, log=err.print)
+    row = lake.row("models", model_id)
+    err.print(f"{model}: test accuracy {row['test_acc']:.4f}, test AVH {row['test_avh']:.4f}, "
+              f"checkpoint {row['checkpoint']}")
+    print(model_id)
+
+
+@app.command()
+def augment(
+    dataset_id: Annotated[str, typer.Option("--dataset-id", help="From `smartaug ingest`.")],
+    policy: Annotated[str, typer.Option(
+        help="one (one augmentation per image, kind drawn uniformly) | all (every kind) | "
+        "k:N (N per image)")] = "one",
+    kinds: Annotated[str, typer.Option(help="Comma-separated: rotate,noise,hflip")] =
+        "rotate,noise,hflip",
+    max_angle: Annotated[float, typer.Option(help="Rotation range +-degrees.")] = 20.0,
+    sigma: Annotated[float, typer.Option(help="Noise std, units of a [0, 1] image.")] = 0.1,
+    seed: SeedOpt = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Augment the train split into a pool (augmentations table). Prints the pool_id last."""
+    from pipeline.augment import AugmentConfig, build_pool, parse_policy
+
+    lake = _lake(storage)
+    cfg = _steps(AugmentConfig, policy=policy, kinds=tuple(k.strip() for k in kinds.split(",")),
+                 max_angle=max_angle, sigma=sigma, seed=seed)
+    meta = _steps(lake.row, "datasets", dataset_id)
+    with _Bar("augment", meta["n_train"] * parse_policy(policy, len(cfg.kinds))) as bar:
+        pool_id = _steps(build_pool, lake, dataset_id, cfg, workers=workers, progress=bar)
+    print(pool_id)
+
+
+@app.command()
+def score(
+    model_id: Annotated[str, typer.Option("--model-id", help="From `smartaug baseline`.")],
+    pool_id: Annotated[str | None, typer.Option(
+        "--pool-id", help="Score this pool (from `smartaug augment`).")] = None,
+    dataset_id: Annotated[str | None, typer.Option(
+        "--dataset-id", help="Score original images instead: this dataset's --split.")] = None,
+    split: Annotated[str, typer.Option(help="train | val | test (with --dataset-id)")] = "train",
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 512,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    storage: StorageOpt = None,
+) -> None:
+    """Score a pool (or a split of the originals) by AVH and the other hardness scores.
+    Prints the scoring_run_id last."""
+    from pipeline.score import score_pool, score_split
+
+    if (pool_id is None) == (dataset_id is None):
+        _fail(ValueError("give exactly one of --pool-id or --dataset-id"))
+    lake = _lake(storage)
+    if pool_id is not None:
+        total = _steps(lake.row, "pools", pool_id)["n_items"]
+        with _Bar("score", total) as bar:
+            run_id = _steps(score_pool, lake, model_id, pool_id, batch_size=batch_size,
+                            device=device, progress=bar)
+    else:
+        meta = _steps(lake.row, "datasets", dataset_id)
+        with _Bar("score", meta.get(f"n_{split}")) as bar:
+            run_id = _steps(score_split, lake, model_id, dataset_id, split,
+                            batch_size=batch_size, device=device, progress=bar)
+    print(run_id)
+
+
+@app.command("select")
+def select_cmd(
+    scoring_run_id: Annotated[str, typer.Option("--scoring-run-id", help="From `smartaug score`.")],
+    band: Annotated[tuple[float, float] | None, typer.Option(
+        "--band", help="Quantile band LO HI in [0, 1], e.g. 0.02 0.22 (lower AVH = easier).")]
+        = None,
+    score_col: Annotated[str, typer.Option(
+        "--score", help="Score column: avh, avc_true, confidence, margin, loss, entropy, el2n, "
+        "feature_norm.")] = "avh",
+    per_class: Annotated[bool, typer.Option(
+        "--per-class", help="Take the band within each class.")] = False,
+    random_matched: Annotated[str | None, typer.Option(
+        "--random-matched", help="Instead: a random subset matched to this selection's size "
+        "and class mix.")] = None,
+    random_fraction: Annotated[float | None, typer.Option(
+        "--random-fraction", help="Instead: a random fraction of all items.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Instead: every item.")] = False,
+    seed: SeedOpt = 0,
+    storage: StorageOpt = None,
+) -> None:
+    """Select items of a scoring run through DuckDB. Prints the selection_id last."""
+    from pipeline import select as S
+
+    lake = _lake(storage)
+    chosen = sum(x is not None and x is not False for x in (band, random_matched,
+                                                              random_fraction, all_ or None))
+    if chosen != 1:
+        _fail(ValueError("give exactly one of --band LO HI, --random-matched ID, "
+                         "--random-fraction F, --all"))
+    if band is not None:
+        sid = _steps(S.band, lake, scoring_run_id, band[0], band[1], score=score_col,
+                     per_class=per_class)
+    elif random_matched is not None:
+        sid = _steps(S.random, lake, scoring_run_id, matched_to=random_matched, seed=seed)
+    elif random_fraction is not None:
+        sid = _steps(S.random, lake, scoring_run_id, fraction=random_fraction, seed=seed)
+    else:
+        sid = _steps(S.all_items, lake, scoring_run_id)
+    n = lake.count("selections", sid)
+    err.print(f"selected {n} items")
+    print(sid)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A DuckDB query over the tables (views).")],
+    storage: StorageOpt = None,
+    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 100,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """Run an ad-hoc DuckDB query over the lake's tables and print the result."""
+    import duckdb
+
+    lake = _lake(storage)
+    try:
+        result = lake.sql(query)
+    except duckdb.Error as e:
+        _fail(e)
+    if csv:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(result.slice(0, limit), sys.stdout.buffer)
+        return
+    table = Table(show_lines=False)
+    for name in result.column_names:
+        table.add_column(name)
+    for row in result.slice(0, limit).to_pylist():
+        table.add_row(*(_cell(v) for v in row.values()))
+    Console(width=max(out.width, 200)).print(table)
+    if result.num_rows > limit:
+        err.print(f"({result.num_rows} rows, {limit} shown; --limit N for more)")
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    return "" if v is None else str(v)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -166,3 +166,52 @@ def train(
                 f"{n / row['seconds']:.0f} img/s)")
     model.eval()
     return history
+
+
+def train_baseline(lake, dataset_id: str, *, arch: str = "lenet5",
+                   cfg: TrainConfig | None = None, log: Callable[[str], None] | None = print
+                   ) -> str:
+    """Train ``arch`` on the train split of ``dataset_id`` with ``cfg`` and register it in the
+    models table (checkpoint under ``<root>/checkpoints/``); returns model_id.
+
+    The id hashes the dataset id, the architecture and the training config: a second call
+    finds the model and trains nothing.
+    """
+    import json
+
+    from models import save_checkpoint
+    from pipeline.data import read_split
+    from pipeline.lake import content_id, provenance
+
+    cfg = cfg or TrainConfig()
+    model_id = content_id("model", {"dataset_id": dataset_id, "arch": arch,
+                                    "train": cfg.to_dict(), "parent_model_id": None})
+    if lake.has("models", model_id):
+        return model_id
+    meta = lake.row("datasets", dataset_id)
+    splits = {s: read_split(lake, dataset_id, s) for s in ("train", "val", "test")}
+    t0 = time.perf_counter()
+    net = build_model(arch, len(json.loads(meta["classes"])), meta["channels"], meta["height"],
+                      seed=cfg.seed)
+    evals = {s: (splits[s].images, splits[s].labels) for s in ("val", "test") if len(splits[s])}
+    history = train(net, splits["train"].images, splits["train"].labels, cfg, eval_sets=evals,
+                    log=log)
+    seconds = time.perf_counter() - t0
+    dev = next(net.parameters()).device
+    tr = evaluate(net, splits["train"].images, splits["train"].labels, device=dev)
+    te = evaluate(net, splits["test"].images, splits["test"].labels, device=dev)
+    va = (evaluate(net, splits["val"].images, splits["val"].labels, device=dev)["acc"]
+          if len(splits["val"]) else None)
+    path = lake.root / "checkpoints" / f"{model_id}.pt"
+    net.to(memory_format=torch.contiguous_format)
+    sha = save_checkpoint(net.cpu(), path, extra={
+        "model_id": model_id, "dataset_id": dataset_id, "train": cfg.to_dict()})
+    lake.write("models", model_id, {
+        "model_id": [model_id], "arch": [arch], "dataset_id": [dataset_id],
+        "config": [json.dumps({"arch": arch, "train": cfg.to_dict(), "history": history},
+                              default=str)],
+        "parent_model_id": [None], "checkpoint": [str(path)], "sha256": [sha],
+        "train_acc": [tr["acc"]], "val_acc": [va], "test_acc": [te["acc"]],
+        "test_avh": [te["avh"]], "seconds": [seconds],
+        **{k: [v] for k, v in provenance().items()}})
+    return model_id

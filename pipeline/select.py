@@ -1,0 +1,133 @@
+"""Selections of a scoring run's items through DuckDB (SQL in ``pipeline/sql/``).
+
+* ``band``: items whose score lies in the [lo, hi) quantile band of the run (``quantile_cont``),
+  over all items or within each class. For AVH, low = easy: seed 000 kept 0.02-0.22.
+* ``random``: a random subset of a given size or fraction, or matched to another selection's
+  size and class mix (M1 of seed 000).
+* ``all``: every item (M0).
+
+Every value is bound as a query parameter; the SQL text is one file per query. A selection is
+stored with its method, parameters, SQL file name and scoring_run_id; its id hashes those (and
+the SQL text), so the same selection asked twice is found, not written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.lake import Lake, LakeError, content_id, provenance, query_arrow
+from pipeline.score import SCORE_COLUMNS
+
+__all__ = ["SelectionError", "band", "random", "all_items", "read_selection", "SCORE_COLUMNS"]
+
+
+class SelectionError(ValueError):
+    """The selection cannot be made as asked; the message says why and how to fix it."""
+
+
+def sql_text(name: str) -> str:
+    return resources.files("pipeline").joinpath("sql", name).read_text()
+
+
+def _files(lake: Lake, scoring_run_id: str) -> list[str]:
+    if not lake.has("scoring_runs", scoring_run_id):
+        raise SelectionError(f"no scoring run {scoring_run_id!r} in {lake.root}; "
+                             f"run `smartaug score` first")
+    return lake.files("scores", scoring_run_id)
+
+
+def _store(lake: Lake, scoring_run_id: str, method: str, sql_file: str, params: dict,
+           query_params: dict, *, score_column: str | None = None, lo=None, hi=None,
+           per_class: bool = False) -> str:
+    text = sql_text(sql_file)
+    selection_id = content_id("selection", {
+        "scoring_run_id": scoring_run_id, "method": method, "params": params,
+        "sql": hashlib.sha256(text.encode()).hexdigest()})
+    if lake.has("selections", selection_id):
+        return selection_id
+    con = duckdb.connect(":memory:")
+    try:
+        rows = query_arrow(con, text, query_params)
+    finally:
+        con.close()
+    n = rows.num_rows
+    if n == 0:
+        raise SelectionError(
+            f"the {method} selection {json.dumps(params)} of scoring run {scoring_run_id} "
+            f"selects nothing; widen the band or check the run's scores "
+            f"(smartaug sql \"select count(*) from scores where scoring_run_id = "
+            f"'{scoring_run_id}'\")")
+    prov = provenance()
+    lake.write("selections", selection_id, {
+        "selection_id": [selection_id] * n, "scoring_run_id": [scoring_run_id] * n,
+        "method": [method] * n, "score_column": [score_column] * n,
+        "band_lo": pa.array([lo] * n, pa.float64()), "band_hi": pa.array([hi] * n, pa.float64()),
+        "per_class": [per_class] * n, "params": [json.dumps(params, sort_keys=True)] * n,
+        "sql_file": [sql_file] * n, "aug_id": rows["item_id"], "label": rows["label"],
+        "score": rows["score"].cast(pa.float64()),
+        "created_at": [prov["created_at"]] * n, "git_sha": [prov["git_sha"]] * n})
+    return selection_id
+
+
+def band(lake: Lake, scoring_run_id: str, lo: float, hi: float, *, score: str = "avh",
+         per_class: bool = False) -> str:
+    """Select items whose ``score`` lies in the [lo, hi) quantile band; returns selection_id.
+
+    0 <= lo < hi <= 1; hi = 1 includes the maximum. Items with an undefined score are left out.
+    """
+    if score not in SCORE_COLUMNS:
+        raise SelectionError(f"unknown score column {score!r}; valid: {', '.join(SCORE_COLUMNS)}")
+    lo, hi = float(lo), float(hi)
+    if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
+        raise SelectionError(f"band [{lo}, {hi}) lies outside [0, 1]: both ends are quantile "
+                             f"levels, e.g. --band 0.02 0.22")
+    if lo >= hi:
+        raise SelectionError(f"band [{lo}, {hi}) is empty: lo must be below hi")
+    files = _files(lake, scoring_run_id)
+    params = {"score": score, "lo": lo, "hi": hi, "per_class": bool(per_class)}
+    return _store(lake, scoring_run_id, "band", "band.sql", params,
+                  {"files": files, **params}, score_column=score, lo=lo, hi=hi,
+                  per_class=bool(per_class))
+
+
+def random(lake: Lake, scoring_run_id: str, *, size: int | None = None,
+           fraction: float | None = None, matched_to: str | None = None, seed: int = 0) -> str:
+    """A random subset: ``size`` items, a ``fraction`` of all, or ``matched_to`` another
+    selection's size and class mix. Returns selection_id."""
+    if sum(x is not None for x in (size, fraction, matched_to)) != 1:
+        raise SelectionError("give exactly one of size, fraction, matched_to")
+    files = _files(lake, scoring_run_id)
+    if matched_to is not None:
+        if not lake.has("selections", matched_to):
+            raise SelectionError(f"no selection {matched_to!r} to match in {lake.root}")
+        params = {"matched_to": matched_to, "seed": int(seed)}
+        return _store(lake, scoring_run_id, "random", "random_matched.sql", params,
+                      {"files": files, "matched_files": lake.files("selections", matched_to),
+                       "seed": int(seed)})
+    total = lake.row("scoring_runs", scoring_run_id)["n_items"]
+    if fraction is not None:
+        if not (0.0 < fraction <= 1.0):
+            raise SelectionError(f"fraction must be in (0, 1], got {fraction}")
+        size = int(round(fraction * total))
+    if size is None or size < 1 or size > total:
+        raise SelectionError(f"size must be between 1 and the run's {total} items, got {size}")
+    params = {"n": int(size), "seed": int(seed)}
+    return _store(lake, scoring_run_id, "random", "random.sql", params,
+                  {"files": files, **params})
+
+
+def all_items(lake: Lake, scoring_run_id: str) -> str:
+    """Every item of the run (M0). Returns selection_id."""
+    return _store(lake, scoring_run_id, "all", "all.sql", {}, {"files": _files(lake, scoring_run_id)})
+
+
+def read_selection(lake: Lake, selection_id: str) -> pa.Table:
+    """The rows of one selection (aug_id, label, score, ...)."""
+    if not lake.has("selections", selection_id):
+        raise LakeError(f"no selection {selection_id!r} in {lake.root}")
+    return lake.read("selections", selection_id)
