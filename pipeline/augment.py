@@ -217,7 +217,6 @@ def build_pool(lake, dataset_id: str, cfg: AugmentConfig, *, workers: int | None
 
     The pool id hashes the dataset id and ``cfg``: a second call finds it and writes nothing.
     """
-    import pyarrow as pa
 
     from pipeline.data import read_split
     from pipeline.lake import content_id, encode_images, provenance
@@ -245,8 +244,8 @@ def build_pool(lake, dataset_id: str, cfg: AugmentConfig, *, workers: int | None
                 "label": split.labels[rows[lo:hi]],
                 "k": np.asarray(ks[lo:hi], dtype=np.int32),
                 "kind": [it[3] for it in items[lo:hi]],
-                "angle": pa.array(params["angle"][lo:hi], from_pandas=True),  # NaN -> null
-                "sigma": pa.array(params["sigma"][lo:hi], from_pandas=True),
+                "angle": params["angle"][lo:hi],  # NaN (not a rotation) is stored as NULL
+                "sigma": params["sigma"][lo:hi],
                 "flipped": params["flipped"][lo:hi],
                 "seed": np.asarray([it[2] for it in items[lo:hi]], dtype=np.int64),
                 "image": encode_images(out[lo:hi]),

@@ -135,6 +135,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _nan_to_null(values):
+    """Float NaN (undefined: no angle, no parameter) is stored as NULL, which SQL aggregates
+    skip, instead of a NaN that poisons them."""
+    import numpy as np
+
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return pa.array(values, from_pandas=True)
+    return values
+
+
 class PartitionWriter:
     """Streams record batches of one partition into a temporary directory; ``commit`` renames
     it into place. Files roll over every ``rows_per_file`` rows."""
@@ -153,7 +163,7 @@ class PartitionWriter:
 
     def write(self, data: pa.RecordBatch | pa.Table | Mapping) -> None:
         if isinstance(data, Mapping):
-            data = pa.table(dict(data), schema=self.schema)
+            data = pa.table({k: _nan_to_null(v) for k, v in data.items()}, schema=self.schema)
         elif data.schema != self.schema:
             data = data.select(self.schema.names).cast(self.schema)
         if isinstance(data, pa.RecordBatch):
@@ -305,8 +315,9 @@ def encode_images(images) -> pa.Array:
     """uint8 [N, H, W, C] -> binary array of raw HWC bytes, one value per image."""
     import numpy as np
 
-    flat = np.ascontiguousarray(images).reshape(len(images), -1)
-    size = flat.shape[1]
+    images = np.ascontiguousarray(images)
+    size = int(np.prod(images.shape[1:]))
+    flat = images.reshape(len(images), size)
     offsets = pa.py_buffer((np.arange(len(flat) + 1, dtype=np.int32) * size).tobytes())
     return pa.Array.from_buffers(pa.binary(), len(flat), [None, offsets, pa.py_buffer(flat)])
 

@@ -165,7 +165,7 @@ def _run(lake: Lake, model_id: str, run_id: str, items: Iterator[pa.RecordBatch]
         raise
     if n_undefined:
         print(f"warning: {n_undefined} of {n} items have no AVH (zero feature vector); "
-              f"their avh is NaN")
+              f"their avh is NULL in the scores table")
     lake.write("scoring_runs", run_id, {
         "scoring_run_id": [run_id], "model_id": [model_id], "pool_id": [pool_id],
         "dataset_id": [dataset_id], "split": [split], "n_items": [n],

@@ -34,3 +34,24 @@ def write_image_folder(root: Path, *, classes=("cat", "dog", "eel"), per_class=(
                 noise = rng.integers(0, 20, size=(*size, 3), dtype=np.uint8)
                 Image.fromarray(base + noise).convert(mode).save(d / f"{i:03d}{ext}")
     return root
+
+
+@pytest.fixture(scope="session")
+def small_lake(tmp_path_factory, fashion_root):
+    """A lake with real Fashion-MNIST (50 train / 20 test per class, 20 % validation), a
+    1-epoch LeNet-5 baseline, a one-per-image pool and its scoring run."""
+    from pipeline.augment import AugmentConfig, build_pool
+    from pipeline.config import DataConfig
+    from pipeline.data import ingest
+    from pipeline.lake import Lake
+    from pipeline.score import score_pool
+    from pipeline.train import TrainConfig, train_baseline
+
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    dataset_id = ingest(lake, DataConfig(root=fashion_root, per_class_train=50,
+                                         per_class_test=20, val_fraction=0.2), download=False)
+    model_id = train_baseline(lake, dataset_id, cfg=TrainConfig(epochs=1, device="cpu"), log=None)
+    pool_id = build_pool(lake, dataset_id, AugmentConfig(seed=1), workers=2)
+    run_id = score_pool(lake, model_id, pool_id, batch_size=64, device="cpu")
+    return {"lake": lake, "dataset_id": dataset_id, "model_id": model_id, "pool_id": pool_id,
+            "run_id": run_id}

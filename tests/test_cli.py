@@ -1,0 +1,69 @@
+"""The CLI chain on an image dataset (imagefolder, grayscale 28x28): ids on the last line,
+exact band sizes, and the same commands twice add no rows."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.lake import SCHEMAS, Lake
+from tests.conftest import write_image_folder
+
+BIN = Path(sys.executable).parent
+
+
+def run(storage, *args, ok=True):
+    res = subprocess.run([str(BIN / "smartaug"), *args, "--storage", str(storage)],
+                         capture_output=True, text=True, timeout=600)
+    if ok:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+def chain(storage, images):
+    last = lambda r: r.stdout.strip().splitlines()[-1]  # noqa: E731
+    d = last(run(storage, "ingest", "--dataset", f"imagefolder:{images}", "--grayscale",
+                 "--image-size", "28", "--val-fraction", "0.25"))
+    m = last(run(storage, "baseline", "--dataset-id", d, "--epochs", "2", "--device", "cpu"))
+    p = last(run(storage, "augment", "--dataset-id", d, "--policy", "all", "--workers", "2"))
+    s = last(run(storage, "score", "--model-id", m, "--pool-id", p, "--batch-size", "16"))
+    b = last(run(storage, "select", "--scoring-run-id", s, "--band", "0.25", "0.75"))
+    r = last(run(storage, "select", "--scoring-run-id", s, "--random-matched", b))
+    return d, m, p, s, b, r
+
+
+@pytest.mark.slow
+def test_chain_on_unseen_imagefolder_twice(tmp_path):
+    images = write_image_folder(tmp_path / "imgs", classes=("a", "b", "c", "d"), per_class=(20, 5))
+    storage = tmp_path / "storage"
+    ids = chain(storage, images)
+    lake = Lake(storage)
+    counts = {t: lake.sql(f"select count(*) n from {t}").to_pylist()[0]["n"] for t in SCHEMAS}
+    assert counts["samples"] == 4 * 20 + 4 * 5
+    assert counts["augmentations"] == 4 * 15 * 3  # train minus validation, 3 kinds each
+    assert counts["scores"] == 180
+    assert lake.count("selections", ids[4]) == 90  # half of 180 distinct scores
+    assert lake.count("selections", ids[5]) == 90
+    img = lake.sql("select height, width, channels from augmentations limit 1").to_pylist()[0]
+    assert img == {"height": 28, "width": 28, "channels": 1}
+    assert chain(storage, images) == ids
+    again = {t: lake.sql(f"select count(*) n from {t}").to_pylist()[0]["n"] for t in SCHEMAS}
+    assert again == counts
+    # the ad-hoc query command
+    out = run(storage, "sql", "select kind, count(*) as n from augmentations group by kind "
+              "order by kind", "--csv").stdout
+    assert out.splitlines() == ["kind,n", "hflip,60", "noise,60", "rotate,60"] or \
+        out.replace('"', "").splitlines() == ["kind,n", "hflip,60", "noise,60", "rotate,60"]
+
+
+def test_cli_errors_are_clear_and_exit_2(tmp_path):
+    storage = tmp_path / "storage"
+    res = run(storage, "select", "--scoring-run-id", "nope", "--band", "0.1", "0.2", ok=False)
+    assert res.returncode == 2 and "no scoring run 'nope'" in res.stderr
+    res = run(storage, "ingest", "--dataset", f"imagefolder:{tmp_path / 'missing'}", ok=False)
+    assert res.returncode == 2 and "directory not found" in res.stderr
+    res = run(storage, "sql", "select * from no_such_table", ok=False)
+    assert res.returncode == 2 and "no_such_table" in res.stderr
+    res = run(storage, "augment", "--dataset-id", "nope", ok=False)
+    assert res.returncode == 2 and "run the step that produces it" in res.stderr

@@ -1,0 +1,79 @@
+"""The lake (pipeline/lake.py, storage/views.sql): schemas, atomic partitions, ids, views."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.lake import SCHEMAS, Lake, LakeError, content_id, decode_images, encode_images
+
+
+def test_views_sql_has_one_view_per_table():
+    text = (Path(__file__).parent.parent / "storage" / "views.sql").read_text()
+    views = re.findall(r"CREATE OR REPLACE VIEW (\w+) AS", text)
+    assert sorted(views) == sorted(SCHEMAS)
+
+
+def test_empty_lake_is_queryable(tmp_path):
+    lake = Lake(tmp_path)
+    for table in SCHEMAS:
+        assert lake.sql(f"select count(*) as n from {table}").to_pylist() == [{"n": 0}]
+    cols = lake.sql("select * from scores limit 0").column_names
+    assert cols == SCHEMAS["scores"].names
+
+
+def test_write_is_atomic_and_idempotent(tmp_path):
+    lake = Lake(tmp_path)
+    row = {"scoring_run_id": ["r1"], "model_id": ["m"], "pool_id": [None], "item_id": ["a"],
+           "label": [1], "pred": [1], "correct": [True],
+           **{c: [0.5] for c in ("avh", "avc_true", "confidence", "margin", "loss", "entropy",
+                                 "el2n", "feature_norm")}}
+    assert lake.write("scores", "r1", row) is True
+    assert lake.write("scores", "r1", row) is False  # found, nothing written
+    assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 1}]
+    # a failing write leaves nothing behind, not even in .tmp
+    bad = dict(row, label=["not an int"])
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        lake.write("scores", "r2", bad)
+    assert not lake.has("scores", "r2")
+    assert list((tmp_path / ".tmp").iterdir()) == []
+    # an unfinished writer is invisible to readers
+    w = lake.writer("scores", "r3")
+    w.write(dict(row, scoring_run_id=["r3"]))
+    assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 1}]
+    assert w.commit()
+    assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 2}]
+
+
+def test_stale_temporary_partitions_of_dead_processes_are_removed(tmp_path):
+    lake = Lake(tmp_path)
+    stale = tmp_path / ".tmp" / "scores-abc-999999999-deadbeef"
+    stale.mkdir(parents=True)
+    (stale / "part-00000.parquet").write_bytes(b"partial")
+    Lake(tmp_path)
+    assert not stale.exists()
+    assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 0}]
+
+
+def test_content_id_is_stable_and_order_free():
+    assert content_id("x", {"a": 1, "b": [1, 2]}) == content_id("x", {"b": [1, 2], "a": 1})
+    assert content_id("x", {"a": 1}) != content_id("y", {"a": 1})
+    assert re.fullmatch(r"[0-9a-f]{16}", content_id("x", {}))
+
+
+def test_image_round_trip_and_corrupt_image_named():
+    x = np.random.default_rng(0).integers(0, 256, (5, 4, 3, 2), dtype=np.uint8)
+    t = pa.table({"id": list("abcde"), "image": encode_images(x),
+                  "height": [4] * 5, "width": [3] * 5, "channels": [2] * 5})
+    assert np.array_equal(decode_images(t, "id"), x)
+    bad = t.set_column(1, "image", pa.array([r.tobytes() for r in x[:2]] + [b"xx"] +
+                                            [r.tobytes() for r in x[3:]], pa.binary()))
+    with pytest.raises(LakeError, match="corrupt image in row c"):
+        decode_images(bad, "id")
+
+
+def test_missing_partition_says_what_to_run(tmp_path):
+    with pytest.raises(LakeError, match="run the step that produces it"):
+        Lake(tmp_path).files("pools", "nope")
