@@ -80,6 +80,19 @@ PARTITION_KEYS = {
 VIEWS_SQL = Path(__file__).resolve().parent.parent / "storage" / "views.sql"
 
 
+_ENGINE: duckdb.DuckDBPyConnection | None = None
+
+
+def engine() -> duckdb.DuckDBPyConnection:
+    """A cursor on the process's in-memory DuckDB instance (created once: a fresh instance
+    per query costs a third of a second of warm-up on 10M rows). In memory, so no file lock;
+    close the cursor after use."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = duckdb.connect(":memory:")
+    return _ENGINE.cursor()
+
+
 def query_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.Table:
     """Run ``query`` with bound ``params``; the result as a pyarrow Table."""
     rel = con.sql(query, params=params or None)

@@ -17,10 +17,9 @@ import hashlib
 import json
 from importlib import resources
 
-import duckdb
 import pyarrow as pa
 
-from pipeline.lake import Lake, LakeError, content_id, provenance, query_arrow
+from pipeline.lake import Lake, LakeError, content_id, engine, provenance, query_arrow
 from pipeline.score import SCORE_COLUMNS
 
 __all__ = ["SelectionError", "band", "random", "all_items", "read_selection", "SCORE_COLUMNS"]
@@ -50,7 +49,7 @@ def _store(lake: Lake, scoring_run_id: str, method: str, sql_file: str, params: 
         "sql": hashlib.sha256(text.encode()).hexdigest()})
     if lake.has("selections", selection_id):
         return selection_id
-    con = duckdb.connect(":memory:")
+    con = engine()
     try:
         rows = query_arrow(con, text, query_params)
     finally:

@@ -25,21 +25,31 @@ defined as (
     select * from scores where score is not null and not isnan(score)
 ),
 
-bounds as (
-    select
-        case when $per_class then label else -1 end as grp,
-        quantile_cont(score, $lo) as q_lo,
-        quantile_cont(score, $hi) as q_hi
+-- One branch runs: the other's filter is constant-false and DuckDB prunes it.
+global_bounds as (
+    select quantile_cont(score, [$lo, $hi]) as q from defined where not $per_class
+),
+
+class_bounds as (
+    select label, quantile_cont(score, [$lo, $hi]) as q
     from defined
-    group by grp
+    where $per_class
+    group by label
 ),
 
 final as (
     select d.item_id, d.label, d.score
+    from defined as d, global_bounds as b
+    where not $per_class
+      and d.score >= b.q[1]
+      and (d.score < b.q[2] or ($hi >= 1.0 and d.score <= b.q[2]))
+    union all
+    select d.item_id, d.label, d.score
     from defined as d
-    join bounds as b on b.grp = (case when $per_class then d.label else -1 end)
-    where d.score >= b.q_lo
-      and (d.score < b.q_hi or ($hi >= 1.0 and d.score <= b.q_hi))
+    join class_bounds as b on b.label = d.label
+    where $per_class
+      and d.score >= b.q[1]
+      and (d.score < b.q[2] or ($hi >= 1.0 and d.score <= b.q[2]))
 )
 
 select * from final order by item_id

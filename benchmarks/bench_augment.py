@@ -1,0 +1,85 @@
+"""Pool generation on all cores (pipeline.augment.augment_images) vs a bare single-process
+albumentations loop over the same images (same transforms, kinds drawn per image).
+
+ratio = bare time / pipeline time (target >= 1.6 on 2 cores). Alternating, several repeats,
+medians; JSON on the last line.
+
+    python benchmarks/bench_augment.py [--images 20000] [--repeats 5] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def load_images(n: int) -> np.ndarray:
+    try:
+        from pipeline.data import load_dataset
+
+        x = load_dataset("fashion-mnist", download=False).train.images
+        reps = -(-n // len(x))
+        return np.concatenate([x] * reps)[:n]
+    except Exception:  # noqa: BLE001 - no Fashion-MNIST here: same-shaped random images
+        return np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=20_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+
+    import albumentations as A
+    import cv2
+
+    from pipeline.augment import AugmentConfig, augment_images
+
+    cv2.setNumThreads(1)
+    images = load_images(args.images)
+    ids = [f"train/{i:06d}" for i in range(len(images))]
+    cfg = AugmentConfig(seed=0)
+
+    bare_tf = {
+        "rotate": A.Compose([A.Rotate(limit=(-20, 20), border_mode=cv2.BORDER_CONSTANT, fill=0,
+                                      p=1.0)], seed=0),
+        "noise": A.Compose([A.GaussNoise(std_range=(0.1, 0.1), mean_range=(0, 0), p=1.0)],
+                           seed=0),
+        "hflip": A.Compose([A.HorizontalFlip(p=1.0)], seed=0),
+    }
+    kinds = list(bare_tf)
+
+    def bare():
+        rng = np.random.default_rng(0)
+        out = np.empty_like(images)
+        for i, img in enumerate(images):
+            out[i] = bare_tf[kinds[rng.integers(3)]](image=img)["image"].reshape(img.shape)
+        return out
+
+    def pipeline():
+        return augment_images(images, ids, cfg, workers=args.workers)[1]
+
+    bare(), pipeline()  # warm-up
+    t_bare, t_pipe = [], []
+    for _ in range(args.repeats):
+        for fn, acc in ((bare, t_bare), (pipeline, t_pipe)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    mb, mp_ = statistics.median(t_bare), statistics.median(t_pipe)
+    print(json.dumps({"name": "augment", "ratio": round(mb / mp_, 4), "target": 1.6,
+                      "images": len(images), "workers": args.workers, "cores": os.cpu_count(),
+                      "bare_s": round(mb, 4), "pipeline_s": round(mp_, 4),
+                      "bare_images_per_s": round(len(images) / mb),
+                      "pipeline_images_per_s": round(len(images) / mp_),
+                      "repeats": args.repeats}))
+
+
+if __name__ == "__main__":
+    main()
