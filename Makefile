@@ -30,8 +30,25 @@ data:
 
 setup: $(STAMP) data
 
+# The main job as far as the pipeline goes today: Fashion-MNIST (1000 train images per class,
+# the full test set, 10 % validation) -> LeNet-5 baseline -> one augmentation per image ->
+# AVH scores of the pool and of the originals -> the 2-22 % AVH band and a matched random
+# subset -> what the band kept. Every step is found, not redone, on a second run.
+SA := $(BIN)/smartaug
 run: setup
-	$(BIN)/smartaug demo
+	@set -e; \
+	D=$$($(SA) ingest --dataset fashion-mnist --per-class-train 1000 --val-fraction 0.1 | tail -1); \
+	M=$$($(SA) baseline --dataset-id $$D --epochs 5 | tail -1); \
+	P=$$($(SA) augment --dataset-id $$D --policy one | tail -1); \
+	R=$$($(SA) score --model-id $$M --pool-id $$P | tail -1); \
+	$(SA) score --model-id $$M --dataset-id $$D --split train >/dev/null; \
+	B=$$($(SA) select --scoring-run-id $$R --band 0.02 0.22 | tail -1); \
+	X=$$($(SA) select --scoring-run-id $$R --random-matched $$B | tail -1); \
+	echo "dataset $$D  model $$M  pool $$P  scoring run $$R  band $$B  random $$X"; \
+	echo "Mean AVH of the originals and of the augmentations, by kind:"; \
+	$(SA) sql "select coalesce(a.kind, 'original') as kind, count(*) as n, round(avg(s.avh), 4) as mean_avh, round(avg(s.correct::int), 4) as accuracy from scores s left join augmentations a on a.aug_id = s.item_id join scoring_runs r using (scoring_run_id) where r.model_id = '$$M' group by all order by mean_avh"; \
+	echo "What the 2-22 % AVH band kept, by kind (random = the matched random subset):"; \
+	$(SA) sql "select s.method, a.kind, count(*) as n from selections s join augmentations a using (aug_id) where s.selection_id in ('$$B', '$$X') group by all order by all"
 
 test: setup
 	$(BIN)/python -m pytest

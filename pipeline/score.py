@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from models import load_checkpoint
+from models import fuse_for_inference, load_checkpoint
 from pipeline.hardness import hardness_scores
 from pipeline.lake import Lake, LakeError, content_id, decode_images, provenance
 
@@ -36,7 +36,8 @@ class ScoringError(ValueError):
 
 
 def load_model(lake: Lake, model_id: str, device: torch.device):
-    """The registered checkpoint of ``model_id`` on ``device`` (eval mode) and its row."""
+    """The registered checkpoint of ``model_id`` on ``device`` (eval mode, batch norms folded
+    into the layers before them) and its models row."""
     row = lake.row("models", model_id)
     path = Path(row["checkpoint"])
     if not path.is_file():  # the lake root moved: checkpoints live under it
@@ -45,7 +46,7 @@ def load_model(lake: Lake, model_id: str, device: torch.device):
     if model.sha256 != row["sha256"]:
         raise ScoringError(f"checkpoint {path} has sha256 {model.sha256[:12]}, the models "
                            f"table recorded {row['sha256'][:12]}")
-    return model, row
+    return fuse_for_inference(model), row  # batch norms folded: same scores, faster
 
 
 def _prefetch(it: Iterator, depth: int = 2) -> Iterator:

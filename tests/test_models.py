@@ -60,3 +60,23 @@ def test_bad_inputs(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_fused_model_gives_the_same_features(name):
+    from models import fuse_for_inference
+
+    cin, size = SHAPES[name]
+    torch.manual_seed(1)
+    model = make_model(name, 10, cin, size)
+    model.train()
+    with torch.no_grad():  # move the running stats away from their init values
+        for _ in range(3):
+            model(torch.rand(16, cin, size, size) * 2)
+    model.eval()
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    x = torch.rand(8, cin, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.features(x), model.features(x), rtol=1e-4, atol=1e-5)
+    assert fused.spec == model.spec and model.training is False
