@@ -12,7 +12,9 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@echo "Installing smartaug and its dependencies into $(VENV) (log: $(VENV)/pip.log) ..."
+	@$(BIN)/pip install --disable-pip-version-check -e '.[dev]' > $(VENV)/pip.log 2>&1 \
+	  || { tail -30 $(VENV)/pip.log; exit 1; }
 	@touch $(STAMP)
 
 data:
