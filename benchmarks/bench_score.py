@@ -125,7 +125,8 @@ def main() -> None:
                   "bare_s": round(mb, 4), "pipeline_s": round(mp_, 4),
                   "bare_items_per_s": round(args.items / mb),
                   "pipeline_items_per_s": round(args.items / mp_), "repeats": args.repeats}
-        del batches, x_all
+        batches.clear()
+        del x_all
         if args.rss_items:
             big = tmp / "big"
             make_lake(big, args.rss_items)

@@ -384,6 +384,57 @@ def sql(
         err.print(f"({result.num_rows} rows, {limit} shown; --limit N for more)")
 
 
+@app.command()
+def experiment(
+    preset: Annotated[str, typer.Option(help="quick (minutes on 2 cores) | paper (seed 000)")]
+        = "quick",
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")] = None,
+    data: DataDirOpt = None,
+    grayscale: Annotated[bool | None, typer.Option(
+        "--grayscale/--no-grayscale", help="Convert RGB images to 1 channel.")] = None,
+    image_size: SizeOpt = None,
+    per_class_train: PerClassTrainOpt = None,
+    per_class_test: PerClassTestOpt = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="Epochs of the baseline and of every retraining run.")] = None,
+    reps: Annotated[int | None, typer.Option(help="Replications (seeds) per method.")] = None,
+    model: Annotated[str | None, typer.Option(help="lenet5 | lenet5-wide | resnet")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Run a whole experiment (ingest, baseline, augment, score, select, retrain every method
+    over seeds, report). Prints the report directory last."""
+    from pipeline.config import apply_overrides
+    from pipeline.config import preset as get_preset
+    from pipeline.experiment import run_experiment
+    from pipeline.report import write_report
+
+    try:
+        cfg = apply_overrides(get_preset(preset), dataset=dataset, data=data,
+                              grayscale=grayscale, image_size=image_size,
+                              per_class_train=per_class_train, per_class_test=per_class_test,
+                              epochs=epochs, reps=reps, model=model, device=device)
+    except ValueError as e:
+        _fail(e)
+    lake = _lake(storage)
+    exp_id = _steps(run_experiment, cfg, lake, log=err.print)
+    command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
+        sys.argv[0].endswith("smartaug") else f"smartaug experiment --preset {preset}"
+    out_dir = _steps(write_report, lake, exp_id, command=command)
+    report = __import__("json").loads((out_dir / "report.json").read_text())
+    table = Table(title=f"experiment {exp_id} ({preset})")
+    for col in ("method", "loss", "test acc % (mean ± std)", "95 % CI", "n"):
+        table.add_column(col)
+    for name, m in report["methods"].items():
+        table.add_row(name, m["loss"], f"{100 * m['test_acc_mean']:.2f} ± "
+                      f"{100 * m['test_acc_std']:.2f}",
+                      f"[{100 * m['ci95'][0]:.2f}, {100 * m['ci95'][1]:.2f}]", str(m["n"]))
+    err.print(table)
+    err.print(report["verdict"])
+    print(out_dir)
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"

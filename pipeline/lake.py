@@ -71,11 +71,29 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("score_column", pa.string()), ("band_lo", _F), ("band_hi", _F),
         ("per_class", pa.bool_()), ("params", pa.string()), ("sql_file", pa.string()),
         ("aug_id", pa.string()), ("label", pa.int64()), ("score", _F), *_PROV]),
+    "experiments": pa.schema([
+        ("experiment_id", pa.string()), ("preset", pa.string()), ("config", pa.string()),
+        ("dataset_id", pa.string()), ("baseline_model_id", pa.string()),
+        ("pool_id", pa.string()), ("scoring_run_id", pa.string()),
+        ("selections", pa.string()), ("band_search", pa.string()), *_PROV]),
+    "runs": pa.schema([
+        ("run_id", pa.string()), ("experiment_id", pa.string()), ("method", pa.string()),
+        ("rep", pa.int64()), ("seed", pa.int64()), ("selection_id", pa.string()),
+        ("n_train", pa.int64()), ("n_augmented", pa.int64()), ("loss", pa.string()),
+        ("lam", _F), ("epochs", pa.int64()), ("init", pa.string()), ("train_acc", _F),
+        ("val_acc", _F), ("test_acc", _F), ("test_avh", _F), ("seconds", _F),
+        ("purpose", pa.string()), *_PROV]),
+    "history": pa.schema([
+        ("run_id", pa.string()), ("epoch", pa.int64()), ("train_loss", _F),
+        ("train_acc", _F), ("val_acc", _F), ("val_avh", _F), ("test_acc", _F),
+        ("test_avh", _F), ("feature_norm_mean", _F), ("weight_norm_mean", _F),
+        ("seconds", _F)]),
 }
 PARTITION_KEYS = {
     "datasets": "dataset_id", "samples": "dataset_id", "pools": "pool_id",
     "augmentations": "pool_id", "models": "model_id", "scoring_runs": "scoring_run_id",
     "scores": "scoring_run_id", "selections": "selection_id",
+    "experiments": "experiment_id", "runs": "run_id", "history": "run_id",
 }
 VIEWS_SQL = Path(__file__).resolve().parent.parent / "storage" / "views.sql"
 

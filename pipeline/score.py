@@ -35,13 +35,17 @@ class ScoringError(ValueError):
     """The model and the items cannot be scored together; the message says why."""
 
 
+def checkpoint_path(lake: Lake, model_id: str) -> Path:
+    """Where ``model_id``'s checkpoint is (under the lake root if the root has moved)."""
+    path = Path(lake.row("models", model_id)["checkpoint"])
+    return path if path.is_file() else lake.root / "checkpoints" / path.name
+
+
 def load_model(lake: Lake, model_id: str, device: torch.device):
     """The registered checkpoint of ``model_id`` on ``device`` (eval mode, batch norms folded
     into the layers before them) and its models row."""
     row = lake.row("models", model_id)
-    path = Path(row["checkpoint"])
-    if not path.is_file():  # the lake root moved: checkpoints live under it
-        path = lake.root / "checkpoints" / path.name
+    path = checkpoint_path(lake, model_id)
     model = load_checkpoint(path, map_location=device)
     if model.sha256 != row["sha256"]:
         raise ScoringError(f"checkpoint {path} has sha256 {model.sha256[:12]}, the models "
