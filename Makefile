@@ -17,40 +17,29 @@ $(STAMP): pyproject.toml
 	  || { tail -30 $(VENV)/pip.log; exit 1; }
 	@touch $(STAMP)
 
+# System packages: Fashion-MNIST's IDX files (the default dataset) and Chromium (the report's
+# browser test). Installed with apt as root; elsewhere, how to get them is printed.
 data:
-	@if [ -n "$$SMARTAUG_DATA" ] || [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
-	  echo "Fashion-MNIST: $${SMARTAUG_DATA:-$(FASHION_DIR)}"; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "Installing Debian's dataset-fashion-mnist ..."; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	@missing=""; \
+	if [ -z "$$SMARTAUG_DATA" ] && [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then missing="dataset-fashion-mnist"; fi; \
+	if ! command -v chromium >/dev/null 2>&1; then missing="$$missing chromium"; fi; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Debian packages:$$missing ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-	  echo "Fashion-MNIST is not installed and this is not root on Debian/Ubuntu."; \
-	  echo "  Either: sudo apt-get install dataset-fashion-mnist"; \
-	  echo "  or put the four *-ubyte.gz files in a directory and export SMARTAUG_DATA=DIR"; \
-	  echo "  or stay online: torchvision downloads them on first use."; \
+	  echo "Missing:$$missing (not root on Debian/Ubuntu, so not installed)."; \
+	  echo "  Fashion-MNIST: sudo apt-get install dataset-fashion-mnist, or put the four"; \
+	  echo "  *-ubyte.gz files in a directory and export SMARTAUG_DATA=DIR, or stay online"; \
+	  echo "  (torchvision downloads them). Chromium: only the report's browser test needs it."; \
 	fi
 
 setup: $(STAMP) data
 
-# The main job as far as the pipeline goes today: Fashion-MNIST (1000 train images per class,
-# the full test set, 10 % validation) -> LeNet-5 baseline -> one augmentation per image ->
-# AVH scores of the pool and of the originals -> the 2-22 % AVH band and a matched random
-# subset -> what the band kept. Every step is found, not redone, on a second run.
-SA := $(BIN)/smartaug
+# The main job: the quick preset (Fashion-MNIST, 1000 train images per class, the full test
+# set, LeNet-5, M0/M1/M2 over 3 seeds) through the library; prints the report directory last.
 run: setup
-	@set -e; \
-	D=$$($(SA) ingest --dataset fashion-mnist --per-class-train 1000 --val-fraction 0.1 | tail -1); \
-	M=$$($(SA) baseline --dataset-id $$D --epochs 5 | tail -1); \
-	P=$$($(SA) augment --dataset-id $$D --policy one | tail -1); \
-	R=$$($(SA) score --model-id $$M --pool-id $$P | tail -1); \
-	$(SA) score --model-id $$M --dataset-id $$D --split train >/dev/null; \
-	B=$$($(SA) select --scoring-run-id $$R --band 0.02 0.22 | tail -1); \
-	X=$$($(SA) select --scoring-run-id $$R --random-matched $$B | tail -1); \
-	echo "dataset $$D  model $$M  pool $$P  scoring run $$R  band $$B  random $$X"; \
-	echo "Mean AVH of the originals and of the augmentations, by kind:"; \
-	$(SA) sql "select coalesce(a.kind, 'original') as kind, count(*) as n, round(avg(s.avh), 4) as mean_avh, round(avg(s.correct::int), 4) as accuracy from scores s left join augmentations a on a.aug_id = s.item_id join scoring_runs r using (scoring_run_id) where r.model_id = '$$M' group by all order by mean_avh"; \
-	echo "What the 2-22 % AVH band kept, by kind (random = the matched random subset):"; \
-	$(SA) sql "select s.method, a.kind, count(*) as n from selections s join augmentations a using (aug_id) where s.selection_id in ('$$B', '$$X') group by all order by all"
+	$(BIN)/smartaug experiment --preset quick
 
 test: setup
 	$(BIN)/python -m pytest

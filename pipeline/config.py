@@ -160,7 +160,8 @@ OVERRIDES = ("dataset", "data", "grayscale", "image_size", "per_class_train", "p
 
 
 def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
-    """Overrides by the CLI's names (None = keep): dataset, data (the files' directory),
+    """Overrides by the CLI's names (None = keep): dataset (another dataset than the preset's
+    is used whole unless per_class_* are given), data (the files' directory),
     grayscale, image_size, per_class_train, per_class_test, epochs (baseline and retraining),
     reps, model, device."""
     from dataclasses import replace
@@ -169,6 +170,13 @@ def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
     if unknown:
         raise ValueError(f"unknown overrides {sorted(unknown)}; valid: {', '.join(OVERRIDES)}")
     o = {k: v for k, v in overrides.items() if v is not None}
+    if o.get("dataset", cfg.data.dataset) != cfg.data.dataset:
+        # a preset's subset sizes belong to its own dataset: another one is used whole
+        # unless sizes are given too
+        o.setdefault("per_class_train", None)
+        o.setdefault("per_class_test", None)
+        cfg = replace(cfg, data=replace(cfg.data, per_class_train=o.pop("per_class_train"),
+                                        per_class_test=o.pop("per_class_test")))
     data = replace(cfg.data, **{k: o[k] for k in ("dataset", "grayscale", "image_size",
                                                   "per_class_train", "per_class_test")
                                 if k in o})

@@ -1,0 +1,173 @@
+"""Experiments and reports (pipeline/experiment.py, pipeline/report.py, pipeline/config.py)."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from pipeline.config import (
+    DataConfig,
+    ExperimentConfig,
+    MethodSpec,
+    apply_overrides,
+    preset,
+    standard_methods,
+)
+from pipeline.experiment import run_experiment
+from pipeline.lake import Lake
+from pipeline.report import method_stats, paired, write_report
+from pipeline.train import TrainConfig
+from tests.conftest import write_image_folder
+
+BIN = Path(sys.executable).parent
+
+
+def test_method_stats_known_answer():
+    s = method_stats([0.5, 0.6, 0.7])
+    assert s["test_acc_mean"] == pytest.approx(0.6)
+    assert s["test_acc_std"] == pytest.approx(0.1)
+    half = stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)
+    assert s["ci95"] == pytest.approx([0.6 - half, 0.6 + half])
+    assert half == pytest.approx(0.2484, abs=1e-4)
+    assert method_stats([0.7]) == {"test_acc_mean": 0.7, "test_acc_std": 0.0,
+                                   "ci95": [0.7, 0.7], "n": 1}
+
+
+def test_paired_difference_matches_scipy():
+    a = {0: 0.61, 1: 0.64, 2: 0.60, 3: 0.66}
+    b = {0: 0.60, 1: 0.61, 2: 0.60, 3: 0.62, 4: 0.99}  # rep 4 has no pair
+    p = paired(a, b)
+    assert p["n_pairs"] == 4
+    assert p["mean_diff"] == pytest.approx(np.mean([0.01, 0.03, 0.0, 0.04]))
+    ref = stats.ttest_rel([0.61, 0.64, 0.60, 0.66], [0.60, 0.61, 0.60, 0.62]).pvalue
+    assert p["p_value"] == pytest.approx(ref)
+    assert paired({0: 0.5}, {0: 0.4})["p_value"] is None
+
+
+def test_presets_and_overrides():
+    q = preset("quick")
+    assert [m.name for m in q.methods] == ["M0", "M1", "M2"] and q.reps == 3
+    p = preset("paper")
+    assert p.init == "baseline" and p.reps == 5 and p.retrain.epochs == 25
+    assert p.retrain.batch_size == 1000 and p.retrain.lr == 1e-4 and p.model == "lenet5-wide"
+    assert {"M2-ce", "M1-avh"} <= {m.name for m in p.methods}
+    assert next(m for m in p.methods if m.name == "M2").loss.lam == 1000  # batch-sum AVH^2
+    o = apply_overrides(q, dataset="imagefolder:/x", grayscale=True, image_size=28, epochs=2,
+                        reps=4, model="lenet5-wide", per_class_test=7)
+    assert (o.data.dataset, o.data.grayscale, o.data.image_size, o.data.per_class_test) == \
+        ("imagefolder:/x", True, 28, 7)
+    assert o.baseline.epochs == o.retrain.epochs == 2 and o.reps == 4 and o.model == "lenet5-wide"
+    assert o.data.per_class_train is None  # another dataset: used whole unless sizes given
+    assert apply_overrides(q, per_class_train=5).data.per_class_train == 5
+    assert apply_overrides(q, dataset="mnist", per_class_train=5).data.per_class_train == 5
+    with pytest.raises(ValueError, match="valid: quick, paper"):
+        preset("fast")
+    with pytest.raises(ValueError, match="unknown overrides"):
+        apply_overrides(q, lr=3)
+    with pytest.raises(ValueError, match="matches unknown method"):
+        replace(q, methods=(MethodSpec("M1", "random_matched", matched_to="M9"),))
+    with pytest.raises(ValueError, match="validation split"):
+        replace(q, data=replace(q.data, val_fraction=0.0), band_grid=((0.0, 0.2),))
+
+
+@pytest.fixture(scope="module")
+def small_experiment(tmp_path_factory, fashion_root):
+    lake = Lake(tmp_path_factory.mktemp("exp"))
+    cfg = ExperimentConfig(
+        preset="test",
+        data=DataConfig(root=fashion_root, per_class_train=60, per_class_test=20,
+                        val_fraction=1 / 6),
+        baseline=TrainConfig(epochs=2, batch_size=64, device="cpu"),
+        retrain=TrainConfig(epochs=2, batch_size=64, device="cpu"),
+        methods=standard_methods(ablations=True, other_scores=("el2n",)),
+        reps=2, band_grid=((0.0, 0.2), (0.02, 0.22), (0.4, 0.6)))
+    exp_id = run_experiment(cfg, lake, log=None)
+    return lake, cfg, exp_id, write_report(lake, exp_id, command="pytest")
+
+
+def test_experiment_tables_and_report_json(small_experiment):
+    lake, cfg, exp_id, out = small_experiment
+    runs = lake.sql("select * from runs where experiment_id = $e", {"e": exp_id}).to_pylist()
+    method_runs = [r for r in runs if r["purpose"] == "method"]
+    assert len(method_runs) == len(cfg.methods) * cfg.reps
+    assert len([r for r in runs if r["purpose"] == "band-search"]) == 3
+    assert {r["seed"] for r in method_runs} == {0, 1}
+    hist = lake.sql("select count(*) n from history where run_id in (select run_id from runs "
+                    "where experiment_id = $e)", {"e": exp_id}).to_pylist()[0]["n"]
+    assert hist == len(runs) * 2
+    r = json.loads((out / "report.json").read_text())
+    assert {"experiment_id", "config", "baseline", "methods", "comparisons", "selection"} <= set(r)
+    assert set(r["baseline"]) >= {"test_acc", "test_avh"}
+    m2 = r["methods"]["M2"]
+    assert {"test_acc_mean", "test_acc_std", "ci95", "n", "runs"} <= set(m2) and m2["n"] == 2
+    assert m2["ci95"][0] <= m2["test_acc_mean"] <= m2["ci95"][1]
+    assert all({"a", "b", "mean_diff", "p_value"} <= set(c) for c in r["comparisons"])
+    assert {(c["a"], c["b"]) for c in r["comparisons"]} >= {("M2", "M0"), ("M2", "M1")}
+    sel = r["selection"]
+    assert sel["band"] in ([0.0, 0.2], [0.02, 0.22], [0.4, 0.6])
+    assert "validation" in sel["how_chosen"]
+    assert sum(sel["by_kind"].values()) == sel["size"] == 100  # 20 % of 500 distinct scores
+    # M1 is matched to M2's size and class mix; the ablations share their selections
+    sels = r["ids"]["selections"]
+    mix = {k: lake.sql("select label, count(*) n from selections where selection_id = $s "
+                       "group by all order by all", {"s": sels[k]}).to_pylist()
+           for k in ("M1", "M2")}
+    assert mix["M1"] == mix["M2"]
+    assert sels["M2-ce"] == sels["M2"] and sels["M1-avh"] == sels["M1"]
+    assert r["methods"]["M0"]["n_train"] == 500 + 500
+    assert (out / "report.md").read_text().count("| M") >= len(cfg.methods)
+    assert r["git_sha"] and r["command"] == "pytest"
+
+
+def test_experiment_resumes_with_no_new_rows(small_experiment):
+    lake, cfg, exp_id, _ = small_experiment
+    before = {t: lake.sql(f"select count(*) n from {t}").to_pylist()[0]["n"]
+              for t in ("runs", "history", "models", "scores", "selections")}
+    assert run_experiment(cfg, lake, log=None) == exp_id
+    after = {t: lake.sql(f"select count(*) n from {t}").to_pylist()[0]["n"] for t in before}
+    assert after == before
+
+
+def test_report_html_renders_in_chromium(small_experiment, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (make test installs it as root: apt-get install "
+                    "chromium)")
+    _, _, _, out = small_experiment
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="plots/' not in html  # self-contained
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
+                    "--window-size=1200,1600", f"--screenshot={shot}",
+                    (out / "report.html").as_uri()], capture_output=True, timeout=120, check=True)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (1600, 1200)
+    assert img.std() > 20 and (img < 100).mean() > 0.01  # text and plots, not a blank page
+
+
+@pytest.mark.slow
+def test_experiment_cli_on_an_imagefolder(tmp_path):
+    images = write_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=(24, 6),
+                                size=(36, 30))
+    res = subprocess.run([str(BIN / "smartaug"), "experiment", "--preset", "quick",
+                          "--dataset", f"imagefolder:{images}", "--grayscale", "--image-size",
+                          "28", "--epochs", "1", "--reps", "2", "--device", "cpu",
+                          "--storage", str(tmp_path / "storage")],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr
+    out = Path(res.stdout.strip().splitlines()[-1])
+    r = json.loads((out / "report.json").read_text())
+    assert set(r["methods"]) == {"M0", "M1", "M2"} and r["methods"]["M0"]["n"] == 2
+    assert r["config"]["data"]["image_size"] == 28 and r["config"]["data"]["grayscale"]
+    assert "--dataset" in r["command"]
