@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.smartaug-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data run test bench lint clean
+.PHONY: setup data up run serve stop test bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,10 +36,49 @@ data:
 
 setup: $(STAMP) data
 
+# Prefect: an embedded server on 127.0.0.1 (SQLite under .prefect/) and the serve process,
+# started in the background when not already up; `make stop` stops them by pid.
+PREFECT_PORT ?= 4200
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_API_URL := http://127.0.0.1:$(PREFECT_PORT)/api
+export PREFECT_RUNNER_POLL_FREQUENCY := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+HEALTHY := $(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(PREFECT_API_URL)/health', timeout=2)" 2>/dev/null
+
+up: setup
+	@mkdir -p $(PREFECT_HOME)
+	@if ! $(HEALTHY); then \
+	  echo "Starting the Prefect server on 127.0.0.1:$(PREFECT_PORT) (SQLite in $(PREFECT_HOME)) ..."; \
+	  nohup $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
+	    > $(PREFECT_HOME)/server.log 2>&1 & echo $$! > $(PREFECT_HOME)/server.pid; \
+	  for i in $$(seq 1 120); do $(HEALTHY) && break; sleep 1; done; \
+	  $(HEALTHY) || { echo "The Prefect server did not start:"; tail -20 $(PREFECT_HOME)/server.log; exit 1; }; \
+	fi
+	@if [ ! -f $(PREFECT_HOME)/serve.pid ] || ! kill -0 $$(cat $(PREFECT_HOME)/serve.pid) 2>/dev/null; then \
+	  echo "Serving the deployments (log: $(PREFECT_HOME)/serve.log) ..."; \
+	  nohup $(BIN)/python -m flows.serve > $(PREFECT_HOME)/serve.log 2>&1 & echo $$! > $(PREFECT_HOME)/serve.pid; \
+	fi
+	@for i in $$(seq 1 120); do \
+	  $(BIN)/prefect deployment inspect smart-augmentation/smart-augmentation >/dev/null 2>&1 && break; sleep 1; \
+	done
+
 # The main job: the quick preset (Fashion-MNIST, 1000 train images per class, the full test
-# set, LeNet-5, M0/M1/M2 over 3 seeds) through the library; prints the report directory last.
-run: setup
-	$(BIN)/smartaug experiment --preset quick
+# set, LeNet-5, M0/M1/M2 over 3 seeds) as a run of the Prefect deployment.
+run: up
+	$(BIN)/prefect deployment run smart-augmentation/smart-augmentation -p preset=quick --watch
+	@echo "Report: $(CURDIR)/$$(ls -td storage/reports/*/ | head -1)report.html"
+	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)  (make stop stops the server and the serve process)"
+
+# The server in the background, the deployments in the foreground (Ctrl-C to stop serving).
+serve: setup
+	@$(MAKE) --no-print-directory up
+	@kill $$(cat $(PREFECT_HOME)/serve.pid 2>/dev/null) 2>/dev/null; rm -f $(PREFECT_HOME)/serve.pid
+	$(BIN)/python -m flows.serve
+
+stop:
+	@for p in serve server; do \
+	  if [ -f $(PREFECT_HOME)/$$p.pid ]; then kill $$(cat $(PREFECT_HOME)/$$p.pid) 2>/dev/null && echo "stopped $$p"; rm -f $(PREFECT_HOME)/$$p.pid; fi; \
+	done
 
 test: setup
 	$(BIN)/python -m pytest

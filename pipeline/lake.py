@@ -258,6 +258,16 @@ class Lake:
                 pq.write_table(schema.empty_table(), tmp)
                 os.replace(tmp, empty)
         self._clean_stale_tmp()
+        token = self.root / ".lake-id"
+        if not token.is_file():
+            tmp = self.root / f".lake-id-{uuid.uuid4().hex[:8]}"
+            tmp.write_text(uuid.uuid4().hex)
+            try:
+                os.link(tmp, token)  # first writer wins, atomically
+            except FileExistsError:
+                pass
+            tmp.unlink()
+        self.lake_id = token.read_text().strip()
 
     def _clean_stale_tmp(self) -> None:
         tmp = self.root / ".tmp"

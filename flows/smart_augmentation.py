@@ -1,0 +1,154 @@
+"""Prefect flow ``smart-augmentation``: one task per stage of the experiment.
+
+    ingest -> baseline -> augment -> score -> retrain (selections + methods x reps) -> report
+
+Tasks pass ids and paths, never tensors. Each task reads its inputs from the lake, calls one
+library function (``pipeline.experiment``) and returns an id; results are persisted and cached
+on the task's inputs and source, and the lake's content-hashed ids make every stage find its
+output, so a crashed run resumes at its first unfinished stage and a finished one re-runs with
+no work. Every task also takes the lake's identity (``Lake.lake_id``, a token created with the
+storage root), so a cache entry never outlives the lake it describes: delete ``storage/`` and
+the next run recomputes.
+
+    prefect deployment run smart-augmentation/smart-augmentation -p preset=quick \
+        -p overrides='{"epochs": 2}' --watch
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.config import ExperimentConfig, apply_overrides
+from pipeline.config import preset as get_preset
+from pipeline.lake import Lake
+
+CACHE = INPUTS + TASK_SOURCE
+
+
+class Overrides(BaseModel):
+    """Overrides of the preset, by the CLI's names (unset = the preset's value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(None, description="fashion-mnist | mnist | cifar10 | "
+                                "imagefolder:PATH")
+    data: str | None = Field(None, description="Directory with the dataset's files")
+    grayscale: bool | None = None
+    image_size: int | None = Field(None, ge=8, le=1024, description="Resize to N x N")
+    per_class_train: int | None = Field(None, ge=1)
+    per_class_test: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1, le=1000)
+    reps: int | None = Field(None, ge=1, le=100)
+    model: Literal["lenet5", "lenet5-wide", "resnet"] | None = None
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    storage: str | None = Field(None, description="Lake root (default: SMARTAUG_STORAGE or "
+                                "./storage)")
+
+
+def experiment_config(preset: str, overrides: Overrides) -> ExperimentConfig:
+    o = overrides.model_dump(exclude={"storage"})
+    return apply_overrides(get_preset(preset), **o)
+
+
+def _lake(overrides: Overrides) -> Lake:
+    return Lake(overrides.storage)
+
+
+@task(name="ingest", cache_policy=CACHE, persist_result=True, retries=2, retry_delay_seconds=2)
+def ingest_task(preset: str, overrides: Overrides, lake_id: str) -> str:
+    """Load the dataset into the samples table."""
+    from pipeline.experiment import stage_ingest
+
+    return stage_ingest(_lake(overrides), experiment_config(preset, overrides))
+
+
+@task(name="baseline", cache_policy=CACHE, persist_result=True)
+def baseline_task(preset: str, overrides: Overrides, lake_id: str, dataset_id: str) -> str:
+    """Train and register the baseline model."""
+    from pipeline.experiment import stage_baseline
+
+    return stage_baseline(_lake(overrides), experiment_config(preset, overrides), dataset_id)
+
+
+@task(name="augment", cache_policy=CACHE, persist_result=True, retries=2, retry_delay_seconds=2)
+def augment_task(preset: str, overrides: Overrides, lake_id: str, dataset_id: str) -> str:
+    """Generate the augmentation pool."""
+    from pipeline.experiment import stage_augment
+
+    return stage_augment(_lake(overrides), experiment_config(preset, overrides), dataset_id)
+
+
+@task(name="score", cache_policy=CACHE, persist_result=True, retries=2, retry_delay_seconds=2)
+def score_task(preset: str, overrides: Overrides, lake_id: str, model_id: str, pool_id: str,
+               dataset_id: str) -> str:
+    """Score the pool (and the original train and test images) by AVH."""
+    from pipeline.experiment import stage_score
+
+    return stage_score(_lake(overrides), experiment_config(preset, overrides), model_id, pool_id,
+                       dataset_id)
+
+
+@task(name="retrain", cache_policy=CACHE, persist_result=True)
+def retrain_task(preset: str, overrides: Overrides, lake_id: str, dataset_id: str,
+                 pool_id: str, scoring_run_id: str, model_id: str) -> str:
+    """Select per method and retrain every method x rep; returns the experiment id."""
+    from pipeline.experiment import experiment_id, record_experiment, stage_retrain
+
+    lake, cfg = _lake(overrides), experiment_config(preset, overrides)
+    exp_id = experiment_id(cfg)
+    _, selections, search = stage_retrain(lake, cfg, exp_id, dataset_id, pool_id,
+                                          scoring_run_id, model_id)
+    record_experiment(lake, cfg, exp_id, dataset_id, model_id, pool_id, scoring_run_id,
+                      selections, search)
+    return exp_id
+
+
+@task(name="report", retries=2, retry_delay_seconds=2)
+def report_task(preset: str, overrides: Overrides, exp_id: str) -> str:
+    """Write the report and publish it as artifacts; returns the report directory."""
+    from pipeline.report import write_report
+
+    o = overrides.model_dump(exclude_none=True)
+    command = (f"prefect deployment run smart-augmentation/smart-augmentation -p preset={preset}"
+               + (f" -p overrides='{json.dumps(o)}'" if o else "") + " --watch")
+    out = write_report(_lake(overrides), exp_id, command=command)
+    report = json.loads((out / "report.json").read_text())
+    rows = ["| method | loss | test acc % (mean ± std) | 95 % CI | n |", "|---|---|---|---|---|"]
+    for name, m in report["methods"].items():
+        rows.append(f"| {name} | {m['loss']} | {100 * m['test_acc_mean']:.2f} ± "
+                    f"{100 * m['test_acc_std']:.2f} | [{100 * m['ci95'][0]:.2f}, "
+                    f"{100 * m['ci95'][1]:.2f}] | {m['n']} |")
+    create_markdown_artifact(
+        key="smart-augmentation-methods",
+        markdown=f"# Experiment {exp_id}\n\n" + "\n".join(rows) + f"\n\n{report['verdict']}\n",
+        description="Test accuracy per method over seeds")
+    create_link_artifact(key="smart-augmentation-report",
+                         link=(out / "report.html").resolve().as_uri(),
+                         link_text=f"report {exp_id}", description="The HTML report")
+    print(f"report: {out}")
+    return str(out)
+
+
+@flow(name="smart-augmentation", log_prints=True)
+def smart_augmentation(preset: Literal["quick", "paper"] = "quick",
+                       overrides: Overrides = Overrides()) -> str:
+    """AVH-guided augmentation selection: the whole experiment; returns the report directory."""
+    experiment_config(preset, overrides)  # refuse a bad combination before any work
+    lake_id = _lake(overrides).lake_id
+    dataset_id = ingest_task(preset, overrides, lake_id)
+    model_id = baseline_task(preset, overrides, lake_id, dataset_id)
+    pool_id = augment_task(preset, overrides, lake_id, dataset_id)
+    scoring_run_id = score_task(preset, overrides, lake_id, model_id, pool_id, dataset_id)
+    exp_id = retrain_task(preset, overrides, lake_id, dataset_id, pool_id, scoring_run_id,
+                          model_id)
+    return report_task(preset, overrides, exp_id)
+
+
+if __name__ == "__main__":
+    smart_augmentation()

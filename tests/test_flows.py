@@ -1,0 +1,162 @@
+"""Prefect flows against a real Prefect server (SQLite, 127.0.0.1, a free port)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.lake import Lake
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"per_class_train": 60, "per_class_test": 20, "epochs": 1, "reps": 2}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{url}/health", timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory, fashion_root):
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home),
+               PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_UI_ENABLED="false", SMARTAUG_DATA=fashion_root)
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while not _healthy(env["PREFECT_API_URL"]):
+            assert server.poll() is None, "the Prefect server exited"
+            assert time.time() < deadline, "the Prefect server did not start in 120 s"
+            time.sleep(0.5)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _python(env, code: str, timeout=900) -> str:
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout.strip().splitlines()[-1]
+
+
+def _counts(lake: Lake) -> dict:
+    return {t: lake.sql(f"select count(*) n from {t}").to_pylist()[0]["n"]
+            for t in ("samples", "augmentations", "models", "scores", "selections", "runs",
+                      "history", "experiments")}
+
+
+@pytest.mark.slow
+def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, tmp_path):
+    storage = tmp_path / "storage"
+    o = json.dumps({**TINY, "storage": str(storage)})
+    code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
+            f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
+    out = Path(_python(prefect_env, code))
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["methods"]) == {"M0", "M1", "M2"} and report["methods"]["M2"]["n"] == 2
+    lake = Lake(storage)
+    first = _counts(lake)
+    scored_at = lake.sql("select scoring_run_id, created_at from scoring_runs").to_pylist()
+    # a second identical run adds no rows
+    _python(prefect_env, code)
+    assert _counts(lake) == first
+    # deleting the lake invalidates Prefect's cache: the next run recomputes, not fails
+    shutil.rmtree(storage)
+    _python(prefect_env, code)
+    assert _counts(Lake(storage)) == first
+    assert scored_at
+
+
+@pytest.mark.slow
+def test_run_killed_after_scoring_resumes_without_rescoring(prefect_env, tmp_path):
+    storage = tmp_path / "storage"
+    o = json.dumps({**TINY, "reps": 3, "epochs": 3, "storage": str(storage)})
+    code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
+            f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=prefect_env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not list((storage / "runs").glob("run_id=*")):  # retraining has begun
+        assert proc.poll() is None, "the flow ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    lake = Lake(storage)
+    scored = lake.sql("select scoring_run_id, created_at from scoring_runs order by 1").to_pylist()
+    assert lake.sql("select count(*) n from experiments").to_pylist()[0]["n"] == 0
+    out = Path(_python(prefect_env, code))
+    assert (out / "report.json").is_file()
+    assert lake.sql("select scoring_run_id, created_at from scoring_runs order by 1"
+                    ).to_pylist() == scored  # not re-scored
+    assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 9
+
+
+@pytest.mark.slow
+def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
+    serve = subprocess.Popen([sys.executable, "-m", "flows.serve"], env=prefect_env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        storage = tmp_path / "storage"
+        code = (
+            "import time\n"
+            "from prefect.deployments import run_deployment\n"
+            "from prefect.client.orchestration import get_client\n"
+            "for _ in range(120):\n"
+            "    try:\n"
+            "        with get_client(sync_client=True) as c:\n"
+            "            c.read_deployment_by_name('smart-augmentation/smart-augmentation')\n"
+            "        break\n"
+            "    except Exception:\n"
+            "        time.sleep(1)\n"
+            f"run = run_deployment('smart-augmentation/smart-augmentation', parameters="
+            f"{{'preset': 'quick', 'overrides': {dict(TINY, storage=str(storage))!r}}}, "
+            "timeout=900)\n"
+            "print(run.state.type.value)")
+        assert _python(prefect_env, code) == "COMPLETED"
+        assert Lake(storage).sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
+        ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=prefect_env,
+                            capture_output=True, text=True, timeout=120)
+        assert "smart-augmentation" in ls.stdout
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+
+
+def test_bad_overrides_are_refused():
+    from pydantic import ValidationError
+
+    from flows.smart_augmentation import Overrides, experiment_config
+
+    with pytest.raises(ValidationError):
+        Overrides(epochs=0)
+    with pytest.raises(ValidationError):
+        Overrides(model="vgg")
+    with pytest.raises(ValidationError):
+        Overrides(learning_rate=1)
+    cfg = experiment_config("quick", Overrides(epochs=2, reps=4))
+    assert cfg.retrain.epochs == 2 and cfg.reps == 4
