@@ -1,6 +1,8 @@
 """Serve the deployments against the Prefect server in PREFECT_API_URL:
 
 - ``smart-augmentation/smart-augmentation``: the whole experiment (default preset quick);
+- ``reselect/nightly``: a curriculum round of the newest experiment on a cron schedule
+  (``SMARTAUG_RESELECT_CRON``, default ``0 3 * * *``, UTC).
 
     python -m flows.serve
 
@@ -10,16 +12,26 @@ not paused when this process stops (``pause_on_shutdown=False``).
 
 from __future__ import annotations
 
+import os
+
 from prefect import serve
 
+from flows.reselect import reselect
 from flows.smart_augmentation import smart_augmentation
 
 
-def deployments():
-    return [smart_augmentation.to_deployment(
-        name="smart-augmentation", parameters={"preset": "quick"},
-        description="AVH-guided augmentation selection: ingest, baseline, augment, score, "
-                    "select, retrain over seeds, report.")]
+def deployments(cron: str | None = None):
+    cron = cron or os.environ.get("SMARTAUG_RESELECT_CRON", "0 3 * * *")
+    return [
+        smart_augmentation.to_deployment(
+            name="smart-augmentation", parameters={"preset": "quick"},
+            description="AVH-guided augmentation selection: ingest, baseline, augment, score, "
+                        "select, retrain over seeds, report."),
+        reselect.to_deployment(
+            name="nightly", cron=cron, parameters={"retrain": True},
+            description="Curriculum round: newest model re-scores the pool, re-select the "
+                        "band, record drift, fine-tune the next model."),
+    ]
 
 
 def main() -> None:

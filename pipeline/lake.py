@@ -88,12 +88,19 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("train_acc", _F), ("val_acc", _F), ("val_avh", _F), ("test_acc", _F),
         ("test_avh", _F), ("feature_norm_mean", _F), ("weight_norm_mean", _F),
         ("seconds", _F)]),
+    "drift": pa.schema([
+        ("selection_id", pa.string()), ("previous_selection_id", pa.string()),
+        ("experiment_id", pa.string()), ("model_id", pa.string()),
+        ("scoring_run_id", pa.string()), ("round", pa.int64()), ("jaccard", _F),
+        ("moved_in", pa.int64()), ("moved_out", pa.int64()), ("ks_avh", _F),
+        ("ks_pvalue", _F), *_PROV]),
 }
 PARTITION_KEYS = {
     "datasets": "dataset_id", "samples": "dataset_id", "pools": "pool_id",
     "augmentations": "pool_id", "models": "model_id", "scoring_runs": "scoring_run_id",
     "scores": "scoring_run_id", "selections": "selection_id",
     "experiments": "experiment_id", "runs": "run_id", "history": "run_id",
+    "drift": "selection_id",
 }
 VIEWS_SQL = Path(__file__).resolve().parent.parent / "storage" / "views.sql"
 

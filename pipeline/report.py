@@ -273,6 +273,11 @@ def write_report(lake: Lake, experiment_id: str, *, command: str | None = None) 
         "(r.split = 'train' or r.pool_id = $p) group by all order by mean_avh",
         {"m": exp["baseline_model_id"], "p": exp["pool_id"]}).to_pylist()
 
+    drift = lake.sql("select d.round, d.selection_id, d.previous_selection_id, d.model_id, "
+                     "d.jaccard, d.moved_in, d.moved_out, d.ks_avh, d.ks_pvalue, m.test_acc "
+                     "from drift d left join models m using (model_id) "
+                     "where d.experiment_id = $e order by d.round", {"e": experiment_id}
+                     ).to_pylist()
     command = command or f"smartaug experiment --preset {cfg['preset']}"
     report = {
         "experiment_id": experiment_id, "config": cfg, "command": command,
@@ -283,7 +288,7 @@ def write_report(lake: Lake, experiment_id: str, *, command: str | None = None) 
         "baseline": {"model_id": base["model_id"], "test_acc": base["test_acc"],
                      "test_avh": base["test_avh"], "val_acc": base["val_acc"]},
         "methods": methods, "comparisons": comparisons, "selection": selection,
-        "hardness_by_kind": originals, "band_search": search,
+        "hardness_by_kind": originals, "band_search": search, "drift": drift,
         "verdict": _verdict(methods, comparisons)}
 
     plots = _plots(lake, exp, runs, history, band_sel)
@@ -332,6 +337,15 @@ def _cmp_table(report: dict) -> list[list[str]]:
     return rows
 
 
+def _drift_table(report: dict) -> list[list[str]]:
+    rows = [["round", "model", "test acc %", "jaccard", "moved in", "moved out", "KS (AVH)"]]
+    for d in report["drift"]:
+        rows.append([str(d["round"]), d["model_id"], _fmt_pct(d["test_acc"]),
+                     f"{d['jaccard']:.3f}", str(d["moved_in"]), str(d["moved_out"]),
+                     f"{d['ks_avh']:.3f}"])
+    return rows
+
+
 def _md_table(rows: list[list[str]]) -> str:
     head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
     return head + "".join("| " + " | ".join(r) + " |\n" for r in rows[1:])
@@ -356,6 +370,8 @@ def _markdown(r: dict, images: dict[str, str]) -> str:
               _md_table([["kind", "n", "mean AVH", "accuracy"]] +
                         [[h["kind"], str(h["n"]), f"{h['mean_avh']:.4f}",
                           f"{h['accuracy']:.4f}"] for h in r["hardness_by_kind"]])]
+    if r["drift"]:
+        parts += ["\n## Drift over curriculum rounds\n", _md_table(_drift_table(r))]
     parts += [f"\n![{k}]({v})\n" for k, v in images.items()]
     parts += ["\n## Ids\n\n```json\n" + json.dumps(r["ids"], indent=2) + "\n```\n",
               "\n## Config\n\n```json\n" + json.dumps(r["config"], indent=2) + "\n```\n"]
@@ -377,6 +393,8 @@ def _html(r: dict, plots: dict[str, bytes]) -> str:
                 f"{html.escape(sel['score'])}: {sel['size']} augmentations, "
                 f"{html.escape(sel['how_chosen'])}.</p><p>By kind: "
                 f"{html.escape(json.dumps(sel['by_kind']))}</p>") if sel else ""
+    drift_html = (f"<h2>Drift over curriculum rounds</h2>{_html_table(_drift_table(r))}"
+                  if r["drift"] else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>smartaug experiment {r['experiment_id']}</title>
@@ -397,6 +415,7 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
 <h2>Methods (test accuracy over seeds)</h2>{_html_table(_method_table(r))}
 <h2>Paired comparisons (same seeds)</h2>{_html_table(_cmp_table(r))}
 {sel_html}
+{drift_html}
 <h2>Plots</h2>{imgs}
 <h2>Ids</h2><pre>{html.escape(json.dumps(r['ids'], indent=2))}</pre>
 <h2>Config</h2><pre>{html.escape(json.dumps(r['config'], indent=2))}</pre>

@@ -14,3 +14,4 @@ CREATE OR REPLACE VIEW selections AS SELECT * FROM read_parquet('storage/selecti
 CREATE OR REPLACE VIEW experiments AS SELECT * FROM read_parquet('storage/experiments/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW runs AS SELECT * FROM read_parquet('storage/runs/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW history AS SELECT * FROM read_parquet('storage/history/*/*.parquet', union_by_name = true, hive_partitioning = false);
+CREATE OR REPLACE VIEW drift AS SELECT * FROM read_parquet('storage/drift/*/*.parquet', union_by_name = true, hive_partitioning = false);

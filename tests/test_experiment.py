@@ -171,3 +171,28 @@ def test_experiment_cli_on_an_imagefolder(tmp_path):
     assert set(r["methods"]) == {"M0", "M1", "M2"} and r["methods"]["M0"]["n"] == 2
     assert r["config"]["data"]["image_size"] == 28 and r["config"]["data"]["grayscale"]
     assert "--dataset" in r["command"]
+
+
+def test_reselect_rounds_record_drift_and_child_models(small_experiment):
+    from pipeline.curriculum import lineage, reselect
+
+    lake, cfg, exp_id, _ = small_experiment
+    base = lake.row("experiments", exp_id)["baseline_model_id"]
+    same = reselect(lake, experiment_id=exp_id, retrain=False)  # baseline again: no change
+    assert same["drift"] is None and same["model_id"] == base
+    r1 = reselect(lake, experiment_id=exp_id, retrain=True)
+    child = lake.row("models", r1["child_model_id"])
+    assert child["parent_model_id"] == base and r1["model_id"] == child["model_id"]
+    d = lake.row("drift", r1["selection_id"])
+    assert d["previous_selection_id"] == json.loads(
+        lake.row("experiments", exp_id)["selections"])["M2"]
+    new = set(lake.read("selections", r1["selection_id"])["aug_id"].to_pylist())
+    old = set(lake.read("selections", d["previous_selection_id"])["aug_id"].to_pylist())
+    assert d["jaccard"] == pytest.approx(len(new & old) / len(new | old))
+    assert (d["moved_in"], d["moved_out"]) == (len(new - old), len(old - new))
+    assert 0 <= d["ks_avh"] <= 1 and d["round"] == 1
+    r2 = reselect(lake, experiment_id=exp_id, retrain=True)
+    assert lake.row("models", r2["child_model_id"])["parent_model_id"] == r1["child_model_id"]
+    assert [m["model_id"] for m in lineage(lake, base)][-1] == r2["child_model_id"]
+    report = json.loads((write_report(lake, exp_id) / "report.json").read_text())
+    assert [x["round"] for x in report["drift"]] == [1, 2]

@@ -138,10 +138,22 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
             "timeout=900)\n"
             "print(run.state.type.value)")
         assert _python(prefect_env, code) == "COMPLETED"
-        assert Lake(storage).sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
+        lake = Lake(storage)
+        assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
         ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=prefect_env,
                             capture_output=True, text=True, timeout=120)
-        assert "smart-augmentation" in ls.stdout
+        assert "smart-augmentation" in ls.stdout and "reselect" in ls.stdout
+        nightly = subprocess.run([str(BIN / "prefect"), "deployment", "inspect",
+                                  "reselect/nightly"], env=prefect_env, capture_output=True,
+                                 text=True, timeout=120)
+        assert "0 3 * * *" in nightly.stdout
+        # a reselect run writes drift and a child model
+        out = _python(prefect_env, "import json\nfrom flows.reselect import reselect\n"
+                      f"print(json.dumps(reselect(storage={str(storage)!r}), default=str))")
+        result = json.loads(out)
+        assert result["drift"] is not None and result["child_model_id"]
+        assert lake.row("drift", result["selection_id"])["round"] == 1
+        assert lake.row("models", result["child_model_id"])["parent_model_id"] is not None
     finally:
         serve.terminate()
         serve.wait(timeout=30)
