@@ -148,8 +148,7 @@ def preset(name: str) -> ExperimentConfig:
             baseline=TrainConfig(epochs=25, batch_size=1000, lr=1e-4),
             retrain=TrainConfig(epochs=25, batch_size=1000, lr=1e-4),
             init="baseline",
-            methods=standard_methods(lam=1000.0, ablations=True,
-                                     other_scores=("el2n", "loss")),
+            methods=standard_methods(lam=1000.0, ablations=True),
             reps=5,
         )
     raise ValueError(f"unknown preset {name!r}; valid: quick, paper")
