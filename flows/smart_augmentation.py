@@ -1,6 +1,9 @@
 """Prefect flow ``smart-augmentation``: one task per stage of the experiment.
 
-    ingest -> baseline -> augment -> score -> retrain (selections + methods x reps) -> report
+    ingest -> baseline -> augment -> score -> select -> train (methods x reps) -> record -> report
+
+The retraining grid is one task per (method, seed), submitted to the flow's task runner
+(``flows.runners``: a one-worker thread pool by default, or Dask workers).
 
 Tasks pass ids and paths, never tensors. Each task reads its inputs from the lake, calls one
 library function (``pipeline.experiment``) and returns an id; results are persisted and cached
@@ -24,6 +27,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.runners import task_runner
 from pipeline.config import ExperimentConfig, apply_overrides
 from pipeline.config import preset as get_preset
 from pipeline.lake import Lake
@@ -94,18 +98,42 @@ def score_task(preset: str, overrides: Overrides, lake_id: str, model_id: str, p
                        dataset_id)
 
 
-@task(name="retrain", cache_policy=CACHE, persist_result=True)
-def retrain_task(preset: str, overrides: Overrides, lake_id: str, dataset_id: str,
-                 pool_id: str, scoring_run_id: str, model_id: str) -> str:
-    """Select per method and retrain every method x rep; returns the experiment id."""
-    from pipeline.experiment import experiment_id, record_experiment, stage_retrain
+@task(name="select", cache_policy=CACHE, persist_result=True)
+def select_task(preset: str, overrides: Overrides, lake_id: str, dataset_id: str, pool_id: str,
+                scoring_run_id: str, model_id: str) -> dict:
+    """The band search on validation (if configured), then one selection per method."""
+    from pipeline.experiment import experiment_id, stage_choose
+
+    lake, cfg = _lake(overrides), experiment_config(preset, overrides)
+    eff, selections, search = stage_choose(lake, cfg, experiment_id(cfg), dataset_id, pool_id,
+                                           scoring_run_id, model_id)
+    return {"selections": selections, "search": search,
+            "band": search.get("chosen") if search else None}
+
+
+@task(name="train", cache_policy=CACHE, persist_result=True)
+def train_task(preset: str, overrides: Overrides, lake_id: str, dataset_id: str, pool_id: str,
+               model_id: str, band: list | None, method: str, rep: int,
+               selection_id: str | None) -> str:
+    """One cell of the retraining grid: one method, one seed."""
+    from pipeline.experiment import experiment_id, stage_run, with_band
+
+    cfg = experiment_config(preset, overrides)
+    exp_id = experiment_id(cfg)
+    return stage_run(_lake(overrides), with_band(cfg, band), exp_id, dataset_id, pool_id,
+                     model_id, method, rep, selection_id)
+
+
+@task(name="record", retries=2, retry_delay_seconds=2)
+def record_task(preset: str, overrides: Overrides, dataset_id: str, pool_id: str,
+                scoring_run_id: str, model_id: str, chosen: dict, run_ids: list[str]) -> str:
+    """Record the experiment (its ids, selections and band search); returns its id."""
+    from pipeline.experiment import experiment_id, record_experiment
 
     lake, cfg = _lake(overrides), experiment_config(preset, overrides)
     exp_id = experiment_id(cfg)
-    _, selections, search = stage_retrain(lake, cfg, exp_id, dataset_id, pool_id,
-                                          scoring_run_id, model_id)
     record_experiment(lake, cfg, exp_id, dataset_id, model_id, pool_id, scoring_run_id,
-                      selections, search)
+                      chosen["selections"], chosen["search"])
     return exp_id
 
 
@@ -135,7 +163,7 @@ def report_task(preset: str, overrides: Overrides, exp_id: str) -> str:
     return str(out)
 
 
-@flow(name="smart-augmentation", log_prints=True)
+@flow(name="smart-augmentation", log_prints=True, task_runner=task_runner())
 def smart_augmentation(preset: Literal["quick", "paper"] = "quick",
                        overrides: Overrides = Overrides()) -> str:
     """AVH-guided augmentation selection: the whole experiment; returns the report directory."""
@@ -145,8 +173,15 @@ def smart_augmentation(preset: Literal["quick", "paper"] = "quick",
     model_id = baseline_task(preset, overrides, lake_id, dataset_id)
     pool_id = augment_task(preset, overrides, lake_id, dataset_id)
     scoring_run_id = score_task(preset, overrides, lake_id, model_id, pool_id, dataset_id)
-    exp_id = retrain_task(preset, overrides, lake_id, dataset_id, pool_id, scoring_run_id,
-                          model_id)
+    chosen = select_task(preset, overrides, lake_id, dataset_id, pool_id, scoring_run_id,
+                         model_id)
+    cfg = experiment_config(preset, overrides)
+    grid = [train_task.submit(preset, overrides, lake_id, dataset_id, pool_id, model_id,
+                              chosen["band"], m.name, rep, chosen["selections"][m.name])
+            for rep in range(cfg.reps) for m in cfg.methods]
+    run_ids = [f.result() for f in grid]
+    exp_id = record_task(preset, overrides, dataset_id, pool_id, scoring_run_id, model_id,
+                         chosen, run_ids)
     return report_task(preset, overrides, exp_id)
 
 

@@ -180,23 +180,48 @@ def band_search(lake: Lake, cfg: ExperimentConfig, exp_id: str, data: TrainingDa
             "grid": results, "chosen": best["band"]}
 
 
+def stage_choose(lake: Lake, cfg: ExperimentConfig, exp_id: str, dataset_id: str,
+                 pool_id: str, scoring_run_id: str, baseline_model_id: str,
+                 log: Log | None = print) -> tuple[ExperimentConfig, dict, dict]:
+    """The band search on validation (when the config has a grid), then one selection per
+    method. Returns the effective config (the chosen band in place), selections, search."""
+    search = {}
+    if cfg.band_grid:
+        data = TrainingData(lake, dataset_id, pool_id)
+        search = band_search(lake, cfg, exp_id, data, scoring_run_id, baseline_model_id, log)
+        cfg = with_band(cfg, tuple(search["chosen"]))
+    return cfg, stage_select(lake, cfg, scoring_run_id), search
+
+
+def with_band(cfg: ExperimentConfig, band: tuple[float, float] | None) -> ExperimentConfig:
+    """``cfg`` with every band method's band replaced (None = unchanged)."""
+    if band is None:
+        return cfg
+    return replace(cfg, methods=tuple(replace(m, band=tuple(band)) if m.selection == "band"
+                                      else m for m in cfg.methods))
+
+
+def stage_run(lake: Lake, cfg: ExperimentConfig, exp_id: str, dataset_id: str, pool_id: str,
+              baseline_model_id: str, method: str, rep: int, selection_id: str | None,
+              log: Log | None = print, data: TrainingData | None = None) -> str:
+    """One training run of one method (one cell of the retraining grid); returns run_id."""
+    m = next(x for x in cfg.methods if x.name == method)
+    data = data or TrainingData(lake, dataset_id, pool_id)
+    return _run(lake, cfg, exp_id, data, m, selection_id, rep, baseline_model_id, "method", log)
+
+
 def stage_retrain(lake: Lake, cfg: ExperimentConfig, exp_id: str, dataset_id: str,
                   pool_id: str, scoring_run_id: str, baseline_model_id: str,
                   log: Log | None = print) -> tuple[ExperimentConfig, dict, dict]:
-    """Band search (optional), then every method x rep. Returns the effective config (the
-    chosen band in place), the selections and the search record."""
+    """Band search (optional), selections, then every method x rep in this process. Returns
+    the effective config, the selections and the search record."""
+    cfg, selections, search = stage_choose(lake, cfg, exp_id, dataset_id, pool_id,
+                                           scoring_run_id, baseline_model_id, log)
     data = TrainingData(lake, dataset_id, pool_id)
-    search = {}
-    if cfg.band_grid:
-        search = band_search(lake, cfg, exp_id, data, scoring_run_id, baseline_model_id, log)
-        chosen = tuple(search["chosen"])
-        cfg = replace(cfg, methods=tuple(replace(m, band=chosen) if m.selection == "band" else m
-                                         for m in cfg.methods))
-    selections = stage_select(lake, cfg, scoring_run_id)
     for rep in range(cfg.reps):
         for m in cfg.methods:
-            _run(lake, cfg, exp_id, data, m, selections[m.name], rep, baseline_model_id, "method",
-                 log)
+            stage_run(lake, cfg, exp_id, dataset_id, pool_id, baseline_model_id, m.name, rep,
+                      selections[m.name], log, data)
     return cfg, selections, search
 
 

@@ -172,3 +172,35 @@ def test_bad_overrides_are_refused():
         Overrides(learning_rate=1)
     cfg = experiment_config("quick", Overrides(epochs=2, reps=4))
     assert cfg.retrain.epochs == 2 and cfg.reps == 4
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env, tmp_path):
+    selections = {}
+    for runner in ("threads", "dask:2"):
+        storage = tmp_path / runner.replace(":", "-")
+        o = json.dumps({**TINY, "storage": str(storage)})
+        code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
+                f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
+        out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER=runner), code))
+        report = json.loads((out / "report.json").read_text())
+        lake = Lake(storage)
+        selections[runner] = {
+            name: sorted(lake.read("selections", sid)["aug_id"].to_pylist()) if sid else None
+            for name, sid in report["ids"]["selections"].items()}
+        assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
+    assert selections["threads"] == selections["dask:2"]
+    assert len(selections["threads"]["M2"]) == 110
+
+
+def test_task_runner_choice():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import task_runner
+
+    assert isinstance(task_runner("threads"), ThreadPoolTaskRunner)
+    assert isinstance(task_runner("dask:3"), DaskTaskRunner)
+    assert isinstance(task_runner("dask://10.0.0.5:8786"), DaskTaskRunner)
+    with pytest.raises(ValueError, match="valid: threads, dask"):
+        task_runner("ray")
