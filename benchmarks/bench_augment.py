@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import numpy as np
+from _timing import alternate
 
 
 def load_images(n: int) -> np.ndarray:
@@ -65,14 +64,7 @@ def main() -> None:
     def pipeline():
         return augment_images(images, ids, cfg, workers=args.workers)[1]
 
-    bare(), pipeline()  # warm-up
-    t_bare, t_pipe = [], []
-    for _ in range(args.repeats):
-        for fn, acc in ((bare, t_bare), (pipeline, t_pipe)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    mb, mp_ = statistics.median(t_bare), statistics.median(t_pipe)
+    mb, mp_ = alternate(bare, pipeline, args.repeats)
     print(json.dumps({"name": "augment", "ratio": round(mb / mp_, 4), "target": 1.6,
                       "images": len(images), "workers": args.workers, "cores": os.cpu_count(),
                       "bare_s": round(mb, 4), "pipeline_s": round(mp_, 4),

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from _timing import alternate
 
 from models import make_model
 from pipeline.hardness import hardness_scores
@@ -51,15 +50,7 @@ def main() -> None:
             hardness_scores(logits, f, model.head.weight, y)
         sync()
 
-    for fn in (bare, scored):  # warm-up
-        fn()
-    t_bare, t_scored = [], []
-    for _ in range(args.repeats):
-        for fn, acc in ((bare, t_bare), (scored, t_scored)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    mb, ms = statistics.median(t_bare), statistics.median(t_scored)
+    mb, ms = alternate(bare, scored, args.repeats)
     n = args.batch * args.batches
     print(json.dumps({
         "name": "hardness",

@@ -13,7 +13,6 @@ import argparse
 import json
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import alternate
 
 
 def make_lake(root: Path, n: int, seed: int = 0):
@@ -111,14 +111,7 @@ def main() -> None:
                 (lake.root / table).mkdir()
             score_pool(lake, model_id, pool_id, batch_size=batch, device="cpu")
 
-        bare(), pipeline()  # warm-up
-        t_bare, t_pipe = [], []
-        for _ in range(args.repeats):
-            for fn, acc in ((bare, t_bare), (pipeline, t_pipe)):
-                t0 = time.perf_counter()
-                fn()
-                acc.append(time.perf_counter() - t0)
-        mb, mp_ = statistics.median(t_bare), statistics.median(t_pipe)
+        mb, mp_ = alternate(bare, pipeline, args.repeats)
         result = {"name": "score", "ratio": round(mb / mp_, 4), "target": 0.85,
                   "items": args.items, "batch": batch, "device": "cpu",
                   "torch_threads": torch.get_num_threads(),

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _timing import alternate
 
 from pipeline.train import TrainConfig, build_model, train
 
@@ -59,14 +58,7 @@ def main() -> None:
                 loss.backward()
                 opt.step()
 
-    pipeline(), bare()  # warm-up
-    t_bare, t_pipe = [], []
-    for _ in range(args.repeats):
-        for fn, acc in ((bare, t_bare), (pipeline, t_pipe)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    mb, mp_ = statistics.median(t_bare), statistics.median(t_pipe)
+    mb, mp_ = alternate(bare, pipeline, args.repeats)
     n = len(yt) * args.epochs
     print(json.dumps({"name": "train", "ratio": round(mb / mp_, 4), "target": 0.9,
                       "images_per_epoch": len(yt), "epochs": args.epochs, "batch": args.batch,
