@@ -2,7 +2,8 @@
 
     ingest -> baseline -> augment -> score -> select -> train (methods x reps) -> record -> report
 
-The retraining grid is one task per (method, seed), submitted to the flow's task runner
+The retraining grid is one task per (method, seed), and with ``SMARTAUG_SCORE_SHARDS=N`` the
+pool's scoring is N shard tasks and a commit, submitted to the flow's task runner
 (``flows.runners``: a one-worker thread pool by default, or Dask workers).
 
 Tasks pass ids and paths, never tensors. Each task reads its inputs from the lake, calls one
@@ -20,6 +21,7 @@ the next run recomputes.
 from __future__ import annotations
 
 import json
+import os
 from typing import Literal
 
 from prefect import flow, task
@@ -60,6 +62,14 @@ def experiment_config(preset: str, overrides: Overrides) -> ExperimentConfig:
     return apply_overrides(get_preset(preset), **o)
 
 
+def score_shards() -> int:
+    """Shards of the pool's scoring (``SMARTAUG_SCORE_SHARDS``, default 1 = one task)."""
+    n = int(os.environ.get("SMARTAUG_SCORE_SHARDS", "1"))
+    if n < 1:
+        raise ValueError(f"SMARTAUG_SCORE_SHARDS must be >= 1, got {n}")
+    return n
+
+
 def _lake(overrides: Overrides) -> Lake:
     return Lake(overrides.storage)
 
@@ -96,6 +106,42 @@ def score_task(preset: str, overrides: Overrides, lake_id: str, model_id: str, p
 
     return stage_score(_lake(overrides), experiment_config(preset, overrides), model_id, pool_id,
                        dataset_id)
+
+
+@task(name="score-originals", cache_policy=CACHE, persist_result=True, retries=2,
+      retry_delay_seconds=2)
+def score_originals_task(preset: str, overrides: Overrides, lake_id: str, model_id: str,
+                         dataset_id: str) -> list[str]:
+    """Score the original train and test images (for the report)."""
+    from pipeline.score import score_split
+
+    cfg = experiment_config(preset, overrides)
+    return [score_split(_lake(overrides), model_id, dataset_id, split, device=cfg.retrain.device)
+            for split in ("train", "test")]
+
+
+@task(name="score-shard", cache_policy=CACHE, persist_result=True, retries=2,
+      retry_delay_seconds=2)
+def score_shard_task(preset: str, overrides: Overrides, lake_id: str, model_id: str,
+                     pool_id: str, shard: int, n_shards: int) -> str:
+    """Score one shard of the pool into the staging area."""
+    from pipeline.score import score_pool_shard
+
+    cfg = experiment_config(preset, overrides)
+    return score_pool_shard(_lake(overrides), model_id, pool_id, shard, n_shards,
+                            device=cfg.retrain.device)
+
+
+@task(name="score-commit", cache_policy=CACHE, persist_result=True, retries=2,
+      retry_delay_seconds=2)
+def score_commit_task(preset: str, overrides: Overrides, lake_id: str, model_id: str,
+                      pool_id: str, n_shards: int, shard_runs: list[str]) -> str:
+    """Publish the scored shards as one scoring run."""
+    from pipeline.score import commit_pool_shards
+
+    cfg = experiment_config(preset, overrides)
+    return commit_pool_shards(_lake(overrides), model_id, pool_id, n_shards,
+                              device=cfg.retrain.device)
 
 
 @task(name="select", cache_policy=CACHE, persist_result=True)
@@ -172,7 +218,15 @@ def smart_augmentation(preset: Literal["quick", "paper"] = "quick",
     dataset_id = ingest_task(preset, overrides, lake_id)
     model_id = baseline_task(preset, overrides, lake_id, dataset_id)
     pool_id = augment_task(preset, overrides, lake_id, dataset_id)
-    scoring_run_id = score_task(preset, overrides, lake_id, model_id, pool_id, dataset_id)
+    n_shards = score_shards()
+    if n_shards > 1:  # the pool's scoring spread over the task runner's workers
+        score_originals_task(preset, overrides, lake_id, model_id, dataset_id)
+        shards = [score_shard_task.submit(preset, overrides, lake_id, model_id, pool_id, k,
+                                          n_shards) for k in range(n_shards)]
+        scoring_run_id = score_commit_task(preset, overrides, lake_id, model_id, pool_id,
+                                           n_shards, [f.result() for f in shards])
+    else:
+        scoring_run_id = score_task(preset, overrides, lake_id, model_id, pool_id, dataset_id)
     chosen = select_task(preset, overrides, lake_id, dataset_id, pool_id, scoring_run_id,
                          model_id)
     cfg = experiment_config(preset, overrides)

@@ -188,8 +188,9 @@ class PartitionWriter:
     it into place. Files roll over every ``rows_per_file`` rows."""
 
     def __init__(self, lake: Lake, table: str, pid: str, *, rows_per_file: int = 1_000_000,
-                 row_group_size: int = 16_384):
+                 row_group_size: int = 16_384, target: Path | None = None):
         self.lake, self.table, self.pid = lake, table, pid
+        self.target = target  # where commit() renames to (default: the table's partition)
         self.schema = SCHEMAS[table]
         self.rows_per_file, self.row_group_size = rows_per_file, row_group_size
         self.tmp = lake.root / ".tmp" / f"{table}-{pid}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -230,7 +231,7 @@ class PartitionWriter:
         for f in self.tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        final = self.lake.partition_dir(self.table, self.pid)
+        final = self.target or self.lake.partition_dir(self.table, self.pid)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(self.tmp, final)

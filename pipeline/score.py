@@ -11,6 +11,7 @@ Hardness is always computed from float32 features (float64 inside ``pipeline.har
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -133,13 +134,12 @@ def _fmt(hwc) -> str:
     return f"{c}x{h}x{w} (CxHxW)"
 
 
-def _run(lake: Lake, model_id: str, run_id: str, items: Iterator[pa.RecordBatch],
-         id_column: str, *, pool_id: str | None, dataset_id: str, split: str | None,
-         batch_size: int, device: torch.device, model, progress) -> str:
-    t0 = time.perf_counter()
+def _score_into(writer, model, items: Iterator[pa.RecordBatch], id_column: str, *,
+                run_id: str, model_id: str, pool_id: str | None, device: torch.device,
+                progress) -> tuple[int, int]:
+    """Score ``items`` into ``writer`` (not committed); returns (items, undefined AVH)."""
     spec = model.spec
     image_shape = (spec["image_size"], spec["image_size"], spec["in_channels"])
-    writer = lake.writer("scores", run_id)
     n = n_undefined = 0
     pending: list[dict] = []
 
@@ -152,22 +152,22 @@ def _run(lake: Lake, model_id: str, run_id: str, items: Iterator[pa.RecordBatch]
                       **{k: cols[k] for k in ("label", "pred", "correct", *SCORE_COLUMNS)}})
         pending.clear()
 
-    try:
-        stream = _prefetch(_decoded(items, id_column))
-        for out in score_batches(model, stream, device=device, image_shape=image_shape):
-            pending.append(out)
-            n += len(out["label"])
-            n_undefined += int(np.isnan(out["avh"]).sum())
-            if sum(len(p["label"]) for p in pending) >= 16_384:
-                flush()
-            if progress:
-                progress(len(out["label"]))
-        if pending:
+    stream = _prefetch(_decoded(items, id_column))
+    for out in score_batches(model, stream, device=device, image_shape=image_shape):
+        pending.append(out)
+        n += len(out["label"])
+        n_undefined += int(np.isnan(out["avh"]).sum())
+        if sum(len(p["label"]) for p in pending) >= 16_384:
             flush()
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+        if progress:
+            progress(len(out["label"]))
+    if pending:
+        flush()
+    return n, n_undefined
+
+
+def _record_run(lake: Lake, run_id: str, model_id: str, *, pool_id, dataset_id, split, n,
+                n_undefined, batch_size, device, seconds) -> None:
     if n_undefined:
         print(f"warning: {n_undefined} of {n} items have no AVH (zero feature vector); "
               f"their avh is NULL in the scores table")
@@ -175,7 +175,25 @@ def _run(lake: Lake, model_id: str, run_id: str, items: Iterator[pa.RecordBatch]
         "scoring_run_id": [run_id], "model_id": [model_id], "pool_id": [pool_id],
         "dataset_id": [dataset_id], "split": [split], "n_items": [n],
         "n_undefined": [n_undefined], "batch_size": [batch_size], "device": [str(device)],
-        "seconds": [time.perf_counter() - t0], **{k: [v] for k, v in provenance().items()}})
+        "seconds": [seconds], **{k: [v] for k, v in provenance().items()}})
+
+
+def _run(lake: Lake, model_id: str, run_id: str, items: Iterator[pa.RecordBatch],
+         id_column: str, *, pool_id: str | None, dataset_id: str, split: str | None,
+         batch_size: int, device: torch.device, model, progress) -> str:
+    t0 = time.perf_counter()
+    writer = lake.writer("scores", run_id)
+    try:
+        n, n_undefined = _score_into(writer, model, items, id_column, run_id=run_id,
+                                     model_id=model_id, pool_id=pool_id, device=device,
+                                     progress=progress)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    _record_run(lake, run_id, model_id, pool_id=pool_id, dataset_id=dataset_id, split=split,
+                n=n, n_undefined=n_undefined, batch_size=batch_size, device=device,
+                seconds=time.perf_counter() - t0)
     return run_id
 
 
@@ -199,8 +217,7 @@ def score_pool(lake: Lake, model_id: str, pool_id: str, *, batch_size: int = 512
     _check_batch_size(batch_size)
     dev = _resolve(device)
     pool = lake.row("pools", pool_id)
-    run_id = content_id("scores", {"model_id": model_id, "pool_id": pool_id,
-                                   "precision": "bf16" if dev.type == "cuda" else "fp32"})
+    run_id = pool_run_id(lake, model_id, pool_id, device)
     if lake.has("scoring_runs", run_id):
         return run_id
     model, _ = load_model(lake, model_id, dev)
@@ -240,6 +257,103 @@ def score_split(lake: Lake, model_id: str, dataset_id: str, split: str, *,
     return _run(lake, model_id, run_id, items(), "sample_id", pool_id=None,
                 dataset_id=dataset_id, split=split, batch_size=batch_size, device=dev,
                 model=model, progress=progress)
+
+
+def pool_run_id(lake: Lake, model_id: str, pool_id: str, device: str = "auto") -> str:
+    """The scoring_run_id of ``model_id`` on ``pool_id`` (what ``score_pool`` would produce)."""
+    dev = _resolve(device)
+    return content_id("scores", {"model_id": model_id, "pool_id": pool_id,
+                                 "precision": "bf16" if dev.type == "cuda" else "fp32"})
+
+
+def _shard_dir(lake: Lake, run_id: str, shard: int, n_shards: int) -> Path:
+    return lake.root / ".tmp" / f"shards-{run_id}" / f"shard-{shard:05d}-of-{n_shards:05d}"
+
+
+def _shard_row_groups(lake: Lake, pool_id: str, shard: int, n_shards: int):
+    """(file, row groups) of one shard: the pool's row groups dealt out in contiguous runs."""
+    import pyarrow.parquet as pq
+
+    groups = [(f, g) for f in lake.files("augmentations", pool_id)
+              for g in range(pq.ParquetFile(f).metadata.num_row_groups)]
+    per = -(-len(groups) // n_shards)
+    return groups[shard * per : (shard + 1) * per]
+
+
+def score_pool_shard(lake: Lake, model_id: str, pool_id: str, shard: int, n_shards: int, *,
+                     batch_size: int = 512, device: str = "auto") -> str:
+    """Score one of ``n_shards`` slices of the pool into a staging area (complete shards
+    survive a crash and are not redone); ``commit_pool_shards`` turns them into the run."""
+    import pyarrow.parquet as pq
+
+    if not 0 <= shard < n_shards:
+        raise ScoringError(f"shard {shard} is not in 0..{n_shards - 1}")
+    _check_batch_size(batch_size)
+    dev = _resolve(device)
+    run_id = pool_run_id(lake, model_id, pool_id, device)
+    target = _shard_dir(lake, run_id, shard, n_shards)
+    if lake.has("scoring_runs", run_id) or target.is_dir():
+        return run_id
+    model, _ = load_model(lake, model_id, dev)
+    cols = ["aug_id", "label", "image", "height", "width", "channels"]
+
+    def items():
+        for f, g in _shard_row_groups(lake, pool_id, shard, n_shards):
+            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, row_groups=[g],
+                                                      columns=cols)
+
+    writer = lake.writer("scores", run_id, target=target)
+    try:
+        _score_into(writer, model, items(), "aug_id", run_id=run_id, model_id=model_id,
+                    pool_id=pool_id, device=dev, progress=None)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return run_id
+
+
+def commit_pool_shards(lake: Lake, model_id: str, pool_id: str, n_shards: int, *,
+                       batch_size: int = 512, device: str = "auto") -> str:
+    """Publish the scored shards as one scoring run (one atomic partition); returns its id."""
+    import shutil
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    run_id = pool_run_id(lake, model_id, pool_id, device)
+    if lake.has("scoring_runs", run_id):
+        return run_id
+    t0 = time.perf_counter()
+    dirs = [_shard_dir(lake, run_id, k, n_shards) for k in range(n_shards)]
+    final = lake.partition_dir("scores", run_id)
+    missing = [d.name for d in dirs if not d.is_dir()]
+    if missing and not final.is_dir():
+        raise ScoringError(f"scoring run {run_id}: shards not scored yet: {', '.join(missing)}")
+    if not final.is_dir():
+        tmp = lake.root / ".tmp" / f"scores-{run_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        for k, d in enumerate(dirs):
+            for j, f in enumerate(sorted(d.glob("*.parquet"))):
+                os.link(f, tmp / f"part-{k:05d}-{j:05d}.parquet")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not final.is_dir():
+                raise
+    files = lake.files("scores", run_id)
+    n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    n_undefined = sum(pq.read_table(f, columns=["avh"])["avh"].null_count for f in files)
+    expected = lake.row("pools", pool_id)["n_items"]
+    if n != expected:
+        raise ScoringError(f"scoring run {run_id}: shards hold {n} rows, the pool {expected}")
+    _record_run(lake, run_id, model_id, pool_id=pool_id,
+                dataset_id=lake.row("pools", pool_id)["dataset_id"], split=None, n=n,
+                n_undefined=n_undefined, batch_size=batch_size, device=_resolve(device),
+                seconds=time.perf_counter() - t0)
+    shutil.rmtree(dirs[0].parent, ignore_errors=True)
+    return run_id
 
 
 def scores_frame(lake: Lake, scoring_run_id: str) -> pa.Table:

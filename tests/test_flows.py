@@ -182,13 +182,17 @@ def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env,
         o = json.dumps({**TINY, "storage": str(storage)})
         code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
                 f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
-        out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER=runner), code))
+        env = dict(prefect_env, SMARTAUG_TASK_RUNNER=runner,
+                   SMARTAUG_SCORE_SHARDS="1" if runner == "threads" else "3")
+        out = Path(_python(env, code))
         report = json.loads((out / "report.json").read_text())
         lake = Lake(storage)
         selections[runner] = {
             name: sorted(lake.read("selections", sid)["aug_id"].to_pylist()) if sid else None
             for name, sid in report["ids"]["selections"].items()}
         assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
+        assert lake.sql("select count(*) n from scores s join scoring_runs r using "
+                        "(scoring_run_id) where r.pool_id is not null").to_pylist()[0]["n"] == 550
     assert selections["threads"] == selections["dask:2"]
     assert len(selections["threads"]["M2"]) == 110
 

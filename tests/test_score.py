@@ -69,10 +69,12 @@ def test_originals_are_scored_in_runs_of_their_own(small_lake):
     assert acc == pytest.approx(lake.row("models", small_lake["model_id"])["test_acc"])
 
 
-def _fake_pool(lake, base_pool, pool_id, mutate):
+def _fake_pool(lake, base_pool, pool_id, mutate, row_group_size=16_384):
     t = lake.read("augmentations", base_pool)
     t = mutate(t.set_column(0, "pool_id", [[pool_id] * t.num_rows]))
-    lake.write("augmentations", pool_id, t)
+    w = lake.writer("augmentations", pool_id, row_group_size=row_group_size)
+    w.write(t)
+    w.commit()
     lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": ["x"], "config": ["{}"],
                                   "n_items": [t.num_rows], "seconds": [0.0],
                                   "created_at": [None], "git_sha": ["test"]})
@@ -173,3 +175,26 @@ def test_sigkill_halfway_then_rerun_completes(tmp_path, fashion_root):
                     "scoring_run_id = $r", {"r": run}).to_pylist() == [{"n": 40_000, "c": 40_000}]
     assert not any((storage / ".tmp").iterdir())  # the dead run's leftovers were cleaned up
     assert json.loads(lake.row("pools", p)["config"])["policy"] == "k:40"
+
+
+def test_sharded_scoring_equals_one_pass(small_lake):
+    from pipeline.score import commit_pool_shards, score_pool_shard
+
+    lake = small_lake["lake"]
+    a = _fake_pool(lake, small_lake["pool_id"], "shardpoolA000001", lambda t: t)
+    b = _fake_pool(lake, small_lake["pool_id"], "shardpoolB000001", lambda t: t,
+                   row_group_size=100)  # 5 row groups: shards of 2, 2 and 1
+    ra = score_pool(lake, small_lake["model_id"], a, device="cpu")
+    with pytest.raises(ScoringError, match="shards not scored yet"):
+        commit_pool_shards(lake, small_lake["model_id"], b, 3, device="cpu")
+    for k in (2, 0, 1):  # any order, any worker
+        rb = score_pool_shard(lake, small_lake["model_id"], b, k, 3, batch_size=32, device="cpu")
+    assert not lake.has("scores", rb)  # nothing visible before the commit
+    assert commit_pool_shards(lake, small_lake["model_id"], b, 3, device="cpu") == rb
+    sa = lake.read("scores", ra).sort_by("item_id")
+    sb = lake.read("scores", rb).sort_by("item_id")
+    assert sa["item_id"].to_pylist() == sb["item_id"].to_pylist()
+    assert sa["avh"].to_pylist() == sb["avh"].to_pylist()
+    assert lake.row("scoring_runs", rb)["n_items"] == sb.num_rows
+    assert not (lake.root / ".tmp" / f"shards-{rb}").exists()
+    assert len(lake.files("scores", rb)) == 3
