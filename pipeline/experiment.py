@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-import pyarrow.compute as pc
 
 from models import load_checkpoint
 from pipeline import select as S
@@ -248,10 +247,3 @@ def record_experiment(lake: Lake, cfg: ExperimentConfig, exp_id: str, dataset_id
         "baseline_model_id": [model_id], "pool_id": [pool_id],
         "scoring_run_id": [scoring_run_id], "selections": [json.dumps(selections)],
         "band_search": [json.dumps(search)], **{k: [v] for k, v in provenance().items()}})
-
-
-def method_runs(lake: Lake, exp_id: str):
-    """The experiment's method runs (not band-search trials) as a pyarrow Table."""
-    t = lake.sql("select * from runs where experiment_id = $e and purpose = 'method' "
-                 "order by method, rep", {"e": exp_id})
-    return t.filter(pc.equal(t["purpose"], "method"))

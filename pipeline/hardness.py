@@ -171,8 +171,3 @@ def hardness_scores(
     out["pred"] = logits.argmax(dim=1)
     out["correct"] = out["pred"] == labels.long()
     return out
-
-
-def count_undefined(scores: dict[str, Tensor]) -> int:
-    """Number of samples whose AVH is undefined (zero feature or zero weight row)."""
-    return int(torch.isnan(scores["avh"]).sum())

@@ -24,7 +24,7 @@ import torch
 
 from models import fuse_for_inference, load_checkpoint
 from pipeline.hardness import hardness_scores
-from pipeline.lake import Lake, LakeError, content_id, decode_images, provenance
+from pipeline.lake import Lake, content_id, decode_images, provenance
 
 __all__ = ["ScoringError", "score_pool", "score_split", "score_batches", "load_model"]
 
@@ -354,10 +354,3 @@ def commit_pool_shards(lake: Lake, model_id: str, pool_id: str, n_shards: int, *
                 seconds=time.perf_counter() - t0)
     shutil.rmtree(dirs[0].parent, ignore_errors=True)
     return run_id
-
-
-def scores_frame(lake: Lake, scoring_run_id: str) -> pa.Table:
-    """All score rows of one run."""
-    if not lake.has("scores", scoring_run_id):
-        raise LakeError(f"no scoring run {scoring_run_id!r} in {lake.root}")
-    return lake.read("scores", scoring_run_id)
