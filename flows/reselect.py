@@ -28,7 +28,9 @@ def report_task(storage: str | None, experiment_id: str) -> str:
     """Rewrite the experiment's report with the drift-over-rounds section."""
     from pipeline.report import write_report
 
-    return str(write_report(Lake(storage), experiment_id))
+    lake = Lake(storage)
+    write_report(lake, experiment_id)
+    return lake.url("reports", experiment_id)
 
 
 @flow(name="reselect", log_prints=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Literal
 
 from prefect import flow, task
@@ -53,7 +54,8 @@ class Overrides(BaseModel):
     reps: int | None = Field(None, ge=1, le=100)
     model: Literal["lenet5", "lenet5-wide", "resnet"] | None = None
     device: Literal["auto", "cpu", "cuda"] | None = None
-    storage: str | None = Field(None, description="Lake root (default: SMARTAUG_STORAGE or "
+    storage: str | None = Field(None, description="Lake root: a directory or an fsspec URL "
+                                "such as s3://bucket/lake (default: SMARTAUG_STORAGE or "
                                 "./storage)")
 
 
@@ -191,7 +193,8 @@ def report_task(preset: str, overrides: Overrides, exp_id: str) -> str:
     o = overrides.model_dump(exclude_none=True)
     command = (f"prefect deployment run smart-augmentation/smart-augmentation -p preset={preset}"
                + (f" -p overrides='{json.dumps(o)}'" if o else "") + " --watch")
-    out = write_report(_lake(overrides), exp_id, command=command)
+    lake = _lake(overrides)
+    out = write_report(lake, exp_id, command=command)
     report = json.loads((out / "report.json").read_text())
     rows = ["| method | loss | test acc % (mean ± std) | 95 % CI | n |", "|---|---|---|---|---|"]
     for name, m in report["methods"].items():
@@ -202,11 +205,12 @@ def report_task(preset: str, overrides: Overrides, exp_id: str) -> str:
         key="smart-augmentation-methods",
         markdown=f"# Experiment {exp_id}\n\n" + "\n".join(rows) + f"\n\n{report['verdict']}\n",
         description="Test accuracy per method over seeds")
+    html = lake.url("reports", exp_id, "report.html")
     create_link_artifact(key="smart-augmentation-report",
-                         link=(out / "report.html").resolve().as_uri(),
+                         link=Path(html).as_uri() if lake.local else html,
                          link_text=f"report {exp_id}", description="The HTML report")
-    print(f"report: {out}")
-    return str(out)
+    print(f"report: {lake.url('reports', exp_id)}")
+    return lake.url("reports", exp_id)
 
 
 @flow(name="smart-augmentation", log_prints=True, task_runner=task_runner())

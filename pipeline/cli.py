@@ -158,7 +158,8 @@ def demo(
 
 
 StorageOpt = Annotated[str | None, typer.Option(
-    "--storage", help="Lake root directory (default: SMARTAUG_STORAGE, else ./storage).")]
+    "--storage", help="Lake root: a directory or an fsspec URL such as s3://bucket/lake "
+    "(default: SMARTAUG_STORAGE, else ./storage).")]
 
 
 def _lake(storage):
@@ -432,7 +433,7 @@ def experiment(
                       f"[{100 * m['ci95'][0]:.2f}, {100 * m['ci95'][1]:.2f}]", str(m["n"]))
     err.print(table)
     err.print(report["verdict"])
-    print(out_dir)
+    print(lake.url("reports", exp_id))
 
 
 def _cell(v) -> str:

@@ -50,7 +50,7 @@ def latest_experiment(lake: Lake) -> str:
     rows = lake.sql("select experiment_id from experiments order by created_at desc limit 1"
                     ).to_pylist()
     if not rows:
-        raise LakeError(f"no experiment in {lake.root}; run `smartaug experiment` first")
+        raise LakeError(f"no experiment in {lake.url()}; run `smartaug experiment` first")
     return rows[0]["experiment_id"]
 
 
@@ -103,14 +103,15 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
     tr = evaluate(model, x, y, device=dev)
     va = evaluate(model, data.val.images, data.val.labels, device=dev)["acc"] \
         if len(data.val) else None
-    path = lake.root / "checkpoints" / f"{model_id}.pt"
+    path = lake.local_path(f"checkpoints/{model_id}.pt")
     sha = save_checkpoint(model.cpu(), path, extra={"model_id": model_id,
                                                     "parent_model_id": parent_model_id})
+    checkpoint = lake.upload(path, f"checkpoints/{model_id}.pt")
     lake.write("models", model_id, {
         "model_id": [model_id], "arch": [cfg.model], "dataset_id": [dataset_id],
         "config": [json.dumps({"arch": cfg.model, "train": tcfg.to_dict(),
                                "selection_id": selection_id, "history": history}, default=str)],
-        "parent_model_id": [parent_model_id], "checkpoint": [str(path)], "sha256": [sha],
+        "parent_model_id": [parent_model_id], "checkpoint": [checkpoint], "sha256": [sha],
         "train_acc": [tr["acc"]], "val_acc": [va], "test_acc": [te["acc"]],
         "test_avh": [te["avh"]], "seconds": [time.perf_counter() - t0],
         **{k: [v] for k, v in provenance().items()}})

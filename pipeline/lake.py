@@ -8,10 +8,17 @@ config and upstream ids: running a step again finds its partition and writes not
 
 The pipeline never holds a DuckDB database file open: ``Lake.connect()`` is an in-memory
 connection with one view per table (``storage/views.sql``), so nothing blocks ad-hoc queries.
+
+The root is a local path (or a ``file://`` URL), or any other fsspec URL (``s3://bucket/lake``,
+``gs://...``, ``memory://...``). An object store has no rename, so there a partition is one
+Parquet object, staged on local disk and uploaded in one PUT, which appears whole or not at
+all; checkpoints and reports are staged locally and uploaded the same way, and read back
+through a local cache (``SMARTAUG_CACHE``, default ``~/.cache/smartaug``).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import functools
 import hashlib
@@ -106,16 +113,36 @@ VIEWS_SQL = Path(__file__).resolve().parent.parent / "storage" / "views.sql"
 
 
 _ENGINE: duckdb.DuckDBPyConnection | None = None
+_ENGINE_FS: set[str] = set()
 
 
-def engine() -> duckdb.DuckDBPyConnection:
+def engine(fs=None) -> duckdb.DuckDBPyConnection:
     """A cursor on the process's in-memory DuckDB instance (created once: a fresh instance
     per query costs a third of a second of warm-up on 10M rows). In memory, so no file lock;
-    close the cursor after use."""
+    close the cursor after use. ``fs``: an fsspec filesystem (a remote lake's) to read from."""
     global _ENGINE
     if _ENGINE is None:
         _ENGINE = duckdb.connect(":memory:")
+        atexit.register(_close_engine)
+    if fs is not None and _fs_name(fs) not in _ENGINE_FS:
+        _ENGINE.register_filesystem(fs)
+        _ENGINE_FS.add(_fs_name(fs))
     return _ENGINE.cursor()
+
+
+def _fs_name(fs) -> str:
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def _close_engine() -> None:
+    """DuckDB aborts the interpreter at exit if a Python filesystem is still registered."""
+    global _ENGINE
+    if _ENGINE is not None:
+        for name in _ENGINE_FS:
+            _ENGINE.unregister_filesystem(name)
+        _ENGINE_FS.clear()
+        _ENGINE.close()
+        _ENGINE = None
 
 
 def query_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.Table:
@@ -131,9 +158,9 @@ class LakeError(RuntimeError):
     """A lake read or write cannot proceed; the message names the table and id."""
 
 
-def resolve_root(storage: str | os.PathLike | None = None) -> Path:
-    """``storage`` if given, else ``SMARTAUG_STORAGE``, else ``./storage``."""
-    return Path(storage or os.environ.get("SMARTAUG_STORAGE") or "storage")
+def resolve_root(storage: str | os.PathLike | None = None) -> str:
+    """``storage`` if given, else ``SMARTAUG_STORAGE``, else ``./storage``: a path or a URL."""
+    return os.fspath(storage or os.environ.get("SMARTAUG_STORAGE") or "storage")
 
 
 def _canonical(obj) -> str:
@@ -185,15 +212,17 @@ def _nan_to_null(values):
 
 class PartitionWriter:
     """Streams record batches of one partition into a temporary directory; ``commit`` renames
-    it into place. Files roll over every ``rows_per_file`` rows."""
+    it into place (on a remote lake: uploads its one file). Files roll over every
+    ``rows_per_file`` rows on a local lake; a remote lake's partition is a single object."""
 
     def __init__(self, lake: Lake, table: str, pid: str, *, rows_per_file: int = 1_000_000,
-                 row_group_size: int = 16_384, target: Path | None = None):
+                 row_group_size: int = 16_384, target: str | os.PathLike | None = None):
         self.lake, self.table, self.pid = lake, table, pid
-        self.target = target  # where commit() renames to (default: the table's partition)
+        self.target = target  # where commit() puts it (default: the table's partition)
         self.schema = SCHEMAS[table]
-        self.rows_per_file, self.row_group_size = rows_per_file, row_group_size
-        self.tmp = lake.root / ".tmp" / f"{table}-{pid}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.rows_per_file = rows_per_file if lake.local else 2**62
+        self.row_group_size = row_group_size
+        self.tmp = lake.staging / f"{table}-{pid}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir(parents=True)
         self._writer: pq.ParquetWriter | None = None
         self._file_rows = 0
@@ -228,10 +257,12 @@ class PartitionWriter:
         if self._nfile == 0:  # an empty partition still records that the step ran
             pq.write_table(self.schema.empty_table(), self.tmp / "part-00000.parquet",
                            compression="zstd")
+        if not self.lake.local:
+            return self._upload()
         for f in self.tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        final = self.target or self.lake.partition_dir(self.table, self.pid)
+        final = Path(self.target or self.lake.partition_dir(self.table, self.pid))
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(self.tmp, final)
@@ -241,6 +272,19 @@ class PartitionWriter:
                 return False
             raise
         return True
+
+    def _upload(self) -> bool:
+        """One object, one PUT: readers see the whole partition or none of it. Ids are
+        content hashes, so two writers racing upload identical partitions."""
+        final = f"{self.target or self.lake.partition_dir(self.table, self.pid)}/" \
+                "part-00000.parquet"
+        try:
+            if self.lake.fs.exists(final):
+                return False
+            self.lake.fs.put_file(str(self.tmp / "part-00000.parquet"), final)
+            return True
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -253,19 +297,63 @@ class PartitionWriter:
 
 
 class Lake:
-    """The tables under one storage root. ``Lake()`` uses ``resolve_root()``."""
+    """The tables under one storage root. ``Lake()`` uses ``resolve_root()``.
+
+    ``root`` is the lake's location: a ``Path`` for a local lake, the URL for a remote one.
+    ``staging`` is a local directory for files being written (``<root>/.tmp`` when local).
+    """
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = resolve_root(root).absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
-        for table, schema in SCHEMAS.items():
-            empty = self.root / table / "_empty" / "empty.parquet"
-            if not empty.is_file():
-                empty.parent.mkdir(parents=True, exist_ok=True)
-                tmp = empty.with_name(f".empty-{uuid.uuid4().hex[:8]}")
-                pq.write_table(schema.empty_table(), tmp)
-                os.replace(tmp, empty)
+        import fsspec
+
+        given = resolve_root(root)
+        try:
+            self.fs, path = fsspec.core.url_to_fs(given)
+        except (ImportError, ValueError) as e:
+            raise LakeError(f"cannot open the lake {given!r}: {e}. A remote root needs its "
+                            f"fsspec backend installed (s3fs for s3://, gcsfs for gs://, "
+                            f"adlfs for az://)") from e
+        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple)
+                                else (self.fs.protocol,))
+        if self.local:
+            self.root: Path | str = Path(path).absolute()
+            self.path = str(self.root)
+            self.staging = self.root / ".tmp"
+            self.cache = self.root
+            self.root.mkdir(parents=True, exist_ok=True)
+        else:
+            self.path = path.rstrip("/")
+            self.root = self.fs.unstrip_protocol(self.path)
+            base = Path(os.environ.get("SMARTAUG_CACHE")
+                        or Path.home() / ".cache" / "smartaug").absolute()
+            self.cache = base / "lakes" / hashlib.sha256(self.root.encode()).hexdigest()[:16]
+            self.staging = self.cache / ".tmp"
+            self.fs.makedirs(self.path, exist_ok=True)
+        self._init_tables()
         self._clean_stale_tmp()
+        self.lake_id = self._lake_id()
+
+    def _init_tables(self) -> None:
+        for table, schema in SCHEMAS.items():
+            if self.local:
+                empty = self.root / table / "_empty" / "empty.parquet"
+                if not empty.is_file():
+                    empty.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = empty.with_name(f".empty-{uuid.uuid4().hex[:8]}")
+                    pq.write_table(schema.empty_table(), tmp)
+                    os.replace(tmp, empty)
+            else:
+                empty = f"{self.path}/{table}/_empty/empty.parquet"
+                if not self.fs.exists(empty):
+                    with self.fs.open(empty, "wb") as fh:
+                        pq.write_table(schema.empty_table(), fh)
+
+    def _lake_id(self) -> str:
+        if not self.local:
+            token = f"{self.path}/.lake-id"
+            if not self.fs.exists(token):
+                self.fs.pipe_file(token, uuid.uuid4().hex.encode())
+            return self.fs.cat_file(token).decode().strip()
         token = self.root / ".lake-id"
         if not token.is_file():
             tmp = self.root / f".lake-id-{uuid.uuid4().hex[:8]}"
@@ -275,13 +363,12 @@ class Lake:
             except FileExistsError:
                 pass
             tmp.unlink()
-        self.lake_id = token.read_text().strip()
+        return token.read_text().strip()
 
     def _clean_stale_tmp(self) -> None:
-        tmp = self.root / ".tmp"
-        if not tmp.is_dir():
+        if not self.staging.is_dir():
             return
-        for d in tmp.iterdir():
+        for d in self.staging.iterdir():
             parts = d.name.split("-")
             try:
                 pid = int(parts[-2])
@@ -291,20 +378,88 @@ class Lake:
                 shutil.rmtree(d, ignore_errors=True)
 
     # ------------------------------------------------------------ paths
-    def partition_dir(self, table: str, pid: str) -> Path:
+    def partition_dir(self, table: str, pid: str) -> Path | str:
+        """A partition's directory: a Path on a local lake, a path in ``fs`` on a remote one."""
         if table not in SCHEMAS:
             raise LakeError(f"unknown table {table!r}; valid: {', '.join(SCHEMAS)}")
-        return self.root / table / f"{PARTITION_KEYS[table]}={pid}"
+        return self.location(table, f"{PARTITION_KEYS[table]}={pid}")
+
+    def location(self, *parts: str) -> Path | str:
+        """``parts`` under the root: a Path on a local lake, a path in ``fs`` otherwise."""
+        if self.local:
+            return self.root.joinpath(*parts)
+        return "/".join([self.path, *parts])
+
+    def url(self, *parts: str) -> str:
+        """What to show a user for ``parts`` under the root: a path, or a full URL."""
+        loc = self.location(*parts)
+        return str(loc) if self.local else self.fs.unstrip_protocol(loc)
+
+    def complete(self, location: Path | str) -> bool:
+        """Whether a partition (or a writer's ``target``) at ``location`` has been committed."""
+        if self.local:
+            return Path(location).is_dir()
+        self.fs.invalidate_cache(str(location))  # another worker may have committed it
+        return self.fs.exists(f"{location}/part-00000.parquet")
 
     def has(self, table: str, pid: str) -> bool:
-        return self.partition_dir(table, pid).is_dir()
+        return self.complete(self.partition_dir(table, pid))
+
+    def parquet_files(self, location: Path | str) -> list[str]:
+        """The Parquet files of a committed partition directory, sorted."""
+        if self.local:
+            return sorted(str(p) for p in Path(location).glob("*.parquet"))
+        self.fs.invalidate_cache(location)  # another process may have written it since
+        return sorted(self.fs.unstrip_protocol(p) for p in self.fs.glob(f"{location}/*.parquet"))
 
     def files(self, table: str, pid: str) -> list[str]:
-        d = self.partition_dir(table, pid)
-        if not d.is_dir():
-            raise LakeError(f"no {PARTITION_KEYS[table]} {pid!r} in {self.root / table}; "
+        """The partition's files: paths on a local lake, URLs (readable by ``parquet_file``
+        and by DuckDB through ``engine(lake.fs)``) on a remote one."""
+        if not self.has(table, pid):
+            raise LakeError(f"no {PARTITION_KEYS[table]} {pid!r} in {self.url(table)}; "
                             f"run the step that produces it first")
-        return sorted(str(p) for p in d.glob("*.parquet"))
+        return self.parquet_files(self.partition_dir(table, pid))
+
+    def parquet_file(self, f: str) -> pq.ParquetFile:
+        return pq.ParquetFile(f) if self.local else pq.ParquetFile(self.fs.open(f, "rb"))
+
+    def remove(self, location: Path | str) -> None:
+        """Delete a directory under the root (staging debris), if present."""
+        if self.local:
+            shutil.rmtree(location, ignore_errors=True)
+        elif self.fs.exists(location):
+            self.fs.rm(location, recursive=True)
+
+    # ------------------------------------------------------------ files
+    def local_path(self, rel: str) -> Path:
+        """Where to write ``rel`` (a checkpoint, a report) before ``upload``."""
+        return (self.root if self.local else self.cache).joinpath(rel)
+
+    def upload(self, local: Path, rel: str) -> str:
+        """Publish ``local`` (a file or a directory) as ``rel`` under the root; returns its
+        location (a path, or a URL). A no-op on a local lake, where ``local_path`` is final."""
+        if not self.local:
+            target = self.location(rel)
+            if local.is_dir():
+                if self.fs.exists(target):
+                    self.fs.rm(target, recursive=True)
+                self.fs.put(str(local) + "/", target, recursive=True)
+            else:
+                self.fs.put_file(str(local), target)
+        return self.url(rel)
+
+    def fetch(self, rel: str) -> Path:
+        """A local copy of the file ``rel`` under the root (downloaded once into the cache)."""
+        local = self.local_path(rel)
+        if not self.local and not local.is_file():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}-{uuid.uuid4().hex[:8]}")
+            try:
+                self.fs.get_file(self.location(rel), str(tmp))
+            except FileNotFoundError as e:
+                raise LakeError(f"{self.url(rel)} does not exist") from e
+            os.replace(tmp, local)
+        return local
 
     # ------------------------------------------------------------ writes
     def writer(self, table: str, pid: str, **kw) -> PartitionWriter:
@@ -324,7 +479,7 @@ class Lake:
 
     # ------------------------------------------------------------ reads
     def read(self, table: str, pid: str, columns: list[str] | None = None) -> pa.Table:
-        parts = [pq.read_table(f, columns=columns) for f in self.files(table, pid)]
+        parts = [self.parquet_file(f).read(columns=columns) for f in self.files(table, pid)]
         return pa.concat_tables(parts) if parts else SCHEMAS[table].empty_table()
 
     def row(self, table: str, pid: str) -> dict:
@@ -337,27 +492,38 @@ class Lake:
     def iter_batches(self, table: str, pid: str, *, columns: list[str] | None = None,
                      batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
         for f in self.files(table, pid):
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+            yield from self.parquet_file(f).iter_batches(batch_size=batch_size, columns=columns)
 
     def count(self, table: str, pid: str) -> int:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files(table, pid))
+        return sum(self.parquet_file(f).metadata.num_rows for f in self.files(table, pid))
 
     # ------------------------------------------------------------ DuckDB
     def views_sql(self) -> str:
         """``storage/views.sql`` with its ``storage/`` prefix pointed at this root."""
         text = VIEWS_SQL.read_text()
-        root = str(self.root).replace("'", "''")
+        root = self.url().replace("'", "''")
         return text.replace("'storage/", f"'{root}/")
+
+    def engine(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the process's DuckDB instance that can read this lake's files."""
+        return engine(None if self.local else self.fs)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory DuckDB connection with one view per table."""
         con = duckdb.connect(":memory:")
+        if not self.local:
+            con.register_filesystem(self.fs)
         con.execute(self.views_sql())
         return con
 
     def sql(self, query: str, params: Mapping | list | None = None) -> pa.Table:
-        with self.connect() as con:
+        con = self.connect()
+        try:
             return query_arrow(con, query, params)
+        finally:
+            if not self.local:  # a connection closed with a Python filesystem registered
+                con.unregister_filesystem(_fs_name(self.fs))  # aborts the interpreter
+            con.close()
 
 
 def encode_images(images) -> pa.Array:

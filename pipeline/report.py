@@ -214,7 +214,8 @@ def _verdict(methods: dict, comparisons: list[dict]) -> str:
 
 
 def write_report(lake: Lake, experiment_id: str, *, command: str | None = None) -> Path:
-    """Write report.md, report.html and report.json; returns the report directory."""
+    """Write report.md, report.html and report.json; returns the report directory (on a
+    remote lake, the local copy of what was uploaded to ``lake.url("reports", experiment_id)``)."""
     exp = lake.row("experiments", experiment_id)
     cfg = json.loads(exp["config"])
     runs = lake.sql("select * from runs where experiment_id = $e and purpose = 'method' "
@@ -292,8 +293,9 @@ def write_report(lake: Lake, experiment_id: str, *, command: str | None = None) 
         "verdict": _verdict(methods, comparisons)}
 
     plots = _plots(lake, exp, runs, history, band_sel)
-    out = lake.root / "reports" / experiment_id
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=lake.root))
+    out = lake.local_path(f"reports/{experiment_id}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
     tmp.chmod(0o755)
     (tmp / "plots").mkdir()
     for name, png in plots.items():
@@ -312,6 +314,7 @@ def write_report(lake: Lake, experiment_id: str, *, command: str | None = None) 
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
+    lake.upload(out, f"reports/{experiment_id}")
     return out
 
 

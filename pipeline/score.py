@@ -37,9 +37,12 @@ class ScoringError(ValueError):
 
 
 def checkpoint_path(lake: Lake, model_id: str) -> Path:
-    """Where ``model_id``'s checkpoint is (under the lake root if the root has moved)."""
-    path = Path(lake.row("models", model_id)["checkpoint"])
-    return path if path.is_file() else lake.root / "checkpoints" / path.name
+    """A local copy of ``model_id``'s checkpoint: the recorded file, else the one under the
+    lake root (the root has moved), downloaded once into the cache from a remote lake."""
+    recorded = lake.row("models", model_id)["checkpoint"]
+    if lake.local and Path(recorded).is_file():
+        return Path(recorded)
+    return lake.fetch(f"checkpoints/{recorded.rsplit('/', 1)[-1]}")
 
 
 def load_model(lake: Lake, model_id: str, device: torch.device):
@@ -266,16 +269,15 @@ def pool_run_id(lake: Lake, model_id: str, pool_id: str, device: str = "auto") -
                                  "precision": "bf16" if dev.type == "cuda" else "fp32"})
 
 
-def _shard_dir(lake: Lake, run_id: str, shard: int, n_shards: int) -> Path:
-    return lake.root / ".tmp" / f"shards-{run_id}" / f"shard-{shard:05d}-of-{n_shards:05d}"
+def _shard_dir(lake: Lake, run_id: str, shard: int, n_shards: int) -> Path | str:
+    """A shard's staging partition, under the lake root so every worker sees it."""
+    return lake.location(".tmp", f"shards-{run_id}", f"shard-{shard:05d}-of-{n_shards:05d}")
 
 
 def _shard_row_groups(lake: Lake, pool_id: str, shard: int, n_shards: int):
     """(file, row groups) of one shard: the pool's row groups dealt out in contiguous runs."""
-    import pyarrow.parquet as pq
-
     groups = [(f, g) for f in lake.files("augmentations", pool_id)
-              for g in range(pq.ParquetFile(f).metadata.num_row_groups)]
+              for g in range(lake.parquet_file(f).metadata.num_row_groups)]
     per = -(-len(groups) // n_shards)
     return groups[shard * per : (shard + 1) * per]
 
@@ -284,23 +286,21 @@ def score_pool_shard(lake: Lake, model_id: str, pool_id: str, shard: int, n_shar
                      batch_size: int = 512, device: str = "auto") -> str:
     """Score one of ``n_shards`` slices of the pool into a staging area (complete shards
     survive a crash and are not redone); ``commit_pool_shards`` turns them into the run."""
-    import pyarrow.parquet as pq
-
     if not 0 <= shard < n_shards:
         raise ScoringError(f"shard {shard} is not in 0..{n_shards - 1}")
     _check_batch_size(batch_size)
     dev = _resolve(device)
     run_id = pool_run_id(lake, model_id, pool_id, device)
     target = _shard_dir(lake, run_id, shard, n_shards)
-    if lake.has("scoring_runs", run_id) or target.is_dir():
+    if lake.has("scoring_runs", run_id) or lake.complete(target):
         return run_id
     model, _ = load_model(lake, model_id, dev)
     cols = ["aug_id", "label", "image", "height", "width", "channels"]
 
     def items():
         for f, g in _shard_row_groups(lake, pool_id, shard, n_shards):
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, row_groups=[g],
-                                                      columns=cols)
+            yield from lake.parquet_file(f).iter_batches(batch_size=batch_size,
+                                                         row_groups=[g], columns=cols)
 
     writer = lake.writer("scores", run_id, target=target)
     try:
@@ -316,35 +316,21 @@ def score_pool_shard(lake: Lake, model_id: str, pool_id: str, shard: int, n_shar
 def commit_pool_shards(lake: Lake, model_id: str, pool_id: str, n_shards: int, *,
                        batch_size: int = 512, device: str = "auto") -> str:
     """Publish the scored shards as one scoring run (one atomic partition); returns its id."""
-    import shutil
-    import uuid
-
-    import pyarrow.parquet as pq
-
     run_id = pool_run_id(lake, model_id, pool_id, device)
     if lake.has("scoring_runs", run_id):
         return run_id
     t0 = time.perf_counter()
     dirs = [_shard_dir(lake, run_id, k, n_shards) for k in range(n_shards)]
-    final = lake.partition_dir("scores", run_id)
-    missing = [d.name for d in dirs if not d.is_dir()]
-    if missing and not final.is_dir():
-        raise ScoringError(f"scoring run {run_id}: shards not scored yet: {', '.join(missing)}")
-    if not final.is_dir():
-        tmp = lake.root / ".tmp" / f"scores-{run_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        for k, d in enumerate(dirs):
-            for j, f in enumerate(sorted(d.glob("*.parquet"))):
-                os.link(f, tmp / f"part-{k:05d}-{j:05d}.parquet")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not final.is_dir():
-                raise
+    if not lake.has("scores", run_id):
+        missing = [str(d).rsplit("/", 1)[-1] for d in dirs if not lake.complete(d)]
+        if missing:
+            raise ScoringError(f"scoring run {run_id}: shards not scored yet: "
+                               f"{', '.join(missing)}")
+        _publish_shards(lake, run_id, dirs)
     files = lake.files("scores", run_id)
-    n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    n_undefined = sum(pq.read_table(f, columns=["avh"])["avh"].null_count for f in files)
+    n = sum(lake.parquet_file(f).metadata.num_rows for f in files)
+    n_undefined = sum(lake.parquet_file(f).read(columns=["avh"])["avh"].null_count
+                      for f in files)
     expected = lake.row("pools", pool_id)["n_items"]
     if n != expected:
         raise ScoringError(f"scoring run {run_id}: shards hold {n} rows, the pool {expected}")
@@ -352,5 +338,37 @@ def commit_pool_shards(lake: Lake, model_id: str, pool_id: str, n_shards: int, *
                 dataset_id=lake.row("pools", pool_id)["dataset_id"], split=None, n=n,
                 n_undefined=n_undefined, batch_size=batch_size, device=_resolve(device),
                 seconds=time.perf_counter() - t0)
-    shutil.rmtree(dirs[0].parent, ignore_errors=True)
+    lake.remove(lake.location(".tmp", f"shards-{run_id}"))
     return run_id
+
+
+def _publish_shards(lake: Lake, run_id: str, dirs: list) -> None:
+    """The shards' files become the scores partition in one step: hard links renamed into
+    place on a local lake; on a remote one, the shards streamed into one object."""
+    import shutil
+    import uuid
+
+    if not lake.local:
+        writer = lake.writer("scores", run_id)
+        try:
+            for d in dirs:
+                for f in lake.parquet_files(d):
+                    for batch in lake.parquet_file(f).iter_batches():
+                        writer.write(batch)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return
+    final = lake.partition_dir("scores", run_id)
+    tmp = lake.staging / f"scores-{run_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    for k, d in enumerate(dirs):
+        for j, f in enumerate(lake.parquet_files(d)):
+            os.link(f, tmp / f"part-{k:05d}-{j:05d}.parquet")
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.is_dir():
+            raise

@@ -19,7 +19,7 @@ from importlib import resources
 
 import pyarrow as pa
 
-from pipeline.lake import Lake, LakeError, content_id, engine, provenance, query_arrow
+from pipeline.lake import Lake, LakeError, content_id, provenance, query_arrow
 from pipeline.score import SCORE_COLUMNS
 
 __all__ = ["SelectionError", "band", "random", "all_items", "read_selection", "SCORE_COLUMNS"]
@@ -35,7 +35,7 @@ def sql_text(name: str) -> str:
 
 def _files(lake: Lake, scoring_run_id: str) -> list[str]:
     if not lake.has("scoring_runs", scoring_run_id):
-        raise SelectionError(f"no scoring run {scoring_run_id!r} in {lake.root}; "
+        raise SelectionError(f"no scoring run {scoring_run_id!r} in {lake.url()}; "
                              f"run `smartaug score` first")
     return lake.files("scores", scoring_run_id)
 
@@ -49,7 +49,7 @@ def _store(lake: Lake, scoring_run_id: str, method: str, sql_file: str, params: 
         "sql": hashlib.sha256(text.encode()).hexdigest()})
     if lake.has("selections", selection_id):
         return selection_id
-    con = engine()
+    con = lake.engine()
     try:
         rows = query_arrow(con, text, query_params)
     finally:
@@ -103,7 +103,7 @@ def random(lake: Lake, scoring_run_id: str, *, size: int | None = None,
     files = _files(lake, scoring_run_id)
     if matched_to is not None:
         if not lake.has("selections", matched_to):
-            raise SelectionError(f"no selection {matched_to!r} to match in {lake.root}")
+            raise SelectionError(f"no selection {matched_to!r} to match in {lake.url()}")
         params = {"matched_to": matched_to, "seed": int(seed)}
         return _store(lake, scoring_run_id, "random", "random_matched.sql", params,
                       {"files": files, "matched_files": lake.files("selections", matched_to),
@@ -128,5 +128,5 @@ def all_items(lake: Lake, scoring_run_id: str) -> str:
 def read_selection(lake: Lake, selection_id: str) -> pa.Table:
     """The rows of one selection (aug_id, label, score, ...)."""
     if not lake.has("selections", selection_id):
-        raise LakeError(f"no selection {selection_id!r} in {lake.root}")
+        raise LakeError(f"no selection {selection_id!r} in {lake.url()}")
     return lake.read("selections", selection_id)

@@ -205,15 +205,16 @@ def train_baseline(lake, dataset_id: str, *, arch: str = "lenet5",
     te = evaluate(net, splits["test"].images, splits["test"].labels, device=dev)
     va = (evaluate(net, splits["val"].images, splits["val"].labels, device=dev)["acc"]
           if len(splits["val"]) else None)
-    path = lake.root / "checkpoints" / f"{model_id}.pt"
+    path = lake.local_path(f"checkpoints/{model_id}.pt")
     net.to(memory_format=torch.contiguous_format)
     sha = save_checkpoint(net.cpu(), path, extra={
         "model_id": model_id, "dataset_id": dataset_id, "train": cfg.to_dict()})
+    checkpoint = lake.upload(path, f"checkpoints/{model_id}.pt")
     lake.write("models", model_id, {
         "model_id": [model_id], "arch": [arch], "dataset_id": [dataset_id],
         "config": [json.dumps({"arch": arch, "train": cfg.to_dict(), "history": history},
                               default=str)],
-        "parent_model_id": [None], "checkpoint": [str(path)], "sha256": [sha],
+        "parent_model_id": [None], "checkpoint": [checkpoint], "sha256": [sha],
         "train_acc": [tr["acc"]], "val_acc": [va], "test_acc": [te["acc"]],
         "test_avh": [te["avh"]], "seconds": [seconds],
         **{k: [v] for k, v in provenance().items()}})
