@@ -1,4 +1,5 @@
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,29 @@ def small_lake(tmp_path_factory, fashion_root):
     run_id = score_pool(lake, model_id, pool_id, batch_size=64, device="cpu")
     return {"lake": lake, "dataset_id": dataset_id, "model_id": model_id, "pool_id": pool_id,
             "run_id": run_id}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API (moto's server) on a free loopback port with a bucket ``lakes``; s3fs in
+    this process is pointed at it, and the returned variables point a subprocess at it (what
+    a user sets for MinIO or another S3-compatible store)."""
+    import fsspec
+
+    pytest.importorskip("s3fs")
+    server = pytest.importorskip("moto.server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    mp = pytest.MonkeyPatch()
+    for k, v in env.items():
+        mp.setenv(k, v)
+    mp.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("lakes")
+    yield env
+    mp.undo()
+    srv.stop()

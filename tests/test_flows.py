@@ -175,18 +175,23 @@ def test_bad_overrides_are_refused():
 
 
 @pytest.mark.slow
-def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env, tmp_path):
+def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env, tmp_path,
+                                                                  s3_endpoint):
+    """The scale-out set-up: Dask worker processes sharing a lake on an object store (a real
+    S3 API) score in shards and retrain; the same selections as one process on local disk."""
     selections = {}
     for runner in ("threads", "dask:2"):
-        storage = tmp_path / runner.replace(":", "-")
-        o = json.dumps({**TINY, "storage": str(storage)})
+        storage = str(tmp_path / "local") if runner == "threads" else "s3://lakes/dask-test"
+        o = json.dumps({**TINY, "storage": storage})
         code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
                 f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
-        env = dict(prefect_env, SMARTAUG_TASK_RUNNER=runner,
+        env = dict(prefect_env, SMARTAUG_TASK_RUNNER=runner, **s3_endpoint,
+                   SMARTAUG_CACHE=str(tmp_path / "cache"),
                    SMARTAUG_SCORE_SHARDS="1" if runner == "threads" else "3")
-        out = Path(_python(env, code))
-        report = json.loads((out / "report.json").read_text())
+        out = _python(env, code)
         lake = Lake(storage)
+        assert out == lake.url("reports", out.rsplit("/", 1)[-1])
+        report = json.loads(lake.fs.cat_file(f"{out}/report.json"))
         selections[runner] = {
             name: sorted(lake.read("selections", sid)["aug_id"].to_pylist()) if sid else None
             for name, sid in report["ids"]["selections"].items()}

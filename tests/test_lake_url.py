@@ -3,10 +3,8 @@ through the object-store path (one object per partition, uploaded whole), exerci
 fsspec's in-process ``memory://`` filesystem and on a real S3 API (moto's server on a free
 loopback port, through s3fs)."""
 
-import socket
 import uuid
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -23,28 +21,6 @@ def _scores(n: int, run: str = "r1", start: int = 0) -> dict:
             "correct": [True] * n, "avh": np.linspace(0, 1, n), "avc_true": np.zeros(n),
             "confidence": np.ones(n), "margin": np.ones(n), "loss": np.zeros(n),
             "entropy": np.zeros(n), "el2n": np.zeros(n), "feature_norm": np.ones(n)}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3 API (moto's server) on a free loopback port; s3fs pointed at it."""
-    pytest.importorskip("s3fs")
-    server = pytest.importorskip("moto.server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    srv.start()
-    mp = pytest.MonkeyPatch()
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        mp.setenv(k, v)
-    # what FSSPEC_S3_ENDPOINT_URL=... sets for a user's MinIO or other S3-compatible store
-    mp.setitem(fsspec.config.conf, "s3", {"endpoint_url": f"http://127.0.0.1:{port}"})
-    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("lakes")
-    yield f"http://127.0.0.1:{port}"
-    mp.undo()
-    srv.stop()
 
 
 @pytest.fixture(params=["memory", "s3"])
