@@ -165,7 +165,7 @@ StorageOpt = Annotated[str | None, typer.Option(
 def _lake(storage):
     from pipeline.lake import Lake
 
-    return Lake(storage)
+    return _steps(Lake, storage)
 
 
 def _steps(fn, *args, **kwargs):

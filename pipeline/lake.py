@@ -328,10 +328,12 @@ class Lake:
                         or Path.home() / ".cache" / "smartaug").absolute()
             self.cache = base / "lakes" / hashlib.sha256(self.root.encode()).hexdigest()[:16]
             self.staging = self.cache / ".tmp"
-            self.fs.makedirs(self.path, exist_ok=True)
-        self._init_tables()
+        try:  # on an object store the bucket must exist; nothing creates one
+            self._init_tables()
+            self.lake_id = self._lake_id()
+        except Exception as e:  # credentials, network, permissions: say where and why
+            raise LakeError(f"cannot open the lake {self.url()}: {type(e).__name__}: {e}") from e
         self._clean_stale_tmp()
-        self.lake_id = self._lake_id()
 
     def _init_tables(self) -> None:
         for table, schema in SCHEMAS.items():

@@ -67,3 +67,5 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path):
     assert res.returncode == 2 and "no_such_table" in res.stderr
     res = run(storage, "augment", "--dataset-id", "nope", ok=False)
     assert res.returncode == 2 and "run the step that produces it" in res.stderr
+    res = run("nosuchproto://bucket/lake", "sql", "select 1", ok=False)
+    assert res.returncode == 2 and "fsspec backend" in res.stderr and "Traceback" not in res.stderr

@@ -139,3 +139,9 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
     model, row = load_model(Lake(remote.root), model_id, __import__("torch").device("cpu"))
     assert row["checkpoint"] == remote.url("checkpoints", f"{model_id}.pt")
     assert (remote.cache / "checkpoints" / f"{model_id}.pt").is_file()
+
+
+def test_unreachable_object_store_is_a_clear_error(s3_endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMARTAUG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(LakeError, match=r"cannot open the lake s3://no-such-bucket-x/lake"):
+        Lake("s3://no-such-bucket-x/lake")
