@@ -356,6 +356,17 @@ def select_cmd(
 
 
 @app.command()
+def views(storage: StorageOpt = None) -> None:
+    """Print storage/views.sql pointed at this lake's root, for the DuckDB CLI:
+    `duckdb -init <(smartaug views --storage ROOT)`."""
+    lake = _lake(storage)
+    if not lake.local:
+        print(f"-- {lake.root}: the DuckDB CLI reads it through its httpfs extension, e.g.\n"
+              "-- INSTALL httpfs; LOAD httpfs; CREATE SECRET (TYPE s3, PROVIDER credential_chain);")
+    print(lake.views_sql())
+
+
+@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="A DuckDB query over the tables (views).")],
     storage: StorageOpt = None,

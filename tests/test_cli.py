@@ -69,3 +69,21 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path):
     assert res.returncode == 2 and "run the step that produces it" in res.stderr
     res = run("nosuchproto://bucket/lake", "sql", "select 1", ok=False)
     assert res.returncode == 2 and "fsspec backend" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_views_point_the_duckdb_cli_at_any_root(tmp_path):
+    """`smartaug views` gives the DuckDB CLI the views of a lake outside the repository."""
+    lake = Lake(tmp_path / "elsewhere")
+    lake.write("drift", "s1", {"selection_id": ["s1", "s1"], "round": [1, 2],
+                               "jaccard": [0.5, 0.25], **{k: [None, None] for k in (
+                                   "previous_selection_id", "experiment_id", "model_id",
+                                   "scoring_run_id", "moved_in", "moved_out", "ks_avh",
+                                   "ks_pvalue", "created_at", "git_sha")}})
+    views = run(lake.root, "views").stdout
+    assert str(lake.root / "drift") in views and "'storage/" not in views
+    (tmp_path / "views.sql").write_text(views)
+    res = subprocess.run([str(BIN / "duckdb"), "-init", str(tmp_path / "views.sql"), "-csv",
+                          "-c", "select count(*), sum(jaccard) from drift"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "2,0.75"
