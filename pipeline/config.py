@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from pipeline.augment import AugmentConfig
+from pipeline.hardness import SCORE_DIRECTIONS
 from pipeline.losses import LossSpec
 from pipeline.train import TrainConfig
 
@@ -71,6 +72,19 @@ def _avh2(lam: float = 1.0) -> LossSpec:
     return LossSpec("additive", "square", lam=lam)
 
 
+def hardness_band(band: tuple[float, float], score: str) -> tuple[float, float]:
+    """The quantile band of ``score`` that holds the same hardness range as ``band`` of AVH.
+
+    AVH, loss, entropy and EL2N grow with hardness, so the band is the same; confidence,
+    margin, the true class's AVC and the feature norm shrink with it, so the band is mirrored
+    (the 2-22 % easiest by AVH are the 78-98 % quantiles of confidence).
+    """
+    if score not in SCORE_DIRECTIONS:
+        raise ValueError(f"unknown score {score!r}; valid: {', '.join(SCORE_DIRECTIONS)}")
+    lo, hi = band
+    return (lo, hi) if SCORE_DIRECTIONS[score] > 0 else (round(1 - hi, 12), round(1 - lo, 12))
+
+
 def standard_methods(band=(0.02, 0.22), *, lam: float = 1.0, ablations: bool = False,
                      other_scores: tuple[str, ...] = ()) -> tuple[MethodSpec, ...]:
     """Seed 000's M0 / M1 / M2, optionally the ablations and same-size bands of other scores."""
@@ -84,8 +98,9 @@ def standard_methods(band=(0.02, 0.22), *, lam: float = 1.0, ablations: bool = F
             MethodSpec("M2-ce", "band", band=band, loss=_ce()),  # band without the loss
             MethodSpec("M1-avh", "random_matched", matched_to="M2", loss=_avh2(lam)),  # loss only
         ]
-    for score in other_scores:  # harder = higher for these, like AVH: the same band
-        methods.append(MethodSpec(f"band-{score}", "band", band=band, score=score, loss=_ce()))
+    for score in other_scores:
+        methods.append(MethodSpec(f"band-{score}", "band", band=hardness_band(band, score),
+                                  score=score, loss=_ce()))
     return tuple(methods)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from models import load_checkpoint
 from pipeline import select as S
 from pipeline.augment import build_pool
-from pipeline.config import ExperimentConfig, MethodSpec
+from pipeline.config import ExperimentConfig, MethodSpec, hardness_band
 from pipeline.data import ingest, read_split
 from pipeline.lake import Lake, content_id, decode_images, provenance
 from pipeline.score import checkpoint_path, score_pool, score_split
@@ -193,11 +193,15 @@ def stage_choose(lake: Lake, cfg: ExperimentConfig, exp_id: str, dataset_id: str
 
 
 def with_band(cfg: ExperimentConfig, band: tuple[float, float] | None) -> ExperimentConfig:
-    """``cfg`` with every band method's band replaced (None = unchanged)."""
+    """``cfg`` with every band method's band replaced (None = unchanged). ``band`` is in the
+    score of the first band method (the one searched); a method banding a score of the other
+    direction (confidence against AVH) gets the mirrored band, the same hardness range."""
     if band is None:
         return cfg
-    return replace(cfg, methods=tuple(replace(m, band=tuple(band)) if m.selection == "band"
-                                      else m for m in cfg.methods))
+    searched = next(m.score for m in cfg.methods if m.selection == "band")
+    hard = hardness_band(tuple(band), searched)  # mirroring is its own inverse
+    return replace(cfg, methods=tuple(replace(m, band=hardness_band(hard, m.score))
+                                      if m.selection == "band" else m for m in cfg.methods))
 
 
 def stage_run(lake: Lake, cfg: ExperimentConfig, exp_id: str, dataset_id: str, pool_id: str,

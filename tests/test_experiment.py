@@ -17,10 +17,11 @@ from pipeline.config import (
     ExperimentConfig,
     MethodSpec,
     apply_overrides,
+    hardness_band,
     preset,
     standard_methods,
 )
-from pipeline.experiment import run_experiment
+from pipeline.experiment import run_experiment, with_band
 from pipeline.lake import Lake
 from pipeline.report import method_stats, paired, write_report
 from pipeline.train import TrainConfig
@@ -77,6 +78,23 @@ def test_presets_and_overrides():
         replace(q, data=replace(q.data, val_fraction=0.0), band_grid=((0.0, 0.2),))
 
 
+def test_other_scores_band_the_same_hardness_range():
+    """Confidence and margin fall as hardness rises: their band is AVH's, mirrored."""
+    assert hardness_band((0.02, 0.22), "el2n") == (0.02, 0.22)
+    assert hardness_band((0.02, 0.22), "confidence") == (0.78, 0.98)
+    assert hardness_band((0.0, 0.2), "margin") == (0.8, 1.0)
+    with pytest.raises(ValueError, match="unknown score"):
+        hardness_band((0.0, 0.2), "nope")
+    ms = {m.name: m for m in standard_methods(other_scores=("loss", "confidence"))}
+    assert ms["band-loss"].band == (0.02, 0.22) and ms["band-confidence"].band == (0.78, 0.98)
+    # a band chosen on validation for M2 (AVH) moves every band method to the same range
+    cfg = with_band(ExperimentConfig(methods=tuple(ms.values())), (0.4, 0.6))
+    bands = {m.name: m.band for m in cfg.methods if m.selection == "band"}
+    assert bands == {"M2": (0.4, 0.6), "band-loss": (0.4, 0.6), "band-confidence": (0.4, 0.6)}
+    cfg = with_band(ExperimentConfig(methods=tuple(ms.values())), (0.0, 0.3))
+    assert next(m for m in cfg.methods if m.name == "band-confidence").band == (0.7, 1.0)
+
+
 @pytest.fixture(scope="module")
 def small_experiment(tmp_path_factory, fashion_root):
     lake = Lake(tmp_path_factory.mktemp("exp"))
@@ -86,7 +104,7 @@ def small_experiment(tmp_path_factory, fashion_root):
                         val_fraction=1 / 6),
         baseline=TrainConfig(epochs=2, batch_size=64, device="cpu"),
         retrain=TrainConfig(epochs=2, batch_size=64, device="cpu"),
-        methods=standard_methods(ablations=True, other_scores=("el2n",)),
+        methods=standard_methods(ablations=True, other_scores=("el2n", "confidence")),
         reps=2, band_grid=((0.0, 0.2), (0.02, 0.22), (0.4, 0.6)))
     exp_id = run_experiment(cfg, lake, log=None)
     return lake, cfg, exp_id, write_report(lake, exp_id, command="pytest")
@@ -121,6 +139,16 @@ def test_experiment_tables_and_report_json(small_experiment):
            for k in ("M1", "M2")}
     assert mix["M1"] == mix["M2"]
     assert sels["M2-ce"] == sels["M2"] and sels["M1-avh"] == sels["M1"]
+    # the confidence band holds the same easy side as the AVH band: mirrored quantiles
+    conf = lake.read("selections", sels["band-confidence"]).to_pylist()
+    lo, hi = hardness_band(tuple(sel["band"]), "confidence")
+    assert (conf[0]["band_lo"], conf[0]["band_hi"]) == (lo, hi)
+    assert abs(len(conf) - 100) <= 5  # 20 % of 500; confidences may tie at a boundary
+    q = lake.sql("select avg(s.avh) filter (where s.item_id in (select aug_id from selections "
+                 "where selection_id = $c)) sel, avg(s.avh) pool from scores s "
+                 "where s.scoring_run_id = $r", {"c": sels["band-confidence"],
+                                                 "r": r["ids"]["scoring_run_id"]}).to_pylist()[0]
+    assert q["sel"] < q["pool"]
     assert r["methods"]["M0"]["n_train"] == 500 + 500
     assert (out / "report.md").read_text().count("| M") >= len(cfg.methods)
     assert r["git_sha"] and r["command"] == "pytest"
