@@ -11,23 +11,21 @@ from __future__ import annotations
 from prefect import flow, task
 
 from pipeline.lake import Lake
+from pipeline.steps.report import write_report
+from pipeline.steps.reselect import reselect as run_round
 
 
 @task(name="reselect-round", retries=2, retry_delay_seconds=2)
 def round_task(storage: str | None, experiment_id: str | None, model_id: str | None,
                retrain: bool) -> dict:
     """Re-score, re-select, record drift (and train the round's model)."""
-    from pipeline.curriculum import reselect
-
-    return reselect(Lake(storage), experiment_id=experiment_id, model_id=model_id,
-                    retrain=retrain)
+    return run_round(Lake(storage), experiment_id=experiment_id, model_id=model_id,
+                     retrain=retrain)
 
 
 @task(name="report", retries=2, retry_delay_seconds=2)
 def report_task(storage: str | None, experiment_id: str) -> str:
     """Rewrite the experiment's report with the drift-over-rounds section."""
-    from pipeline.report import write_report
-
     lake = Lake(storage)
     write_report(lake, experiment_id)
     return lake.url("reports", experiment_id)

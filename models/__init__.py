@@ -8,9 +8,7 @@ model), exposes ``features(x) -> [N, D]`` (the input of the last linear layer) a
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,7 +65,8 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> str:
-    """Write weights + model name + arguments + sha256 atomically; return the sha256.
+    """Write weights + model name + arguments + sha256 to ``path``; return the sha256.
+    (The pipeline writes through ``pipeline.lake.atomic_path``, so a file appears whole.)
 
     ``model`` must come from ``make_model`` (it carries ``model.spec``). ``extra`` is stored
     as-is (plain Python values: config, ids, git SHA).
@@ -86,18 +85,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, extra: dict | 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    torch.save(payload, path)
     return digest
 
 

@@ -65,10 +65,6 @@ class LeNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # (N, num_classes)
 
-    def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        f = self.features(x)
-        return self.head(f), f
-
 
 def lenet5(num_classes: int, in_channels: int = 1, image_size: int = 28, **kw) -> LeNet:
     """Classic LeNet-5 (6, 16 conv; 120, 84 fc) with batch norm."""

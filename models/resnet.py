@@ -73,10 +73,6 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
-    def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        f = self.features(x)
-        return self.head(f), f
-
 
 def resnet(num_classes: int, in_channels: int = 3, image_size: int = 32, **kw) -> ResNet:
     return ResNet(num_classes, in_channels, image_size, **kw)

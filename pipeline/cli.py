@@ -1,13 +1,20 @@
-"""The ``smartaug`` command line: thin wrappers over the library."""
+"""The ``smartaug`` command line: thin wrappers over the steps, each printing its id last.
+
+Commands import their step inside the function body: those imports pull in torch, and
+``smartaug --help``, ``sql`` and ``views`` start without it.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from pipeline.config import SCORE_COLUMNS
 
 app = typer.Typer(
     name="smartaug",
@@ -44,7 +51,7 @@ def _fail(e: Exception) -> None:
 
 def _load(dataset, data, per_class_train, per_class_test, grayscale, image_size, val_fraction,
           seed):
-    from pipeline.data import DatasetError, load_dataset
+    from pipeline.core.datasets import DatasetError, load_dataset
 
     try:
         return load_dataset(dataset, root=data, per_class_train=per_class_train,
@@ -117,8 +124,9 @@ def demo(
     import torch
     from scipy.stats import mannwhitneyu
 
-    from pipeline.hardness import hardness_scores
-    from pipeline.train import TrainConfig, _as_batch, build_model, resolve_device, train
+    from pipeline.config import TrainConfig
+    from pipeline.core.hardness import hardness_scores
+    from pipeline.core.train import as_batch, build_model, resolve_device, train
 
     ds = _load(dataset, data, per_class_train, per_class_test, grayscale, image_size, 0.0, seed)
     err.print(f"{ds.name}: train {len(ds.train)}, test {len(ds.test)}, "
@@ -137,7 +145,7 @@ def demo(
         x_all = torch.as_tensor(ds.test.images)
         y_all = torch.as_tensor(ds.test.labels)
         for i in range(0, len(y_all), 1024):
-            x = _as_batch(x_all[i : i + 1024].to(device), False)
+            x = as_batch(x_all[i : i + 1024].to(device), False)
             f = net.features(x)
             s = hardness_scores(net.head(f), f, net.head.weight, y_all[i : i + 1024].to(device))
             for k, v in s.items():
@@ -170,10 +178,10 @@ def _lake(storage):
 
 def _steps(fn, *args, **kwargs):
     """Run a library step, turning its documented errors into `error: ...` + exit code 2."""
-    from pipeline.data import DatasetError
+    from pipeline.core.datasets import DatasetError
+    from pipeline.core.scoring import ScoringError
     from pipeline.lake import LakeError
-    from pipeline.score import ScoringError
-    from pipeline.select import SelectionError
+    from pipeline.steps.select import SelectionError
 
     try:
         return fn(*args, **kwargs)
@@ -217,7 +225,7 @@ def ingest(
 ) -> None:
     """Load a dataset into the samples table. Prints the dataset_id last."""
     from pipeline.config import DataConfig
-    from pipeline.data import ingest as _ingest
+    from pipeline.steps.ingest import ingest as _ingest
 
     cfg = DataConfig(dataset=dataset, root=data, per_class_train=per_class_train,
                      per_class_test=per_class_test, grayscale=grayscale, image_size=image_size,
@@ -243,7 +251,8 @@ def baseline(
 ) -> None:
     """Train a baseline model on the dataset's train split (plain cross-entropy) and register
     it in the models table. Prints the model_id last."""
-    from pipeline.train import TrainConfig, train_baseline
+    from pipeline.config import TrainConfig
+    from pipeline.steps.baseline import train_baseline
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
     lake = _lake(storage)
@@ -269,7 +278,8 @@ def augment(
     storage: StorageOpt = None,
 ) -> None:
     """Augment the train split into a pool (augmentations table). Prints the pool_id last."""
-    from pipeline.augment import AugmentConfig, build_pool, parse_policy
+    from pipeline.config import AugmentConfig, parse_policy
+    from pipeline.steps.pool import build_pool
 
     lake = _lake(storage)
     cfg = _steps(AugmentConfig, policy=policy, kinds=tuple(k.strip() for k in kinds.split(",")),
@@ -294,7 +304,7 @@ def score(
 ) -> None:
     """Score a pool (or a split of the originals) by AVH and the other hardness scores.
     Prints the scoring_run_id last."""
-    from pipeline.score import score_pool, score_split
+    from pipeline.steps.score import score_pool, score_split
 
     if (pool_id is None) == (dataset_id is None):
         _fail(ValueError("give exactly one of --pool-id or --dataset-id"))
@@ -302,14 +312,14 @@ def score(
     if pool_id is not None:
         total = _steps(lake.row, "pools", pool_id)["n_items"]
         with _Bar("score", total) as bar:
-            run_id = _steps(score_pool, lake, model_id, pool_id, batch_size=batch_size,
-                            device=device, progress=bar)
+            scoring_run_id = _steps(score_pool, lake, model_id, pool_id,
+                                    batch_size=batch_size, device=device, progress=bar)
     else:
         meta = _steps(lake.row, "datasets", dataset_id)
         with _Bar("score", meta.get(f"n_{split}")) as bar:
-            run_id = _steps(score_split, lake, model_id, dataset_id, split,
-                            batch_size=batch_size, device=device, progress=bar)
-    print(run_id)
+            scoring_run_id = _steps(score_split, lake, model_id, dataset_id, split,
+                                    batch_size=batch_size, device=device, progress=bar)
+    print(scoring_run_id)
 
 
 @app.command("select")
@@ -319,8 +329,7 @@ def select_cmd(
         "--band", help="Quantile band LO HI in [0, 1], e.g. 0.02 0.22 (lower AVH = easier).")]
         = None,
     score_col: Annotated[str, typer.Option(
-        "--score", help="Score column: avh, avc_true, confidence, margin, loss, entropy, el2n, "
-        "feature_norm.")] = "avh",
+        "--score", help=f"Score column: {', '.join(SCORE_COLUMNS)}.")] = "avh",
     per_class: Annotated[bool, typer.Option(
         "--per-class", help="Take the band within each class.")] = False,
     random_matched: Annotated[str | None, typer.Option(
@@ -333,7 +342,7 @@ def select_cmd(
     storage: StorageOpt = None,
 ) -> None:
     """Select items of a scoring run through DuckDB. Prints the selection_id last."""
-    from pipeline import select as S
+    from pipeline.steps import select as S
 
     lake = _lake(storage)
     chosen = sum(x is not None and x is not False for x in (band, random_matched,
@@ -345,9 +354,9 @@ def select_cmd(
         sid = _steps(S.band, lake, scoring_run_id, band[0], band[1], score=score_col,
                      per_class=per_class)
     elif random_matched is not None:
-        sid = _steps(S.random, lake, scoring_run_id, matched_to=random_matched, seed=seed)
+        sid = _steps(S.random_subset, lake, scoring_run_id, matched_to=random_matched, seed=seed)
     elif random_fraction is not None:
-        sid = _steps(S.random, lake, scoring_run_id, fraction=random_fraction, seed=seed)
+        sid = _steps(S.random_subset, lake, scoring_run_id, fraction=random_fraction, seed=seed)
     else:
         sid = _steps(S.all_items, lake, scoring_run_id)
     n = lake.count("selections", sid)
@@ -419,8 +428,7 @@ def experiment(
     over seeds, report). Prints the report directory last."""
     from pipeline.config import apply_overrides
     from pipeline.config import preset as get_preset
-    from pipeline.experiment import run_experiment
-    from pipeline.report import write_report
+    from pipeline.steps.experiment import run_experiment
 
     try:
         cfg = apply_overrides(get_preset(preset), dataset=dataset, data=data,
@@ -430,11 +438,10 @@ def experiment(
     except ValueError as e:
         _fail(e)
     lake = _lake(storage)
-    exp_id = _steps(run_experiment, cfg, lake, log=err.print)
     command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
         sys.argv[0].endswith("smartaug") else f"smartaug experiment --preset {preset}"
-    out_dir = _steps(write_report, lake, exp_id, command=command)
-    report = __import__("json").loads((out_dir / "report.json").read_text())
+    exp_id = _steps(run_experiment, cfg, lake, log=err.print, command=command)
+    report = json.loads(lake.local_path(f"reports/{exp_id}/report.json").read_text())
     table = Table(title=f"experiment {exp_id} ({preset})")
     for col in ("method", "loss", "test acc % (mean ± std)", "95 % CI", "n"):
         table.add_column(col)

@@ -1,13 +1,42 @@
-"""Frozen configuration objects, one per stage, composed into the experiment config."""
+"""Every frozen config of the pipeline, one per stage, composed into ``ExperimentConfig``, and
+the presets. A leaf: it imports nothing else from ``pipeline`` and no torch, so presets and
+experiment files load into these types anywhere.
+
+Score names and their directions live here too (``SCORE_DIRECTIONS``): the scores table's
+columns, the selectable scores and the hardness math all derive from this one mapping.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+from dataclasses import asdict, dataclass, field, replace
 
-from pipeline.augment import AugmentConfig
-from pipeline.hardness import SCORE_DIRECTIONS
-from pipeline.losses import LossSpec
-from pipeline.train import TrainConfig
+from pydantic import ConfigDict, TypeAdapter
+
+_STRICT = ConfigDict(extra="forbid")  # pydantic reads it: an unknown key is an error
+
+# Direction of every float score a scoring run stores: +1 = higher is harder, -1 = easier.
+SCORE_DIRECTIONS: dict[str, int] = {
+    "avh": +1,
+    "avc_true": -1,
+    "confidence": -1,
+    "margin": -1,
+    "loss": +1,
+    "entropy": +1,
+    "el2n": +1,
+    "feature_norm": -1,
+}
+SCORE_COLUMNS: tuple[str, ...] = tuple(SCORE_DIRECTIONS)
+
+AUGMENT_KINDS = ("rotate", "noise", "hflip")
+LOSS_KINDS = ("none", "additive", "multiplicative")
+LOSS_FNS = {"none": (None,), "additive": ("square", "identity", "exp"),
+            "multiplicative": ("exp", "square", "sqrt")}  # the first is the kind's default
+
+
+def _choose(name, options, what: str) -> None:
+    if name not in options:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(options))}")
 
 
 @dataclass(frozen=True)
@@ -18,6 +47,8 @@ class DataConfig:
     root: directory holding the dataset's files (else ``SMARTAUG_DATA``, a system copy, or a
     torchvision download when online).
     """
+
+    __pydantic_config__ = _STRICT
 
     dataset: str = "fashion-mnist"
     root: str | None = None
@@ -32,6 +63,108 @@ class DataConfig:
         return asdict(self)
 
 
+def parse_policy(policy: str, n_kinds: int = len(AUGMENT_KINDS)) -> int:
+    """Augmentations per image for a policy string; ValueError for a bad one."""
+    if policy == "one":
+        return 1
+    if policy == "all":
+        return n_kinds
+    if policy.startswith("k:"):
+        try:
+            k = int(policy[2:])
+        except ValueError:
+            k = 0
+        if k >= 1:
+            return k
+    raise ValueError(f"unknown policy {policy!r}; valid: one, all, k:N (N >= 1)")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The pool: ``one`` augmentation per image (kind drawn uniformly: seed 000), ``k:N`` per
+    image, or ``all`` kinds for every image."""
+
+    __pydantic_config__ = _STRICT
+
+    policy: str = "one"  # "one" | "all" | "k:N"
+    kinds: tuple[str, ...] = AUGMENT_KINDS
+    max_angle: float = 20.0  # degrees
+    sigma: float = 0.1  # noise std in units of a [0, 1] image
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_policy(self.policy, len(self.kinds))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        bad = [k for k in self.kinds if k not in AUGMENT_KINDS]
+        if bad or not self.kinds or len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"kinds must be distinct names from {', '.join(AUGMENT_KINDS)}; "
+                             f"got {list(self.kinds)}")
+        if not (0 < self.max_angle <= 180):
+            raise ValueError(f"max_angle must be in (0, 180], got {self.max_angle}")
+        if not (0 < self.sigma <= 1):
+            raise ValueError(f"sigma must be in (0, 1], got {self.sigma}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which loss to train with (``pipeline.core.losses``). ``fn=None`` takes the kind's
+    default (additive: square, multiplicative: exp)."""
+
+    __pydantic_config__ = _STRICT
+
+    kind: str = "none"
+    fn: str | None = None
+    lam: float = 1.0  # weight of mean f(AVH) in the additive kind; seed 000 = batch size
+
+    def __post_init__(self) -> None:
+        _choose(self.kind, LOSS_KINDS, "loss kind")
+        if self.fn is None:
+            object.__setattr__(self, "fn", LOSS_FNS[self.kind][0])
+        if self.kind == "none" and self.fn is not None:
+            raise ValueError("loss kind 'none' takes no function")
+        if self.kind != "none":
+            _choose(self.fn, LOSS_FNS[self.kind], f"{self.kind} function")
+        if not (self.lam >= 0 and self.lam < float("inf")):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
+
+    @property
+    def uses_avh(self) -> bool:
+        return self.kind != "none"
+
+    def label(self) -> str:
+        """Short name for tables: 'ce', 'ce+1*avh^2', 'ce*exp(avh)'."""
+        if self.kind == "none":
+            return "ce"
+        term = {"square": "avh^2", "identity": "avh", "exp": "exp(avh)",
+                "sqrt": "sqrt(avh)"}[self.fn]
+        return f"ce+{self.lam:g}*{term}" if self.kind == "additive" else f"ce*{term}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimiser, schedule, loss, seed and device."""
+
+    __pydantic_config__ = _STRICT
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam step size (SGD: per batch, no scaling)
+    optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9, nesterov)
+    weight_decay: float = 0.0
+    loss: LossSpec = field(default_factory=LossSpec)
+    seed: int = 0  # model init and batch order
+    device: str = "auto"  # "auto" = cuda when present, else cpu
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One training method = which augmentations join the originals + which loss.
@@ -40,6 +173,8 @@ class MethodSpec:
     quantile band of ``score``), ``random_matched`` (a random subset with the size and class mix
     of method ``matched_to``'s selection).
     """
+
+    __pydantic_config__ = _STRICT
 
     name: str
     selection: str = "none"
@@ -50,9 +185,7 @@ class MethodSpec:
     loss: LossSpec = field(default_factory=LossSpec)
 
     def __post_init__(self) -> None:
-        kinds = ("none", "all", "band", "random_matched")
-        if self.selection not in kinds:
-            raise ValueError(f"unknown selection {self.selection!r}; valid: {', '.join(kinds)}")
+        _choose(self.selection, ("none", "all", "band", "random_matched"), "selection")
         if self.selection == "band":
             if self.band is None or len(self.band) != 2:
                 raise ValueError(f"method {self.name}: a band selection needs band=(lo, hi)")
@@ -64,14 +197,6 @@ class MethodSpec:
         return asdict(self)
 
 
-def _ce() -> LossSpec:
-    return LossSpec()
-
-
-def _avh2(lam: float = 1.0) -> LossSpec:
-    return LossSpec("additive", "square", lam=lam)
-
-
 def hardness_band(band: tuple[float, float], score: str) -> tuple[float, float]:
     """The quantile band of ``score`` that holds the same hardness range as ``band`` of AVH.
 
@@ -79,8 +204,7 @@ def hardness_band(band: tuple[float, float], score: str) -> tuple[float, float]:
     margin, the true class's AVC and the feature norm shrink with it, so the band is mirrored
     (the 2-22 % easiest by AVH are the 78-98 % quantiles of confidence).
     """
-    if score not in SCORE_DIRECTIONS:
-        raise ValueError(f"unknown score {score!r}; valid: {', '.join(SCORE_DIRECTIONS)}")
+    _choose(score, SCORE_DIRECTIONS, "score")
     lo, hi = band
     return (lo, hi) if SCORE_DIRECTIONS[score] > 0 else (round(1 - hi, 12), round(1 - lo, 12))
 
@@ -88,25 +212,27 @@ def hardness_band(band: tuple[float, float], score: str) -> tuple[float, float]:
 def standard_methods(band=(0.02, 0.22), *, lam: float = 1.0, ablations: bool = False,
                      other_scores: tuple[str, ...] = ()) -> tuple[MethodSpec, ...]:
     """Seed 000's M0 / M1 / M2, optionally the ablations and same-size bands of other scores."""
+    ce, avh2 = LossSpec(), LossSpec("additive", "square", lam=lam)
     methods = [
-        MethodSpec("M0", "all", loss=_ce()),
-        MethodSpec("M1", "random_matched", matched_to="M2", loss=_ce()),
-        MethodSpec("M2", "band", band=band, loss=_avh2(lam)),
+        MethodSpec("M0", "all", loss=ce),
+        MethodSpec("M1", "random_matched", matched_to="M2", loss=ce),
+        MethodSpec("M2", "band", band=band, loss=avh2),
     ]
     if ablations:
         methods += [
-            MethodSpec("M2-ce", "band", band=band, loss=_ce()),  # band without the loss
-            MethodSpec("M1-avh", "random_matched", matched_to="M2", loss=_avh2(lam)),  # loss only
+            MethodSpec("M2-ce", "band", band=band, loss=ce),  # band without the loss
+            MethodSpec("M1-avh", "random_matched", matched_to="M2", loss=avh2),  # loss only
         ]
-    for score in other_scores:
-        methods.append(MethodSpec(f"band-{score}", "band", band=hardness_band(band, score),
-                                  score=score, loss=_ce()))
+    methods += [MethodSpec(f"band-{s}", "band", band=hardness_band(band, s), score=s, loss=ce)
+                for s in other_scores]
     return tuple(methods)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The whole chain: data -> baseline -> pool -> scores -> selections -> retrain x reps."""
+
+    __pydantic_config__ = _STRICT
 
     preset: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -121,8 +247,7 @@ class ExperimentConfig:
     band_grid: tuple[tuple[float, float], ...] = ()  # searched on validation when not empty
 
     def __post_init__(self) -> None:
-        if self.init not in ("scratch", "baseline"):
-            raise ValueError(f"unknown init {self.init!r}; valid: scratch, baseline")
+        _choose(self.init, ("scratch", "baseline"), "init")
         if self.reps < 1:
             raise ValueError(f"reps must be >= 1, got {self.reps}")
         names = [m.name for m in self.methods]
@@ -136,6 +261,17 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@functools.cache
+def _experiment_adapter() -> TypeAdapter:
+    return TypeAdapter(ExperimentConfig)
+
+
+def config_from_dict(d: dict) -> ExperimentConfig:
+    """An ExperimentConfig from its ``to_dict()`` (or stored JSON); an unknown or misspelt key
+    is an error (``pydantic.ValidationError``), never silently dropped."""
+    return _experiment_adapter().validate_python(d)
 
 
 def preset(name: str) -> ExperimentConfig:
@@ -178,8 +314,6 @@ def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
     is used whole unless per_class_* are given), data (the files' directory),
     grayscale, image_size, per_class_train, per_class_test, epochs (baseline and retraining),
     reps, model, device."""
-    from dataclasses import replace
-
     unknown = set(overrides) - set(OVERRIDES)
     if unknown:
         raise ValueError(f"unknown overrides {sorted(unknown)}; valid: {', '.join(OVERRIDES)}")
@@ -196,10 +330,7 @@ def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
                                 if k in o})
     if "data" in o:
         data = replace(data, root=o["data"])
-    base, retrain = cfg.baseline, cfg.retrain
-    if "epochs" in o:
-        base, retrain = replace(base, epochs=o["epochs"]), replace(retrain, epochs=o["epochs"])
-    if "device" in o:
-        base, retrain = replace(base, device=o["device"]), replace(retrain, device=o["device"])
-    return replace(cfg, data=data, baseline=base, retrain=retrain,
-                   model=o.get("model", cfg.model), reps=o.get("reps", cfg.reps))
+    train = {k: o[k] for k in ("epochs", "device") if k in o}
+    return replace(cfg, data=data, baseline=replace(cfg.baseline, **train),
+                   retrain=replace(cfg.retrain, **train), model=o.get("model", cfg.model),
+                   reps=o.get("reps", cfg.reps))

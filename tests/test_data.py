@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from pipeline.data import DatasetError, load_dataset, to_float_nchw
+import torch
+
+from pipeline.core.datasets import DatasetError, load_dataset
+from pipeline.core.train import as_batch
 from tests.conftest import write_image_folder
 
 
@@ -44,7 +47,7 @@ def test_resize_and_to_float(fashion_root):
     d = load_dataset("fashion-mnist", root=fashion_root, per_class_train=2, per_class_test=1,
                      image_size=32, download=False)
     assert d.train.images.shape == (20, 32, 32, 1)
-    x = to_float_nchw(d.train.images)
+    x = as_batch(torch.from_numpy(d.train.images), channels_last=False)
     assert x.shape == (20, 1, 32, 32) and float(x.max()) <= 1.0 and float(x.min()) >= 0.0
 
 

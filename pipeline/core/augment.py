@@ -1,4 +1,4 @@
-"""The augmentation pool: rotation, Gaussian noise and horizontal flip with albumentations.
+"""Augmentations of uint8 images: rotation, Gaussian noise and horizontal flip with albumentations.
 
 Kinds (uint8 in, uint8 out, 1 or 3 channels):
 
@@ -16,71 +16,30 @@ image, each kind drawn uniformly), ``all`` (every kind for every image).
 Every augmentation is a pure function of (pool seed, sample_id, k): its own seed is a hash of
 the three, so the pool is the same bit for bit whatever the batch size or number of workers.
 Work is spread over a process pool (OpenCV pinned to one thread per worker).
+``pipeline.steps.pool`` writes the result into the lake.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import multiprocessing as mp
 import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 
+import albumentations as A
+import cv2
 import numpy as np
+from albumentations.augmentations.geometric import functional as fgeometric
+from albumentations.augmentations.pixel import functional as fpixel
 
-__all__ = ["AugmentConfig", "KINDS", "augment_images", "build_pool", "item_seed", "parse_policy"]
+from pipeline.config import AugmentConfig, parse_policy
 
-KINDS = ("rotate", "noise", "hflip")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    policy: str = "one"  # "one" | "all" | "k:N"
-    kinds: tuple[str, ...] = KINDS
-    max_angle: float = 20.0  # degrees
-    sigma: float = 0.1  # noise std in units of a [0, 1] image
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        parse_policy(self.policy, len(self.kinds))
-        object.__setattr__(self, "kinds", tuple(self.kinds))
-        bad = [k for k in self.kinds if k not in KINDS]
-        if bad or not self.kinds or len(set(self.kinds)) != len(self.kinds):
-            raise ValueError(f"kinds must be distinct names from {', '.join(KINDS)}; got "
-                             f"{list(self.kinds)}")
-        if not (0 < self.max_angle <= 180):
-            raise ValueError(f"max_angle must be in (0, 180], got {self.max_angle}")
-        if not (0 < self.sigma <= 1):
-            raise ValueError(f"sigma must be in (0, 1], got {self.sigma}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def parse_policy(policy: str, n_kinds: int = len(KINDS)) -> int:
-    """Augmentations per image for a policy string; ValueError for a bad one."""
-    if policy == "one":
-        return 1
-    if policy == "all":
-        return n_kinds
-    if policy.startswith("k:"):
-        try:
-            k = int(policy[2:])
-        except ValueError:
-            k = 0
-        if k >= 1:
-            return k
-    raise ValueError(f"unknown policy {policy!r}; valid: one, all, k:N (N >= 1)")
+__all__ = ["AugmentConfig", "augment_images", "plan"]
 
 
 def _item_hash(pool_seed: int, sample_id: str, k: int) -> bytes:
     return hashlib.sha256(f"{pool_seed}\x1f{sample_id}\x1f{k}".encode()).digest()
-
-
-def item_seed(pool_seed: int, sample_id: str, k: int) -> int:
-    """63-bit seed of one augmentation, a hash of (pool seed, sample_id, k)."""
-    return int.from_bytes(_item_hash(pool_seed, sample_id, k)[:8], "little") >> 1
 
 
 def plan(sample_ids: Sequence[str], cfg: AugmentConfig) -> list[tuple[int, int, int, str]]:
@@ -107,9 +66,6 @@ _STATE: dict = {}
 def _transforms(cfg: AugmentConfig) -> dict:
     key = (cfg.max_angle, cfg.sigma)
     if _STATE.get("key") != key:
-        import albumentations as A
-        import cv2
-
         # OpenCV's thread pool does not survive fork(): a process that ran cv2 with its pool
         # up hangs the workers it forks. Tiny images gain nothing from it, so keep it off.
         cv2.setNumThreads(1)
@@ -128,8 +84,6 @@ def _transforms(cfg: AugmentConfig) -> dict:
 def _rotation_matrix(center: tuple[float, float], angle: float) -> np.ndarray:
     """3x3 rotation by ``angle`` degrees (counter-clockwise) about ``center``: the matrix
     ``A.Rotate`` builds (tested against albumentations' own), at a tenth of the cost."""
-    import cv2
-
     return np.vstack([cv2.getRotationMatrix2D(center, angle, 1.0), (0.0, 0.0, 1.0)])
 
 
@@ -142,9 +96,6 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig):
     recorded parameters are exactly the applied ones, and no per-image generator objects are
     rebuilt inside albumentations.
     """
-    from albumentations.augmentations.geometric import functional as fgeometric
-    from albumentations.augmentations.pixel import functional as fpixel
-
     tf = _transforms(cfg)
     shape = images.shape[1:]
     center = fgeometric.center(shape[:2])
@@ -176,8 +127,6 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig):
 
 
 def _worker_init() -> None:
-    import cv2
-
     cv2.setNumThreads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 
@@ -195,8 +144,6 @@ def _pool(workers: int):
     augmenting a few thousand images). Tasks carry their own images."""
     pool = _POOLS.get(workers)
     if pool is None:
-        import atexit
-
         pool = mp.get_context("fork").Pool(workers, _worker_init)
         atexit.register(pool.terminate)
         _POOLS[workers] = pool
@@ -255,62 +202,3 @@ def augment_images(
     params = {name: np.concatenate([r[i] for r in results])
               for i, name in ((1, "angle"), (2, "sigma"), (3, "flipped"))}
     return items, out, params
-
-
-def build_pool(lake, dataset_id: str, cfg: AugmentConfig, *, workers: int | None = None,
-               progress: Callable[[int], None] | None = None) -> str:
-    """Augment the train split of ``dataset_id`` into the augmentations table; returns pool_id.
-
-    The pool id hashes the dataset id and ``cfg``: a second call finds it and writes nothing.
-    """
-
-    from pipeline.data import read_split
-    from pipeline.lake import content_id, encode_images, provenance
-
-    pool_id = content_id("pool", {"dataset_id": dataset_id, "config": cfg.to_dict()})
-    if lake.has("pools", pool_id):
-        return pool_id
-    t0 = time.perf_counter()
-    split = read_split(lake, dataset_id, "train")
-    items, out, params = augment_images(split.images, split.sample_ids, cfg, workers=workers,
-                                        progress=progress)
-    n, (h, w, c) = len(items), split.images.shape[1:]
-    rows = np.array([it[0] for it in items], dtype=np.int64)
-    sids = np.asarray(split.sample_ids, dtype=object)[rows]
-    ks = [it[1] for it in items]
-    writer = lake.writer("augmentations", pool_id)
-    try:
-        step = 65_536
-        for lo in range(0, n, step):
-            hi = min(lo + step, n)
-            writer.write({
-                "pool_id": [pool_id] * (hi - lo),
-                "aug_id": [f"{pool_id}:{sids[i]}:{ks[i]}" for i in range(lo, hi)],
-                "sample_id": sids[lo:hi].tolist(),
-                "label": split.labels[rows[lo:hi]],
-                "k": np.asarray(ks[lo:hi], dtype=np.int32),
-                "kind": [it[3] for it in items[lo:hi]],
-                "angle": params["angle"][lo:hi],  # NaN (not a rotation) is stored as NULL
-                "sigma": params["sigma"][lo:hi],
-                "flipped": params["flipped"][lo:hi],
-                "seed": np.asarray([it[2] for it in items[lo:hi]], dtype=np.int64),
-                "image": encode_images(out[lo:hi]),
-                "height": np.full(hi - lo, h, np.int32),
-                "width": np.full(hi - lo, w, np.int32),
-                "channels": np.full(hi - lo, c, np.int32),
-            })
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    lake.write("pools", pool_id, {
-        "pool_id": [pool_id], "dataset_id": [dataset_id],
-        "config": [_json(cfg.to_dict())], "n_items": [n],
-        "seconds": [time.perf_counter() - t0], **{k: [v] for k, v in provenance().items()}})
-    return pool_id
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, sort_keys=True)

@@ -8,32 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from models import make_model
-from pipeline.hardness import _angles64, _avh64
-from pipeline.losses import LossSpec, compute_loss
+from pipeline.config import TrainConfig
+from pipeline.core.hardness import _angles64, _avh64
+from pipeline.core.losses import compute_loss
 
-__all__ = ["TrainConfig", "build_model", "evaluate", "train", "resolve_device"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam step size (SGD: per batch, no scaling)
-    optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9, nesterov)
-    weight_decay: float = 0.0
-    loss: LossSpec = field(default_factory=LossSpec)
-    seed: int = 0  # model init and batch order
-    device: str = "auto"  # "auto" = cuda when present, else cpu
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["TrainConfig", "as_batch", "build_model", "evaluate", "train", "resolve_device"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -50,7 +35,7 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
         return make_model(name, num_classes, in_channels, image_size, **kwargs)
 
 
-def _as_batch(x_u8: Tensor, channels_last: bool) -> Tensor:
+def as_batch(x_u8: Tensor, channels_last: bool) -> Tensor:
     """uint8 [B, H, W, C] -> float [B, C, H, W] in [0, 1]."""
     x = x_u8.permute(0, 3, 1, 2).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -72,7 +57,7 @@ def evaluate(model: nn.Module, images: Tensor | np.ndarray, labels: Tensor | np.
     correct = loss = avh_sum = avh_n = fnorm = 0.0
     w = model.head.weight
     for i in range(0, len(y_all), batch_size):
-        x = _as_batch(x_all[i : i + batch_size], device.type == "cuda")
+        x = as_batch(x_all[i : i + batch_size], device.type == "cuda")
         y = y_all[i : i + batch_size]
         f = model.features(x)
         logits = model.head(f)
@@ -143,7 +128,7 @@ def train(
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2 and n > 1:  # batch norm needs 2 samples
                 continue
-            x = _as_batch(x_all[idx], channels_last)
+            x = as_batch(x_all[idx], channels_last)
             y = y_all[idx]
             f = model.features(x)
             logits = model.head(f)
@@ -169,53 +154,3 @@ def train(
                 f"{n / row['seconds']:.0f} img/s)")
     model.eval()
     return history
-
-
-def train_baseline(lake, dataset_id: str, *, arch: str = "lenet5",
-                   cfg: TrainConfig | None = None, log: Callable[[str], None] | None = print
-                   ) -> str:
-    """Train ``arch`` on the train split of ``dataset_id`` with ``cfg`` and register it in the
-    models table (checkpoint under ``<root>/checkpoints/``); returns model_id.
-
-    The id hashes the dataset id, the architecture and the training config: a second call
-    finds the model and trains nothing.
-    """
-    import json
-
-    from models import save_checkpoint
-    from pipeline.data import read_split
-    from pipeline.lake import content_id, provenance
-
-    cfg = cfg or TrainConfig()
-    model_id = content_id("model", {"dataset_id": dataset_id, "arch": arch,
-                                    "train": cfg.to_dict(), "parent_model_id": None})
-    if lake.has("models", model_id):
-        return model_id
-    meta = lake.row("datasets", dataset_id)
-    splits = {s: read_split(lake, dataset_id, s) for s in ("train", "val", "test")}
-    t0 = time.perf_counter()
-    net = build_model(arch, len(json.loads(meta["classes"])), meta["channels"], meta["height"],
-                      seed=cfg.seed)
-    evals = {s: (splits[s].images, splits[s].labels) for s in ("val", "test") if len(splits[s])}
-    history = train(net, splits["train"].images, splits["train"].labels, cfg, eval_sets=evals,
-                    log=log)
-    seconds = time.perf_counter() - t0
-    dev = next(net.parameters()).device
-    tr = evaluate(net, splits["train"].images, splits["train"].labels, device=dev)
-    te = evaluate(net, splits["test"].images, splits["test"].labels, device=dev)
-    va = (evaluate(net, splits["val"].images, splits["val"].labels, device=dev)["acc"]
-          if len(splits["val"]) else None)
-    path = lake.local_path(f"checkpoints/{model_id}.pt")
-    net.to(memory_format=torch.contiguous_format)
-    sha = save_checkpoint(net.cpu(), path, extra={
-        "model_id": model_id, "dataset_id": dataset_id, "train": cfg.to_dict()})
-    checkpoint = lake.upload(path, f"checkpoints/{model_id}.pt")
-    lake.write("models", model_id, {
-        "model_id": [model_id], "arch": [arch], "dataset_id": [dataset_id],
-        "config": [json.dumps({"arch": arch, "train": cfg.to_dict(), "history": history},
-                              default=str)],
-        "parent_model_id": [None], "checkpoint": [checkpoint], "sha256": [sha],
-        "train_acc": [tr["acc"]], "val_acc": [va], "test_acc": [te["acc"]],
-        "test_avh": [te["avh"]], "seconds": [seconds],
-        **{k: [v] for k, v in provenance().items()}})
-    return model_id

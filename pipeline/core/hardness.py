@@ -22,21 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.config import SCORE_DIRECTIONS
+
 __all__ = ["angles", "avh", "avc", "hardness_scores", "SCORE_DIRECTIONS"]
 
 _EPS = torch.finfo(torch.float64).eps
 
-# Direction of every float score: +1 = higher is harder, -1 = higher is easier.
-SCORE_DIRECTIONS: dict[str, int] = {
-    "avh": +1,
-    "avc_true": -1,
-    "confidence": -1,
-    "margin": -1,
-    "loss": +1,
-    "entropy": +1,
-    "el2n": +1,
-    "feature_norm": -1,
-}
 
 
 def _check_fw(features: Tensor, weights: Tensor) -> None:

@@ -14,22 +14,22 @@ Our default is ``lam = 1`` on the batch mean, which keeps the AVH term on the sc
 whatever the batch size; the ``paper`` preset sets ``lam`` to its batch size to reproduce the
 seed.
 
-Samples whose AVH is undefined (a zero feature vector, see ``pipeline.hardness``) contribute
+Samples whose AVH is undefined (a zero feature vector, see ``pipeline.core.hardness``) contribute
 their CE only; their AVH term is dropped, with finite gradients for everything else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.hardness import _angles64, _avh64, _check_fw, _check_labels
+from pipeline.config import LossSpec
+from pipeline.core.hardness import _angles64, _avh64, _check_fw, _check_labels
 
-__all__ = ["LossSpec", "ADDITIVE_FNS", "MULTIPLICATIVE_FNS", "KINDS", "compute_loss"]
+__all__ = ["LossSpec", "ADDITIVE_FNS", "MULTIPLICATIVE_FNS", "compute_loss"]
 
 ADDITIVE_FNS: dict[str, Callable[[Tensor], Tensor]] = {
     "square": lambda a: a * a,
@@ -41,53 +41,7 @@ MULTIPLICATIVE_FNS: dict[str, Callable[[Tensor], Tensor]] = {
     "square": lambda a: a * a,
     "sqrt": torch.sqrt,
 }
-KINDS = ("none", "additive", "multiplicative")
-_DEFAULT_FN = {"none": None, "additive": "square", "multiplicative": "exp"}
 
-
-def _choose(name: str, options, what: str):
-    if name not in options:
-        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(options))}")
-    return options[name]
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """Which loss to train with. ``fn=None`` takes the kind's default (square / exp)."""
-
-    kind: str = "none"
-    fn: str | None = None
-    lam: float = 1.0  # weight of mean f(AVH) in the additive kind; seed 000 = batch size
-
-    def __post_init__(self) -> None:
-        _choose(self.kind, dict.fromkeys(KINDS), "loss kind")
-        if self.fn is None:
-            object.__setattr__(self, "fn", _DEFAULT_FN[self.kind])
-        if self.kind == "additive":
-            _choose(self.fn, ADDITIVE_FNS, "additive function")
-        elif self.kind == "multiplicative":
-            _choose(self.fn, MULTIPLICATIVE_FNS, "multiplicative function")
-        elif self.fn is not None:
-            raise ValueError("loss kind 'none' takes no function")
-        if not (self.lam >= 0 and self.lam < float("inf")):
-            raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
-
-    @property
-    def uses_avh(self) -> bool:
-        return self.kind != "none"
-
-    def label(self) -> str:
-        """Short name for tables: 'ce', 'ce+1*avh^2', 'ce*exp(avh)'."""
-        if self.kind == "none":
-            return "ce"
-        if self.kind == "additive":
-            term = {"square": "avh^2", "identity": "avh", "exp": "exp(avh)"}[self.fn]
-            return f"ce+{self.lam:g}*{term}"
-        term = {"exp": "exp(avh)", "square": "avh^2", "sqrt": "sqrt(avh)"}[self.fn]
-        return f"ce*{term}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def compute_loss(

@@ -31,7 +31,7 @@ import torch
 
 from pipeline.config import DataConfig
 
-__all__ = ["Dataset", "DatasetError", "Split", "load_dataset", "to_float_nchw", "SOURCES"]
+__all__ = ["Dataset", "DatasetError", "Split", "fingerprint", "load_dataset", "SOURCES"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
 SYSTEM_DIRS = {
@@ -98,12 +98,6 @@ class Dataset:
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
-
-
-def to_float_nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float32 [N, C, H, W] in [0, 1]."""
-    t = torch.as_tensor(images)
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 # ---------------------------------------------------------------- sources
@@ -459,9 +453,6 @@ def load_dataset(
     )
 
 
-# ---------------------------------------------------------------- the lake's samples table
-
-
 def fingerprint(ds: Dataset) -> str:
     """sha256 over every split's ids, labels and image bytes: the dataset's content."""
     h = hashlib.sha256()
@@ -471,74 +462,3 @@ def fingerprint(ds: Dataset) -> str:
         h.update(s.labels.tobytes())
         h.update(np.ascontiguousarray(s.images).tobytes())
     return h.hexdigest()
-
-
-def ingest(lake, cfg: DataConfig, *, download: bool = True) -> str:
-    """Load ``cfg``'s dataset into the samples table (all splits); returns dataset_id.
-
-    The id hashes the config (minus where the files were found) and the content, so the same
-    data ingested twice writes nothing; changed files give a new id.
-    """
-    import json
-
-    from pipeline.lake import content_id, encode_images, provenance
-
-    ds = load_dataset(cfg, download=download)
-    fp = fingerprint(ds)
-    conf = {k: v for k, v in cfg.to_dict().items() if k != "root"}
-    dataset_id = content_id("dataset", {"config": conf, "fingerprint": fp})
-    if lake.has("datasets", dataset_id):
-        return dataset_id
-    h, w, c = ds.image_shape
-    parts = {}
-    for name, s in ds.splits().items():
-        n = len(s)
-        parts[name] = {
-            "dataset_id": [dataset_id] * n, "split": [name] * n, "sample_id": s.sample_ids,
-            "label": s.labels, "image": encode_images(s.images),
-            "height": np.full(n, h, np.int32), "width": np.full(n, w, np.int32),
-            "channels": np.full(n, c, np.int32)}
-    if not lake.has("samples", dataset_id):
-        writer = lake.writer("samples", dataset_id)
-        try:
-            for cols in parts.values():
-                if len(cols["label"]):
-                    writer.write(cols)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
-    lake.write("datasets", dataset_id, {
-        "dataset_id": [dataset_id], "name": [ds.name], "config": [json.dumps(cfg.to_dict())],
-        "classes": [json.dumps(list(ds.classes))], "n_train": [len(ds.train)],
-        "n_val": [len(ds.val)], "n_test": [len(ds.test)], "height": [h], "width": [w],
-        "channels": [c], "fingerprint": [fp], **{k: [v] for k, v in provenance().items()}})
-    return dataset_id
-
-
-def read_split(lake, dataset_id: str, split: str) -> Split:
-    """One split of an ingested dataset back from the samples table."""
-    import pyarrow.compute as pc
-
-    from pipeline.lake import decode_images
-
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; valid: train, val, test")
-    meta = lake.row("datasets", dataset_id)
-    t = lake.read("samples", dataset_id)
-    t = t.filter(pc.equal(t["split"], split))
-    if t.num_rows == 0:
-        h, w, c = meta["height"], meta["width"], meta["channels"]
-        images = np.empty((0, h, w, c), np.uint8)
-    else:
-        images = np.array(decode_images(t, "sample_id"))  # writable, owns its memory
-    ids = t["sample_id"].to_pylist()
-    source = ids[0].split("/")[0] if ids else ("test" if split == "test" else "train")
-    index = np.asarray([int(i.split("/")[1]) for i in ids], dtype=np.int64)
-    return Split(images, t["label"].to_numpy().astype(np.int64), index, source)
-
-
-def read_classes(lake, dataset_id: str) -> tuple[str, ...]:
-    import json
-
-    return tuple(json.loads(lake.row("datasets", dataset_id)["classes"]))

@@ -1,8 +1,9 @@
-"""Selections of a scoring run's items through DuckDB (SQL in ``pipeline/sql/``).
+"""Step ``select``: a scoring run -> a selection of its items, through DuckDB (SQL in
+``pipeline/steps/sql/``).
 
 * ``band``: items whose score lies in the [lo, hi) quantile band of the run (``quantile_cont``),
   over all items or within each class. For AVH, low = easy: seed 000 kept 0.02-0.22.
-* ``random``: a random subset of a given size or fraction, or matched to another selection's
+* ``random_subset``: a random subset of a given size or fraction, or matched to another selection's
   size and class mix (M1 of seed 000).
 * ``all``: every item (M0).
 
@@ -15,22 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import resources
 
 import pyarrow as pa
 
-from pipeline.lake import Lake, LakeError, content_id, provenance, query_arrow
-from pipeline.score import SCORE_COLUMNS
+from pipeline.config import SCORE_COLUMNS
+from pipeline.lake import Lake, LakeError, content_id, query_arrow
+from pipeline.steps.sql import sql_text
 
-__all__ = ["SelectionError", "band", "random", "all_items", "read_selection", "SCORE_COLUMNS"]
+__all__ = ["SelectionError", "all_items", "band", "random_subset", "read_selection"]
 
 
 class SelectionError(ValueError):
     """The selection cannot be made as asked; the message says why and how to fix it."""
-
-
-def sql_text(name: str) -> str:
-    return resources.files("pipeline").joinpath("sql", name).read_text()
 
 
 def _files(lake: Lake, scoring_run_id: str) -> list[str]:
@@ -61,15 +58,13 @@ def _store(lake: Lake, scoring_run_id: str, method: str, sql_file: str, params: 
             f"selects nothing; widen the band or check the run's scores "
             f"(smartaug sql \"select count(*) from scores where scoring_run_id = "
             f"'{scoring_run_id}'\")")
-    prov = provenance()
     lake.write("selections", selection_id, {
         "selection_id": [selection_id] * n, "scoring_run_id": [scoring_run_id] * n,
         "method": [method] * n, "score_column": [score_column] * n,
         "band_lo": pa.array([lo] * n, pa.float64()), "band_hi": pa.array([hi] * n, pa.float64()),
         "per_class": [per_class] * n, "params": [json.dumps(params, sort_keys=True)] * n,
         "sql_file": [sql_file] * n, "aug_id": rows["item_id"], "label": rows["label"],
-        "score": rows["score"].cast(pa.float64()),
-        "created_at": [prov["created_at"]] * n, "git_sha": [prov["git_sha"]] * n})
+        "score": rows["score"].cast(pa.float64())})
     return selection_id
 
 
@@ -94,7 +89,7 @@ def band(lake: Lake, scoring_run_id: str, lo: float, hi: float, *, score: str = 
                   per_class=bool(per_class))
 
 
-def random(lake: Lake, scoring_run_id: str, *, size: int | None = None,
+def random_subset(lake: Lake, scoring_run_id: str, *, size: int | None = None,
            fraction: float | None = None, matched_to: str | None = None, seed: int = 0) -> str:
     """A random subset: ``size`` items, a ``fraction`` of all, or ``matched_to`` another
     selection's size and class mix. Returns selection_id."""

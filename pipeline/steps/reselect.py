@@ -1,4 +1,4 @@
-"""Re-selection rounds (a curriculum). A round takes the newest model of an experiment's lineage
+"""Step ``reselect``: one re-selection round (a curriculum). A round takes the newest model of an experiment's lineage
 (the baseline, then each round's model); with ``retrain`` it first fine-tunes that model on the
 current selection with the band method's loss and registers the result as the next model of
 the lineage (``parent_model_id``). The round's model re-scores the pool (skipped when it already
@@ -17,38 +17,23 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+from scipy.stats import ks_2samp
 
-from pipeline import select as S
-from pipeline.config import ExperimentConfig, MethodSpec
-from pipeline.lake import Lake, LakeError, content_id, provenance
-from pipeline.score import checkpoint_path, score_pool
+from models import load_checkpoint
+from pipeline.config import ExperimentConfig, MethodSpec, config_from_dict
+from pipeline.core.train import train
+from pipeline.lake import Lake, LakeError, content_id
+from pipeline.steps import select as S
+from pipeline.steps.baseline import register_model
+from pipeline.steps.retrain import training_data
+from pipeline.steps.score import checkpoint_path, score_pool
+from pipeline.steps.sql import query
 
-__all__ = ["config_from_dict", "lineage", "reselect"]
-
-
-def config_from_dict(d: dict) -> ExperimentConfig:
-    """Rebuild an ExperimentConfig from its stored JSON."""
-    from pipeline.augment import AugmentConfig
-    from pipeline.config import DataConfig
-    from pipeline.losses import LossSpec
-    from pipeline.train import TrainConfig
-
-    def tcfg(t):
-        return TrainConfig(**{**t, "loss": LossSpec(**t["loss"])})
-
-    methods = tuple(MethodSpec(**{**m, "band": tuple(m["band"]) if m["band"] else None,
-                                  "loss": LossSpec(**m["loss"])}) for m in d["methods"])
-    return ExperimentConfig(
-        preset=d["preset"], data=DataConfig(**d["data"]), model=d["model"],
-        augment=AugmentConfig(**{**d["augment"], "kinds": tuple(d["augment"]["kinds"])}),
-        baseline=tcfg(d["baseline"]), retrain=tcfg(d["retrain"]), init=d["init"],
-        methods=methods, reps=d["reps"], seed=d["seed"],
-        band_grid=tuple(tuple(b) for b in d["band_grid"]))
+__all__ = ["lineage", "reselect"]
 
 
 def latest_experiment(lake: Lake) -> str:
-    rows = lake.sql("select experiment_id from experiments order by created_at desc limit 1"
-                    ).to_pylist()
+    rows = query(lake, "latest_experiment").to_pylist()
     if not rows:
         raise LakeError(f"no experiment in {lake.url()}; run `smartaug experiment` first")
     return rows[0]["experiment_id"]
@@ -56,8 +41,7 @@ def latest_experiment(lake: Lake) -> str:
 
 def lineage(lake: Lake, baseline_model_id: str) -> list[dict]:
     """The baseline and its descendants (parent_model_id chain), oldest first."""
-    models = lake.sql("select model_id, parent_model_id, created_at from models "
-                      "order by created_at").to_pylist()
+    models = query(lake, "models_by_age").to_pylist()
     keep, ids = [], {baseline_model_id}
     for m in models:
         if m["model_id"] in ids or m["parent_model_id"] in ids:
@@ -67,8 +51,7 @@ def lineage(lake: Lake, baseline_model_id: str) -> list[dict]:
 
 
 def _avh(lake: Lake, scoring_run_id: str) -> np.ndarray:
-    return lake.sql("select avh from scores where scoring_run_id = $r and avh is not null",
-                    {"r": scoring_run_id})["avh"].to_numpy()
+    return query(lake, "run_avh", scoring_run_id=scoring_run_id)["avh"].to_numpy()
 
 
 def _items(lake: Lake, selection_id: str) -> set[str]:
@@ -80,16 +63,12 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
                 log: Callable[[str], None] | None = print) -> str:
     """Fine-tune the parent on originals + the selection with the method's loss; register the
     result as a child model. Returns its model_id (found, not retrained, when it exists)."""
-    from models import load_checkpoint, save_checkpoint
-    from pipeline.experiment import TrainingData
-    from pipeline.train import evaluate, train
-
     tcfg = replace(cfg.retrain, loss=method.loss, seed=cfg.seed)
     model_id = content_id("model", {"parent_model_id": parent_model_id,
                                     "selection_id": selection_id, "train": tcfg.to_dict()})
     if lake.has("models", model_id):
         return model_id
-    data = TrainingData(lake, dataset_id, pool_id)
+    data = training_data(lake, dataset_id, pool_id)
     x, y, n_aug = data.with_selection(lake, selection_id)
     model = load_checkpoint(checkpoint_path(lake, parent_model_id))
     t0 = time.perf_counter()
@@ -98,24 +77,12 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
             f"({n_aug} augmentations), loss {method.loss.label()}")
     history = train(model, x, y, tcfg, eval_sets={"test": (data.test.images, data.test.labels)},
                     log=log)
-    dev = next(model.parameters()).device
-    te = evaluate(model, data.test.images, data.test.labels, device=dev)
-    tr = evaluate(model, x, y, device=dev)
-    va = evaluate(model, data.val.images, data.val.labels, device=dev)["acc"] \
-        if len(data.val) else None
-    path = lake.local_path(f"checkpoints/{model_id}.pt")
-    sha = save_checkpoint(model.cpu(), path, extra={"model_id": model_id,
-                                                    "parent_model_id": parent_model_id})
-    checkpoint = lake.upload(path, f"checkpoints/{model_id}.pt")
-    lake.write("models", model_id, {
-        "model_id": [model_id], "arch": [cfg.model], "dataset_id": [dataset_id],
-        "config": [json.dumps({"arch": cfg.model, "train": tcfg.to_dict(),
-                               "selection_id": selection_id, "history": history}, default=str)],
-        "parent_model_id": [parent_model_id], "checkpoint": [checkpoint], "sha256": [sha],
-        "train_acc": [tr["acc"]], "val_acc": [va], "test_acc": [te["acc"]],
-        "test_avh": [te["avh"]], "seconds": [time.perf_counter() - t0],
-        **{k: [v] for k, v in provenance().items()}})
-    return model_id
+    return register_model(
+        lake, model_id, model, arch=cfg.model, dataset_id=dataset_id, cfg=tcfg,
+        history=history, seconds=time.perf_counter() - t0, parent_model_id=parent_model_id,
+        extra={"selection_id": selection_id},
+        evals={"train": (x, y), "val": (data.val.images, data.val.labels),
+               "test": (data.test.images, data.test.labels)})
 
 
 def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | None = None,
@@ -136,8 +103,7 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
     if model_id not in {m["model_id"] for m in chain}:
         raise LakeError(f"model {model_id} is not in experiment {exp_id}'s lineage "
                         f"({', '.join(m['model_id'] for m in chain)})")
-    rounds = lake.sql("select selection_id, round from drift where experiment_id = $e "
-                      "order by round desc limit 1", {"e": exp_id}).to_pylist()
+    rounds = query(lake, "last_round", experiment_id=exp_id).to_pylist()
     previous = rounds[0]["selection_id"] if rounds else json.loads(exp["selections"])[method.name]
     round_no = rounds[0]["round"] + 1 if rounds else 1
 
@@ -146,26 +112,23 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
         child = train_round(lake, cfg, method, model_id, exp["dataset_id"], exp["pool_id"],
                             previous, log)
         model_id = child
-    run_id = score_pool(lake, model_id, exp["pool_id"], device=cfg.retrain.device)
-    selection_id = S.band(lake, run_id, band[0], band[1], score=method.score,
+    scoring_run_id = score_pool(lake, model_id, exp["pool_id"], device=cfg.retrain.device)
+    selection_id = S.band(lake, scoring_run_id, band[0], band[1], score=method.score,
                           per_class=method.per_class)
-    out = {"experiment_id": exp_id, "model_id": model_id, "scoring_run_id": run_id,
+    out = {"experiment_id": exp_id, "model_id": model_id, "scoring_run_id": scoring_run_id,
            "selection_id": selection_id, "previous_selection_id": previous, "drift": None,
            "child_model_id": child, "round": round_no}
     if selection_id != previous and not lake.has("drift", selection_id):
-        from scipy.stats import ks_2samp
-
         new, old = _items(lake, selection_id), _items(lake, previous)
         prev_run = S.read_selection(lake, previous)["scoring_run_id"][0].as_py()
-        ks = ks_2samp(_avh(lake, run_id), _avh(lake, prev_run))
+        ks = ks_2samp(_avh(lake, scoring_run_id), _avh(lake, prev_run))
         drift = {"jaccard": len(new & old) / len(new | old), "moved_in": len(new - old),
                  "moved_out": len(old - new), "ks_avh": float(ks.statistic),
                  "ks_pvalue": float(ks.pvalue)}
         lake.write("drift", selection_id, {
             "selection_id": [selection_id], "previous_selection_id": [previous],
-            "experiment_id": [exp_id], "model_id": [model_id], "scoring_run_id": [run_id],
-            "round": [round_no], **{k: [v] for k, v in drift.items()},
-            **{k: [v] for k, v in provenance().items()}})
+            "experiment_id": [exp_id], "model_id": [model_id], "scoring_run_id": [scoring_run_id],
+            "round": [round_no], **{k: [v] for k, v in drift.items()}})
         out["drift"] = drift
         if log:
             log(f"round {round_no}: jaccard {drift['jaccard']:.3f}, moved in "

@@ -1,0 +1,98 @@
+"""Batched scoring: decoded batches of uint8 images -> model -> every hardness score.
+
+Device CUDA: bf16 autocast and channels_last for the features; hardness is always computed from
+float32 features (float64 inside ``pipeline.core.hardness``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from pipeline.core.hardness import hardness_scores
+
+__all__ = ["ScoringError", "prefetch", "score_batches"]
+
+
+class ScoringError(ValueError):
+    """The model and the items cannot be scored together; the message says why."""
+
+
+def prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run ``it`` in a background thread, ``depth`` items ahead."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for x in it:
+                if stop.is_set():
+                    return
+                q.put(x)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while (x := q.get()) is not done:
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(timeout=0.05)
+
+
+def score_batches(model: torch.nn.Module, batches: Iterator, *, device: torch.device,
+                  image_shape: tuple[int, int, int]) -> Iterator[dict[str, np.ndarray]]:
+    """Score decoded batches ``(ids, labels [B], images uint8 [B, H, W, C])``.
+
+    Yields dicts of numpy columns (``item_id`` + ``label``, ``pred``, ``correct`` and every
+    score of ``pipeline.hardness.hardness_scores``).
+    """
+    num_classes = model.head.out_features
+    cuda = device.type == "cuda"
+    weights = model.head.weight.detach().float()
+    for ids, labels, images in batches:
+        if images.shape[1:] != image_shape:
+            raise ScoringError(f"the model takes {_fmt(image_shape)} images, the items are "
+                               f"{_fmt(images.shape[1:])} (item {ids[0]})")
+        bad = (labels < 0) | (labels >= num_classes)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ScoringError(f"item {ids[i]} has label {labels[i]}, out of range for a "
+                               f"{num_classes}-class model (0..{num_classes - 1})")
+        x = torch.from_numpy(np.array(images)).to(device, non_blocking=True)  # own the bytes
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy(np.array(labels, dtype=np.int64)).to(device)
+        with torch.inference_mode():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                f = model.features(x)
+            f = f.float()
+            logits = f @ weights.T + (model.head.bias.float() if model.head.bias is not None
+                                      else 0.0)
+            s = hardness_scores(logits, f, weights, y)
+        out = {k: v.cpu().numpy() for k, v in s.items()}
+        out["item_id"] = ids
+        out["label"] = labels
+        yield out
+
+
+def _fmt(hwc) -> str:
+    h, w, c = hwc
+    return f"{c}x{h}x{w} (CxHxW)"
+
+

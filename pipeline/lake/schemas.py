@@ -1,0 +1,100 @@
+"""The lake's tables, defined once: each table's pyarrow schema and partition key. The scores
+table's columns come from ``pipeline.config.SCORE_DIRECTIONS``; the DuckDB views
+(``views_sql``, and the ``storage/views.sql`` shipped for the DuckDB CLI) are generated here.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pipeline.config import SCORE_COLUMNS
+
+__all__ = ["SCHEMAS", "PARTITION_KEYS", "PROVENANCE", "TABLES", "views_sql"]
+
+_F = pa.float64()
+_IMAGE = [("image", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
+          ("channels", pa.int32())]
+PROVENANCE = [("created_at", pa.timestamp("us", tz="UTC")), ("git_sha", pa.string())]
+
+
+def _table(key: str, *columns) -> tuple[str, pa.Schema]:
+    return key, pa.schema([(key, pa.string()), *columns])
+
+
+# table -> (partition key, schema); the partition key is the schema's first column
+_TABLES: dict[str, tuple[str, pa.Schema]] = {
+    "datasets": _table(
+        "dataset_id", ("name", pa.string()), ("config", pa.string()), ("classes", pa.string()),
+        ("n_train", pa.int64()), ("n_val", pa.int64()), ("n_test", pa.int64()),
+        ("height", pa.int32()), ("width", pa.int32()), ("channels", pa.int32()),
+        ("fingerprint", pa.string()), *PROVENANCE),
+    "samples": _table(
+        "dataset_id", ("split", pa.string()), ("sample_id", pa.string()),
+        ("label", pa.int64()), *_IMAGE),
+    "pools": _table(
+        "pool_id", ("dataset_id", pa.string()), ("config", pa.string()),
+        ("n_items", pa.int64()), ("seconds", _F), *PROVENANCE),
+    "augmentations": _table(
+        "pool_id", ("aug_id", pa.string()), ("sample_id", pa.string()), ("label", pa.int64()),
+        ("k", pa.int32()), ("kind", pa.string()), ("angle", _F), ("sigma", _F),
+        ("flipped", pa.bool_()), ("seed", pa.int64()), *_IMAGE),
+    "models": _table(
+        "model_id", ("arch", pa.string()), ("dataset_id", pa.string()), ("config", pa.string()),
+        ("parent_model_id", pa.string()), ("checkpoint", pa.string()), ("sha256", pa.string()),
+        ("train_acc", _F), ("val_acc", _F), ("test_acc", _F), ("test_avh", _F),
+        ("seconds", _F), *PROVENANCE),
+    "scoring_runs": _table(
+        "scoring_run_id", ("model_id", pa.string()), ("pool_id", pa.string()),
+        ("dataset_id", pa.string()), ("split", pa.string()), ("n_items", pa.int64()),
+        ("n_undefined", pa.int64()), ("batch_size", pa.int64()), ("device", pa.string()),
+        ("seconds", _F), *PROVENANCE),
+    "scores": _table(
+        "scoring_run_id", ("model_id", pa.string()), ("pool_id", pa.string()),
+        ("item_id", pa.string()), ("label", pa.int64()), ("pred", pa.int64()),
+        ("correct", pa.bool_()), *[(c, _F) for c in SCORE_COLUMNS]),
+    "selections": _table(
+        "selection_id", ("scoring_run_id", pa.string()), ("method", pa.string()),
+        ("score_column", pa.string()), ("band_lo", _F), ("band_hi", _F),
+        ("per_class", pa.bool_()), ("params", pa.string()), ("sql_file", pa.string()),
+        ("aug_id", pa.string()), ("label", pa.int64()), ("score", _F), *PROVENANCE),
+    "experiments": _table(
+        "experiment_id", ("preset", pa.string()), ("config", pa.string()),
+        ("dataset_id", pa.string()), ("baseline_model_id", pa.string()),
+        ("pool_id", pa.string()), ("scoring_run_id", pa.string()),
+        ("selections", pa.string()), ("band_search", pa.string()), *PROVENANCE),
+    "runs": _table(
+        "run_id", ("experiment_id", pa.string()), ("method", pa.string()),
+        ("rep", pa.int64()), ("seed", pa.int64()), ("selection_id", pa.string()),
+        ("n_train", pa.int64()), ("n_augmented", pa.int64()), ("loss", pa.string()),
+        ("lam", _F), ("epochs", pa.int64()), ("init", pa.string()), ("train_acc", _F),
+        ("val_acc", _F), ("test_acc", _F), ("test_avh", _F), ("seconds", _F),
+        ("purpose", pa.string()), *PROVENANCE),
+    "history": _table(
+        "run_id", ("epoch", pa.int64()), ("train_loss", _F), ("train_acc", _F),
+        ("val_acc", _F), ("val_avh", _F), ("test_acc", _F), ("test_avh", _F),
+        ("feature_norm_mean", _F), ("weight_norm_mean", _F), ("seconds", _F)),
+    "drift": _table(
+        "selection_id", ("previous_selection_id", pa.string()), ("experiment_id", pa.string()),
+        ("model_id", pa.string()), ("scoring_run_id", pa.string()), ("round", pa.int64()),
+        ("jaccard", _F), ("moved_in", pa.int64()), ("moved_out", pa.int64()),
+        ("ks_avh", _F), ("ks_pvalue", _F), *PROVENANCE),
+}
+TABLES: tuple[str, ...] = tuple(_TABLES)
+SCHEMAS: dict[str, pa.Schema] = {t: s for t, (_, s) in _TABLES.items()}
+PARTITION_KEYS: dict[str, str] = {t: k for t, (k, _) in _TABLES.items()}
+
+_VIEWS_HEADER = """\
+-- One DuckDB view per smartaug table, over the table's Parquet partitions.
+-- Ad hoc, from the repository root:   duckdb -init storage/views.sql
+-- or through the pipeline's own root:  smartaug sql "SELECT ..."  (same file, root substituted)
+-- Partitions appear only when complete (atomic rename), so these views never see partial files.
+"""
+
+
+def views_sql(root: str = "storage") -> str:
+    """One ``CREATE OR REPLACE VIEW`` per table over ``root``'s Parquet files (DuckDB SQL).
+    ``views_sql()`` is the text of ``storage/views.sql``."""
+    quoted = root.replace("'", "''")
+    return _VIEWS_HEADER + "\n" + "".join(
+        f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{quoted}/{t}/*/*.parquet', "
+        "union_by_name = true, hive_partitioning = false);\n" for t in TABLES)

@@ -1,0 +1,342 @@
+"""The lake: Parquet tables under one storage root, content-hashed ids, atomic partitions.
+
+Every table is a directory of partitions, one per id of the step that wrote it
+(``scores/scoring_run_id=<id>/part-00000.parquet``). A partition is written into
+``<root>/.tmp/`` and renamed into place only when complete, so a reader (DuckDB, a person's
+query, a crashed run's retry) never sees a partial one. Ids are content hashes of the step's
+config and upstream ids: running a step again finds its partition and writes nothing.
+
+The pipeline never holds a DuckDB database file open: ``Lake.connect()`` is an in-memory
+connection with one view per table (``storage/views.sql``), so nothing blocks ad-hoc queries.
+
+The root is a local path (or a ``file://`` URL), or any other fsspec URL (``s3://bucket/lake``,
+``gs://...``, ``memory://...``). An object store has no rename, so there a partition is one
+Parquet object, staged on local disk and uploaded in one PUT, which appears whole or not at
+all; checkpoints and reports are staged locally and uploaded the same way, and read back
+through a local cache (``SMARTAUG_CACHE``, default ``~/.cache/smartaug``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import duckdb
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.lake.files import atomic_path
+from pipeline.lake.schemas import PARTITION_KEYS, SCHEMAS, views_sql
+from pipeline.lake.writer import PartitionWriter
+
+__all__ = ["Lake", "LakeError", "engine", "query_arrow", "resolve_root"]
+
+READ_BATCH_ROWS = 4096  # rows per record batch when a partition is streamed
+
+_ENGINE: duckdb.DuckDBPyConnection | None = None
+_ENGINE_FS: set[str] = set()
+
+
+def engine(fs=None) -> duckdb.DuckDBPyConnection:
+    """A cursor on the process's in-memory DuckDB instance (created once: a fresh instance
+    per query costs a third of a second of warm-up on 10M rows). In memory, so no file lock;
+    close the cursor after use. ``fs``: an fsspec filesystem (a remote lake's) to read from."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = duckdb.connect(":memory:")
+        atexit.register(_close_engine)
+    if fs is not None and _fs_name(fs) not in _ENGINE_FS:
+        _ENGINE.register_filesystem(fs)
+        _ENGINE_FS.add(_fs_name(fs))
+    return _ENGINE.cursor()
+
+
+def _fs_name(fs) -> str:
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def _close_engine() -> None:
+    """DuckDB aborts the interpreter at exit if a Python filesystem is still registered."""
+    global _ENGINE
+    if _ENGINE is not None:
+        for name in _ENGINE_FS:
+            _ENGINE.unregister_filesystem(name)
+        _ENGINE_FS.clear()
+        _ENGINE.close()
+        _ENGINE = None
+
+
+def query_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.Table:
+    """Run ``query`` with bound ``params``; the result as a pyarrow Table."""
+    rel = con.sql(query, params=params or None)
+    if rel is None:  # a statement without a result (CREATE, SET, ...)
+        return pa.table({})
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+    return fetch()
+
+
+class LakeError(RuntimeError):
+    """A lake read or write cannot proceed; the message names the table and id."""
+
+
+def resolve_root(storage: str | os.PathLike | None = None) -> str:
+    """``storage`` if given, else ``SMARTAUG_STORAGE``, else ``./storage``: a path or a URL."""
+    return os.fspath(storage or os.environ.get("SMARTAUG_STORAGE") or "storage")
+
+
+def _process_alive(process_id: int) -> bool:
+    try:
+        os.kill(process_id, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lake:
+    """The tables under one storage root. ``Lake()`` uses ``resolve_root()``.
+
+    ``root`` is the lake's location: a ``Path`` for a local lake, the URL for a remote one.
+    ``staging`` is a local directory for files being written (``<root>/.tmp`` when local).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        given = resolve_root(root)
+        try:
+            self.fs, path = fsspec.core.url_to_fs(given)
+        except (ImportError, ValueError) as e:
+            raise LakeError(f"cannot open the lake {given!r}: {e}. A remote root needs its "
+                            f"fsspec backend installed (s3fs for s3://, gcsfs for gs://, "
+                            f"adlfs for az://)") from e
+        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple)
+                                else (self.fs.protocol,))
+        if self.local:
+            self.root: Path | str = Path(path).absolute()
+            self.path = str(self.root)
+            self.staging = self.root / ".tmp"
+            self.cache = self.root
+            self.root.mkdir(parents=True, exist_ok=True)
+        else:
+            self.path = path.rstrip("/")
+            self.root = self.fs.unstrip_protocol(self.path)
+            base = Path(os.environ.get("SMARTAUG_CACHE")
+                        or Path.home() / ".cache" / "smartaug").absolute()
+            self.cache = base / "lakes" / hashlib.sha256(self.root.encode()).hexdigest()[:16]
+            self.staging = self.cache / ".tmp"
+        try:  # on an object store the bucket must exist; nothing creates one
+            self._init_tables()
+            self.lake_id = self._lake_id()
+        except Exception as e:  # credentials, network, permissions: say where and why
+            raise LakeError(f"cannot open the lake {self.url()}: {type(e).__name__}: {e}") from e
+        self._clean_stale_tmp()
+
+    def _init_tables(self) -> None:
+        for table, schema in SCHEMAS.items():
+            if self.local:
+                empty = self.root / table / "_empty" / "empty.parquet"
+                if not empty.is_file():
+                    with atomic_path(empty) as tmp:
+                        pq.write_table(schema.empty_table(), tmp)
+            else:
+                empty = f"{self.path}/{table}/_empty/empty.parquet"
+                if not self.fs.exists(empty):
+                    with self.fs.open(empty, "wb") as fh:
+                        pq.write_table(schema.empty_table(), fh)
+
+    def _lake_id(self) -> str:
+        if not self.local:
+            token = f"{self.path}/.lake-id"
+            if not self.fs.exists(token):
+                self.fs.pipe_file(token, uuid.uuid4().hex.encode())
+            return self.fs.cat_file(token).decode().strip()
+        token = self.root / ".lake-id"
+        if not token.is_file():
+            tmp = self.root / f".lake-id-{uuid.uuid4().hex[:8]}"
+            tmp.write_text(uuid.uuid4().hex)
+            try:
+                os.link(tmp, token)  # first writer wins, atomically
+            except FileExistsError:
+                pass
+            tmp.unlink()
+        return token.read_text().strip()
+
+    # ------------------------------------------------------------ staging
+    # A staging directory is named <label>-<process id>-<random>: a later Lake removes it
+    # once that process is gone. Scoring shards live under shards-<scoring_run_id>/.
+
+    def stage(self, label: str) -> Path:
+        """A new, empty local staging directory for ``label`` (a table and partition key)."""
+        d = self.staging / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        d.mkdir(parents=True)
+        return d
+
+    def _clean_stale_tmp(self) -> None:
+        if not self.staging.is_dir():
+            return
+        for d in self.staging.iterdir():
+            parts = d.name.split("-")
+            try:
+                owner = int(parts[-2])
+            except (IndexError, ValueError):
+                continue
+            if not _process_alive(owner):
+                shutil.rmtree(d, ignore_errors=True)
+
+    def shards_location(self, scoring_run_id: str) -> Path | str:
+        """Where the shards of a scoring run are staged, under the root (every worker sees it)."""
+        return self.location(".tmp", f"shards-{scoring_run_id}")
+
+    def shard_location(self, scoring_run_id: str, shard: int, n_shards: int) -> Path | str:
+        base = self.shards_location(scoring_run_id)
+        name = f"shard-{shard:05d}-of-{n_shards:05d}"
+        return base / name if self.local else f"{base}/{name}"
+
+    # ------------------------------------------------------------ paths
+    def partition_dir(self, table: str, key: str) -> Path | str:
+        """A partition's directory: a Path on a local lake, a path in ``fs`` on a remote one."""
+        if table not in SCHEMAS:
+            raise LakeError(f"unknown table {table!r}; valid: {', '.join(SCHEMAS)}")
+        return self.location(table, f"{PARTITION_KEYS[table]}={key}")
+
+    def location(self, *parts: str) -> Path | str:
+        """``parts`` under the root: a Path on a local lake, a path in ``fs`` otherwise."""
+        if self.local:
+            return self.root.joinpath(*parts)
+        return "/".join([self.path, *parts])
+
+    def url(self, *parts: str) -> str:
+        """What to show a user for ``parts`` under the root: a path, or a full URL."""
+        loc = self.location(*parts)
+        return str(loc) if self.local else self.fs.unstrip_protocol(loc)
+
+    def complete(self, location: Path | str) -> bool:
+        """Whether a partition (or a writer's ``target``) at ``location`` has been committed."""
+        if self.local:
+            return Path(location).is_dir()
+        self.fs.invalidate_cache(str(location))  # another worker may have committed it
+        return self.fs.exists(f"{location}/part-00000.parquet")
+
+    def has(self, table: str, key: str) -> bool:
+        return self.complete(self.partition_dir(table, key))
+
+    def parquet_files(self, location: Path | str) -> list[str]:
+        """The Parquet files of a committed partition directory, sorted."""
+        if self.local:
+            return sorted(str(p) for p in Path(location).glob("*.parquet"))
+        self.fs.invalidate_cache(location)  # another process may have written it since
+        return sorted(self.fs.unstrip_protocol(p) for p in self.fs.glob(f"{location}/*.parquet"))
+
+    def files(self, table: str, key: str) -> list[str]:
+        """The partition's files: paths on a local lake, URLs (readable by ``parquet_file``
+        and by DuckDB through ``engine(lake.fs)``) on a remote one."""
+        if not self.has(table, key):
+            raise LakeError(f"no {PARTITION_KEYS[table]} {key!r} in {self.url(table)}; "
+                            f"run the step that produces it first")
+        return self.parquet_files(self.partition_dir(table, key))
+
+    def parquet_file(self, f: str) -> pq.ParquetFile:
+        return pq.ParquetFile(f) if self.local else pq.ParquetFile(self.fs.open(f, "rb"))
+
+    def remove(self, location: Path | str) -> None:
+        """Delete a directory under the root (staging debris), if present."""
+        if self.local:
+            shutil.rmtree(location, ignore_errors=True)
+        elif self.fs.exists(location):
+            self.fs.rm(location, recursive=True)
+
+    # ------------------------------------------------------------ files
+    def local_path(self, rel: str) -> Path:
+        """Where to write ``rel`` (a checkpoint, a report) before ``upload``."""
+        return (self.root if self.local else self.cache).joinpath(rel)
+
+    def upload(self, local: Path, rel: str) -> str:
+        """Publish ``local`` (a file or a directory) as ``rel`` under the root; returns its
+        location (a path, or a URL). A no-op on a local lake, where ``local_path`` is final."""
+        if not self.local:
+            target = self.location(rel)
+            if local.is_dir():
+                if self.fs.exists(target):
+                    self.fs.rm(target, recursive=True)
+                self.fs.put(str(local) + "/", target, recursive=True)
+            else:
+                self.fs.put_file(str(local), target)
+        return self.url(rel)
+
+    def fetch(self, rel: str) -> Path:
+        """A local copy of the file ``rel`` under the root (downloaded once into the cache)."""
+        local = self.local_path(rel)
+        if not self.local and not local.is_file():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with atomic_path(local) as tmp:
+                    self.fs.get_file(self.location(rel), str(tmp))
+            except FileNotFoundError as e:
+                raise LakeError(f"{self.url(rel)} does not exist") from e
+        return local
+
+    # ------------------------------------------------------------ writes
+    def writer(self, table: str, key: str, **options) -> PartitionWriter:
+        """A ``PartitionWriter`` for the partition ``key`` of ``table`` (a context manager);
+        ``options``: target, rows_per_file, row_group_size."""
+        return PartitionWriter(self, table, key, **options)
+
+    def write(self, table: str, key: str, data: pa.Table | Mapping) -> bool:
+        """Write one whole partition atomically; False (nothing written) if it exists."""
+        if self.has(table, key):
+            return False
+        with self.writer(table, key) as w:
+            w.write(data)
+        return w.committed
+
+    # ------------------------------------------------------------ reads
+    def read(self, table: str, key: str, columns: list[str] | None = None) -> pa.Table:
+        parts = [self.parquet_file(f).read(columns=columns) for f in self.files(table, key)]
+        return pa.concat_tables(parts) if parts else SCHEMAS[table].empty_table()
+
+    def row(self, table: str, key: str) -> dict:
+        """The single metadata row of a partition (datasets, pools, models, scoring_runs)."""
+        rows = self.read(table, key).to_pylist()
+        if len(rows) != 1:
+            raise LakeError(f"{table} {key}: expected one row, found {len(rows)}")
+        return rows[0]
+
+    def iter_batches(self, table: str, key: str, *, columns: list[str] | None = None,
+                     batch_size: int = READ_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        for f in self.files(table, key):
+            yield from self.parquet_file(f).iter_batches(batch_size=batch_size, columns=columns)
+
+    def count(self, table: str, key: str) -> int:
+        return sum(self.parquet_file(f).metadata.num_rows for f in self.files(table, key))
+
+    # ------------------------------------------------------------ DuckDB
+    def views_sql(self) -> str:
+        """``storage/views.sql`` pointed at this root: one DuckDB view per table."""
+        return views_sql(self.url())
+
+    def engine(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the process's DuckDB instance that can read this lake's files."""
+        return engine(None if self.local else self.fs)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory DuckDB connection with one view per table."""
+        con = duckdb.connect(":memory:")
+        if not self.local:
+            con.register_filesystem(self.fs)
+        con.execute(self.views_sql())
+        return con
+
+    def sql(self, query: str, params: Mapping | list | None = None) -> pa.Table:
+        con = self.connect()
+        try:
+            return query_arrow(con, query, params)
+        finally:
+            if not self.local:  # a connection closed with a Python filesystem registered
+                con.unregister_filesystem(_fs_name(self.fs))  # aborts the interpreter
+            con.close()

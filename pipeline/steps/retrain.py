@@ -1,0 +1,181 @@
+"""Step ``retrain``: the selections of every method, then one cell of the retraining grid
+(a method at a seed) -> a row of the runs table and its history.
+
+No tuning on test: the optional band search trains on the train split and compares bands by
+validation accuracy; only the chosen band is evaluated on test, and the report says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from models import load_checkpoint
+from pipeline.config import ExperimentConfig, MethodSpec, hardness_band
+from pipeline.core.train import build_model, train
+from pipeline.lake import Lake, content_id, decode_images
+from pipeline.steps import select as S
+from pipeline.steps.ingest import classes, read_split
+from pipeline.steps.score import checkpoint_path
+
+__all__ = ["TrainingData", "band_search", "choose", "select_methods", "train_cell", "with_band"]
+
+Log = Callable[[str], None] | None
+
+
+class TrainingData:
+    """The originals of every split and the pool's images, kept once in memory."""
+
+    def __init__(self, lake: Lake, dataset_id: str, pool_id: str):
+        self.train = read_split(lake, dataset_id, "train")
+        self.val = read_split(lake, dataset_id, "val")
+        self.test = read_split(lake, dataset_id, "test")
+        pool = lake.read("augmentations", pool_id, columns=["aug_id", "label", "image", "height",
+                                                             "width", "channels"])
+        self.aug_images = np.array(decode_images(pool, "aug_id"))
+        self.aug_labels = pool["label"].to_numpy()
+        self.aug_index = {a: i for i, a in enumerate(pool["aug_id"].to_pylist())}
+
+    def with_selection(self, lake: Lake, selection_id: str | None):
+        """Originals + the selection's augmentations (in aug_id order): images, labels and
+        the number of augmentations."""
+        if selection_id is None:
+            return self.train.images, self.train.labels, 0
+        ids = sorted(S.read_selection(lake, selection_id)["aug_id"].to_pylist())
+        rows = np.asarray([self.aug_index[a] for a in ids], dtype=np.int64)
+        x = np.concatenate([self.train.images, self.aug_images[rows]])
+        y = np.concatenate([self.train.labels, self.aug_labels[rows]])
+        return x, y, len(rows)
+
+
+@functools.lru_cache(maxsize=1)
+def _training_data(root: str, dataset_id: str, pool_id: str) -> TrainingData:
+    return TrainingData(Lake(root), dataset_id, pool_id)
+
+
+def training_data(lake: Lake, dataset_id: str, pool_id: str) -> TrainingData:
+    """``TrainingData`` read once per process for the cells of one grid."""
+    return _training_data(lake.url(), dataset_id, pool_id)
+
+
+def train_cell(lake: Lake, cfg: ExperimentConfig, experiment_id: str, data: TrainingData,
+               m: MethodSpec, selection_id: str | None, rep: int, baseline_model_id: str,
+               purpose: str = "method", log: Log = print) -> str:
+    """Train method ``m`` at seed ``cfg.seed + rep`` on originals + its selection and record
+    the run and its history; returns run_id (found, not retrained, when it exists)."""
+    seed = cfg.seed + rep
+    tcfg = replace(cfg.retrain, loss=m.loss, seed=seed)
+    run_id = content_id("run", {"experiment_id": experiment_id, "method": m.to_dict(),
+                                "rep": rep, "selection_id": selection_id, "purpose": purpose,
+                                "train": tcfg.to_dict(), "init": cfg.init})
+    if lake.has("runs", run_id):
+        return run_id
+    x, y, n_aug = data.with_selection(lake, selection_id)
+    if cfg.init == "baseline":  # fine-tune a fresh copy of the registered baseline
+        model = load_checkpoint(checkpoint_path(lake, baseline_model_id))
+    else:
+        meta = lake.row("datasets", lake.row("models", baseline_model_id)["dataset_id"])
+        model = build_model(cfg.model, len(classes(lake, meta["dataset_id"])), meta["channels"],
+                            meta["height"], seed=seed)
+    evals = {"test": (data.test.images, data.test.labels)}
+    if len(data.val):
+        evals = {"val": (data.val.images, data.val.labels), **evals}
+    if log:
+        log(f"{purpose} {m.name} rep {rep} (seed {seed}): {len(y)} images "
+            f"({n_aug} augmentations), loss {m.loss.label()}")
+    t0 = time.perf_counter()
+    hist = train(model, x, y, tcfg, eval_sets=evals, log=log)
+    seconds = time.perf_counter() - t0
+    last = hist[-1] if hist else {}
+    lake.write("history", run_id, {
+        "run_id": [run_id] * len(hist), "epoch": [h["epoch"] for h in hist],
+        "train_loss": [h["train_loss"] for h in hist], "train_acc": [h["train_acc"] for h in hist],
+        **{k: [h.get(k) for h in hist] for k in ("val_acc", "val_avh", "test_acc", "test_avh")},
+        "feature_norm_mean": [h.get("test_feature_norm") for h in hist],
+        "weight_norm_mean": [h["weight_norm_mean"] for h in hist],
+        "seconds": [h["seconds"] for h in hist]})
+    lake.write("runs", run_id, {
+        "run_id": [run_id], "experiment_id": [experiment_id], "method": [m.name], "rep": [rep],
+        "seed": [seed], "selection_id": [selection_id], "n_train": [len(y)],
+        "n_augmented": [n_aug], "loss": [m.loss.label()], "lam": [m.loss.lam],
+        "epochs": [tcfg.epochs], "init": [cfg.init],
+        **{k: [last.get(k)] for k in ("train_acc", "val_acc", "test_acc", "test_avh")},
+        "seconds": [seconds], "purpose": [purpose]})
+    return run_id
+
+
+def _select(lake: Lake, cfg: ExperimentConfig, m: MethodSpec, scoring_run_id: str,
+            done: dict[str, str | None]) -> str | None:
+    if m.selection == "none":
+        return None
+    if m.selection == "all":
+        return S.all_items(lake, scoring_run_id)
+    if m.selection == "band":
+        return S.band(lake, scoring_run_id, m.band[0], m.band[1], score=m.score,
+                      per_class=m.per_class)
+    return S.random_subset(lake, scoring_run_id, matched_to=done[m.matched_to], seed=cfg.seed)
+
+
+def select_methods(lake: Lake, cfg: ExperimentConfig, scoring_run_id: str
+                   ) -> dict[str, str | None]:
+    """One selection per method (a matched random subset after the method it matches)."""
+    done: dict[str, str | None] = {}
+    pending = list(cfg.methods)
+    while pending:
+        m = next(m for m in pending if m.matched_to is None or m.matched_to in done)
+        done[m.name] = _select(lake, cfg, m, scoring_run_id, done)
+        pending.remove(m)
+    return {m.name: done[m.name] for m in cfg.methods}
+
+
+def band_search(lake: Lake, cfg: ExperimentConfig, experiment_id: str, data: TrainingData,
+                scoring_run_id: str, baseline_model_id: str, log: Log = print) -> dict:
+    """Train the first band method once per grid band; pick the best validation accuracy."""
+    m = next(m for m in cfg.methods if m.selection == "band")
+    results = []
+    for lo, hi in cfg.band_grid:
+        try:
+            sel = S.band(lake, scoring_run_id, lo, hi, score=m.score, per_class=m.per_class)
+        except S.SelectionError as e:
+            results.append({"band": [lo, hi], "val_acc": None, "error": str(e)})
+            continue
+        run_id = train_cell(lake, cfg, experiment_id, data, replace(m, band=(lo, hi)), sel, 0,
+                            baseline_model_id, "band-search", log)
+        results.append({"band": [lo, hi], "val_acc": lake.row("runs", run_id)["val_acc"],
+                        "run_id": run_id})
+    scored = [r for r in results if r["val_acc"] is not None]
+    if not scored:
+        raise S.SelectionError("every band of the search grid selected nothing")
+    best = max(scored, key=lambda r: r["val_acc"])
+    return {"method": m.name, "metric": "validation accuracy after training on the train split",
+            "grid": results, "chosen": best["band"]}
+
+
+def with_band(cfg: ExperimentConfig, band: tuple[float, float] | None) -> ExperimentConfig:
+    """``cfg`` with every band method's band replaced (None = unchanged). ``band`` is in the
+    score of the first band method (the one searched); a method banding a score of the other
+    direction (confidence against AVH) gets the mirrored band, the same hardness range."""
+    if band is None:
+        return cfg
+    searched = next(m.score for m in cfg.methods if m.selection == "band")
+    hard = hardness_band(tuple(band), searched)  # mirroring is its own inverse
+    return replace(cfg, methods=tuple(replace(m, band=hardness_band(hard, m.score))
+                                      if m.selection == "band" else m for m in cfg.methods))
+
+
+def choose(lake: Lake, cfg: ExperimentConfig, experiment_id: str, dataset_id: str,
+           pool_id: str, scoring_run_id: str, baseline_model_id: str, log: Log = print) -> dict:
+    """The band search on validation (when the config has a grid), then one selection per
+    method: ``{"selections": {method: selection_id}, "search": {...}, "band": chosen}``."""
+    search = {}
+    if cfg.band_grid:
+        data = training_data(lake, dataset_id, pool_id)
+        search = band_search(lake, cfg, experiment_id, data, scoring_run_id, baseline_model_id,
+                             log)
+        cfg = with_band(cfg, tuple(search["chosen"]))
+    return {"selections": select_methods(lake, cfg, scoring_run_id), "search": search,
+            "band": search.get("chosen")}
