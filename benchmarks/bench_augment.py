@@ -19,7 +19,7 @@ from _timing import alternate
 
 def load_images(n: int) -> np.ndarray:
     try:
-        from pipeline.data import load_dataset
+        from pipeline.core.datasets import load_dataset
 
         x = load_dataset("fashion-mnist", download=False).train.images
         reps = -(-n // len(x))
@@ -38,7 +38,8 @@ def main() -> None:
     import albumentations as A
     import cv2
 
-    from pipeline.augment import AugmentConfig, augment_images
+    from pipeline.config import AugmentConfig
+    from pipeline.core.augment import augment_images
 
     cv2.setNumThreads(1)
     images = load_images(args.images)

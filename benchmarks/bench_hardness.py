@@ -15,7 +15,7 @@ import torch
 from _timing import alternate
 
 from models import make_model
-from pipeline.hardness import hardness_scores
+from pipeline.core.hardness import hardness_scores
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ def make_lake(root: Path, n: int, seed: int = 0):
     from pipeline.lake import Lake, encode_images
 
     try:
-        from pipeline.data import load_dataset
+        from pipeline.core.datasets import load_dataset
 
         base = load_dataset("fashion-mnist", download=False).train
         imgs, labels = base.images, base.labels
@@ -72,7 +72,7 @@ def make_lake(root: Path, n: int, seed: int = 0):
 def rss_child(root: str) -> None:
     """Score the pool under ``root`` and exit (run in its own process for its peak RSS)."""
     from pipeline.lake import Lake
-    from pipeline.score import score_pool
+    from pipeline.steps.score import score_pool
 
     t0 = time.perf_counter()
     score_pool(Lake(root), "benchmodel000001", "benchpool0000001", batch_size=512,
@@ -90,7 +90,7 @@ def main() -> None:
     if args.rss_child:
         return rss_child(args.rss_child)
 
-    from pipeline.score import score_pool
+    from pipeline.steps.score import score_pool
 
     batch = 512
     tmp = Path(tempfile.mkdtemp(prefix="bench-score-"))

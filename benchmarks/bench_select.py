@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.lake import engine, query_arrow
-from pipeline.select import sql_text
+from pipeline.steps.sql import sql_text
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from _timing import alternate
 
-from pipeline.train import TrainConfig, build_model, train
+from pipeline.config import TrainConfig
+from pipeline.core.train import build_model, train
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     try:
-        from pipeline.data import load_dataset
+        from pipeline.core.datasets import load_dataset
 
         ds = load_dataset("fashion-mnist", per_class_train=args.images // 10, download=False)
         x, y = ds.train.images, ds.train.labels

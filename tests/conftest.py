@@ -41,12 +41,12 @@ def write_image_folder(root: Path, *, classes=("cat", "dog", "eel"), per_class=(
 def small_lake(tmp_path_factory, fashion_root):
     """A lake with real Fashion-MNIST (50 train / 20 test per class, 20 % validation), a
     1-epoch LeNet-5 baseline, a one-per-image pool and its scoring run."""
-    from pipeline.augment import AugmentConfig, build_pool
-    from pipeline.config import DataConfig
-    from pipeline.data import ingest
+    from pipeline.config import AugmentConfig, DataConfig, TrainConfig
     from pipeline.lake import Lake
-    from pipeline.score import score_pool
-    from pipeline.train import TrainConfig, train_baseline
+    from pipeline.steps.baseline import train_baseline
+    from pipeline.steps.ingest import ingest
+    from pipeline.steps.pool import build_pool
+    from pipeline.steps.score import score_pool
 
     lake = Lake(tmp_path_factory.mktemp("lake"))
     dataset_id = ingest(lake, DataConfig(root=fashion_root, per_class_train=50,

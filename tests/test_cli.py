@@ -1,6 +1,7 @@
 """The CLI chain on an image dataset (imagefolder, grayscale 28x28): ids on the last line,
 exact band sizes, and the same commands twice add no rows."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,39 @@ def test_views_point_the_duckdb_cli_at_any_root(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "2,0.75"
+
+
+@pytest.mark.slow
+def test_a_wheel_install_runs_sql_and_views_from_any_directory(tmp_path):
+    """What the package reads (SQL, report templates) ships inside it: a non-editable install
+    answers `smartaug sql` and `smartaug views` outside the repository."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist"), str(root)], check=True, timeout=600,
+                   capture_output=True)
+    wheel = next((tmp_path / "dist").glob("smartaug-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(tmp_path / "site"), str(wheel)], check=True, timeout=600,
+                   capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"),
+               SMARTAUG_STORAGE=str(tmp_path / "lake"))
+
+    def cli(*args):
+        res = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=elsewhere,
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    where = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(tmp_path / "site"))
+    assert "42" in cli("sql", "select 42 as answer")
+    assert "0" in cli("sql", "select count(*) n from runs", "--csv")
+    assert f"'{tmp_path / 'lake'}/drift/" in cli("views")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pipeline/steps/sql/band.sql" in names
+    assert "pipeline/steps/templates/report.html.j2" in names

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 import torch
 
 from pipeline.core.datasets import DatasetError, load_dataset

@@ -16,15 +16,17 @@ from pipeline.config import (
     DataConfig,
     ExperimentConfig,
     MethodSpec,
+    TrainConfig,
     apply_overrides,
     hardness_band,
     preset,
     standard_methods,
 )
-from pipeline.experiment import run_experiment, with_band
-from pipeline.lake import Lake
-from pipeline.report import method_stats, paired, write_report
-from pipeline.train import TrainConfig
+from pipeline.core.stats import method_stats, paired
+from pipeline.lake import Lake, content_id
+from pipeline.steps.experiment import run_experiment
+from pipeline.steps.report import write_report
+from pipeline.steps.retrain import with_band
 from tests.conftest import write_image_folder
 
 BIN = Path(sys.executable).parent
@@ -202,7 +204,7 @@ def test_experiment_cli_on_an_imagefolder(tmp_path):
 
 
 def test_reselect_rounds_record_drift_and_child_models(small_experiment):
-    from pipeline.curriculum import lineage, reselect
+    from pipeline.steps.reselect import lineage, reselect
 
     lake, cfg, exp_id, _ = small_experiment
     base = lake.row("experiments", exp_id)["baseline_model_id"]
@@ -224,3 +226,116 @@ def test_reselect_rounds_record_drift_and_child_models(small_experiment):
     assert [m["model_id"] for m in lineage(lake, base)][-1] == r2["child_model_id"]
     report = json.loads((write_report(lake, exp_id) / "report.json").read_text())
     assert [x["round"] for x in report["drift"]] == [1, 2]
+
+
+@pytest.mark.parametrize("diff,p,word", [
+    (0.02, 0.01, "M2 beats M0: +2.00 points"),
+    (0.02, 0.30, "M2 is ahead of, but not significantly (p >= 0.05), M0: +2.00 points"),
+    (-0.02, 0.01, "M2 is significantly worse than M0: -2.00 points"),
+    (-0.02, 0.30, "M2 does not beat M0: -2.00 points"),
+    (0.02, None, "M2 is ahead of, but not significantly (p >= 0.05), M0: +2.00 points "
+                 "(paired over 3 seeds, p = n/a)")])
+def test_verdict_wording_in_each_outcome(diff, p, word):
+    from pipeline.steps.report import verdict
+
+    c = [{"a": "M2", "b": "M0", "mean_diff": diff, "p_value": p, "n_pairs": 3}]
+    assert verdict({"M0": {}, "M2": {}}, c).startswith(word)
+    assert verdict({"M0": {}}, c) == "No M2 in this experiment."
+
+
+# A data contract per table, in the spirit of dbt's schema tests: unique keys, not-null
+# columns, accepted values.
+CONTRACTS = {
+    "datasets": (["dataset_id"], ["name", "classes", "n_train", "fingerprint", "git_sha"], {}),
+    "samples": (["dataset_id", "sample_id"], ["split", "label", "image"],
+                {"split": ("train", "val", "test")}),
+    "pools": (["pool_id"], ["dataset_id", "config", "n_items"], {}),
+    "augmentations": (["aug_id"], ["pool_id", "sample_id", "label", "kind", "seed", "image"],
+                      {"kind": ("rotate", "noise", "hflip")}),
+    "models": (["model_id"], ["arch", "dataset_id", "checkpoint", "sha256", "test_acc"], {}),
+    "scoring_runs": (["scoring_run_id"], ["model_id", "n_items", "device"], {}),
+    "scores": (["scoring_run_id", "item_id"], ["model_id", "label", "pred", "correct"], {}),
+    "selections": (["selection_id", "aug_id"], ["scoring_run_id", "method", "sql_file"],
+                   {"method": ("band", "random", "all")}),
+    "experiments": (["experiment_id"], ["config", "dataset_id", "pool_id", "selections"], {}),
+    "runs": (["run_id"], ["experiment_id", "method", "rep", "seed", "test_acc", "git_sha"],
+             {"purpose": ("method", "band-search"), "init": ("scratch", "baseline")}),
+    "history": (["run_id", "epoch"], ["train_loss", "train_acc"], {}),
+    "drift": (["selection_id"], ["previous_selection_id", "jaccard", "round"], {}),
+}
+
+
+def check_contracts(lake: Lake) -> dict[str, int]:
+    from pipeline.lake import TABLES
+
+    assert set(CONTRACTS) == set(TABLES)
+    rows = {}
+    for table, (key, not_null, accepted) in CONTRACTS.items():
+        k = ", ".join(key)
+        q = f"select count(*) n, count(distinct ({k})) d from {table}"
+        counts = lake.sql(q).to_pylist()[0]
+        assert counts["n"] == counts["d"], f"{table}: duplicate {k}"
+        for col in key + not_null:
+            nulls = lake.sql(f"select count(*) n from {table} where {col} is null")
+            assert nulls.to_pylist() == [{"n": 0}], f"{table}.{col} has NULLs"
+        for col, values in accepted.items():
+            seen = {r[col] for r in lake.sql(f"select distinct {col} from {table}").to_pylist()}
+            assert seen <= set(values), f"{table}.{col}: {seen - set(values)}"
+        rows[table] = counts["n"]
+    return rows
+
+
+def test_every_table_meets_its_data_contract(small_experiment):
+    from pipeline.steps.reselect import reselect
+
+    lake, _, exp_id, _ = small_experiment
+    reselect(lake, experiment_id=exp_id, retrain=True, log=None)  # a drift row and a child
+    rows = check_contracts(lake)
+    assert all(rows[t] > 0 for t in CONTRACTS), rows
+
+
+def test_warm_start_fine_tunes_the_baseline(small_experiment):
+    """init="baseline" (the paper preset's protocol) starts from the registered baseline's
+    weights: with a zero learning rate a run keeps the baseline's accuracy (batch norm
+    statistics aside), while a run from scratch stays at chance."""
+    lake, cfg, exp_id, _ = small_experiment
+    base = lake.row("models", lake.row("experiments", exp_id)["baseline_model_id"])
+    frozen = replace(cfg.retrain, epochs=1, lr=0.0, optimizer="sgd")
+    methods = (cfg.methods[0],)
+    acc = {}
+    for init in ("baseline", "scratch"):
+        c = replace(cfg, init=init, retrain=frozen, methods=methods, reps=1, band_grid=())
+        run_experiment(c, lake, log=None)
+        acc[init] = lake.sql("select test_acc from runs where experiment_id = $e",
+                             {"e": content_id("experiment", c.to_dict())}).to_pylist()[0]
+    assert abs(acc["baseline"]["test_acc"] - base["test_acc"]) < 0.05
+    assert acc["scratch"]["test_acc"] < base["test_acc"] - 0.2
+
+
+# The ids of the quick preset on a small config, as the code before the "one house"
+# renovation produced them: same config, same ids.
+PINNED = {
+    "experiment_id": "2a1505aad1ce576f", "dataset_id": "e644bae38121e867",
+    "baseline_model_id": "ac92bdd22f3a9fff", "pool_id": "ca32da78b3d7cf88",
+    "scoring_run_id": "474427901d6f096c",
+    "selections": {"M0": "fedbc5bc68d90640", "M1": "929b15da9b3b797a", "M2": "0ad3f42b084c193e"},
+    "runs": {"M0/0": "6649815801b74a50", "M0/1": "31f809ad45a37bea", "M1/0": "e9db2b745234d64c",
+             "M1/1": "d0d95ad5953bd643", "M2/0": "bc97be51835668ec", "M2/1": "3f617ed2cbdc3d03"},
+    "sizes": {"M0": 550, "M1": 110, "M2": 110}}
+
+
+@pytest.mark.slow
+def test_quick_preset_ids_are_pinned(tmp_path, fashion_root, monkeypatch):
+    monkeypatch.setenv("SMARTAUG_DATA", fashion_root)
+    cfg = apply_overrides(preset("quick"), per_class_train=60, per_class_test=20, epochs=1,
+                          reps=2, device="cpu")
+    lake = Lake(tmp_path)
+    exp_id = run_experiment(cfg, lake, log=None)
+    exp = lake.row("experiments", exp_id)
+    sels = json.loads(exp["selections"])
+    runs = lake.sql("select run_id, method, rep from runs").to_pylist()
+    got = {"experiment_id": exp_id, **{k: exp[k] for k in ("dataset_id", "baseline_model_id",
+                                                           "pool_id", "scoring_run_id")},
+           "selections": sels, "runs": {f"{r['method']}/{r['rep']}": r["run_id"] for r in runs},
+           "sizes": {k: lake.count("selections", v) for k, v in sels.items()}}
+    assert got == PINNED

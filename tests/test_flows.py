@@ -84,11 +84,27 @@ def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, tmp_path):
     # a second identical run adds no rows
     _python(prefect_env, code)
     assert _counts(lake) == first
+    assert lake.sql("select scoring_run_id, created_at from scoring_runs").to_pylist() == scored_at
     # deleting the lake invalidates Prefect's cache: the next run recomputes, not fails
     shutil.rmtree(storage)
     _python(prefect_env, code)
     assert _counts(Lake(storage)) == first
     assert scored_at
+    # the CLI runs the same list of steps: the same ids and the same figures
+    cli = subprocess.run([str(BIN / "smartaug"), "experiment", "--preset", "quick",
+                          "--per-class-train", "60", "--per-class-test", "20", "--epochs", "1",
+                          "--reps", "2", "--storage", str(tmp_path / "cli")], env=prefect_env,
+                         capture_output=True, text=True, timeout=900)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    q = "select run_id, method, rep, selection_id, test_acc, val_acc from runs order by run_id"
+    assert Lake(tmp_path / "cli").sql(q) == Lake(storage).sql(q)
+    cli_report = json.loads((Path(cli.stdout.strip().splitlines()[-1]) / "report.json"
+                             ).read_text())
+    assert cli_report["ids"] == report["ids"]
+    assert cli_report["experiment_id"] == report["experiment_id"]
+    figures = ("test_acc_mean", "test_acc_std", "ci95", "n", "test_avh_mean", "selection_id")
+    assert {m: [v[f] for f in figures] for m, v in cli_report["methods"].items()} == \
+        {m: [v[f] for f in figures] for m, v in report["methods"].items()}
 
 
 @pytest.mark.slow

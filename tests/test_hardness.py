@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.hardness import angles, avc, avh, hardness_scores
+from pipeline.core.hardness import angles, avc, avh, hardness_scores
 
 
 def avh_reference(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:

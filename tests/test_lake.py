@@ -1,4 +1,4 @@
-"""The lake (pipeline/lake.py, storage/views.sql): schemas, atomic partitions, ids, views."""
+"""The lake (pipeline/lake/, storage/views.sql): schemas, atomic partitions, ids, views."""
 
 import re
 from pathlib import Path
@@ -7,13 +7,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.lake import SCHEMAS, Lake, LakeError, content_id, decode_images, encode_images
+from pipeline.lake import SCHEMAS, Lake, LakeError, content_id, decode_images, encode_images, views_sql
 
 
 def test_views_sql_has_one_view_per_table():
     text = (Path(__file__).parent.parent / "storage" / "views.sql").read_text()
     views = re.findall(r"CREATE OR REPLACE VIEW (\w+) AS", text)
     assert sorted(views) == sorted(SCHEMAS)
+    # the shipped file is the one the schemas generate, and it names every table's README entry
+    assert text == views_sql("storage")
+    readme = (Path(__file__).parent.parent / "storage" / "README.md").read_text()
+    for table, schema in SCHEMAS.items():
+        row = next((r for r in readme.splitlines() if r.startswith(f"| {table} |")), "")
+        assert all(c in row for c in schema.names), f"storage/README.md: {table} row"
 
 
 def test_empty_lake_is_queryable(tmp_path):
@@ -40,10 +46,10 @@ def test_write_is_atomic_and_idempotent(tmp_path):
     assert not lake.has("scores", "r2")
     assert list((tmp_path / ".tmp").iterdir()) == []
     # an unfinished writer is invisible to readers
-    w = lake.writer("scores", "r3")
-    w.write(dict(row, scoring_run_id=["r3"]))
-    assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 1}]
-    assert w.commit()
+    with lake.writer("scores", "r3") as w:
+        w.write(dict(row, scoring_run_id=["r3"]))
+        assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 1}]
+    assert w.committed
     assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 2}]
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.config import DataConfig, ExperimentConfig, standard_methods
+from pipeline.config import DataConfig, ExperimentConfig, TrainConfig, standard_methods
 from pipeline.lake import Lake, LakeError
-from pipeline.train import TrainConfig
 
 
 def _scores(n: int, run: str = "r1", start: int = 0) -> dict:
@@ -46,12 +45,12 @@ def test_file_url_is_the_local_lake(tmp_path):
 def test_remote_partition_is_one_object_written_whole(remote):
     fs, base = remote.fs, remote.path
     assert not remote.local and remote.root.startswith(("memory://", "s3://"))
-    w = remote.writer("scores", "r1", rows_per_file=10)  # rolls over locally, not remotely
-    w.write(_scores(25))
-    w.write(_scores(25, start=25))
-    assert not remote.has("scores", "r1")  # nothing visible before commit
-    assert not fs.exists(f"{base}/scores/scoring_run_id=r1")
-    assert w.commit()
+    with remote.writer("scores", "r1", rows_per_file=10) as w:  # rolls over locally only
+        w.write(_scores(25))
+        w.write(_scores(25, start=25))
+        assert not remote.has("scores", "r1")  # nothing visible before commit
+        assert not fs.exists(f"{base}/scores/scoring_run_id=r1")
+    assert w.committed
     assert fs.glob(f"{base}/scores/scoring_run_id=r1/*") == \
         [f"{base}/scores/scoring_run_id=r1/part-00000.parquet"]
     assert remote.count("scores", "r1") == 50
@@ -68,11 +67,11 @@ def test_remote_partition_is_one_object_written_whole(remote):
 
 
 def test_remote_failed_write_leaves_nothing(remote):
-    w = remote.writer("scores", "r2")
-    w.write(_scores(10, run="r2"))
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
-        w.write({**_scores(1, run="r2"), "avh": ["not a float"]})
-    w.abort()
+        with remote.writer("scores", "r2") as w:
+            w.write(_scores(10, run="r2"))
+            w.write({**_scores(1, run="r2"), "avh": ["not a float"]})
+    assert not w.committed
     assert not remote.has("scores", "r2")
     assert not remote.fs.exists(f"{remote.path}/scores/scoring_run_id=r2")
     assert remote.sql("select count(*) n from scores").to_pylist() == [{"n": 0}]
@@ -89,9 +88,10 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
     """The whole chain on an object-store lake: sharded scoring publishes one object equal to
     a local one-pass scoring, the report is uploaded, a rerun adds no rows, and a fresh
     machine (an empty cache) downloads the checkpoint it needs."""
-    from pipeline.experiment import run_experiment, stage_augment, stage_baseline, stage_ingest
-    from pipeline.report import write_report
-    from pipeline.score import commit_pool_shards, load_model, score_pool, score_pool_shard
+    from pipeline.steps import experiment as steps
+    from pipeline.steps.experiment import run_experiment
+    from pipeline.steps.report import write_report
+    from pipeline.steps.score import commit_pool_shards, load_model, score_pool, score_pool_shard
 
     cfg = ExperimentConfig(
         preset="test",
@@ -100,9 +100,9 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
         baseline=TrainConfig(epochs=1, batch_size=64, device="cpu"),
         retrain=TrainConfig(epochs=1, batch_size=64, device="cpu"),
         methods=standard_methods(), reps=1)
-    dataset_id = stage_ingest(remote, cfg)
-    model_id = stage_baseline(remote, cfg, dataset_id, None)
-    pool_id = stage_augment(remote, cfg, dataset_id)
+    dataset_id = steps.ingest(remote, cfg)
+    model_id = steps.baseline(remote, cfg, dataset_id, log=None)
+    pool_id = steps.pool(remote, cfg, dataset_id)
     for k in range(2):
         score_pool_shard(remote, model_id, pool_id, k, 2, batch_size=32, device="cpu")
     run_id = commit_pool_shards(remote, model_id, pool_id, 2, device="cpu")

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.hardness import avh
-from pipeline.losses import LossSpec, compute_loss
+from pipeline.config import LossSpec
+from pipeline.core.hardness import avh
+from pipeline.core.losses import compute_loss
 
 
 def case(seed=0, n=32, d=8, c=5):

@@ -16,7 +16,7 @@ import torch
 
 from models import load_checkpoint
 from pipeline.lake import Lake, LakeError, encode_images
-from pipeline.score import ScoringError, score_pool, score_split
+from pipeline.steps.score import ScoringError, score_pool, score_split
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -72,9 +72,8 @@ def test_originals_are_scored_in_runs_of_their_own(small_lake):
 def _fake_pool(lake, base_pool, pool_id, mutate, row_group_size=16_384):
     t = lake.read("augmentations", base_pool)
     t = mutate(t.set_column(0, "pool_id", [[pool_id] * t.num_rows]))
-    w = lake.writer("augmentations", pool_id, row_group_size=row_group_size)
-    w.write(t)
-    w.commit()
+    with lake.writer("augmentations", pool_id, row_group_size=row_group_size) as w:
+        w.write(t)
     lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": ["x"], "config": ["{}"],
                                   "n_items": [t.num_rows], "seconds": [0.0],
                                   "created_at": [None], "git_sha": ["test"]})
@@ -178,7 +177,7 @@ def test_sigkill_halfway_then_rerun_completes(tmp_path, fashion_root):
 
 
 def test_sharded_scoring_equals_one_pass(small_lake):
-    from pipeline.score import commit_pool_shards, score_pool_shard
+    from pipeline.steps.score import commit_pool_shards, score_pool_shard
 
     lake = small_lake["lake"]
     a = _fake_pool(lake, small_lake["pool_id"], "shardpoolA000001", lambda t: t)

@@ -5,8 +5,8 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.losses import LossSpec
-from pipeline.train import TrainConfig, build_model, evaluate, train
+from pipeline.config import LossSpec, TrainConfig
+from pipeline.core.train import build_model, evaluate, train
 
 
 def toy(n=64, seed=0):
@@ -56,3 +56,32 @@ def test_cli_bad_dataset_path_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["describe", "--data", str(tmp_path / "nope")])
     assert res.exit_code == 2
     assert "directory not found" in res.output
+
+
+def test_sgd_is_deterministic_and_learns():
+    x, y = toy()
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=0.05, optimizer="sgd", seed=1, device="cpu")
+    nets = [build_model("lenet5", 2, 1, 16, seed=1) for _ in range(2)]
+    hists = [train(net, x, y, cfg, log=None) for net in nets]
+    assert hists[0][-1]["train_loss"] == hists[1][-1]["train_loss"]
+    assert hists[0][-1]["train_loss"] < hists[0][0]["train_loss"]
+    assert evaluate(nets[0], *toy(seed=2))["acc"] > 0.9
+
+
+def test_large_batches_train_channels_last_with_the_same_result():
+    """Batches of 512+ take oneDNN's NHWC kernels on the CPU: the model ends channels_last and
+    learns what the NCHW path learns, up to float rounding."""
+    x, y = toy(n=1024)
+    cfg = TrainConfig(epochs=3, batch_size=512, lr=3e-3, seed=0, device="cpu")
+    nhwc = build_model("lenet5", 2, 1, 16, seed=0)
+    train(nhwc, x, y, cfg, log=None)
+    conv = [m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 6 -> 16
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    nchw = build_model("lenet5", 2, 1, 16, seed=0)
+    train(nchw, x, y, TrainConfig(epochs=3, batch_size=511, lr=3e-3, seed=0, device="cpu"),
+          log=None)
+    conv = [m for m in nchw.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert conv.weight.is_contiguous()
+    test = toy(seed=2)
+    assert evaluate(nhwc, *test)["acc"] > 0.9 and evaluate(nchw, *test)["acc"] > 0.9

@@ -18,7 +18,7 @@ def method_stats(accs: list[float]) -> dict:
     mean = float(a.mean()) if n else float("nan")
     std = float(a.std(ddof=1)) if n > 1 else 0.0
     ci = [mean, mean]
-    if n > 1:
+    if n > 1 and std > 0:  # scipy's interval is undefined for a zero scale
         ci = [float(x) for x in stats.t.interval(0.95, n - 1, loc=mean, scale=std / np.sqrt(n))]
     return {"test_acc_mean": mean, "test_acc_std": std, "ci95": ci, "n": n}
 

@@ -1,0 +1,66 @@
+"""Configs (pipeline/config.py): a leaf without torch, JSON round trips, strict loading."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pydantic
+import pytest
+
+from pipeline.config import (
+    LOSS_FNS,
+    SCORE_COLUMNS,
+    ExperimentConfig,
+    LossSpec,
+    config_from_dict,
+    preset,
+    standard_methods,
+)
+
+
+def test_importing_the_config_does_not_import_torch():
+    code = "import sys, pipeline.config; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("cfg", [
+    preset("quick"), preset("paper"),
+    replace(preset("quick"), band_grid=((0.0, 0.2), (0.4, 0.6)),
+            methods=standard_methods(ablations=True, other_scores=("margin", "el2n"))),
+    ExperimentConfig(), replace(preset("paper"), retrain=replace(
+        preset("paper").retrain, optimizer="sgd", loss=LossSpec("multiplicative", "sqrt")))])
+def test_config_round_trips_through_json(cfg):
+    back = config_from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.to_dict() == cfg.to_dict()
+    assert isinstance(back.methods, tuple) and isinstance(back.methods[0].band or (0, 0), tuple)
+
+
+def test_unknown_keys_and_bad_values_are_errors_not_dropped():
+    d = preset("quick").to_dict()
+    with pytest.raises(pydantic.ValidationError, match="epochz"):
+        config_from_dict({**d, "epochz": 3})
+    with pytest.raises(pydantic.ValidationError, match="learning_rate"):
+        config_from_dict({**d, "retrain": {**d["retrain"], "learning_rate": 1}})
+    with pytest.raises(pydantic.ValidationError, match="reps must be >= 1"):
+        config_from_dict({**d, "reps": 0})
+    with pytest.raises(pydantic.ValidationError, match="unknown loss kind"):
+        config_from_dict({**d, "retrain": {**d["retrain"], "loss": {"kind": "focal"}}})
+
+
+def test_the_names_the_config_accepts_are_the_ones_the_core_implements():
+    from pipeline.core.hardness import hardness_scores
+    from pipeline.core.losses import ADDITIVE_FNS, MULTIPLICATIVE_FNS
+    from pipeline.lake import SCHEMAS
+    from pipeline.steps.sql import sql_text
+
+    assert set(ADDITIVE_FNS) == set(LOSS_FNS["additive"])
+    assert set(MULTIPLICATIVE_FNS) == set(LOSS_FNS["multiplicative"])
+    import torch
+
+    s = hardness_scores(torch.randn(4, 3), torch.randn(4, 5), torch.randn(3, 5),
+                        torch.tensor([0, 1, 2, 0]))
+    assert set(s) - {"pred", "correct"} == set(SCORE_COLUMNS)
+    assert [c for c in SCHEMAS["scores"].names if c in SCORE_COLUMNS] == list(SCORE_COLUMNS)
+    band = sql_text("band.sql")
+    assert all(f"when '{c}' then {c}" in band for c in SCORE_COLUMNS)
