@@ -1,15 +1,9 @@
 """Prefect flow ``smart-augmentation``: the experiment's list of steps
-(``pipeline.steps.experiment.experiment``), each step a task.
-
-    ingest -> baseline -> pool -> score originals -> score (or shards + commit) -> choose
-           -> cell (methods x reps) -> record -> report
-
-The same list runs in ``smartaug experiment`` (one process); here the flow adds what Prefect
-gives: a task per step, results persisted and cached on the step's inputs, source and the lake's
-identity (``Lake.lake_id``, created with the storage root: delete ``storage/`` and the next run
-recomputes), retries, and a task runner (``flows.runners``: one thread by default, or Dask
-workers) over which the retraining grid and, with ``SMARTAUG_SCORE_SHARDS=N``, the pool's
-scoring spread. Tasks pass ids and paths, never tensors.
+(``pipeline.steps.experiment.experiment``, the same list ``smartaug experiment`` runs), each
+step a task: cached on its inputs, its source and the lake's identity (``Lake.lake_id``: delete
+``storage/`` and the next run recomputes), retried, and spread over the task runner
+(``flows.runners``) for the retraining grid and, with ``SMARTAUG_SCORE_SHARDS=N``, the pool's
+scoring.
 
     prefect deployment run smart-augmentation/smart-augmentation -p preset=quick \
         -p overrides='{"epochs": 2}' --watch

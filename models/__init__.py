@@ -7,6 +7,7 @@ model), exposes ``features(x) -> [N, D]`` (the input of the last linear layer) a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from models.lenet import lenet5, lenet5_wide
 from models.resnet import resnet
@@ -127,10 +129,6 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     ``nn.Sequential`` and ``convN``/``bnN`` attribute pairs (residual blocks). ``features``,
     ``head`` and ``spec`` are kept.
     """
-    import copy
-
-    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
-
     fused = copy.deepcopy(model).eval()
 
     def fold(layer, bn):

@@ -121,12 +121,11 @@ def demo(
     Prints one line per epoch, then per-class-outcome hardness on the test split.
     """
     import numpy as np
-    import torch
     from scipy.stats import mannwhitneyu
 
     from pipeline.config import TrainConfig
-    from pipeline.core.hardness import hardness_scores
-    from pipeline.core.train import as_batch, build_model, resolve_device, train
+    from pipeline.core.scoring import score_batches
+    from pipeline.core.train import build_model, resolve_device, train
 
     ds = _load(dataset, data, per_class_train, per_class_test, grayscale, image_size, 0.0, seed)
     err.print(f"{ds.name}: train {len(ds.train)}, test {len(ds.test)}, "
@@ -139,18 +138,11 @@ def demo(
     train(net, ds.train.images, ds.train.labels, cfg,
           eval_sets={"test": (ds.test.images, ds.test.labels)}, log=err.print)
 
-    device = resolve_device(cfg.device)
-    scores: dict[str, list] = {}
-    with torch.inference_mode():
-        x_all = torch.as_tensor(ds.test.images)
-        y_all = torch.as_tensor(ds.test.labels)
-        for i in range(0, len(y_all), 1024):
-            x = as_batch(x_all[i : i + 1024].to(device), False)
-            f = net.features(x)
-            s = hardness_scores(net.head(f), f, net.head.weight, y_all[i : i + 1024].to(device))
-            for k, v in s.items():
-                scores.setdefault(k, []).append(v.cpu())
-    s = {k: torch.cat(v).numpy() for k, v in scores.items()}
+    x, y = ds.test.images, ds.test.labels
+    batches = [(None, y[i : i + 1024], x[i : i + 1024]) for i in range(0, len(y), 1024)]
+    parts = list(score_batches(net, batches, device=resolve_device(cfg.device),
+                               image_shape=ds.image_shape))
+    s = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "item_id"}
     ok = s["correct"]
     table = Table(title=f"test hardness of the {model} baseline ({epochs} epochs, seed {seed})")
     for col in ("score", "correct (mean)", "wrong (mean)", "AUROC wrong vs correct"):

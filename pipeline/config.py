@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ConfigDict, TypeAdapter
 
-_STRICT = ConfigDict(extra="forbid")  # pydantic reads it: an unknown key is an error
+_STRICT = ConfigDict(extra="forbid")
 
 # Direction of every float score a scoring run stores: +1 = higher is harder, -1 = easier.
 SCORE_DIRECTIONS: dict[str, int] = {
@@ -47,8 +47,6 @@ class DataConfig:
     root: directory holding the dataset's files (else ``SMARTAUG_DATA``, a system copy, or a
     torchvision download when online).
     """
-
-    __pydantic_config__ = _STRICT
 
     dataset: str = "fashion-mnist"
     root: str | None = None
@@ -84,8 +82,6 @@ class AugmentConfig:
     """The pool: ``one`` augmentation per image (kind drawn uniformly: seed 000), ``k:N`` per
     image, or ``all`` kinds for every image."""
 
-    __pydantic_config__ = _STRICT
-
     policy: str = "one"  # "one" | "all" | "k:N"
     kinds: tuple[str, ...] = AUGMENT_KINDS
     max_angle: float = 20.0  # degrees
@@ -112,8 +108,6 @@ class AugmentConfig:
 class LossSpec:
     """Which loss to train with (``pipeline.core.losses``). ``fn=None`` takes the kind's
     default (additive: square, multiplicative: exp)."""
-
-    __pydantic_config__ = _STRICT
 
     kind: str = "none"
     fn: str | None = None
@@ -150,8 +144,6 @@ class LossSpec:
 class TrainConfig:
     """How to train: optimiser, schedule, loss, seed and device."""
 
-    __pydantic_config__ = _STRICT
-
     epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3  # Adam step size (SGD: per batch, no scaling)
@@ -173,8 +165,6 @@ class MethodSpec:
     quantile band of ``score``), ``random_matched`` (a random subset with the size and class mix
     of method ``matched_to``'s selection).
     """
-
-    __pydantic_config__ = _STRICT
 
     name: str
     selection: str = "none"
@@ -232,8 +222,6 @@ def standard_methods(band=(0.02, 0.22), *, lam: float = 1.0, ablations: bool = F
 class ExperimentConfig:
     """The whole chain: data -> baseline -> pool -> scores -> selections -> retrain x reps."""
 
-    __pydantic_config__ = _STRICT
-
     preset: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "lenet5"
@@ -261,6 +249,10 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+for _cls in (DataConfig, AugmentConfig, LossSpec, TrainConfig, MethodSpec, ExperimentConfig):
+    _cls.__pydantic_config__ = _STRICT  # pydantic reads it: an unknown key is an error
 
 
 @functools.cache

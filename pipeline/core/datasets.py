@@ -22,14 +22,18 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
+from torchvision.datasets.utils import extract_archive
+from torchvision.transforms.v2 import functional as TF
 
 from pipeline.config import DataConfig
+from pipeline.lake.files import atomic_path
 
 __all__ = ["Dataset", "DatasetError", "Split", "fingerprint", "load_dataset", "SOURCES"]
 
@@ -124,27 +128,17 @@ def _stage_idx(src: Path, cls_name: str) -> Path:
     if all((src / n).is_file() for n in _IDX_FILES) and src.name == "raw" \
             and src.parent.name == cls_name:
         return src.parent.parent
-    from torchvision.datasets.utils import extract_archive
-
     key = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:12]
     root = _cache_dir() / "idx" / f"{cls_name}-{key}"
     raw = root / cls_name / "raw"
-    if all((raw / n).is_file() for n in _IDX_FILES):
-        return root
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".raw-", dir=raw.parent))
-    try:
-        for n in _IDX_FILES:
-            if (src / n).is_file():
-                shutil.copyfile(src / n, tmp / n)
-            else:
-                extract_archive(str(src / f"{n}.gz"), str(tmp))
-        if raw.exists():
-            shutil.rmtree(raw)
-        os.replace(tmp, raw)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    if not all((raw / n).is_file() for n in _IDX_FILES):
+        with atomic_path(raw, directory=True) as tmp:
+            for n in _IDX_FILES:
+                if (src / n).is_file():
+                    shutil.copyfile(src / n, tmp / n)
+                else:
+                    extract_archive(str(src / f"{n}.gz"), str(tmp))
+    return root
     return root
 
 
@@ -182,8 +176,6 @@ def _how_to_get(name: str) -> str:
 
 
 def _load_idx(name: str, root: str | None, download: bool):
-    from torchvision.datasets import MNIST, FashionMNIST
-
     cls = FashionMNIST if name == "fashion-mnist" else MNIST
     if root is not None:
         d = Path(root)
@@ -219,8 +211,6 @@ def _load_idx(name: str, root: str | None, download: bool):
 
 
 def _load_cifar10(root: str | None, download: bool):
-    from torchvision.datasets import CIFAR10
-
     dirs = [Path(root)] if root is not None else _candidate_dirs("cifar10", None)
     if root is not None and not Path(root).is_dir():
         raise DatasetError(f"cifar10: directory not found: {root}. {_how_to_get('cifar10')}")
@@ -256,8 +246,6 @@ def _image_files(d: Path) -> list[Path]:
 
 
 def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"imagefolder: directory not found: {root}")
@@ -327,8 +315,6 @@ SOURCES = ("fashion-mnist", "mnist", "cifar10", "imagefolder:PATH")
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 [N, H, W, C] -> uint8 [N, size, size, C], bilinear with antialias (torchvision)."""
-    from torchvision.transforms.v2 import functional as TF
-
     t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2)
     t = TF.resize(t, [size, size], antialias=True)
     return t.permute(0, 2, 3, 1).contiguous().numpy()
@@ -336,8 +322,6 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 def _to_grayscale(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] -> uint8 [N, H, W, 1] (ITU-R 601-2 luma, as PIL's "L")."""
-    from torchvision.transforms.v2 import functional as TF
-
     t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2)
     return TF.rgb_to_grayscale(t, num_output_channels=1).permute(0, 2, 3, 1).contiguous().numpy()
 

@@ -1,9 +1,5 @@
-"""The lake: Parquet tables under one storage root (a directory or an fsspec URL).
-
-``schemas`` defines the tables, ``store.Lake`` reads and locates them, ``writer`` is the one
-way rows enter them, ``files`` the one way whole files do, ``codec`` stores images and
-``provenance`` makes ids and stamps rows.
-"""
+"""The lake: ``schemas`` (the tables), ``store`` (where they live, reads), ``writer`` (the one
+way rows enter), ``files`` (the one way whole files do), ``codec`` (images), ``provenance``."""
 
 from pipeline.lake.codec import decode_images, encode_images, image_columns
 from pipeline.lake.files import atomic_path

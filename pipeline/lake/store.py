@@ -1,19 +1,10 @@
-"""The lake: Parquet tables under one storage root, content-hashed ids, atomic partitions.
+"""The lake's store: where each table's partitions live under one root (a local path, a
+``file://`` URL, or any fsspec URL such as ``s3://bucket/lake``), and how to read them.
 
-Every table is a directory of partitions, one per id of the step that wrote it
-(``scores/scoring_run_id=<id>/part-00000.parquet``). A partition is written into
-``<root>/.tmp/`` and renamed into place only when complete, so a reader (DuckDB, a person's
-query, a crashed run's retry) never sees a partial one. Ids are content hashes of the step's
-config and upstream ids: running a step again finds its partition and writes nothing.
-
-The pipeline never holds a DuckDB database file open: ``Lake.connect()`` is an in-memory
-connection with one view per table (``storage/views.sql``), so nothing blocks ad-hoc queries.
-
-The root is a local path (or a ``file://`` URL), or any other fsspec URL (``s3://bucket/lake``,
-``gs://...``, ``memory://...``). An object store has no rename, so there a partition is one
-Parquet object, staged on local disk and uploaded in one PUT, which appears whole or not at
-all; checkpoints and reports are staged locally and uploaded the same way, and read back
-through a local cache (``SMARTAUG_CACHE``, default ``~/.cache/smartaug``).
+A partition appears whole or not at all (``writer``); ids are content hashes, so a step run
+again finds its partition. The pipeline never holds a DuckDB database file open: queries run
+on in-memory connections with one view per table, so nothing blocks a person's query. On an
+object store, checkpoints and reports are read through a local cache (``SMARTAUG_CACHE``).
 """
 
 from __future__ import annotations
@@ -95,9 +86,9 @@ def _process_alive(process_id: int) -> bool:
         os.kill(process_id, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    except PermissionError:  # alive, another user's
+        pass
+    return True  # alive (PermissionError: alive, another user's)
 
 
 class Lake:

@@ -1,10 +1,6 @@
 """The one way rows enter the lake: ``with lake.writer(table, key) as w: w.write(columns)``.
-
-Batches stream into a staging directory of the lake; leaving the block commits the partition
-in one step (a rename on a local lake, one upload on an object store), an exception aborts it
-and nothing becomes visible. Provenance columns (``created_at``, ``git_sha``) are stamped on
-every row the caller does not stamp itself, one timestamp per partition.
-"""
+Rows stream into staging; the block's end commits the partition in one step (a rename, or one
+upload), an exception aborts it. Rows get the provenance columns the caller does not give."""
 
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
-"""The experiment as one list of steps, run by either of two runners.
-
-    ingest -> baseline -> pool -> score originals -> score pool (or shards + commit)
-           -> choose (band search on validation, selections) -> retrain cells -> record -> report
-
-``experiment(cfg, runner)`` is that list. Every step is ``step(lake, cfg, *ids, log=...)``: it
-reads its inputs from the lake, calls one step function, writes its table and returns an id.
-``LocalRunner`` (``run_experiment``, the CLI) calls each step in this process; the Prefect
-flow (``flows/smart_augmentation.py``) runs each as a task with caching, retries and workers.
-Ids are content hashes, so every step finds its output when it exists: a crashed experiment
-resumes at its first unfinished step, and a finished one reruns with no work.
+"""The experiment as one list of steps (``experiment``), run by either of two runners:
+``LocalRunner`` in this process (``run_experiment``, the CLI) or the Prefect flow
+(``flows/smart_augmentation.py``: each step a task, with caching, retries and workers). A step
+is ``step(lake, cfg, *ids, log=...)``: it reads the lake, calls one step function, writes its
+table and returns an id. Ids are content hashes, so a rerun resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -49,7 +43,7 @@ def score_shards() -> int:
 # ------------------------------------------------------------------ the steps
 
 
-def ingest(lake: Lake, cfg: ExperimentConfig, *, log: Log = print) -> str:
+def ingest(lake: Lake, cfg: ExperimentConfig, *, log: Log = None) -> str:
     """Load the dataset into the samples table."""
     return ingest_.ingest(lake, cfg.data)
 
@@ -60,20 +54,20 @@ def baseline(lake: Lake, cfg: ExperimentConfig, dataset_id: str, *, log: Log = p
                                     cfg=replace(cfg.baseline, seed=cfg.seed), log=log)
 
 
-def pool(lake: Lake, cfg: ExperimentConfig, dataset_id: str, *, log: Log = print) -> str:
+def pool(lake: Lake, cfg: ExperimentConfig, dataset_id: str, *, log: Log = None) -> str:
     """Generate the augmentation pool."""
     return pool_.build_pool(lake, dataset_id, cfg.augment)
 
 
 def score_originals(lake: Lake, cfg: ExperimentConfig, model_id: str, dataset_id: str, *,
-                    log: Log = print) -> list[str]:
+                    log: Log = None) -> list[str]:
     """Score the original train and test images (for the report)."""
     return [score_.score_split(lake, model_id, dataset_id, split, device=cfg.retrain.device)
             for split in ("train", "test")]
 
 
-def score(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str, *,
-          log: Log = print) -> str:
+def score(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str, *, log: Log = None
+          ) -> str:
     """Score the pool by AVH and the other hardness scores."""
     return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device)
 

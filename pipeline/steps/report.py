@@ -1,11 +1,8 @@
 """Step ``report``: an experiment's tables -> ``<root>/reports/<experiment_id>/``: report.json,
-report.md, a self-contained report.html (jinja2 templates in ``templates/``) and the plots.
-
-Statistics (``pipeline.core.stats``): per method, test accuracy mean, sample std and a 95 % t
-interval over the replications; paired differences (same rep = same seed) against M0 and M1
-with the paired t-test's two-sided p-value. Nothing is claimed that these numbers do not show:
-the verdict says whether M2 beats the baselines, and plot titles say what is plotted.
-"""
+report.md, a self-contained report.html (jinja2 ``templates/``) and one PNG per plot. Per
+method: test accuracy mean, std and 95 % t interval over seeds; paired differences against M0
+and M1 with the paired t-test's p (``pipeline.core.stats``). The verdict claims nothing the
+numbers do not show, and plot titles say what is plotted, not what to conclude."""
 
 from __future__ import annotations
 

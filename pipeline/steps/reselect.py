@@ -1,12 +1,10 @@
 """Step ``reselect``: one re-selection round (a curriculum). A round takes the newest model
-of an experiment's lineage (the baseline, then each round's model); with ``retrain`` it first fine-tunes that model on the
-current selection with the band method's loss and registers the result as the next model of
-the lineage (``parent_model_id``). The round's model re-scores the pool (skipped when it already
-has), the same band spec re-selects, and the drift against the previous selection is recorded.
-
-Drift of a new selection against the previous one: Jaccard overlap of the two item sets, items
-moved in and out, and the two-sample Kolmogorov-Smirnov statistic between the AVH distributions
-of the pool under the two scoring runs.
+of an experiment's lineage (the baseline, then each round's model); with ``retrain`` it first
+fine-tunes that model on the current selection with the band method's loss and registers the
+result as the next model of the lineage (``parent_model_id``). That model re-scores the pool
+(skipped when it already has), the same band spec re-selects, and the drift against the
+previous selection is recorded: Jaccard overlap of the two item sets, items moved in and out,
+and the two-sample Kolmogorov-Smirnov statistic between the pool's AVH under the two runs.
 """
 
 from __future__ import annotations

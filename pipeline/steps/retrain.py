@@ -1,9 +1,6 @@
-"""Step ``retrain``: the selections of every method, then one cell of the retraining grid
-(a method at a seed) -> a row of the runs table and its history.
-
-No tuning on test: the optional band search trains on the train split and compares bands by
-validation accuracy; only the chosen band is evaluated on test, and the report says so.
-"""
+"""Step ``retrain``: every method's selection, then one cell of the grid (a method at a seed)
+-> a runs row and its history. No tuning on test: the optional band search compares bands by
+validation accuracy; only the chosen band is evaluated on test, and the report says so."""
 
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
-"""Step ``score``: a pool (or a split of the originals) -> a scoring run in the scores table.
-
-A scoring run covers one set of items: a pool (``item_id = aug_id``, one row per augmentation)
-or one split of the original samples (``item_id = sample_id``). Batches are read, scored and
-written one at a time (a reader thread decodes the next batch while the model runs), so the
-pool is never in memory as a whole. The run's partition becomes visible only when complete.
-A pool can also be scored in shards (one task each, on any worker that sees the lake), staged
-under the lake's root and published as one run by ``commit_pool_shards``.
-
-Device ``auto`` = CUDA when present (bf16 autocast, channels_last), else CPU (float32).
+"""Step ``score``: a pool (``item_id = aug_id``) or a split of the originals (``item_id =
+sample_id``) -> a scoring run. Batches stream Parquet -> model -> Parquet (a reader thread
+decodes ahead), so the pool is never whole in memory; a pool can also be scored in shards on
+any worker that sees the lake, published as one run by ``commit_pool_shards``. Device ``auto``
+= CUDA when present (bf16 autocast, channels_last), else CPU (float32).
 """
 
 from __future__ import annotations

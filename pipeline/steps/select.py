@@ -1,16 +1,8 @@
-"""Step ``select``: a scoring run -> a selection of its items, through DuckDB (SQL in
-``pipeline/steps/sql/``).
-
-* ``band``: items whose score lies in the [lo, hi) quantile band of the run (``quantile_cont``),
-  over all items or within each class. For AVH, low = easy: seed 000 kept 0.02-0.22.
-* ``random_subset``: a random subset of a given size or fraction, or matched to another selection's
-  size and class mix (M1 of seed 000).
-* ``all``: every item (M0).
-
-Every value is bound as a query parameter; the SQL text is one file per query. A selection is
-stored with its method, parameters, SQL file name and scoring_run_id; its id hashes those (and
-the SQL text), so the same selection asked twice is found, not written again.
-"""
+"""Step ``select``: a scoring run -> a selection of its items, through DuckDB (one SQL file per
+query in ``sql/``, every value a bound parameter). ``band``: the [lo, hi) quantile band of a
+score (``quantile_cont``), over all items or per class (for AVH low = easy: seed 000 kept
+0.02-0.22); ``random_subset``: a size, a fraction, or another selection's size and class mix
+(M1); ``all_items`` (M0). A selection's id hashes its run, method, parameters and SQL text."""
 
 from __future__ import annotations
 
