@@ -83,7 +83,7 @@ def step_task(step: Callable):
 
 
 class PrefectRunner:
-    """Each step a task on the flow's task runner; ``map`` submits all its calls at once, and
+    """Each step a task; ``map`` submits all its calls to the flow's task runner at once, and
     the step after it waits for them (``wait_for``)."""
 
     def __init__(self, storage: str):
@@ -95,9 +95,10 @@ class PrefectRunner:
         return self.tasks.setdefault(step, step_task(step))
 
     def call(self, step: Callable, *args):
-        future = self._task(step).submit(self.storage, args, wait_for=self.after)
+        """One step, in the flow's process (a step may fork workers of its own)."""
+        result = self._task(step)(self.storage, args, wait_for=self.after)
         self.after = []
-        return future.result()
+        return result
 
     def map(self, step: Callable, calls: list[tuple]) -> list:
         futures = [self._task(step).submit(self.storage, args, wait_for=self.after)
