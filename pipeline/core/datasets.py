@@ -139,7 +139,6 @@ def _stage_idx(src: Path, cls_name: str) -> Path:
                 else:
                     extract_archive(str(src / f"{n}.gz"), str(tmp))
     return root
-    return root
 
 
 def _candidate_dirs(name: str, root: str | None) -> list[Path]:

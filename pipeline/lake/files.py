@@ -61,7 +61,8 @@ def publish(src: Path, final: Path, *, overwrite: bool = True) -> bool:
 def atomic_path(final: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final`` (an empty directory with ``directory``); when
     the block ends it replaces ``final``; when the block raises it is removed, ``final``
-    untouched. Checkpoints, reports, staged dataset files and lake tokens are written so."""
+    untouched. Checkpoints, reports, staged dataset files, empty tables and cache copies
+    are written so."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(final)

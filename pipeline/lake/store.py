@@ -88,7 +88,7 @@ def _process_alive(process_id: int) -> bool:
         return False
     except PermissionError:  # alive, another user's
         pass
-    return True  # alive (PermissionError: alive, another user's)
+    return True
 
 
 class Lake:
@@ -264,7 +264,6 @@ class Lake:
         """A local copy of the file ``rel`` under the root (downloaded once into the cache)."""
         local = self.local_path(rel)
         if not self.local and not local.is_file():
-            local.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with atomic_path(local) as tmp:
                     self.fs.get_file(self.location(rel), str(tmp))

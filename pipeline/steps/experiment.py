@@ -34,10 +34,10 @@ def experiment_id(cfg: ExperimentConfig) -> str:
 
 def score_shards() -> int:
     """Shards of the pool's scoring (``SMARTAUG_SCORE_SHARDS``, default 1 = one step)."""
-    n = int(os.environ.get("SMARTAUG_SCORE_SHARDS", "1"))
-    if n < 1:
-        raise ValueError(f"SMARTAUG_SCORE_SHARDS must be >= 1, got {n}")
-    return n
+    value = os.environ.get("SMARTAUG_SCORE_SHARDS", "1")
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"SMARTAUG_SCORE_SHARDS must be a positive integer, got {value!r}")
+    return int(value)
 
 
 # ------------------------------------------------------------------ the steps

@@ -135,7 +135,7 @@ def plot_dynamics(runs: list[dict], history: list[dict], colors: dict) -> bytes:
 
 
 def _plots(lake: Lake, exp: dict, runs: list[dict], history: list[dict],
-           selection_id: str | None) -> dict[str, bytes]:
+           kept: list[dict] | None, class_names: list[str]) -> dict[str, bytes]:
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({r["method"] for r in runs}))}
     original = query(lake, "report_original_avh", model_id=exp["baseline_model_id"])
     aug = query(lake, "report_pool_avh", scoring_run_id=exp["scoring_run_id"])
@@ -143,11 +143,9 @@ def _plots(lake: Lake, exp: dict, runs: list[dict], history: list[dict],
            "avh_hist": plot_avh_hist(original["avh"].to_numpy(),
                                      aug["kind"].to_numpy(zero_copy_only=False),
                                      aug["avh"].to_numpy())}
-    if selection_id:
+    if kept is not None:
         out["band"] = plot_band(query(lake, "report_pool_mix", pool_id=exp["pool_id"]).to_pylist(),
-                                query(lake, "report_selection_mix",
-                                      selection_id=selection_id).to_pylist(),
-                                dataset_classes(lake, exp["dataset_id"]))
+                                kept, class_names)
     gallery = query(lake, "report_gallery", scoring_run_id=exp["scoring_run_id"])
     if gallery.num_rows:
         out["gallery"] = plot_gallery(gallery)
@@ -184,14 +182,15 @@ def _mean(rs: list[dict], key: str) -> float | None:
 
 
 def _collect(lake: Lake, experiment_id: str, command: str | None):
-    """The report's content (report.json), the experiment row, its runs and their history,
-    and the band method's selection_id."""
+    """The report's content (report.json) and what the plots need: the experiment row, its
+    runs and their history, the band selection's (kind, label) counts and the class names."""
     exp = lake.row("experiments", experiment_id)
     cfg = json.loads(exp["config"])
     runs = query(lake, "report_runs", experiment_id=experiment_id).to_pylist()
     history = query(lake, "report_history", run_ids=[r["run_id"] for r in runs]).to_pylist()
     base = lake.row("models", exp["baseline_model_id"])
     selections = json.loads(exp["selections"])
+    names = dataset_classes(lake, exp["dataset_id"])
     search = json.loads(exp["band_search"] or "{}")
     order = [m["name"] for m in cfg["methods"]]
 
@@ -213,10 +212,9 @@ def _collect(lake: Lake, experiment_id: str, command: str | None):
 
     band_method = next((m for m in cfg["methods"] if m["selection"] == "band"), None)
     band_sel = selections.get(band_method["name"]) if band_method else None
-    selection = {}
+    selection, mix = {}, None
     if band_sel:
         mix = query(lake, "report_selection_mix", selection_id=band_sel).to_pylist()
-        names = dataset_classes(lake, exp["dataset_id"])
         by_kind, by_class = {}, {}
         for r in mix:
             by_kind[r["kind"]] = by_kind.get(r["kind"], 0) + r["n"]
@@ -244,7 +242,7 @@ def _collect(lake: Lake, experiment_id: str, command: str | None):
         "band_search": search,
         "drift": query(lake, "report_drift", experiment_id=experiment_id).to_pylist(),
         "verdict": verdict(methods, comparisons)}
-    return report, exp, runs, history, band_sel
+    return report, (exp, runs, history, mix, names)
 
 
 def _pct(x) -> str:
@@ -281,8 +279,8 @@ def _tables(r: dict) -> dict[str, list[list[str]]]:
 def write_report(lake: Lake, experiment_id: str, *, command: str | None = None) -> Path:
     """Write report.md, report.html and report.json; returns the report directory (on a
     remote lake, the local copy of what was uploaded to ``lake.url("reports", experiment_id)``)."""
-    report, exp, runs, history, band_sel = _collect(lake, experiment_id, command)
-    plots = _plots(lake, exp, runs, history, band_sel)
+    report, plot_inputs = _collect(lake, experiment_id, command)
+    plots = _plots(lake, *plot_inputs)
     tables = _tables(report)
     out = lake.local_path(f"reports/{experiment_id}")
     with atomic_path(out, directory=True) as tmp:
