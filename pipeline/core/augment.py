@@ -25,6 +25,7 @@ import atexit
 import hashlib
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Sequence
 
 import albumentations as A
@@ -127,6 +128,10 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig):
 
 
 def _worker_init() -> None:
+    # A worker forked from a process with a Python SIGTERM handler (Prefect's flow engine
+    # installs one) inherits it, and Pool.terminate() at exit then waits forever for a worker
+    # that does not die: workers take the default action, so terminate() ends them.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     cv2.setNumThreads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 
