@@ -27,7 +27,7 @@ from _timing import alternate
 def make_lake(root: Path, n: int, seed: int = 0):
     """A lake with an n-item pool (Fashion-MNIST images repeated, else random) and a LeNet-5."""
     from models import make_model, save_checkpoint
-    from pipeline.lake import Lake, encode_images
+    from pipeline.lake import Lake, image_columns
 
     try:
         from pipeline.core.datasets import load_dataset
@@ -40,20 +40,17 @@ def make_lake(root: Path, n: int, seed: int = 0):
         labels = rng.integers(0, 10, 60_000)
     lake = Lake(root)
     pool_id, model_id = "benchpool0000001", "benchmodel000001"
-    w = lake.writer("augmentations", pool_id)
-    step = 50_000
-    for lo in range(0, n, step):
-        m = min(step, n - lo)
-        idx = np.arange(lo, lo + m) % len(imgs)
-        w.write({"pool_id": [pool_id] * m, "aug_id": [f"{pool_id}:train/{i:07d}:0" for i in
-                                                      range(lo, lo + m)],
-                 "sample_id": [f"train/{i:07d}" for i in range(lo, lo + m)],
-                 "label": labels[idx], "k": np.zeros(m, np.int32), "kind": ["hflip"] * m,
-                 "angle": np.full(m, np.nan), "sigma": np.full(m, np.nan),
-                 "flipped": np.ones(m, bool), "seed": np.zeros(m, np.int64),
-                 "image": encode_images(imgs[idx]), "height": np.full(m, 28, np.int32),
-                 "width": np.full(m, 28, np.int32), "channels": np.full(m, 1, np.int32)})
-    w.commit()
+    with lake.writer("augmentations", pool_id) as w:
+        for lo in range(0, n, 50_000):
+            m = min(50_000, n - lo)
+            idx = np.arange(lo, lo + m) % len(imgs)
+            w.write({"pool_id": [pool_id] * m,
+                     "aug_id": [f"{pool_id}:train/{i:07d}:0" for i in range(lo, lo + m)],
+                     "sample_id": [f"train/{i:07d}" for i in range(lo, lo + m)],
+                     "label": labels[idx], "k": np.zeros(m, np.int32), "kind": ["hflip"] * m,
+                     "angle": np.full(m, np.nan), "sigma": np.full(m, np.nan),
+                     "flipped": np.ones(m, bool), "seed": np.zeros(m, np.int64),
+                     **image_columns(imgs[idx])})
     lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": ["bench"],
                                   "config": ["{}"], "n_items": [n], "seconds": [0.0],
                                   "created_at": [None], "git_sha": ["bench"]})
