@@ -10,20 +10,28 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from flows.failures import fail_plainly, retry_transient
+from pipeline.errors import is_permanent
 from pipeline.lake import Lake
 from pipeline.steps.report import write_report
 from pipeline.steps.reselect import reselect as run_round
 
 
-@task(name="reselect-round", retries=2, retry_delay_seconds=2)
+@task(name="reselect-round", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_transient)
 def round_task(storage: str | None, experiment_id: str | None, model_id: str | None,
                retrain: bool) -> dict:
     """Re-score, re-select, record drift (and train the round's model)."""
-    return run_round(Lake(storage), experiment_id=experiment_id, model_id=model_id,
-                     retrain=retrain)
+    try:
+        return run_round(Lake(storage), experiment_id=experiment_id, model_id=model_id,
+                         retrain=retrain)
+    except Exception as e:
+        if is_permanent(e):
+            fail_plainly(e)
+        raise
 
 
-@task(name="report", retries=2, retry_delay_seconds=2)
+@task(name="report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def report_task(storage: str | None, experiment_id: str) -> str:
     """Rewrite the experiment's report with the drift-over-rounds section."""
     lake = Lake(storage)

@@ -23,9 +23,11 @@ from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.failures import fail_plainly, retry_transient
 from flows.runners import task_runner
 from pipeline.config import ExperimentConfig, apply_overrides
 from pipeline.config import preset as get_preset
+from pipeline.errors import is_permanent
 from pipeline.lake import Lake
 from pipeline.steps import experiment as steps
 
@@ -69,7 +71,12 @@ def step_task(step: Callable):
     source = inspect.getsource(step)
 
     def run(storage: str, args: tuple):
-        return step(Lake(storage), *args)
+        try:
+            return step(Lake(storage), *args)
+        except Exception as e:
+            if is_permanent(e):  # said plainly, before the run's state turns Failed
+                fail_plainly(e)
+            raise
 
     run.__name__ = run.__qualname__ = step.__name__
 
@@ -79,7 +86,8 @@ def step_task(step: Callable):
     policy = INPUTS + CacheKeyFnPolicy(cache_key_fn=key) if options["cache"] else NO_CACHE
     return task(run, name=step.__name__.replace("_", "-"), description=step.__doc__,
                 cache_policy=policy, persist_result=options["cache"],
-                retries=options["retries"], retry_delay_seconds=2)
+                retries=options["retries"], retry_delay_seconds=2,
+                retry_condition_fn=retry_transient)
 
 
 class PrefectRunner:
@@ -128,13 +136,19 @@ def _publish(lake: Lake, exp_id: str) -> None:
 def smart_augmentation(preset: Literal["quick", "paper"] = "quick",
                        overrides: Overrides = Overrides()) -> str:
     """AVH-guided augmentation selection: the whole experiment; returns the report directory."""
-    cfg = experiment_config(preset, overrides)  # refuse a bad combination before any work
-    lake = Lake(overrides.storage)
-    o = overrides.model_dump(exclude_none=True)
-    command = (f"prefect deployment run smart-augmentation/smart-augmentation -p preset={preset}"
-               + (f" -p overrides='{json.dumps(o)}'" if o else "") + " --watch")
-    exp_id, location = steps.experiment(cfg, PrefectRunner(lake.url()), command=command,
-                                        n_shards=steps.score_shards())
+    try:
+        cfg = experiment_config(preset, overrides)  # refuse a bad combination before any work
+        lake = Lake(overrides.storage)
+        o = overrides.model_dump(exclude_none=True)
+        command = (f"prefect deployment run smart-augmentation/smart-augmentation -p "
+                   f"preset={preset}" + (f" -p overrides='{json.dumps(o)}'" if o else "")
+                   + " --watch")
+        exp_id, location = steps.experiment(cfg, PrefectRunner(lake.url()), command=command,
+                                            n_shards=steps.score_shards())
+    except Exception as e:
+        if is_permanent(e) and not getattr(e, "_smartaug_logged", False):
+            fail_plainly(e)
+        raise
     _publish(lake, exp_id)
     print(f"report: {location}")
     return location

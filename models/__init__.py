@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,8 +99,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} was refused: it is not a plain checkpoint ({_refusal(e)}). smartaug reads "
+            f"checkpoints with PyTorch's safe loader (weights_only=True), which loads tensors "
+            f"and plain values and never runs code from a file; it does not retry with the "
+            f"unsafe loader. Re-create the model (smartaug baseline) or save a state dict "
+            f"(torch.save(model.state_dict(), path))") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is bad
-        raise ValueError(f"{path} is not a readable smartaug checkpoint: {e}") from e
+        raise ValueError(f"{path} is not a readable smartaug checkpoint "
+                         f"({type(e).__name__}: {e}); re-create it with smartaug baseline") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a smartaug checkpoint (format {_FORMAT})")
     digest = weights_sha256(payload["state_dict"])
@@ -109,6 +118,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{payload['sha256'][:12]}; the file is corrupt"
         )
     return payload
+
+
+def _refusal(e: Exception) -> str:
+    """What the safe loader refused, without PyTorch's advice to load the file unsafely."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unpickl" in ln.lower()]
+    why = [ln for ln in why if "weights_only" not in ln]
+    return why[0].rstrip(".") if why else "it holds objects other than tensors and plain values"
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:

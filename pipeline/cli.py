@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.config import SCORE_COLUMNS
@@ -33,19 +34,19 @@ DataDirOpt = Annotated[str | None, typer.Option(
     "--data", help="Directory with the dataset's files (default: SMARTAUG_DATA, the Debian "
     "package's /usr/share/datasets/<name>, else a torchvision download).")]
 PerClassTrainOpt = Annotated[int | None, typer.Option(
-    "--per-class-train", help="Train images per class (default: all).")]
+    "--per-class-train", min=1, help="Train images per class (default: all).")]
 PerClassTestOpt = Annotated[int | None, typer.Option(
-    "--per-class-test", help="Test images per class (default: all).")]
+    "--per-class-test", min=1, help="Test images per class (default: all).")]
 GrayOpt = Annotated[bool, typer.Option("--grayscale", help="Convert RGB images to 1 channel.")]
 SizeOpt = Annotated[int | None, typer.Option(
-    "--image-size", help="Resize to N x N pixels (bilinear, antialiased).")]
+    "--image-size", min=8, max=1024, help="Resize to N x N pixels (bilinear, antialiased).")]
 ValOpt = Annotated[float, typer.Option(
     "--val-fraction", help="Fraction of each train class held out for validation.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Root seed of subsets and training.")]
 
 
-def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}")
+def _fail(e: Exception | str) -> None:
+    err.print("[bold red]error:[/] " + escape(str(e)), highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -113,7 +114,7 @@ def demo(
     grayscale: GrayOpt = False,
     image_size: SizeOpt = None,
     model: Annotated[str, typer.Option(help="lenet5 | lenet5-wide | resnet")] = "lenet5",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 3,
     seed: SeedOpt = 0,
 ) -> None:
     """Train a baseline and show that AVH ranks its test errors (the pipeline's first half).
@@ -130,7 +131,7 @@ def demo(
     ds = _load(dataset, data, per_class_train, per_class_test, grayscale, image_size, 0.0, seed)
     err.print(f"{ds.name}: train {len(ds.train)}, test {len(ds.test)}, "
               f"{ds.num_classes} classes, {ds.image_shape}")
-    cfg = TrainConfig(epochs=epochs, seed=seed)
+    cfg = _steps(TrainConfig, epochs=epochs, seed=seed)
     try:
         net = build_model(model, ds.num_classes, ds.in_channels, ds.image_size, seed=seed)
     except ValueError as e:
@@ -169,17 +170,14 @@ def _lake(storage):
 
 
 def _steps(fn, *args, **kwargs):
-    """Run a library step, turning its documented errors into `error: ...` + exit code 2."""
-    from pipeline.core.datasets import DatasetError
-    from pipeline.core.scoring import ScoringError
-    from pipeline.lake import LakeError
-    from pipeline.steps.select import SelectionError
+    """Run a library step, turning the errors a user can fix (``pipeline.errors``) into
+    `error: ...` + exit code 2."""
+    from pipeline.errors import USER_ERRORS, message
 
     try:
         return fn(*args, **kwargs)
-    except (DatasetError, LakeError, ScoringError, SelectionError, ValueError,
-            FileNotFoundError) as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        _fail(message(e))
 
 
 class _Bar:
@@ -234,8 +232,8 @@ def ingest(
 def baseline(
     dataset_id: Annotated[str, typer.Option("--dataset-id", help="From `smartaug ingest`.")],
     model: Annotated[str, typer.Option(help="lenet5 | lenet5-wide | resnet")] = "lenet5",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: SeedOpt = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -246,12 +244,13 @@ def baseline(
     from pipeline.config import TrainConfig
     from pipeline.steps.baseline import train_baseline
 
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    cfg = _steps(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                 device=device)
     lake = _lake(storage)
     model_id = _steps(train_baseline, lake, dataset_id, arch=model, cfg=cfg, log=err.print)
     row = lake.row("models", model_id)
     err.print(f"{model}: test accuracy {row['test_acc']:.4f}, test AVH {row['test_avh']:.4f}, "
-              f"checkpoint {row['checkpoint']}")
+              f"checkpoint {lake.url(row['checkpoint'])}")
     print(model_id)
 
 
@@ -266,7 +265,8 @@ def augment(
     max_angle: Annotated[float, typer.Option(help="Rotation range +-degrees.")] = 20.0,
     sigma: Annotated[float, typer.Option(help="Noise std, units of a [0, 1] image.")] = 0.1,
     seed: SeedOpt = 0,
-    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Processes (default: all cores).")] = None,
     storage: StorageOpt = None,
 ) -> None:
     """Augment the train split into a pool (augmentations table). Prints the pool_id last."""
@@ -290,7 +290,7 @@ def score(
     dataset_id: Annotated[str | None, typer.Option(
         "--dataset-id", help="Score original images instead: this dataset's --split.")] = None,
     split: Annotated[str, typer.Option(help="train | val | test (with --dataset-id)")] = "train",
-    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 512,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     storage: StorageOpt = None,
 ) -> None:
@@ -357,30 +357,77 @@ def select_cmd(
 
 
 @app.command()
-def views(storage: StorageOpt = None) -> None:
-    """Print storage/views.sql pointed at this lake's root, for the DuckDB CLI:
-    `duckdb -init <(smartaug views --storage ROOT)`."""
+def views(
+    storage: StorageOpt = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Write the SQL to this file instead of printing it.")] = None,
+) -> None:
+    """The DuckDB views of a lake (storage/views.sql pointed at its root), for the DuckDB CLI:
+    `smartaug views --storage ROOT -o views.sql && duckdb -init views.sql`, or in one step
+    `smartaug duckdb --storage ROOT`."""
     lake = _lake(storage)
-    if not lake.local:
-        print(f"-- {lake.root}: the DuckDB CLI reads it through its httpfs extension, e.g.\n"
-              "-- INSTALL httpfs; LOAD httpfs; CREATE SECRET (TYPE s3, PROVIDER credential_chain);")
-    print(lake.views_sql())
+    text = _views_text(lake)
+    if output is None:
+        print(text, end="")
+        return
+    from pipeline.lake import atomic_path
+
+    def write():
+        with atomic_path(output) as tmp:
+            tmp.write_text(text)
+
+    _steps(write)
+    err.print(f"wrote {output}: duckdb -init {output}")
+
+
+def _views_text(lake) -> str:
+    note = "" if lake.local else (
+        f"-- {lake.root}: the DuckDB CLI reads it through its httpfs extension, e.g.\n"
+        "-- INSTALL httpfs; LOAD httpfs; CREATE SECRET (TYPE s3, PROVIDER credential_chain);\n")
+    return note + lake.views_sql()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def duckdb(ctx: typer.Context, storage: StorageOpt = None) -> None:
+    """Open the DuckDB CLI on a lake's tables (one view per table); arguments after the
+    options go to duckdb, e.g. `smartaug duckdb --storage ROOT -c "select count(*) from pools"`.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    lake = _lake(storage)
+    exe = shutil.which("duckdb") or shutil.which("duckdb", path=str(Path(sys.executable).parent))
+    if exe is None:
+        _fail("the DuckDB CLI (duckdb) is not on PATH: pip install duckdb-cli, or use "
+              "smartaug sql \"...\"")
+    with tempfile.TemporaryDirectory(prefix="smartaug-views-") as d:
+        init = Path(d) / "views.sql"
+        init.write_text(_views_text(lake))
+        code = subprocess.call([exe, "-init", str(init), *ctx.args])
+    raise typer.Exit(code)
 
 
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="A DuckDB query over the tables (views).")],
     storage: StorageOpt = None,
-    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 100,
+    limit: Annotated[int, typer.Option(min=0, help="Rows to print at most.")] = 100,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
     """Run an ad-hoc DuckDB query over the lake's tables and print the result."""
     import duckdb
 
     lake = _lake(storage)
+    from pipeline.lake import LakeError
+
     try:
         result = lake.sql(query)
-    except duckdb.Error as e:
+    except duckdb.PermissionException as e:
+        _fail(f"{e}. Queries read the lake's own files ({lake.url()}) and write nothing: "
+              f"for a result as a file, use --csv and redirect it")
+    except (duckdb.Error, LakeError) as e:
         _fail(e)
     if csv:
         import pyarrow.csv as pacsv
@@ -410,8 +457,9 @@ def experiment(
     per_class_train: PerClassTrainOpt = None,
     per_class_test: PerClassTestOpt = None,
     epochs: Annotated[int | None, typer.Option(
-        help="Epochs of the baseline and of every retraining run.")] = None,
-    reps: Annotated[int | None, typer.Option(help="Replications (seeds) per method.")] = None,
+        min=1, help="Epochs of the baseline and of every retraining run.")] = None,
+    reps: Annotated[int | None, typer.Option(
+        min=1, help="Replications (seeds) per method.")] = None,
     model: Annotated[str | None, typer.Option(help="lenet5 | lenet5-wide | resnet")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     storage: StorageOpt = None,
@@ -454,9 +502,24 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: the app, with usage errors (an unknown option, a value out of
+    range) printed like every other failure: `error: ...`, exit code 2."""
+    try:
+        code = app(args=argv, prog_name="smartaug", standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except typer.TyperException as e:  # click's usage errors, as typer vendors them
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()
+            sys.exit(0)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        err.print("[bold red]error:[/] " + escape(e.format_message() + hint), highlight=False)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

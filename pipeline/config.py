@@ -153,6 +153,18 @@ class TrainConfig:
     seed: int = 0  # model init and batch order
     device: str = "auto"  # "auto" = cuda when present, else cpu
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}: a model trained for no "
+                             f"epoch is untrained")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (0 <= self.lr < float("inf")):  # 0: frozen weights, a control
+            raise ValueError(f"lr must be a finite number >= 0, got {self.lr}")
+        if not (0 <= self.weight_decay < float("inf")):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        _choose(self.optimizer, ("adam", "sgd"), "optimizer")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

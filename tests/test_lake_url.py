@@ -137,7 +137,7 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
 
     shutil.rmtree(remote.cache)  # another machine: nothing cached
     model, row = load_model(Lake(remote.root), model_id, __import__("torch").device("cpu"))
-    assert row["checkpoint"] == remote.url("checkpoints", f"{model_id}.pt")
+    assert row["checkpoint"] == f"checkpoints/{model_id}.pt"  # relative to the root
     assert (remote.cache / "checkpoints" / f"{model_id}.pt").is_file()
 
 

@@ -34,7 +34,7 @@ def independent_avh(checkpoint: str, images: np.ndarray, labels: np.ndarray) -> 
 
 def test_stored_avh_matches_independent_computation(small_lake):
     lake, run = small_lake["lake"], small_lake["run_id"]
-    ckpt = lake.row("models", small_lake["model_id"])["checkpoint"]
+    ckpt = lake.local_path(lake.row("models", small_lake["model_id"])["checkpoint"])
     aug = lake.read("augmentations", small_lake["pool_id"])
     h, w, c = aug["height"][0].as_py(), aug["width"][0].as_py(), aug["channels"][0].as_py()
     images = np.stack([np.frombuffer(b, np.uint8).reshape(h, w, c)
@@ -74,7 +74,9 @@ def _fake_pool(lake, base_pool, pool_id, mutate, row_group_size=16_384):
     t = mutate(t.set_column(0, "pool_id", [[pool_id] * t.num_rows]))
     with lake.writer("augmentations", pool_id, row_group_size=row_group_size) as w:
         w.write(t)
-    lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": ["x"], "config": ["{}"],
+    dataset_id = lake.row("pools", base_pool)["dataset_id"]
+    lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": [dataset_id],
+                                  "config": ["{}"],
                                   "n_items": [t.num_rows], "seconds": [0.0],
                                   "created_at": [None], "git_sha": ["test"]})
     return pool_id

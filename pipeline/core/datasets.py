@@ -263,7 +263,7 @@ def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
     if extra:
         raise DatasetError(f"imagefolder: test classes {extra} have no train folder")
 
-    gray_modes = {"1", "L", "LA", "I", "I;16", "F"}
+    gray_modes = {"1", "L", "LA"}
     decoded: dict[str, list[tuple[Path, object]]] = {"train": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "test": []}
     all_gray = True
@@ -281,6 +281,7 @@ def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
                         img = im.copy()
                 except (UnidentifiedImageError, OSError, ValueError) as e:
                     raise DatasetError(f"imagefolder: cannot read image {f}: {e}") from e
+                img = _eight_bit(img, f)
                 all_gray &= img.mode in gray_modes
                 decoded[sub].append((f, img))
                 labels[sub].append(y)
@@ -304,6 +305,22 @@ def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
                     f"{odd}: {np.asarray(Image.open(odd)).shape[:2]}); pass image_size to resize")
         out += [np.stack(arrays), np.asarray(labels[sub], dtype=np.int64)]
     return (*out, classes)
+
+
+def _eight_bit(img, path: Path):
+    """8-bit pixels: a 16-bit grayscale image (PIL mode ``I;16``, e.g. a 16-bit PNG) is scaled
+    to 0..255 (``round(v * 255 / 65535)``; PIL's own conversion clips it to 255); 32-bit integer
+    and float images, whose range is unknown, are refused by name. (16-bit RGB PNGs already
+    arrive as 8-bit RGB.)"""
+    if img.mode.startswith("I;16"):
+        a = np.asarray(img).astype(np.uint32)
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if img.mode in ("I", "F"):
+        kind = "32-bit integer" if img.mode == "I" else "32-bit float"
+        raise DatasetError(f"imagefolder: {path} is a {kind} image (PIL mode {img.mode}) whose "
+                           f"range is unknown; smartaug reads 8-bit and 16-bit images: save it "
+                           f"as an 8-bit or 16-bit PNG")
+    return img
 
 
 SOURCES = ("fashion-mnist", "mnist", "cifar10", "imagefolder:PATH")

@@ -22,9 +22,25 @@ __all__ = ["TrainConfig", "as_batch", "build_model", "evaluate", "train", "resol
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when PyTorch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``;
+    ValueError for a device this machine does not have (never a silent CPU run)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU on this "
+                             f"machine (torch {torch.__version__}, CUDA build "
+                             f"{torch.version.cuda or 'none'}); use --device cpu, or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s), numbered from 0")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    return dev
 
 
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int, *,

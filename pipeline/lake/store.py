@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
@@ -26,12 +27,19 @@ from pipeline.lake.files import atomic_path
 from pipeline.lake.schemas import PARTITION_KEYS, SCHEMAS, views_sql
 from pipeline.lake.writer import PartitionWriter
 
-__all__ = ["Lake", "LakeError", "engine", "query_arrow", "resolve_root"]
+__all__ = ["Lake", "LakeError", "engine", "query_arrow", "resolve_root", "sandbox"]
 
+# data table -> (the table recording its row count, the count's columns, what to call it)
+RECORDED_ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "samples": ("datasets", ("n_train", "n_val", "n_test"), "dataset"),
+    "augmentations": ("pools", ("n_items",), "pool"),
+    "scores": ("scoring_runs", ("n_items",), "scoring run"),
+}
 READ_BATCH_ROWS = 4096  # rows per record batch when a partition is streamed
 
 _ENGINE: duckdb.DuckDBPyConnection | None = None
 _ENGINE_FS: set[str] = set()
+_LAKE_ENGINES: dict[str, tuple[duckdb.DuckDBPyConnection, str | None]] = {}
 
 
 def engine(fs=None) -> duckdb.DuckDBPyConnection:
@@ -48,6 +56,20 @@ def engine(fs=None) -> duckdb.DuckDBPyConnection:
     return _ENGINE.cursor()
 
 
+def sandbox(con: duckdb.DuckDBPyConnection, directories: list[str], temp: str | None = None) -> None:
+    """Let ``con`` touch files only under ``directories`` (read, and spill to ``temp``), then
+    lock its configuration so no statement can undo it: ``copy ... to``, ``attach``,
+    ``install`` and reads elsewhere fail with DuckDB's permission error."""
+    def lit(d: str) -> str:
+        return "'" + d.replace("'", "''") + "'"
+
+    if temp is not None:
+        con.execute(f"SET temp_directory = {lit(temp)}")
+    con.execute(f"SET allowed_directories = [{', '.join(lit(d.rstrip('/') + '/') for d in directories)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
 def _fs_name(fs) -> str:
     return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
@@ -55,6 +77,11 @@ def _fs_name(fs) -> str:
 def _close_engine() -> None:
     """DuckDB aborts the interpreter at exit if a Python filesystem is still registered."""
     global _ENGINE
+    for con, fs_name in _LAKE_ENGINES.values():
+        if fs_name is not None:
+            con.unregister_filesystem(fs_name)
+        con.close()
+    _LAKE_ENGINES.clear()
     if _ENGINE is not None:
         for name in _ENGINE_FS:
             _ENGINE.unregister_filesystem(name)
@@ -76,9 +103,50 @@ class LakeError(RuntimeError):
     """A lake read or write cannot proceed; the message names the table and id."""
 
 
+READ_ONLY = ("SELECT", "EXPLAIN")  # SELECT covers WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE
+_EXPLAIN = re.compile(r"^\s*explain(\s+analy[sz]e)?\b", re.IGNORECASE)
+
+
+def read_only_statements(query: str) -> None:
+    """Refuse ``query`` unless every statement only reads (DuckDB parses it and reports each
+    statement's type; an EXPLAIN's own statement is checked too: EXPLAIN ANALYZE runs it)."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise LakeError(f"cannot parse the query: {e}") from e
+    if not statements:
+        raise LakeError("the query is empty: give a SELECT statement")
+    for st in statements:
+        kind = st.type.name
+        if kind == "EXPLAIN":
+            read_only_statements(_EXPLAIN.sub("", st.query, count=1))
+        elif kind not in READ_ONLY:
+            raise LakeError(f"{kind} statements are refused: queries over the lake are "
+                            f"read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN). To "
+                            f"export a result, use --csv and redirect it: smartaug sql \"...\" "
+                            f"--csv > out.csv")
+
+
 def resolve_root(storage: str | os.PathLike | None = None) -> str:
     """``storage`` if given, else ``SMARTAUG_STORAGE``, else ``./storage``: a path or a URL."""
     return os.fspath(storage or os.environ.get("SMARTAUG_STORAGE") or "storage")
+
+
+def _make_root(root: Path) -> None:
+    """Create a local lake root, or say why it cannot be one."""
+    for p in (root, *root.parents):
+        if p.exists() and not p.is_dir():
+            where = "is" if p == root else f"lies under {p}, which is"
+            raise LakeError(f"the lake root {root} {where} a file, not a directory: pass "
+                            f"--storage DIR (SMARTAUG_STORAGE) naming a directory, new or "
+                            f"existing")
+        if p.exists():
+            break
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LakeError(f"cannot create the lake root {root}: {e.strerror or e}; pass "
+                        f"--storage DIR (SMARTAUG_STORAGE) naming a directory you can write") from e
 
 
 def _process_alive(process_id: int) -> bool:
@@ -113,7 +181,7 @@ class Lake:
             self.path = str(self.root)
             self.staging = self.root / ".tmp"
             self.cache = self.root
-            self.root.mkdir(parents=True, exist_ok=True)
+            _make_root(self.root)
         else:
             self.path = path.rstrip("/")
             self.root = self.fs.unstrip_protocol(self.path)
@@ -226,11 +294,28 @@ class Lake:
 
     def files(self, table: str, key: str) -> list[str]:
         """The partition's files: paths on a local lake, URLs (readable by ``parquet_file``
-        and by DuckDB through ``engine(lake.fs)``) on a remote one."""
+        and by DuckDB through ``engine(lake.fs)``) on a remote one.
+
+        A data partition whose run recorded its size (a dataset's samples, a pool's
+        augmentations, a scoring run's scores) must hold exactly that many rows: files added
+        or removed by hand make it an error, never rows counted twice."""
         if not self.has(table, key):
             raise LakeError(f"no {PARTITION_KEYS[table]} {key!r} in {self.url(table)}; "
                             f"run the step that produces it first")
-        return self.parquet_files(self.partition_dir(table, key))
+        files = self.parquet_files(self.partition_dir(table, key))
+        if table in RECORDED_ROWS:
+            meta, columns, what = RECORDED_ROWS[table]
+            if self.has(meta, key):
+                row = self.read(meta, key, columns=list(columns)).to_pylist()[0]
+                expected = sum(row[c] for c in columns)
+                held = sum(self.parquet_file(f).metadata.num_rows for f in files)
+                if held != expected:
+                    raise LakeError(
+                        f"{what} {key} holds {held} rows, expected {expected}: the lake was "
+                        f"modified outside smartaug ({self.url(table, f'{PARTITION_KEYS[table]}={key}')}"
+                        f" should hold only the files smartaug wrote); remove the partition "
+                        f"and its {meta} row to redo the step")
+        return files
 
     def parquet_file(self, f: str) -> pq.ParquetFile:
         return pq.ParquetFile(f) if self.local else pq.ParquetFile(self.fs.open(f, "rb"))
@@ -310,19 +395,33 @@ class Lake:
         """``storage/views.sql`` pointed at this root: one DuckDB view per table."""
         return views_sql(self.url())
 
-    def engine(self) -> duckdb.DuckDBPyConnection:
-        """A cursor on the process's DuckDB instance that can read this lake's files."""
-        return engine(None if self.local else self.fs)
-
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A fresh in-memory DuckDB connection with one view per table."""
+    def _duckdb(self) -> duckdb.DuckDBPyConnection:
+        """A new in-memory DuckDB instance that can read this lake's files and nothing else."""
         con = duckdb.connect(":memory:")
         if not self.local:
             con.register_filesystem(self.fs)
+        sandbox(con, [self.url()], str(self.staging / "duckdb") if self.local else None)
+        return con
+
+    def engine(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on this process's DuckDB instance for this lake (created once, sandboxed
+        to the lake's files); close the cursor after use."""
+        if self.url() not in _LAKE_ENGINES:
+            if not _LAKE_ENGINES:
+                atexit.register(_close_engine)
+            _LAKE_ENGINES[self.url()] = (self._duckdb(), None if self.local else _fs_name(self.fs))
+        return _LAKE_ENGINES[self.url()][0].cursor()
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory DuckDB connection with one view per table, sandboxed: it reads
+        the lake's files and nothing else, and cannot write a file."""
+        con = self._duckdb()
         con.execute(self.views_sql())
         return con
 
     def sql(self, query: str, params: Mapping | list | None = None) -> pa.Table:
+        """Run a read-only ``query`` over the views (``read_only_statements``); a Table."""
+        read_only_statements(query)
         con = self.connect()
         try:
             return query_arrow(con, query, params)

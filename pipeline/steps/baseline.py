@@ -34,16 +34,18 @@ def register_model(lake: Lake, model_id: str, net: nn.Module, *, arch: str, data
     dev = next(net.parameters()).device
     acc = {k: evaluate(net, x, y, device=dev) for k, (x, y) in evals.items() if len(y)}
     ids = {"model_id": model_id, "dataset_id": dataset_id, "parent_model_id": parent_model_id}
+    names = classes(lake, dataset_id)  # recorded: scoring checks the items have these classes
     net.to(memory_format=torch.contiguous_format)
     rel = f"checkpoints/{model_id}.pt"
     with atomic_path(lake.local_path(rel)) as tmp:
         sha = save_checkpoint(net.cpu(), tmp, extra={**ids, "train": cfg.to_dict(),
-                                                     **(extra or {})})
-    checkpoint = lake.upload(lake.local_path(rel), rel)
-    config = {"arch": arch, "train": cfg.to_dict(), **(extra or {}), "history": history}
+                                                     "classes": names, **(extra or {})})
+    lake.upload(lake.local_path(rel), rel)
+    config = {"arch": arch, "train": cfg.to_dict(), "classes": names, **(extra or {}),
+              "history": history}
     lake.write("models", model_id, {
         **{k: [v] for k, v in ids.items()}, "arch": [arch],
-        "config": [json.dumps(config, default=str)], "checkpoint": [checkpoint],
+        "config": [json.dumps(config, default=str)], "checkpoint": [rel],
         "sha256": [sha], "train_acc": [acc["train"]["acc"]],
         "val_acc": [acc["val"]["acc"] if "val" in acc else None],
         "test_acc": [acc["test"]["acc"]], "test_avh": [acc["test"]["avh"]],

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from pipeline.config import ExperimentConfig
+from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, content_id
 from pipeline.steps import baseline as baseline_
 from pipeline.steps import ingest as ingest_
@@ -134,7 +135,10 @@ class Runner(Protocol):
 
 def experiment(cfg: ExperimentConfig, runner: Runner, *, command: str,
                n_shards: int = 1) -> tuple[str, str]:
-    """Run every step of the experiment in order; returns (experiment_id, report location)."""
+    """Run every step of the experiment in order; returns (experiment_id, report location).
+    A device this machine lacks is refused before the first step writes anything."""
+    for train_cfg in (cfg.baseline, cfg.retrain):
+        resolve_device(train_cfg.device)
     dataset_id = runner.call(ingest, cfg)
     model_id = runner.call(baseline, cfg, dataset_id)
     pool_id = runner.call(pool, cfg, dataset_id)

@@ -7,6 +7,7 @@ any worker that sees the lake, published as one run by ``commit_pool_shards``. D
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipeline.core.scoring import ScoringError, prefetch, score_batches
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, content_id, decode_images
 from pipeline.lake.files import publish
+from pipeline.steps.ingest import classes
 
 __all__ = ["ScoringError", "checkpoint_path", "commit_pool_shards", "load_model",
            "pool_scoring_run_id", "score_pool", "score_pool_shard", "score_split"]
@@ -33,11 +35,10 @@ Progress = Callable[[int], None] | None
 
 
 def checkpoint_path(lake: Lake, model_id: str) -> Path:
-    """A local copy of ``model_id``'s checkpoint: the recorded file, else the one under the
-    lake root (the root has moved), downloaded once into the cache from a remote lake."""
+    """A local copy of ``model_id``'s checkpoint, always the one under this lake's root (the
+    models row records it relative to the root, so a copied or moved lake reads its own),
+    downloaded once into the cache from a remote lake."""
     recorded = lake.row("models", model_id)["checkpoint"]
-    if lake.local and Path(recorded).is_file():
-        return Path(recorded)
     return lake.fetch(f"checkpoints/{recorded.rsplit('/', 1)[-1]}")
 
 
@@ -51,6 +52,22 @@ def load_model(lake: Lake, model_id: str, device: torch.device):
         raise ScoringError(f"checkpoint {path} has sha256 {model.sha256[:12]}, the models "
                            f"table recorded {row['sha256'][:12]}")
     return fuse_for_inference(model), row
+
+
+def check_classes(lake: Lake, model_id: str, dataset_id: str) -> None:
+    """The model's classes (names and order, recorded at training) must be the items'."""
+    row = lake.row("models", model_id)
+    trained = json.loads(row["config"]).get("classes") or classes(lake, row["dataset_id"])
+    items = classes(lake, dataset_id)
+    if trained != items:
+        def show(names):
+            return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+
+        raise ScoringError(
+            f"model {model_id} was trained on {len(trained)} classes ({show(trained)}) but "
+            f"dataset {dataset_id} has {len(items)} classes ({show(items)}): its predictions "
+            f"and hardness would be meaningless. Score with a model trained on this dataset's "
+            f"classes (smartaug baseline --dataset-id {dataset_id})")
 
 
 def _decoded(batches: Iterator[pa.RecordBatch], id_column: str):
@@ -143,6 +160,7 @@ def score_pool(lake: Lake, model_id: str, pool_id: str, *, batch_size: int = 512
     scoring_run_id = pool_scoring_run_id(model_id, pool_id, device)
     if lake.has("scoring_runs", scoring_run_id):
         return scoring_run_id
+    check_classes(lake, model_id, pool["dataset_id"])
     items = lake.iter_batches("augmentations", pool_id, batch_size=batch_size,
                               columns=["aug_id", *IMAGE_COLUMNS])
     return _run(lake, model_id, scoring_run_id, items, "aug_id", pool_id=pool_id,
@@ -156,11 +174,17 @@ def score_split(lake: Lake, model_id: str, dataset_id: str, split: str, *,
     _check_batch_size(batch_size)
     if split not in ("train", "val", "test"):
         raise ScoringError(f"unknown split {split!r}; valid: train, val, test")
-    lake.row("datasets", dataset_id)
+    meta = lake.row("datasets", dataset_id)
     scoring_run_id = content_id("scores", {"model_id": model_id, "dataset_id": dataset_id,
                                            "split": split, "precision": _precision(device)})
     if lake.has("scoring_runs", scoring_run_id):
         return scoring_run_id
+    if not meta[f"n_{split}"]:
+        held = ", ".join(s for s in ("train", "val", "test") if meta[f"n_{s}"])
+        hint = " (ingest with --val-fraction F to hold one out)" if split == "val" else ""
+        raise ScoringError(f"dataset {dataset_id} has no {split} split{hint}; its splits: "
+                           f"{held}")
+    check_classes(lake, model_id, dataset_id)
 
     def items():
         for b in lake.iter_batches("samples", dataset_id, batch_size=batch_size,
@@ -193,6 +217,7 @@ def score_pool_shard(lake: Lake, model_id: str, pool_id: str, shard: int, n_shar
     target = lake.shard_location(scoring_run_id, shard, n_shards)
     if lake.has("scoring_runs", scoring_run_id) or lake.complete(target):
         return scoring_run_id
+    check_classes(lake, model_id, lake.row("pools", pool_id)["dataset_id"])
     dev = resolve_device(device)
     model, _ = load_model(lake, model_id, dev)
     items = (batch for f, g in _shard_row_groups(lake, pool_id, shard, n_shards)
