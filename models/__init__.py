@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import os
 import pickle
 from collections.abc import Callable
@@ -88,7 +89,10 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, extra: dict | 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
+    buffer = io.BytesIO()  # serialised first: a full disk is then an OSError (errno 28),
+    torch.save(payload, buffer)  # not torch's RuntimeError from inside its writer
+    with open(path, "wb") as fh:
+        fh.write(buffer.getbuffer())
     return digest
 
 

@@ -30,7 +30,7 @@ def message(e: BaseException) -> str:
     """One line (or a few) saying what went wrong and how to fix it."""
     if isinstance(e, OSError):
         where = f" ({e.filename})" if e.filename else ""
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
             return (f"no space left on the device{where}: free some space (or point --storage "
                     f"at a larger disk) and run the command again; nothing partial was "
                     f"committed, and the steps that finished are not redone")

@@ -1,5 +1,6 @@
 """The lake (pipeline/lake/, storage/views.sql): schemas, atomic partitions, ids, views."""
 
+import json
 import re
 from pathlib import Path
 
@@ -83,3 +84,50 @@ def test_image_round_trip_and_corrupt_image_named():
 def test_missing_partition_says_what_to_run(tmp_path):
     with pytest.raises(LakeError, match="run the step that produces it"):
         Lake(tmp_path).files("pools", "nope")
+
+
+@pytest.mark.slow
+def test_a_copied_lake_stands_alone(tmp_path, fashion_root):
+    """Copy a lake elsewhere and delete the original: the copy selects, resumes an experiment
+    (its own checkpoint, no retraining) and reads its selections. Checkpoints are recorded
+    relative to the root, so the copy never reads the original's files."""
+    import shutil
+
+    from pipeline.config import DataConfig, ExperimentConfig, TrainConfig
+    from pipeline.steps import experiment as steps
+    from pipeline.steps.score import checkpoint_path
+    from pipeline.steps.select import band, read_selection
+
+    cfg = ExperimentConfig(
+        preset="test", data=DataConfig(root=fashion_root, per_class_train=40, per_class_test=10),
+        baseline=TrainConfig(epochs=1, batch_size=64, device="cpu"),
+        retrain=TrainConfig(epochs=1, batch_size=64, device="cpu"), reps=1)
+    original = Lake(tmp_path / "original")
+    runner = steps.LocalRunner(original, log=None)
+    d = runner.call(steps.ingest, cfg)
+    m = runner.call(steps.baseline, cfg, d)
+    p = runner.call(steps.pool, cfg, d)
+    r = runner.call(steps.score, cfg, m, p)  # the experiment stops here
+    assert original.row("models", m)["checkpoint"] == f"checkpoints/{m}.pt"
+    trained_at = original.row("models", m)["created_at"]
+    shutil.copytree(original.root, tmp_path / "copy")
+    shutil.rmtree(original.root)
+    copy = Lake(tmp_path / "copy")
+    assert checkpoint_path(copy, m) == copy.root / "checkpoints" / f"{m}.pt"
+    b = band(copy, r, 0.1, 0.4)
+    assert read_selection(copy, b).num_rows == round(0.3 * copy.count("scores", r))
+    exp_id = steps.run_experiment(cfg, copy, log=None)
+    assert copy.row("models", m)["created_at"] == trained_at  # resumed: not retrained
+    runs = copy.sql("select count(*) n from runs where experiment_id = $e", {"e": exp_id})
+    assert runs.to_pylist() == [{"n": 3}]
+    selections = json.loads(copy.row("experiments", exp_id)["selections"])
+    assert all(read_selection(copy, s).num_rows > 0 for s in selections.values() if s)
+    assert not original.root.exists()
+    # a tampered checkpoint inside the copy is the one read, and refused
+    (copy.root / "checkpoints" / f"{m}.pt").write_bytes(b"tampered")
+    import torch
+
+    from pipeline.steps.score import load_model
+
+    with pytest.raises(ValueError, match="refused"):
+        load_model(copy, m, torch.device("cpu"))

@@ -37,7 +37,8 @@ from pipeline.lake.files import atomic_path
 
 __all__ = ["Dataset", "DatasetError", "Split", "fingerprint", "load_dataset", "SOURCES"]
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
+# torchvision's ImageFolder extensions
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 SYSTEM_DIRS = {
     "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
     "mnist": [Path("/usr/share/datasets/mnist")],

@@ -56,10 +56,14 @@ class PartitionWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.committed = self._commit()
-        else:
+        if exc_type is not None:
             self._abort()
+            return
+        try:  # closing the last file can fail too (a full disk): then nothing is committed
+            self.committed = self._commit()
+        except BaseException:
+            self._abort()
+            raise
 
     def write(self, data: pa.RecordBatch | pa.Table | Mapping) -> None:
         """Append rows: a mapping of columns (lists, numpy or arrow arrays) or a table/batch."""

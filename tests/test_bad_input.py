@@ -1,0 +1,399 @@
+"""Bad input, as a table: every probe runs the ``smartaug`` command line (its real entry point,
+``pipeline.cli.main``, in this process) and asserts exit code 2, an ``error:`` line with the
+message's key words, no traceback, and a lake whose file list is unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import cli
+from pipeline.config import AugmentConfig, DataConfig, TrainConfig
+from pipeline.lake import Lake, LakeError
+from pipeline.steps.baseline import train_baseline
+from pipeline.steps.ingest import ingest, read_split
+from pipeline.steps.pool import build_pool
+from pipeline.steps.score import score_pool
+from pipeline.steps.select import band
+from tests.conftest import write_image_folder
+
+BIN = Path(sys.executable).parent
+
+
+def files(root: Path) -> list[str]:
+    """Every file under a lake root, relative, sorted (staging included)."""
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
+
+
+def smartaug(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI's entry point in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def refused(capsys, root: Path, args: list[str], *words: str) -> str:
+    """The probe: exit code 2, `error:` and ``words`` in stderr, no traceback, nothing written."""
+    before = files(root)
+    code, out, err = smartaug(capsys, *args)
+    text = " ".join(err.split())  # rich wraps long lines
+    assert code == 2, (code, out, err)
+    assert "error:" in text and "Traceback" not in err, err
+    for w in words:
+        assert w.lower() in text.lower(), f"{w!r} not in: {text}"
+    assert files(root) == before, "the lake changed"
+    return text
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A lake with a 4-class grayscale dataset (validation held out), a 1-epoch baseline, a
+    pool, its scoring run and a band; a 3-class dataset without validation and its pool."""
+    tmp = tmp_path_factory.mktemp("bad-input")
+    four = write_image_folder(tmp / "four", classes=("a", "b", "c", "d"), per_class=(20, 5),
+                              size=(28, 28), ext=".png")
+    three = write_image_folder(tmp / "three", classes=("x", "y", "z"), per_class=(8, 4),
+                               size=(28, 28), ext=".png")
+    root = tmp / "lake"
+    lake = Lake(root)
+    d = ingest(lake, DataConfig(f"imagefolder:{four}", grayscale=True, val_fraction=0.25))
+    m = train_baseline(lake, d, cfg=TrainConfig(epochs=1, batch_size=16, device="cpu"), log=None)
+    p = build_pool(lake, d, AugmentConfig(policy="all"), workers=1)
+    r = score_pool(lake, m, p, batch_size=32, device="cpu")
+    b = band(lake, r, 0.25, 0.75)
+    d3 = ingest(lake, DataConfig(f"imagefolder:{three}", grayscale=True))
+    p3 = build_pool(lake, d3, AugmentConfig(), workers=1)
+    return {"tmp": tmp, "root": root, "lake": lake, "d": d, "m": m, "p": p, "r": r, "b": b,
+            "d3": d3, "p3": p3, "four": four}
+
+
+def _images(tmp: Path, name: str, mutate) -> Path:
+    """A valid 2-class image folder, then ``mutate(root)`` breaks it."""
+    root = write_image_folder(tmp / name, classes=("a", "b"), per_class=(4, 2), size=(28, 28),
+                              ext=".png")
+    mutate(root)
+    return root
+
+
+def _truncate(root):
+    f = root / "train" / "a" / "001.png"
+    f.write_bytes(f.read_bytes()[:40])
+
+
+def _zero_byte(root):
+    (root / "train" / "b" / "002.png").write_bytes(b"")
+
+
+def _text_as_png(root):
+    (root / "train" / "a" / "notes.png").write_text("not an image, a renamed text file\n")
+
+
+def _empty_class(root):
+    shutil.rmtree(root / "test" / "b")
+    (root / "test" / "b").mkdir()
+
+
+def _one_class(root):
+    shutil.rmtree(root / "train" / "b")
+    shutil.rmtree(root / "test" / "b")
+
+
+def _float_image(root):
+    Image.fromarray(np.zeros((28, 28), np.float32)).save(root / "train" / "a" / "float.tif")
+
+
+DATASET_PROBES = {
+    "truncated image": (_truncate, ["cannot read image", "001.png"]),
+    "zero-byte image": (_zero_byte, ["cannot read image", "002.png"]),
+    "renamed text file": (_text_as_png, ["cannot read image", "notes.png"]),
+    "empty class folder": (_empty_class, ["has no images", "test/b"]),
+    "one class": (_one_class, ["at least 2"]),
+    "32-bit float image": (_float_image, ["float.tif", "32-bit float", "8-bit or 16-bit"]),
+}
+
+
+@pytest.mark.parametrize("probe", DATASET_PROBES)
+def test_bad_image_folders(world, capsys, probe):
+    mutate, words = DATASET_PROBES[probe]
+    images = _images(world["tmp"], probe.replace(" ", "-"), mutate)
+    refused(capsys, world["root"], ["ingest", "--dataset", f"imagefolder:{images}",
+                                    "--grayscale", "--storage", str(world["root"])], *words)
+
+
+def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (arguments, key words of the message)."""
+    d, m, p, r, b, d3, p3 = (w[k] for k in ("d", "m", "p", "r", "b", "d3", "p3"))
+    return {
+        # ad-hoc queries cannot write, nor read outside the lake
+        "sql copy to any path": (["sql", f"copy (select 1) to '{w['tmp']}/out.csv'"],
+                                 ["COPY statements are refused", "read-only"]),
+        "sql copy into a partition": (
+            ["sql", f"copy (select * from scores) to '{w['root']}/scores/scoring_run_id={r}/"
+                    f"evil.parquet'"], ["COPY statements are refused"]),
+        "sql explain analyze copy": (["sql", f"explain analyze copy (select 1) to "
+                                             f"'{w['tmp']}/x.csv'"], ["COPY"]),
+        "sql attach": (["sql", f"attach '{w['tmp']}/x.db'"], ["ATTACH statements are refused"]),
+        "sql create table": (["sql", "create table t as select 1"], ["CREATE"]),
+        "sql install": (["sql", "install httpfs"], ["refused"]),
+        "sql set": (["sql", "set enable_external_access = true"], ["SET statements"]),
+        "sql read outside the lake": (["sql", "select * from read_csv('/etc/passwd')"],
+                                      ["Permission", "lake's own files"]),
+        "sql syntax error": (["sql", "selec 1"], ["Parser Error"]),
+        "sql empty": (["sql", "  "], ["empty"]),
+        # wrong paths and names
+        "dataset path missing": (["ingest", "--dataset", "imagefolder:/no/such/dir"],
+                                 ["not found", "/no/such/dir"]),
+        "dataset files missing": (["ingest", "--data", str(w["tmp"] / "nothing")],
+                                  ["fashion-mnist"]),
+        "unknown dataset": (["ingest", "--dataset", "imagenet-21k"], ["imagenet-21k"]),
+        "subset larger than a class": (["ingest", "--dataset", f"imagefolder:{w['four']}",
+                                        "--per-class-train", "50"], ["50"]),
+        # unknown ids
+        "unknown dataset id": (["baseline", "--dataset-id", "nope"], ["no dataset_id 'nope'"]),
+        "unknown model id": (["score", "--model-id", "nope", "--pool-id", p],
+                             ["no model_id 'nope'"]),
+        "unknown pool id": (["score", "--model-id", m, "--pool-id", "nope"], ["no pool_id"]),
+        "unknown scoring run": (["select", "--scoring-run-id", "nope", "--all"],
+                                ["no scoring run 'nope'"]),
+        "unknown selection to match": (["select", "--scoring-run-id", r, "--random-matched",
+                                        "nope"], ["no selection 'nope'"]),
+        # out-of-range options
+        "baseline --epochs 0": (["baseline", "--dataset-id", d, "--epochs", "0"], ["--epochs"]),
+        "augment --workers 0": (["augment", "--dataset-id", d, "--workers", "0"], ["--workers"]),
+        "augment --workers -3": (["augment", "--dataset-id", d, "--workers", "-3"],
+                                 ["--workers"]),
+        "augment unknown kind": (["augment", "--dataset-id", d, "--kinds", "rotate,shear"],
+                                 ["shear"]),
+        "augment bad policy": (["augment", "--dataset-id", d, "--policy", "k:0"], ["k:N"]),
+        "score --batch-size 0": (["score", "--model-id", m, "--pool-id", p, "--batch-size", "0"],
+                                 ["--batch-size"]),
+        "score both ids": (["score", "--model-id", m, "--pool-id", p, "--dataset-id", d],
+                           ["exactly one"]),
+        "experiment --epochs 0": (["experiment", "--epochs", "0"], ["--epochs"]),
+        "experiment --reps 0": (["experiment", "--reps", "0"], ["--reps"]),
+        "image size too small": (["ingest", "--image-size", "3"], ["--image-size"]),
+        "unknown option": (["ingest", "--bogus"], ["No such option", "--bogus"]),
+        "unknown preset": (["experiment", "--preset", "huge"], ["unknown preset"]),
+        # bands and subsets
+        "band above 1": (["select", "--scoring-run-id", r, "--band", "0.5", "1.5"],
+                         ["outside [0, 1]"]),
+        "band below 0": (["select", "--scoring-run-id", r, "--band", "-0.1", "0.2"],
+                         ["outside [0, 1]"]),
+        "empty band": (["select", "--scoring-run-id", r, "--band", "0.4", "0.4"], ["empty"]),
+        "fraction 0": (["select", "--scoring-run-id", r, "--random-fraction", "0"],
+                       ["fraction"]),
+        "fraction above 1": (["select", "--scoring-run-id", r, "--random-fraction", "1.5"],
+                             ["fraction"]),
+        "no selection method": (["select", "--scoring-run-id", r], ["exactly one"]),
+        "SQL-looking score name": (["select", "--scoring-run-id", r, "--band", "0.1", "0.2",
+                                    "--score", "avh; drop table scores"],
+                                   ["unknown score column"]),
+        # a model and items that do not belong together
+        "model classes differ from the items'": (
+            ["score", "--model-id", m, "--pool-id", p3],
+            ["trained on 4 classes", "a, b, c, d", "has 3 classes", "x, y, z"]),
+        "score a split the dataset lacks": (["score", "--model-id", m, "--dataset-id", d3,
+                                             "--split", "val"], ["no val split", "--val-fraction"]),
+        # devices this machine does not have
+        "baseline on a missing GPU": (["baseline", "--dataset-id", d, "--device", "cuda"],
+                                      ["cuda", "no CUDA GPU", "--device cpu"]),
+        "score on a missing GPU": (["score", "--model-id", m, "--pool-id", p, "--device",
+                                    "cuda:0"], ["no CUDA GPU"]),
+        "experiment on a missing GPU": (["experiment", "--device", "cuda", "--per-class-train",
+                                         "10"], ["no CUDA GPU"]),
+        "unknown device": (["baseline", "--dataset-id", d, "--device", "tpu"], ["tpu"]),
+    }
+
+
+PROBE_NAMES = list(_probes({**{k: "x" for k in ("d", "m", "p", "r", "b", "d3", "p3", "four")},
+                           "tmp": Path("tmp"), "root": Path("root")}))
+
+
+@pytest.mark.parametrize("probe", PROBE_NAMES)
+def test_probe(world, capsys, probe):
+    if "GPU" in probe and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    args, words = _probes(world)[probe]
+    refused(capsys, world["root"], [*args, "--storage", str(world["root"])], *words)
+
+
+def test_probes_that_succeed_write_what_they_say(world, capsys):
+    """The table's control: the same commands with good values work (the probes fail for the
+    reason they name, not for another)."""
+    root = str(world["root"])
+    code, out, _ = smartaug(capsys, "sql", "select count(*) as n from scores", "--csv",
+                            "--storage", root)
+    assert code == 0
+    assert out.replace('"', "").split() == ["n", str(world["lake"].count("scores", world["r"]))]
+    code, out, _ = smartaug(capsys, "select", "--scoring-run-id", world["r"], "--band", "0.25",
+                            "0.75", "--storage", root)
+    assert code == 0 and out.split()[-1] == world["b"]
+    code, out, _ = smartaug(capsys, "sql", "explain select * from pools", "--storage", root)
+    assert code == 0
+
+
+def test_lake_root_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "lake.txt"
+    f.write_text("a file\n")
+    for root in (f, f / "sub"):
+        code, _, err = smartaug(capsys, "ingest", "--storage", str(root))
+        assert code == 2 and "is a file, not a directory" in " ".join(err.split())
+    assert f.read_text() == "a file\n"
+
+
+def _lake_copy(world, tmp_path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(world["root"], copy)
+    return copy
+
+
+def test_rows_added_by_hand_are_refused(world, tmp_path, capsys):
+    """A file copied into a scoring run's partition doubles its rows: every reader refuses the
+    run, naming the counts, instead of selecting 200 rows for 100 items."""
+    copy = _lake_copy(world, tmp_path)
+    part = copy / "scores" / f"scoring_run_id={world['r']}"
+    shutil.copy(next(part.glob("*.parquet")), part / "copied.parquet")
+    n = world["lake"].count("scores", world["r"])
+    refused(capsys, copy, ["select", "--scoring-run-id", world["r"], "--band", "0.1",
+                                  "0.3", "--storage", str(copy)],
+                   f"scoring run {world['r']} holds {2 * n} rows, expected {n}",
+                   "modified outside smartaug")
+    pool = copy / "augmentations" / f"pool_id={world['p']}"
+    (next(pool.glob("*.parquet"))).unlink()
+    with pytest.raises(LakeError, match=f"pool {world['p']} holds 0 rows, expected "
+                                        f"{world['lake'].count('augmentations', world['p'])}"):
+        Lake(copy).read("augmentations", world["p"])
+
+
+def test_checkpoints_the_safe_loader_refuses(world, tmp_path, capsys):
+    """A checkpoint that would run code when unpickled is refused, and PyTorch's advice to
+    retry with weights_only=False is not passed on; a modified one fails its sha256."""
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    copy = _lake_copy(world, tmp_path)
+    ckpt = copy / "checkpoints" / f"{world['m']}.pt"
+    args = ["score", "--model-id", world["m"], "--dataset-id", world["d"], "--split", "test",
+            "--device", "cpu", "--storage", str(copy)]
+    torch.save({"format": "smartaug-checkpoint/1", "x": Payload()}, ckpt)
+    text = refused(capsys, copy, args, "was refused", "GLOBAL", "system", "never runs code")
+    assert "weights_only=False" not in text and "weights_only` set to `False" not in text
+    assert not Path("pwned").exists()
+    # the weights changed, the recorded sha256 kept
+    payload = torch.load(world["root"] / "checkpoints" / f"{world['m']}.pt", weights_only=True)
+    key = next(iter(payload["state_dict"]))
+    payload["state_dict"][key] = payload["state_dict"][key] + 1
+    torch.save(payload, ckpt)
+    refused(capsys, copy, args, "sha256", "corrupt")
+    ckpt.write_bytes(b"not a checkpoint")
+    refused(capsys, copy, args, "was refused", "not a plain checkpoint")
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    """A 16-bit PNG (PIL mode I;16) becomes round(v * 255 / 65535), not all 255."""
+    root = tmp_path / "deep"
+    values = {}
+    for split, n in (("train", 3), ("test", 1)):
+        for ci, c in enumerate(("dark", "light")):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                v = np.full((8, 8), 4000 + 50000 * ci + 1000 * i, np.uint16)
+                v[0, 0] = 65535
+                Image.fromarray(v).save(root / split / c / f"{i}.png")
+                assert Image.open(root / split / c / f"{i}.png").mode == "I;16"
+                values[(split, c, i)] = v
+    lake = Lake(tmp_path / "lake")
+    d = ingest(lake, DataConfig(f"imagefolder:{root}"))
+    train = read_split(lake, d, "train")
+    assert train.images.shape == (6, 8, 8, 1)
+    expected = sorted(round(int(v[1, 1]) * 255 / 65535) for k, v in values.items()
+                      if k[0] == "train")
+    assert sorted(int(x) for x in train.images[:, 1, 1, 0]) == expected
+    assert (train.images[:, 0, 0, 0] == 255).all() and train.images.min() < 20
+
+
+def test_sql_looking_class_names_are_data(tmp_path, capsys):
+    images = write_image_folder(tmp_path / "imgs", classes=("a'; drop table x; --", "b\"c"),
+                                per_class=(3, 1), size=(28, 28), ext=".png")
+    root = tmp_path / "lake"
+    code, out, _ = smartaug(capsys, "ingest", "--dataset", f"imagefolder:{images}",
+                            "--grayscale", "--storage", str(root))
+    assert code == 0
+    d = out.split()[-1]
+    assert json.loads(Lake(root).row("datasets", d)["classes"]) == ["a'; drop table x; --", "b\"c"]
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (root only; skipped elsewhere)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                         capture_output=True)
+    if res.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root: " + res.stderr.decode().strip())
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill the disk but ``leave`` bytes."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    with open(disk / "filler", "wb") as fh:
+        fh.write(b"\0" * max(free - leave, 0))
+
+
+def test_full_disk_is_a_clear_error_and_leaves_nothing(world, small_disk, capsys):
+    root = small_disk / "lake"
+    Lake(root)
+    # ingest: the samples do not fit
+    _fill(small_disk, 64 * 1024)
+    refused(capsys, root, ["ingest", "--dataset", f"imagefolder:{world['four']}", "--grayscale",
+                           "--storage", str(root)], "no space left", "run the command again")
+    (small_disk / "filler").unlink()
+    code, out, err = smartaug(capsys, "ingest", "--dataset", f"imagefolder:{world['four']}",
+                              "--grayscale", "--val-fraction", "0.25", "--storage", str(root))
+    assert code == 0, err
+    d = out.split()[-1]
+    assert d == world["d"]  # the same content, the same id
+    # augment and baseline: the pool and the checkpoint do not fit
+    _fill(small_disk, 16 * 1024)
+    refused(capsys, root, ["augment", "--dataset-id", d, "--policy", "all", "--workers", "1",
+                           "--storage", str(root)], "no space left")
+    refused(capsys, root, ["baseline", "--dataset-id", d, "--epochs", "1", "--device", "cpu",
+                           "--storage", str(root)], "no space left")
+    lake = Lake(root)
+    assert lake.sql("select count(*) n from models").to_pylist() == [{"n": 0}]
+    assert lake.sql("select count(*) n from pools").to_pylist() == [{"n": 0}]
+    assert lake.count("samples", d) == world["lake"].count("samples", d)
+
+
+def test_failures_through_the_installed_command(tmp_path):
+    """The console script itself: the same error line and exit code, stdout empty."""
+    res = subprocess.run([str(BIN / "smartaug"), "augment", "--dataset-id", "x", "--workers",
+                          "0", "--storage", str(tmp_path / "lake")], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith("error:") and "--workers" in res.stderr
