@@ -43,6 +43,9 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_API_URL := http://127.0.0.1:$(PREFECT_PORT)/api
 export PREFECT_RUNNER_POLL_FREQUENCY := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# the server streams run logs to `prefect deployment run ... --watch` (off by default)
+export PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED := true
+export PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED := true
 HEALTHY := $(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(PREFECT_API_URL)/health', timeout=2)" 2>/dev/null
 
 up: setup

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -40,7 +41,9 @@ def prefect_env(tmp_path_factory, fashion_root):
     env = dict(os.environ, PREFECT_HOME=str(home),
                PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
                PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false", SMARTAUG_DATA=fashion_root)
+               PREFECT_UI_ENABLED="false", SMARTAUG_DATA=fashion_root,
+               PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED="true",  # as make up sets them: the
+               PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED="true")  # logs reach --watch
     server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.STDOUT)
@@ -170,6 +173,30 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
         assert result["drift"] is not None and result["child_model_id"]
         assert lake.row("drift", result["selection_id"])["round"] == 1
         assert lake.row("models", result["child_model_id"])["parent_model_id"] is not None
+        # what no retry can fix fails at once, and says why in --watch and the state message
+        bad = json.dumps({"dataset": "imagefolder:/no/such/images",
+                          "storage": str(tmp_path / "bad")})
+        watch = subprocess.run([str(BIN / "prefect"), "deployment", "run",
+                                "smart-augmentation/smart-augmentation", "-p",
+                                f"overrides={bad}", "--watch"], env=prefect_env,
+                               capture_output=True, text=True, timeout=600)
+        shown = " ".join((watch.stdout + watch.stderr).split())
+        assert watch.returncode != 0 and "Failed" in shown
+        assert "error: imagefolder: directory not found: /no/such/images" in shown, shown[-3000:]
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", shown).group(1)
+        code = (
+            "import json\nfrom uuid import UUID\n"
+            "from prefect.client.orchestration import get_client\n"
+            "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId\n"
+            "with get_client(sync_client=True) as c:\n"
+            f"    run = c.read_flow_run(UUID('{run_id}'))\n"
+            "    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter("
+            "id=FlowRunFilterId(any_=[run.id])))\n"
+            "    print(json.dumps({'message': run.state.message, 'tasks': "
+            "[(t.name, t.run_count, t.state.type.value) for t in tasks]}))")
+        failed = json.loads(_python(prefect_env, code))
+        assert "/no/such/images" in failed["message"]
+        assert [(n.split("-")[0], c) for n, c, _ in failed["tasks"]] == [("ingest", 1)]
     finally:
         serve.terminate()
         serve.wait(timeout=30)
