@@ -432,7 +432,7 @@ def sql(
     if csv:
         import pyarrow.csv as pacsv
 
-        pacsv.write_csv(result.slice(0, limit), sys.stdout.buffer)
+        pacsv.write_csv(_csv_safe(result.slice(0, limit)), sys.stdout.buffer)
         return
     table = Table(show_lines=False)
     for name in result.column_names:
@@ -492,6 +492,18 @@ def experiment(
     err.print(table)
     err.print(report["verdict"])
     print(lake.url("reports", exp_id))
+
+
+def _csv_safe(table):
+    """Nested columns (lists, structs, maps) as JSON text, which CSV can hold."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            text = pa.array([None if v is None else json.dumps(v, default=str)
+                             for v in table.column(i).to_pylist()], pa.string())
+            table = table.set_column(i, field.name, text)
+    return table
 
 
 def _cell(v) -> str:
