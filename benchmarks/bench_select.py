@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.lake import engine, query_arrow
+from pipeline.lake import Lake, query_arrow
 from pipeline.steps.sql import sql_text
 
 
@@ -32,7 +32,8 @@ def main() -> None:
     n = args.rows
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "scores.parquet")
+        lake = Lake(Path(tmp) / "lake")  # its engine is sandboxed to the lake, as in the pipeline
+        path = str(lake.root / "scores.parquet")
         cols = {"item_id": pa.array([f"p:train/{i // 3:06d}:{i % 3}" for i in range(n)]),
                 "label": rng.integers(0, 10, n)}
         for c in ("avh", "avc_true", "confidence", "margin", "loss", "entropy", "el2n",
@@ -43,8 +44,8 @@ def main() -> None:
         query = sql_text("band.sql")
         params = {"files": [path], "score": "avh", "lo": 0.02, "hi": 0.22, "per_class": False}
 
-        def with_duckdb():  # as pipeline.select runs it
-            con = engine()
+        def with_duckdb():  # as pipeline.steps.select runs it
+            con = lake.engine()
             out = query_arrow(con, query, params)
             con.close()
             return out.num_rows

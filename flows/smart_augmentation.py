@@ -1,7 +1,8 @@
 """Prefect flow ``smart-augmentation``: the experiment's list of steps
 (``pipeline.steps.experiment.experiment``, the same list ``smartaug experiment`` runs), each
 step a task: cached on its inputs, its source and the lake's identity (``Lake.lake_id``: delete
-``storage/`` and the next run recomputes), retried, and spread over the task runner
+``storage/`` and the next run recomputes), retried when a retry can help (never on bad input:
+``flows.failures``), and spread over the task runner
 (``flows.runners``) for the retraining grid and, with ``SMARTAUG_SCORE_SHARDS=N``, the pool's
 scoring.
 
