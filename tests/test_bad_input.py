@@ -397,3 +397,16 @@ def test_failures_through_the_installed_command(tmp_path):
                          text=True, timeout=300)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith("error:") and "--workers" in res.stderr
+
+
+def test_object_store_without_credentials(tmp_path):
+    """An S3 lake with no credentials anywhere: a clear error naming the lake, not a trace."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FSSPEC_"))}
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(
+        tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true",
+        FSSPEC_S3_ENDPOINT_URL="http://127.0.0.1:9", HOME=str(tmp_path))
+    res = subprocess.run([str(BIN / "smartaug"), "ingest", "--storage", "s3://lakes/x"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    text = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "error: cannot open the lake s3://lakes/x" in text and "credentials" in text.lower()
