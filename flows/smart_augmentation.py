@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
 from prefect.utilities.hashing import hash_objects
@@ -73,7 +73,8 @@ def step_task(step: Callable):
 
     def run(storage: str, args: tuple):
         try:
-            return step(Lake(storage), *args)
+            # the step's log lines (one per epoch) as the task's log: in the UI and --watch
+            return step(Lake(storage), *args, log=get_run_logger().info)
         except Exception as e:
             if is_permanent(e):  # said plainly, before the run's state turns Failed
                 fail_plainly(e)

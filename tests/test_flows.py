@@ -155,8 +155,16 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
             f"run = run_deployment('smart-augmentation/smart-augmentation', parameters="
             f"{{'preset': 'quick', 'overrides': {dict(TINY, storage=str(storage))!r}}}, "
             "timeout=900)\n"
-            "print(run.state.type.value)")
-        assert _python(prefect_env, code) == "COMPLETED"
+            "from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId\n"
+            "time.sleep(3)\n"
+            "with get_client(sync_client=True) as c:\n"
+            "    logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId("
+            "any_=[run.id])), limit=200)\n"
+            "epochs = sum(l.message.startswith('epoch ') for l in logs)\n"
+            "print(run.state.type.value, epochs)")
+        state, epochs = _python(prefect_env, code).split()
+        # the training steps' lines (one per epoch: baseline + 6 cells) are run logs
+        assert state == "COMPLETED" and int(epochs) == 7
         lake = Lake(storage)
         assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
         ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=prefect_env,
