@@ -88,6 +88,36 @@ def describe(
     out.print(table)
 
 
+@app.command("kinds")
+def list_kinds(
+    space: Annotated[str | None, typer.Option(
+        "--space", help="Also list the kinds this space file defines.")] = None,
+) -> None:
+    """List the built-in augmentation kinds (usable by name: --kinds rotate,crop,cutout) with
+    their albumentations transform and parameters."""
+    import json as json_
+
+    from pipeline.config import AugmentConfig
+    from pipeline.core.augment import BUILTIN, kind_specs, load_space
+
+    names, defined = _steps(load_space, space) if space else ((), ())
+    cfg = AugmentConfig(kinds=tuple(BUILTIN) + tuple(n for n in names if n not in BUILTIN),
+                        space=defined)
+    specs = kind_specs(cfg, 28, 28)
+    table = Table(title="augmentation kinds (parameters as albumentations serialises them; "
+                        "sizes for a 28x28 image)")
+    for col in ("kind", "what", "transform and parameters"):
+        table.add_column(col, overflow="fold")
+    for name in cfg.kinds:
+        spec = specs[name]
+        t = dict(spec.get("transform", spec))
+        cls = t.pop("__class_fullname__", "built-in")
+        params = ", ".join(f"{k}={json_.dumps(v)}" for k, v in sorted(t.items()) if k != "builtin")
+        what = BUILTIN[name][0] if name in BUILTIN else f"defined in {space}"
+        table.add_row(name, what, f"{cls}({params})")
+    out.print(table)
+
+
 @app.command("models")
 def list_models() -> None:
     """List the registered models with their feature size and parameter count."""
@@ -260,8 +290,12 @@ def augment(
     policy: Annotated[str, typer.Option(
         help="one (one augmentation per image, kind drawn uniformly) | all (every kind) | "
         "k:N (N per image)")] = "one",
-    kinds: Annotated[str, typer.Option(help="Comma-separated: rotate,noise,hflip")] =
-        "rotate,noise,hflip",
+    kinds: Annotated[str | None, typer.Option(
+        help="Comma-separated built-in kinds (smartaug kinds lists them; default "
+        "rotate,noise,hflip), or the space file's kinds to use")] = None,
+    space: Annotated[str | None, typer.Option(
+        "--space", help="A space file (YAML or JSON): kinds: {NAME: builtin | "
+        "A.to_dict(transform)}.")] = None,
     max_angle: Annotated[float, typer.Option(help="Rotation range +-degrees.")] = 20.0,
     sigma: Annotated[float, typer.Option(help="Noise std, units of a [0, 1] image.")] = 0.1,
     seed: SeedOpt = 0,
@@ -270,12 +304,16 @@ def augment(
     storage: StorageOpt = None,
 ) -> None:
     """Augment the train split into a pool (augmentations table). Prints the pool_id last."""
-    from pipeline.config import AugmentConfig, parse_policy
+    from pipeline.config import AUGMENT_KINDS, AugmentConfig, parse_policy
+    from pipeline.core.augment import load_space
     from pipeline.steps.pool import build_pool
 
     lake = _lake(storage)
-    cfg = _steps(AugmentConfig, policy=policy, kinds=tuple(k.strip() for k in kinds.split(",")),
-                 max_angle=max_angle, sigma=sigma, seed=seed)
+    names, defined = _steps(load_space, space) if space else (AUGMENT_KINDS, ())
+    if kinds is not None:
+        names = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    cfg = _steps(AugmentConfig, policy=policy, kinds=names, max_angle=max_angle, sigma=sigma,
+                 seed=seed, space=tuple(d for d in defined if d[0] in names))
     meta = _steps(lake.row, "datasets", dataset_id)
     with _Bar("augment", meta["n_train"] * parse_policy(policy, len(cfg.kinds))) as bar:
         pool_id = _steps(build_pool, lake, dataset_id, cfg, workers=workers, progress=bar)

@@ -9,6 +9,8 @@ columns, the selectable scores and the hardness math all derive from this one ma
 from __future__ import annotations
 
 import functools
+import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ConfigDict, TypeAdapter
@@ -28,7 +30,11 @@ SCORE_DIRECTIONS: dict[str, int] = {
 }
 SCORE_COLUMNS: tuple[str, ...] = tuple(SCORE_DIRECTIONS)
 
-AUGMENT_KINDS = ("rotate", "noise", "hflip")
+AUGMENT_KINDS = ("rotate", "noise", "hflip")  # the seed's kinds: the default space
+# every built-in kind (pipeline.core.augment defines them; `smartaug kinds` lists them)
+BUILTIN_KINDS = (*AUGMENT_KINDS, "vflip", "rotate180", "crop", "cutout", "blur",
+                 "brightness-contrast", "perspective", "elastic", "jpeg", "grid")
+_KIND_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 LOSS_KINDS = ("none", "additive", "multiplicative")
 LOSS_FNS = {"none": (None,), "additive": ("square", "identity", "exp"),
             "multiplicative": ("exp", "square", "sqrt")}  # the first is the kind's default
@@ -87,21 +93,45 @@ class AugmentConfig:
     max_angle: float = 20.0  # degrees
     sigma: float = 0.1  # noise std in units of a [0, 1] image
     seed: int = 0
+    # kinds defined by a space file: (name, albumentations' A.to_dict of the transform, as
+    # canonical JSON); ``kinds`` names them, or built-in kinds
+    space: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         parse_policy(self.policy, len(self.kinds))
         object.__setattr__(self, "kinds", tuple(self.kinds))
-        bad = [k for k in self.kinds if k not in AUGMENT_KINDS]
-        if bad or not self.kinds or len(set(self.kinds)) != len(self.kinds):
-            raise ValueError(f"kinds must be distinct names from {', '.join(AUGMENT_KINDS)}; "
-                             f"got {list(self.kinds)}")
+        object.__setattr__(self, "space", tuple((str(n), str(t)) for n, t in self.space))
+        custom = {n for n, _ in self.space}
+        for name, spec in self.space:
+            if not _KIND_NAME.match(name):
+                raise ValueError(f"kind name {name!r}: use lower-case letters, digits, '-', "
+                                 f"'_' and '.'")
+            try:
+                ok = "transform" in json.loads(spec)
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"kind {name!r}: not albumentations' serialisation "
+                                 f"(A.to_dict(transform): a mapping with a 'transform' key)")
+        valid = (*BUILTIN_KINDS, *sorted(custom - set(BUILTIN_KINDS)))
+        bad = [k for k in self.kinds if k not in valid]
+        if bad:
+            raise ValueError(f"unknown augmentation kind(s) {', '.join(map(repr, bad))}; valid: "
+                             f"{', '.join(valid)} (or define one in a space file: --space FILE)")
+        if not self.kinds or len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"kinds must be distinct and not empty; got {list(self.kinds)}")
         if not (0 < self.max_angle <= 180):
             raise ValueError(f"max_angle must be in (0, 180], got {self.max_angle}")
         if not (0 < self.sigma <= 1):
             raise ValueError(f"sigma must be in (0, 1], got {self.sigma}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``space`` only when it defines kinds (so the seed's pools keep their
+        ids)."""
+        d = asdict(self)
+        if not self.space:
+            del d["space"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -260,7 +290,7 @@ class ExperimentConfig:
             raise ValueError("a band search needs a validation split: set val_fraction > 0")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "augment": self.augment.to_dict()}
 
 
 for _cls in (DataConfig, AugmentConfig, LossSpec, TrainConfig, MethodSpec, ExperimentConfig):

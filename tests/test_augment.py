@@ -76,8 +76,8 @@ def test_policies():
     assert (np.abs(counts - 1000) < 100).all()  # drawn uniformly
     with pytest.raises(ValueError, match="valid: one, all, k:N"):
         parse_policy("some")
-    with pytest.raises(ValueError, match="kinds"):
-        AugmentConfig(kinds=("rotate", "blur"))
+    with pytest.raises(ValueError, match="unknown augmentation kind.*'shear'.*valid: rotate"):
+        AugmentConfig(kinds=("rotate", "shear"))
 
 
 def test_rotation_matrix_is_albumentations_own():
@@ -90,3 +90,104 @@ def test_rotation_matrix_is_albumentations_own():
         ref = fg.create_affine_transformation_matrix({"x": 0, "y": 0}, {"x": 0, "y": 0},
                                                      {"x": 1, "y": 1}, a, c)
         np.testing.assert_allclose(_rotation_matrix(c, a), ref, atol=1e-12)
+
+
+# the default space's pool before the space became data (ids, plan, pixels, parameters)
+DEFAULT_POOL_PIN = {
+    ((28, 28, 1), "one"): "cb234e055105f858", ((28, 28, 1), "all"): "d6c5e46220745c4c",
+    ((28, 28, 1), "k:2"): "0fc8ff6c62f6ecd3", ((32, 32, 3), "one"): "68fcd3f5e45a8d78",
+    ((32, 32, 3), "all"): "8e19c7b958afacaf", ((32, 32, 3), "k:2"): "2df2551c478656c0",
+}
+
+
+def test_default_space_gives_the_same_pool_as_before():
+    import hashlib
+
+    rng = np.random.default_rng(7)
+    for shape in ((28, 28, 1), (32, 32, 3)):
+        imgs = rng.integers(0, 256, size=(40, *shape), dtype=np.uint8)
+        ids = [f"train/{i:06d}" for i in range(40)]
+        for policy in ("one", "all", "k:2"):
+            items, out, params = augment_images(imgs, ids, AugmentConfig(policy=policy, seed=3),
+                                                workers=1)
+            h = hashlib.sha256(out.tobytes())
+            h.update(repr(items).encode())
+            for k in ("angle", "sigma", "flipped"):
+                h.update(np.ascontiguousarray(params[k]).tobytes())
+            assert h.hexdigest()[:16] == DEFAULT_POOL_PIN[(shape, policy)], (shape, policy)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_every_builtin_kind_is_a_pure_function_of_its_seed(shape):
+    import json
+
+    from pipeline.config import BUILTIN_KINDS
+
+    x = np.random.default_rng(1).integers(0, 256, size=(30, *shape), dtype=np.uint8)
+    ids = [f"train/{i:06d}" for i in range(30)]
+    cfg = AugmentConfig(policy="all", kinds=BUILTIN_KINDS, seed=5)
+    items, a, pa_ = augment_images(x, ids, cfg, workers=1)
+    _, b, pb = augment_images(x, ids, cfg, workers=2, chunk=37)
+    assert a.shape == (30 * len(BUILTIN_KINDS), *shape) and np.array_equal(a, b)
+    assert pa_["params"] == pb["params"]
+    kinds = [it[3] for it in items]
+    params = [json.loads(p) for p in pa_["params"]]
+    changed = {k: 0 for k in BUILTIN_KINDS}
+    for (row, _, _, kind), img, p in zip(items, a, params, strict=True):
+        changed[kind] += int(not np.array_equal(img, x[row]))
+        if kind in ("rotate", "rotate180"):
+            assert abs(p["angle"]) <= (20 if kind == "rotate" else 180)
+        if kind == "crop":
+            assert len(p["crop_coords"]) == 4
+        if kind == "jpeg":
+            assert 20 <= p["quality"] <= 60
+    assert all(v >= 25 for v in changed.values()), changed  # every kind changes the images
+    assert kinds.count("cutout") == 30
+
+
+def test_space_file_in_albumentations_format(tmp_path):
+    """The issue's file shape, exactly: a built-in kind by name and a transform as
+    A.to_dict writes it; a transform that changes the size is resized back."""
+    import json
+
+    import albumentations as A
+
+    from pipeline.core.augment import SpaceError, load_space
+
+    f = tmp_path / "space.yaml"
+    f.write_text("kinds:\n"
+                 "  rotate: builtin            # a built-in kind by name\n"
+                 "  grid:                      # A.to_dict(A.GridDistortion(num_steps=5, p=1.0))\n"
+                 "    __version__: 2.0.8\n"
+                 "    transform: {__class_fullname__: GridDistortion, num_steps: 5, p: 1.0}\n"
+                 "  small: " + json.dumps(A.to_dict(A.RandomCrop(height=20, width=18, p=1.0)))
+                 + "\n")
+    kinds, space = load_space(f)
+    assert kinds == ("rotate", "grid", "small") and [n for n, _ in space] == ["grid", "small"]
+    cfg = AugmentConfig(policy="all", kinds=kinds, space=space)
+    x, ids = images(12)
+    items, out, params = augment_images(x, ids, cfg, workers=1)
+    assert out.shape == (36, *x.shape[1:])
+    assert json.loads(params["params"][2])["crop_coords"]  # the crop's applied window
+    # the same pool from a JSON file
+    g = tmp_path / "space.json"
+    g.write_text(json.dumps({"kinds": {"rotate": "builtin", "grid": json.loads(space[0][1]),
+                                       "small": json.loads(space[1][1])}}))
+    assert load_space(g) == (kinds, space)
+    for text, words in (
+        ("kinds: {shear: builtin}", "not a built-in kind"),
+        ("kinds: {x: {transform: {num_steps: 5}}}", "not albumentations' format"),
+        ("kinds: {x: {__version__: 2.0.8, transform: {__class_fullname__: GridDistortion, "
+         "num_steps: -5, p: 1.0}}}", "albumentations refused GridDistortion"),
+        ("kinds: {x: {__version__: 2.0.8, transform: {__class_fullname__: NoSuchThing}}}",
+         "albumentations refused NoSuchThing"),
+        ("augment: [rotate]", "'kinds'"),
+        ("kinds: [rotate", "not valid YAML"),
+    ):
+        f.write_text(text)
+        with pytest.raises(SpaceError, match=words):
+            load_space(f)
+    rgb = AugmentConfig(kinds=("torgb",), space=(("torgb", json.dumps(A.to_dict(
+        A.ToRGB(p=1.0)))),))
+    with pytest.raises(SpaceError, match="1-channel image into 3 channels"):
+        augment_images(x, ids, rgb, workers=1)

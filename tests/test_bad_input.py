@@ -76,6 +76,10 @@ def world(tmp_path_factory):
     b = band(lake, r, 0.25, 0.75)
     d3 = ingest(lake, DataConfig(f"imagefolder:{three}", grayscale=True))
     p3 = build_pool(lake, d3, AugmentConfig(), workers=1)
+    (tmp / "space-not-albu.yaml").write_text("kinds: {grid: {num_steps: 5}}\n")
+    (tmp / "space-refused.yaml").write_text(
+        "kinds:\n  grid: {__version__: 2.0.8, transform: {__class_fullname__: GridDistortion,"
+        " num_steps: -5, p: 1.0}}\n")
     return {"tmp": tmp, "root": root, "lake": lake, "d": d, "m": m, "p": p, "r": r, "b": b,
             "d3": d3, "p3": p3, "four": four}
 
@@ -176,7 +180,15 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
         "augment --workers -3": (["augment", "--dataset-id", d, "--workers", "-3"],
                                  ["--workers"]),
         "augment unknown kind": (["augment", "--dataset-id", d, "--kinds", "rotate,shear"],
-                                 ["shear"]),
+                                 ["unknown augmentation kind", "shear", "valid: rotate, noise"]),
+        "space file not albumentations' format": (
+            ["augment", "--dataset-id", d, "--space", str(w["tmp"] / "space-not-albu.yaml")],
+            ["'grid'", "albumentations"]),
+        "space parameter albumentations refuses": (
+            ["augment", "--dataset-id", d, "--space", str(w["tmp"] / "space-refused.yaml")],
+            ["albumentations refused GridDistortion", "num_steps"]),
+        "space file missing": (["augment", "--dataset-id", d, "--space", "/no/space.yaml"],
+                               ["cannot read the space file"]),
         "augment bad policy": (["augment", "--dataset-id", d, "--policy", "k:0"], ["k:N"]),
         "score --batch-size 0": (["score", "--model-id", m, "--pool-id", p, "--batch-size", "0"],
                                  ["--batch-size"]),
@@ -410,3 +422,34 @@ def test_object_store_without_credentials(tmp_path):
     text = " ".join(res.stderr.split())
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "error: cannot open the lake s3://lakes/x" in text and "credentials" in text.lower()
+
+
+def test_space_file_pool_and_its_lineage(world, capsys, tmp_path):
+    """A pool from a space file: every row records its kind, spec hash, item seed and applied
+    parameters as JSON that DuckDB queries."""
+    space = tmp_path / "space.yaml"
+    space.write_text("kinds:\n  rotate180: builtin\n  crop: builtin\n  grid:\n"
+                     "    __version__: 2.0.8\n"
+                     "    transform: {__class_fullname__: GridDistortion, num_steps: 5, p: 1.0}\n")
+    root = str(world["root"])
+    code, out, err = smartaug(capsys, "augment", "--dataset-id", world["d"], "--space",
+                              str(space), "--policy", "all", "--workers", "1", "--storage", root)
+    assert code == 0, err
+    pool = out.split()[-1]
+    lake = world["lake"]
+    rows = lake.sql("select kind, count(*) n, count(distinct spec_hash) h, "
+                    "count(params) p, min(seed) > 0 s from augmentations where pool_id = $p "
+                    "group by kind order by kind", {"p": pool}).to_pylist()
+    n = lake.row("datasets", world["d"])["n_train"]
+    assert rows == [{"kind": k, "n": n, "h": 1, "p": n, "s": True}
+                    for k in ("crop", "grid", "rotate180")]
+    angles = lake.sql("select min(cast(params->>'angle' as double)) lo, "
+                      "max(cast(params->>'angle' as double)) hi from augmentations "
+                      "where pool_id = $p and kind = 'rotate180'", {"p": pool}).to_pylist()[0]
+    assert -180 <= angles["lo"] < -20 and 20 < angles["hi"] <= 180
+    crops = lake.sql("select params->'crop_coords' c from augmentations where pool_id = $p "
+                     "and kind = 'crop' limit 1", {"p": pool}).to_pylist()[0]["c"]
+    assert len(json.loads(crops)) == 4
+    again = smartaug(capsys, "augment", "--dataset-id", world["d"], "--space", str(space),
+                     "--policy", "all", "--workers", "2", "--storage", root)
+    assert again[0] == 0 and again[1].split()[-1] == pool  # same space, same pool id

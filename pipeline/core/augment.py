@@ -10,6 +10,16 @@ Kinds (uint8 in, uint8 out, 1 or 3 channels):
   channel, clipped to [0, 255]. Recorded: ``sigma``.
 * ``hflip``: mirror left-right. Recorded: ``flipped`` = true.
 
+More built-in kinds (``BUILTIN``; ``smartaug kinds`` lists them with their parameters), each an
+albumentations transform applied with ``p=1``: ``vflip``, ``rotate180`` (any angle), ``crop``
+(random resized crop back to the image size), ``cutout`` (``CoarseDropout``), ``blur``,
+``brightness-contrast``, ``perspective``, ``elastic``, ``jpeg``, ``grid``; and any kind a space
+file defines in albumentations' own serialisation (``A.to_dict``; ``load_space``). Such kinds
+run through ``A.Compose(..., save_applied_params=True)`` seeded per item
+(``set_random_seed``), and their scalar applied parameters are recorded. A transform that
+changes the image's height or width is resized back (``cv2.INTER_AREA`` when shrinking, else
+bilinear); one that changes the number of channels is refused.
+
 Policies: ``one`` (one augmentation per image, kind drawn uniformly: seed 000), ``k:N`` (N per
 image, each kind drawn uniformly), ``all`` (every kind for every image).
 
@@ -23,20 +33,167 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import signal
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
-from albumentations.augmentations.geometric import functional as fgeometric
-from albumentations.augmentations.pixel import functional as fpixel
 
 from pipeline.config import AugmentConfig, parse_policy
 
-__all__ = ["AugmentConfig", "augment_images", "plan"]
+__all__ = ["BUILTIN", "AugmentConfig", "SpaceError", "augment_images", "kind_specs",
+           "load_space", "plan"]
+
+
+class SpaceError(ValueError):
+    """An augmentation space (a file, a kind) cannot be used; the message says why."""
+
+
+# name -> (what it does, the transform for an image of (height, width)); the seed's three kinds
+# are listed with their parameters from AugmentConfig and applied by their own fast path
+BUILTIN: dict[str, tuple[str, Callable[[int, int], A.BasicTransform] | None]] = {
+    "rotate": ("rotation, angle uniform in +-max_angle (default 20), bilinear, black corners",
+               None),
+    "noise": ("Gaussian noise, sigma (default 0.1) of the [0, 1] range, per channel, clipped",
+              None),
+    "hflip": ("mirror left-right", None),
+    "vflip": ("mirror top-bottom", lambda h, w: A.VerticalFlip(p=1.0)),
+    "rotate180": ("rotation by any angle in +-180, bilinear, black corners",
+                  lambda h, w: A.Rotate(limit=(-180, 180), interpolation=cv2.INTER_LINEAR,
+                                        border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)),
+    "crop": ("random resized crop (8-100 % of the area, aspect 3/4-4/3) back to the image size",
+             lambda h, w: A.RandomResizedCrop(size=(h, w), scale=(0.08, 1.0), p=1.0)),
+    "cutout": ("1-3 black rectangles of 10-30 % of each side (CoarseDropout)",
+               lambda h, w: A.CoarseDropout(num_holes_range=(1, 3),
+                                            hole_height_range=(0.1, 0.3),
+                                            hole_width_range=(0.1, 0.3), fill=0, p=1.0)),
+    "blur": ("Gaussian blur, kernel 3-7 pixels",
+             lambda h, w: A.GaussianBlur(blur_limit=(3, 7), p=1.0)),
+    "brightness-contrast": ("brightness and contrast each shifted by up to +-30 %",
+                            lambda h, w: A.RandomBrightnessContrast(
+                                brightness_limit=(-0.3, 0.3), contrast_limit=(-0.3, 0.3),
+                                p=1.0)),
+    "perspective": ("perspective warp, corners moved by 5-10 % of the size, black border",
+                    lambda h, w: A.Perspective(scale=(0.05, 0.1), fit_output=False,
+                                               border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)),
+    "elastic": ("elastic deformation (alpha 1, sigma 50)",
+                lambda h, w: A.ElasticTransform(alpha=1.0, sigma=50.0, p=1.0)),
+    "jpeg": ("JPEG compression at quality 20-60",
+             lambda h, w: A.ImageCompression(compression_type="jpeg", quality_range=(20, 60),
+                                             p=1.0)),
+    "grid": ("grid distortion, 5 steps, +-30 %",
+             lambda h, w: A.GridDistortion(num_steps=5, distort_limit=(-0.3, 0.3),
+                                           border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)),
+}
+
+
+def _canonical(d) -> str:
+    return json.dumps(d, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist")
+                      else list(v) if isinstance(v, tuple | set) else str(v))
+
+
+def kind_specs(cfg: AugmentConfig, height: int, width: int) -> dict[str, dict]:
+    """Each kind's spec (what its spec hash covers): the seed's kinds with their parameters,
+    every other kind as albumentations serialises its transform for this image size."""
+    custom = dict(cfg.space)
+    specs = {}
+    for kind in cfg.kinds:
+        if kind in custom:
+            specs[kind] = json.loads(custom[kind])
+        elif BUILTIN[kind][1] is None:
+            specs[kind] = {"builtin": kind, **({"max_angle": cfg.max_angle} if kind == "rotate"
+                                               else {"sigma": cfg.sigma} if kind == "noise"
+                                               else {})}
+        else:
+            specs[kind] = json.loads(_canonical(A.to_dict(BUILTIN[kind][1](height, width))))
+    return specs
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha256(_canonical(spec).encode()).hexdigest()[:16]
+
+
+def load_space(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """A space file (YAML or JSON): ``kinds: {name: builtin | A.to_dict(transform)}``.
+    Returns (kind names in file order, the defined kinds as (name, canonical JSON)); each
+    transform is rebuilt with ``A.from_dict`` here, so a bad one fails now, by name."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpaceError(f"cannot read the space file {path}: {e.strerror or e}") from e
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise SpaceError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}:"
+                         f" {e}") from e
+    example = "kinds: {rotate: builtin, grid: <A.to_dict(A.GridDistortion(p=1.0))>}"
+    if not isinstance(data, dict) or not isinstance(data.get("kinds"), dict) or not data["kinds"]:
+        raise SpaceError(f"{path}: expected a mapping with a non-empty 'kinds' mapping, e.g. "
+                         f"{example}")
+    unknown = set(data) - {"kinds"}
+    if unknown:
+        raise SpaceError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected 'kinds'")
+    kinds, space = [], []
+    for name, value in data["kinds"].items():
+        name = str(name)
+        if value == "builtin":
+            if name not in BUILTIN:
+                raise SpaceError(f"{path}: kind {name!r} is not a built-in kind; built-in: "
+                                 f"{', '.join(BUILTIN)}")
+        elif isinstance(value, dict):
+            space.append((name, _checked_transform(path, name, value)))
+        else:
+            raise SpaceError(f"{path}: kind {name!r} must be 'builtin' or albumentations' "
+                             f"serialisation of a transform (A.to_dict(t): a mapping with "
+                             f"'__version__' and 'transform'), got {value!r}")
+        kinds.append(name)
+    return tuple(kinds), tuple(space)
+
+
+def _checked_transform(path, name: str, value: dict) -> str:
+    t = value.get("transform")
+    if not isinstance(t, dict) or "__class_fullname__" not in t:
+        raise SpaceError(f"{path}: kind {name!r} is not albumentations' format: expected "
+                         f"{{__version__: ..., transform: {{__class_fullname__: NAME, ...}}}} "
+                         f"as A.to_dict(transform) writes it")
+    try:
+        transform = A.from_dict(value)
+    except Exception as e:  # noqa: BLE001 - albumentations' own message says what is wrong
+        raise SpaceError(f"{path}: kind {name!r}: albumentations refused "
+                         f"{t['__class_fullname__']}: {type(e).__name__}: {e}") from e
+    if not isinstance(transform, A.BasicTransform) or isinstance(transform, A.BaseCompose):
+        raise SpaceError(f"{path}: kind {name!r} must be one transform, not "
+                         f"{type(transform).__name__}")
+    return _canonical(A.to_dict(transform))
+
+
+def _scalars(applied) -> dict:
+    """The scalar applied parameters (numbers, strings, booleans, short tuples of numbers);
+    arrays such as displacement maps are left out: the item seed regenerates them. A
+    rotation's matrix is also given as its angle (degrees, counter-clockwise)."""
+    out = {}
+    for name, params in applied:
+        for key, v in params.items():
+            if key in ("shape",):
+                continue
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, bool | int | float | str):
+                out[key] = v
+            elif isinstance(v, tuple | list) and len(v) <= 8 and all(
+                    isinstance(x, int | float | np.generic) for x in v):
+                out[key] = [x.item() if isinstance(x, np.generic) else x for x in v]
+            elif key == "matrix" and "Rotate" in name and isinstance(v, np.ndarray):
+                out["angle"] = float(np.degrees(np.arctan2(v[0, 1], v[0, 0])))
+    return out
 
 
 def _item_hash(pool_seed: int, sample_id: str, k: int) -> bytes:
@@ -82,6 +239,18 @@ def _transforms(cfg: AugmentConfig) -> dict:
     return _STATE["t"]
 
 
+def _gauss_noise_map(shape: tuple[int, ...], sigma: float, seed: int) -> np.ndarray:
+    """The noise map ``A.GaussNoise(std_range=(sigma, sigma), per_channel=True)`` draws for a
+    generator seeded with ``seed >> 31`` (OpenCV's RNG, seeded from it, fills the map), in
+    grey levels: N(0, (255 sigma)^2) per pixel and channel, float32."""
+    cv2.setRNGSeed(int(np.random.default_rng(seed >> 31).integers(0, 2**16)))
+    channels = shape[2]
+    noise = np.zeros(shape)
+    cv2.randn(dst=noise, mean=np.zeros(channels, np.float32),
+              stddev=sigma * np.ones(channels, np.float32))
+    return noise.astype(np.float32) * 255
+
+
 def _rotation_matrix(center: tuple[float, float], angle: float) -> np.ndarray:
     """3x3 rotation by ``angle`` degrees (counter-clockwise) about ``center``: the matrix
     ``A.Rotate`` builds (tested against albumentations' own), at a tenth of the cost."""
@@ -99,11 +268,12 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig):
     """
     tf = _transforms(cfg)
     shape = images.shape[1:]
-    center = fgeometric.center(shape[:2])
+    center = (shape[1] / 2 - 0.5, shape[0] / 2 - 0.5)  # (x, y): albumentations' centre
     out = np.empty((len(items), *shape), dtype=np.uint8)
     angle = np.full(len(items), np.nan)
     sigma = np.full(len(items), np.nan)
     flipped = np.zeros(len(items), dtype=bool)
+    applied: list[str] = []
     for i, (row, _k, s, kind) in enumerate(items):
         img = images[row]
         if kind == "rotate":
@@ -112,19 +282,56 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig):
             res = tf["rotate"].apply(img, matrix=m, x_min=-1, x_max=-1, y_min=-1, y_max=-1,
                                      shape=shape)
             angle[i] = a
+            applied.append(_canonical({"angle": a}))
         elif kind == "noise":
-            noise_map = fpixel.generate_noise(
-                noise_type="gaussian", spatial_mode="per_pixel", shape=shape,
-                params={"mean_range": (0.0, 0.0), "std_range": (cfg.sigma, cfg.sigma)},
-                max_value=255, approximation=1.0,
-                random_generator=np.random.default_rng(s >> 31))
-            res = tf["noise"].apply(img, noise_map=noise_map)
+            res = tf["noise"].apply(img, noise_map=_gauss_noise_map(shape, cfg.sigma, s))
             sigma[i] = cfg.sigma
-        else:
+            applied.append(_canonical({"sigma": cfg.sigma}))
+        elif kind == "hflip":
             res = tf["hflip"].apply(img)
             flipped[i] = True
+            applied.append(_canonical({"flipped": True}))
+        else:
+            compose = _composed(kind, cfg, shape)
+            compose.set_random_seed(s)
+            r = compose(image=img)
+            res = _fit(r["image"], shape, kind)
+            applied.append(_canonical(_scalars(r["applied_transforms"])))
         out[i] = res.reshape(shape)
-    return out, angle, sigma, flipped
+    return out, angle, sigma, flipped, applied
+
+
+def _composed(kind: str, cfg: AugmentConfig, shape) -> A.Compose:
+    """The kind's transform in a Compose that reports its applied parameters (one per worker
+    and image size)."""
+    cache = _STATE.setdefault("composed", {})
+    custom = dict(cfg.space)
+    key = (kind, custom.get(kind), shape)
+    if key not in cache:
+        if kind in custom:
+            t = A.from_dict(json.loads(custom[kind]))
+        else:
+            t = BUILTIN[kind][1](shape[0], shape[1])
+        cache[key] = A.Compose([t], save_applied_params=True, strict=False)
+    return cache[key]
+
+
+def _fit(res: np.ndarray, shape, kind: str) -> np.ndarray:
+    """Back to the pool's image shape: resized when a transform changed height or width,
+    refused when it changed the number of channels."""
+    if res.ndim == 2:
+        res = res[..., None]
+    if res.shape[2] != shape[2]:
+        raise SpaceError(f"kind {kind!r} turned a {shape[2]}-channel image into "
+                         f"{res.shape[2]} channels; the pool's images keep their channels")
+    if res.dtype != np.uint8:
+        raise SpaceError(f"kind {kind!r} returned {res.dtype} pixels, not uint8")
+    if res.shape[:2] != tuple(shape[:2]):
+        shrink = res.shape[0] * res.shape[1] > shape[0] * shape[1]
+        res = cv2.resize(res, (shape[1], shape[0]),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        res = res.reshape(shape)
+    return res
 
 
 def _worker_init() -> None:
@@ -174,7 +381,8 @@ def augment_images(
     """Augment every image per ``cfg``: returns (plan, images [M, H, W, C] uint8, params).
 
     images: [N, H, W, C] uint8. ``params`` has ``angle``, ``sigma``, ``flipped`` arrays [M]
-    (NaN / False where a kind has no such parameter). ``workers`` None = all cores.
+    (NaN / False where a kind has no such parameter) and ``params``, each augmentation's
+    applied scalar parameters as a JSON object (text). ``workers`` None = all cores.
     ``progress(n_done)`` is called after every chunk.
     """
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
@@ -202,8 +410,9 @@ def augment_images(
     if not results:
         empty = np.empty((0, *images.shape[1:]), np.uint8)
         return items, empty, {"angle": np.empty(0), "sigma": np.empty(0),
-                              "flipped": np.empty(0, bool)}
+                              "flipped": np.empty(0, bool), "params": []}
     out = np.concatenate([r[0] for r in results])
     params = {name: np.concatenate([r[i] for r in results])
               for i, name in ((1, "angle"), (2, "sigma"), (3, "flipped"))}
+    params["params"] = [p for r in results for p in r[4]]
     return items, out, params

@@ -37,7 +37,8 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
     "augmentations": _table(
         "pool_id", ("aug_id", pa.string()), ("sample_id", pa.string()), ("label", pa.int64()),
         ("k", pa.int32()), ("kind", pa.string()), ("angle", _F), ("sigma", _F),
-        ("flipped", pa.bool_()), ("seed", pa.int64()), *_IMAGE),
+        ("flipped", pa.bool_()), ("seed", pa.int64()), ("spec_hash", pa.string()),
+        ("params", pa.string()), *_IMAGE),
     "models": _table(
         "model_id", ("arch", pa.string()), ("dataset_id", pa.string()), ("config", pa.string()),
         ("parent_model_id", pa.string()), ("checkpoint", pa.string()), ("sha256", pa.string()),

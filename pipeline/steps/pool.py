@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.config import AugmentConfig
-from pipeline.core.augment import augment_images
+from pipeline.core.augment import augment_images, kind_specs, spec_hash
 from pipeline.lake import Lake, content_id, image_columns
 from pipeline.steps.ingest import read_split
 
@@ -31,6 +31,7 @@ def build_pool(lake: Lake, dataset_id: str, cfg: AugmentConfig, *, workers: int 
     split = read_split(lake, dataset_id, "train")
     items, out, params = augment_images(split.images, split.sample_ids, cfg, workers=workers,
                                         progress=progress)
+    hashes = {k: spec_hash(v) for k, v in kind_specs(cfg, *split.images.shape[1:3]).items()}
     rows = np.array([it[0] for it in items], dtype=np.int64)
     sids = np.asarray(split.sample_ids, dtype=object)[rows]
     with lake.writer("augmentations", pool_id) as w:
@@ -49,6 +50,8 @@ def build_pool(lake: Lake, dataset_id: str, cfg: AugmentConfig, *, workers: int 
                 "sigma": params["sigma"][lo:hi],
                 "flipped": params["flipped"][lo:hi],
                 "seed": np.asarray([it[2] for it in chunk], dtype=np.int64),
+                "spec_hash": [hashes[it[3]] for it in chunk],
+                "params": params["params"][lo:hi],  # JSON: the applied scalar parameters
                 **image_columns(out[lo:hi])})
     lake.write("pools", pool_id, {
         "pool_id": [pool_id], "dataset_id": [dataset_id],
