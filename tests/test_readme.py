@@ -5,6 +5,7 @@ DuckDB CLI; its Python block runs."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -75,14 +76,15 @@ def scratch(tmp_path_factory):
     return d, pets
 
 
-def run_block(scratch, block: str, stdin: str = "") -> subprocess.CompletedProcess:
+def run_block(scratch, block: str, stdin: str = "", env: dict | None = None
+              ) -> subprocess.CompletedProcess:
     d, pets = scratch
     lines = [c if c not in SKIPPED else f"# skipped: {c}" for c in commands(block)]
     script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
     script = script.replace("/data/pets", str(pets)).replace("/data/other-lake",
                                                              str(d / "other-lake"))
     res = subprocess.run(["bash", "-c", script], cwd=d, input=stdin, capture_output=True,
-                         text=True, timeout=1800)
+                         text=True, timeout=1800, env={**os.environ, **(env or {})})
     assert res.returncode == 0, (script, res.stdout[-3000:], res.stderr[-3000:])
     return res
 
@@ -97,13 +99,18 @@ def test_readme_shell_commands_run(scratch):
     lake_rows = subprocess.run([str(BIN / "smartaug"), "sql", "select count(*) n from selections",
                                 "--csv"], cwd=d, capture_output=True, text=True, check=True)
     assert int(lake_rows.stdout.split()[-1]) > 0
-    # every other block, in order (the experiment on the image folder included)
+    # every other block, in order (the experiment on the image folder included), with $D the
+    # chain's dataset and space.yaml the README's space file
+    dataset_id = subprocess.run([str(BIN / "smartaug"), "sql", "select dataset_id from datasets",
+                                 "--csv"], cwd=d, capture_output=True, text=True, check=True
+                                ).stdout.split()[-1].strip('"')
+    (d / "space.yaml").write_text(blocks("yaml")[0])
     query = "select count(*) as n_pools from pools;\n"
     for block in bash:
         if block is cli:
             continue
         if "duckdb" not in block:
-            run_block(scratch, block)
+            run_block(scratch, block, env={"D": dataset_id})
             continue
         for line in commands(block):  # each opens the DuckDB CLI, which reads stdin
             res = run_block(scratch, line, stdin=query)
@@ -119,7 +126,7 @@ def test_readme_sql_runs_in_smartaug_sql_and_the_duckdb_cli(scratch):
         run_block(scratch, next(b for b in blocks("bash") if "S=.venv/bin/smartaug" in b))
     text = blocks("sql")[0]
     queries = [q.strip() for q in text.split(";") if q.strip()]
-    assert len(queries) == 3
+    assert len(queries) == 4
     for q in queries:
         res = subprocess.run([str(BIN / "smartaug"), "sql", "--csv", "--", q], cwd=d,
                              capture_output=True, text=True, timeout=300)
@@ -127,7 +134,7 @@ def test_readme_sql_runs_in_smartaug_sql_and_the_duckdb_cli(scratch):
     duck = subprocess.run([str(BIN / "duckdb"), "-init", "storage/views.sql", "-csv"],
                           input=text, cwd=d, capture_output=True, text=True, timeout=300)
     assert duck.returncode == 0 and "Error" not in duck.stdout + duck.stderr, duck.stderr
-    assert "mean_avh" in duck.stdout and "aug_id" in duck.stdout
+    assert "mean_avh" in duck.stdout and "aug_id" in duck.stdout and "angle" in duck.stdout
 
 
 @pytest.mark.slow
