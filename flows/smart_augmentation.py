@@ -47,7 +47,9 @@ class Overrides(BaseModel):
     per_class_test: int | None = Field(None, ge=1)
     epochs: int | None = Field(None, ge=1, le=1000)
     reps: int | None = Field(None, ge=1, le=100)
-    model: Literal["lenet5", "lenet5-wide", "resnet"] | None = None
+    model: str | None = Field(None, description="lenet5 | lenet5-wide | resnet | "
+                              "torchvision:NAME | timm:NAME | package.module:factory",
+                              pattern=r"^(lenet5|lenet5-wide|resnet|[A-Za-z_][\w.]*:[\w.-]+)$")
     device: Literal["auto", "cpu", "cuda"] | None = None
     storage: str | None = Field(None, description="Lake root: a directory or an fsspec URL "
                                 "such as s3://bucket/lake (default: SMARTAUG_STORAGE or "

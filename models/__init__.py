@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from models.external import build_external, is_external
 from models.lenet import lenet5, lenet5_wide
 from models.resnet import resnet
 
@@ -35,17 +36,23 @@ _FORMAT = "smartaug-checkpoint/1"
 def make_model(
     name: str, num_classes: int, in_channels: int, image_size: int, **kwargs
 ) -> nn.Module:
-    """Build a registered model. ``kwargs`` go to the model (e.g. ``mean``, ``std``).
+    """Build a registered model, or your own (``torchvision:NAME``, ``timm:NAME``,
+    ``package.module:factory``: ``models.external``). ``kwargs`` go to the model (e.g.
+    ``mean``, ``std``).
 
     The name and arguments are kept on the module (``model.spec``) for ``save_checkpoint``.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    if name not in MODELS and not is_external(name):
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}, "
+                         f"torchvision:NAME, timm:NAME or package.module:factory")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    model = MODELS[name](num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    if is_external(name):
+        model = build_external(name, num_classes, in_channels, image_size, **kwargs)
+    else:
+        model = MODELS[name](num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
     model.spec = {
         "name": name,
         "num_classes": int(num_classes),
@@ -132,10 +139,16 @@ def _refusal(e: Exception) -> str:
     return why[0].rstrip(".") if why else "it holds objects other than tensors and plain values"
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved by ``save_checkpoint``, in eval mode, with identical outputs."""
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    arch: str | None = None) -> nn.Module:
+    """Rebuild the model saved by ``save_checkpoint``, in eval mode, with identical outputs.
+    ``arch``: the model name the caller trusts (the models table's); a checkpoint naming
+    another model (whose code would be imported to rebuild it) is refused before building."""
     payload = read_checkpoint(path)
     s = payload["spec"]
+    if arch is not None and s.get("name") != arch:
+        raise ValueError(f"{path} names model {s.get('name')!r}, the models table recorded "
+                         f"{arch!r}: refused (the file was replaced)")
     model = make_model(s["name"], s["num_classes"], s["in_channels"], s["image_size"], **s["kwargs"])
     model.load_state_dict(payload["state_dict"])
     model.sha256 = payload["sha256"]

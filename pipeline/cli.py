@@ -43,6 +43,8 @@ SizeOpt = Annotated[int | None, typer.Option(
 ValOpt = Annotated[float, typer.Option(
     "--val-fraction", help="Fraction of each train class held out for validation.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Root seed of subsets and training.")]
+MODEL_HELP = ("lenet5 | lenet5-wide | resnet | torchvision:NAME (e.g. torchvision:resnet18) | "
+              "timm:NAME | package.module:factory (your callable returning an nn.Module)")
 
 
 def _fail(e: Exception | str) -> None:
@@ -143,7 +145,7 @@ def demo(
     per_class_test: PerClassTestOpt = None,
     grayscale: GrayOpt = False,
     image_size: SizeOpt = None,
-    model: Annotated[str, typer.Option(help="lenet5 | lenet5-wide | resnet")] = "lenet5",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "lenet5",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 3,
     seed: SeedOpt = 0,
 ) -> None:
@@ -261,12 +263,15 @@ def ingest(
 @app.command()
 def baseline(
     dataset_id: Annotated[str, typer.Option("--dataset-id", help="From `smartaug ingest`.")],
-    model: Annotated[str, typer.Option(help="lenet5 | lenet5-wide | resnet")] = "lenet5",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "lenet5",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: SeedOpt = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="Start from this local state dict (e.g. a pretrained backbone), "
+        "read with weights_only=True.")] = None,
     storage: StorageOpt = None,
 ) -> None:
     """Train a baseline model on the dataset's train split (plain cross-entropy) and register
@@ -277,7 +282,8 @@ def baseline(
     cfg = _steps(TrainConfig, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                  device=device)
     lake = _lake(storage)
-    model_id = _steps(train_baseline, lake, dataset_id, arch=model, cfg=cfg, log=err.print)
+    model_id = _steps(train_baseline, lake, dataset_id, arch=model, cfg=cfg, log=err.print,
+                      weights=weights)
     row = lake.row("models", model_id)
     err.print(f"{model}: test accuracy {row['test_acc']:.4f}, test AVH {row['test_avh']:.4f}, "
               f"checkpoint {lake.url(row['checkpoint'])}")
@@ -498,7 +504,7 @@ def experiment(
         min=1, help="Epochs of the baseline and of every retraining run.")] = None,
     reps: Annotated[int | None, typer.Option(
         min=1, help="Replications (seeds) per method.")] = None,
-    model: Annotated[str | None, typer.Option(help="lenet5 | lenet5-wide | resnet")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     storage: StorageOpt = None,
 ) -> None:

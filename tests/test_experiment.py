@@ -339,3 +339,29 @@ def test_quick_preset_ids_are_pinned(tmp_path, fashion_root, monkeypatch):
            "selections": sels, "runs": {f"{r['method']}/{r['rep']}": r["run_id"] for r in runs},
            "sizes": {k: lake.count("selections", v) for k, v in sels.items()}}
     assert got == PINNED
+
+
+@pytest.mark.slow
+def test_whole_chain_with_a_torchvision_model(tmp_path, fashion_root):
+    """torchvision:resnet18 (adapted: last nn.Linear = head, 1 channel repeated to 3) through
+    baseline, scoring, every method's retraining (from scratch and fine-tuning the baseline)
+    and a curriculum round."""
+    from pipeline.steps.reselect import reselect
+
+    lake = Lake(tmp_path / "lake")
+    cfg = ExperimentConfig(
+        preset="test", model="torchvision:resnet18",
+        data=DataConfig(root=fashion_root, per_class_train=24, per_class_test=8,
+                        val_fraction=1 / 6),
+        baseline=TrainConfig(epochs=1, batch_size=64, device="cpu"),
+        retrain=TrainConfig(epochs=1, batch_size=64, device="cpu"), reps=1)
+    exp_id = run_experiment(cfg, lake, log=None)
+    runs = lake.sql("select method, test_acc from runs where experiment_id = $e",
+                    {"e": exp_id}).to_pylist()
+    assert sorted(r["method"] for r in runs) == ["M0", "M1", "M2"]
+    base = lake.row("models", lake.row("experiments", exp_id)["baseline_model_id"])
+    assert base["arch"] == "torchvision:resnet18" and 0 <= base["test_avh"] <= 1
+    run_experiment(replace(cfg, init="baseline"), lake, log=None)  # fine-tunes the baseline
+    out = reselect(lake, experiment_id=exp_id, retrain=True, log=None)
+    child = lake.row("models", out["child_model_id"])
+    assert child["arch"] == "torchvision:resnet18" and child["parent_model_id"] == base["model_id"]

@@ -80,3 +80,78 @@ def test_fused_model_gives_the_same_features(name):
     with torch.no_grad():
         torch.testing.assert_close(fused.features(x), model.features(x), rtol=1e-4, atol=1e-5)
     assert fused.spec == model.spec and model.training is False
+
+
+def _mynets(tmp_path, monkeypatch):
+    (tmp_path / "mynets.py").write_text(
+        "from torch import nn\n"
+        "def tiny(num_classes, in_channels):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 8, 3), nn.ReLU(), "
+        "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), "
+        "nn.Linear(16, num_classes))\n"
+        "def nolinear():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+        "def softmaxed(num_classes):\n"
+        "    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), "
+        "nn.Linear(8, num_classes), nn.Softmax(1))\n")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["torchvision:resnet18", "torchvision:mobilenet_v3_small",
+                                  "mynets:tiny"])
+def test_your_model_on_the_features_head_protocol(name, tmp_path, monkeypatch):
+    """A torchvision builder or your factory: the head is its last nn.Linear, the features its
+    input; 1-channel images feed a 3-channel network; the checkpoint round-trips."""
+    import torch
+
+    from models import load_checkpoint, make_model, save_checkpoint
+    from pipeline.core.hardness import hardness_scores
+
+    _mynets(tmp_path, monkeypatch)
+    m = make_model(name, 10, 1, 28).eval()
+    x = torch.rand(4, 1, 28, 28)
+    f = m.features(x)
+    assert f.ndim == 2 and m.head.in_features == f.shape[1] and m.head.out_features == 10
+    assert torch.allclose(m(x), m.head(f))
+    s = hardness_scores(m.head(f), f, m.head.weight, torch.tensor([0, 1, 2, 3]))
+    assert ((s["avh"] > 0) & (s["avh"] < 1)).all()
+    save_checkpoint(m, tmp_path / "m.pt")
+    again = load_checkpoint(tmp_path / "m.pt", arch=name)
+    assert torch.equal(again(x), m(x))
+    with pytest.raises(ValueError, match="names model .* recorded 'lenet5'"):
+        load_checkpoint(tmp_path / "m.pt", arch="lenet5")
+
+
+def test_models_that_cannot_be_adapted(tmp_path, monkeypatch):
+    import torch
+
+    from models import make_model
+    from models.external import load_weights
+
+    _mynets(tmp_path, monkeypatch)
+    for name, words in (("mynets:nolinear", "has no nn.Linear"),
+                        ("mynets:softmaxed", "is not its final layer"),
+                        ("nomodule:factory", "cannot import module 'nomodule'"),
+                        ("mynets:absent", "has no callable 'absent'"),
+                        ("torchvision:nope", "no classification model 'nope'"),
+                        ("vgg", "unknown model 'vgg'")):
+        with pytest.raises(ValueError, match=words):
+            make_model(name, 10, 1, 28)
+    m = make_model("torchvision:resnet18", 10, 1, 28)
+    state = {k: v for k, v in make_model("torchvision:resnet18", 5, 1, 28).body.state_dict()
+             .items()}
+    torch.save(state, tmp_path / "ok.pt")
+    load_weights(m, tmp_path / "ok.pt")  # a backbone without the head: a new head
+    assert torch.equal(m.body.conv1.weight, state["conv1.weight"])
+    state["layer1.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"'layer1.0.conv1.weight' has shape \(3, 3, 3, 3\)"):
+        load_weights(m, tmp_path / "bad.pt")
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("never",))
+
+    torch.save({"conv1.weight": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refused"):
+        load_weights(m, tmp_path / "evil.pt")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from models import save_checkpoint
+from models.external import load_weights
 from pipeline.config import TrainConfig
 from pipeline.core.train import build_model, evaluate, train
 from pipeline.lake import Lake, atomic_path, content_id
@@ -54,7 +55,8 @@ def register_model(lake: Lake, model_id: str, net: nn.Module, *, arch: str, data
 
 
 def train_baseline(lake: Lake, dataset_id: str, *, arch: str = "lenet5",
-                   cfg: TrainConfig | None = None, log: Log = print) -> str:
+                   cfg: TrainConfig | None = None, log: Log = print,
+                   weights: str | None = None) -> str:
     """Train ``arch`` on the train split of ``dataset_id`` with ``cfg`` and register it;
     returns model_id.
 
@@ -62,8 +64,11 @@ def train_baseline(lake: Lake, dataset_id: str, *, arch: str = "lenet5",
     finds the model and trains nothing.
     """
     cfg = cfg or TrainConfig()
-    model_id = content_id("model", {"dataset_id": dataset_id, "arch": arch,
-                                    "train": cfg.to_dict(), "parent_model_id": None})
+    ids = {"dataset_id": dataset_id, "arch": arch, "train": cfg.to_dict(),
+           "parent_model_id": None}
+    if weights is not None:  # the starting weights' content, not their path
+        ids["weights_sha256"] = _file_sha256(weights)
+    model_id = content_id("model", ids)
     if lake.has("models", model_id):
         return model_id
     meta = lake.row("datasets", dataset_id)
@@ -72,7 +77,20 @@ def train_baseline(lake: Lake, dataset_id: str, *, arch: str = "lenet5",
     t0 = time.perf_counter()
     net = build_model(arch, len(classes(lake, dataset_id)), meta["channels"], meta["height"],
                       seed=cfg.seed)
+    if weights is not None:
+        load_weights(net, weights)
     history = train(net, *evals["train"], cfg, log=log,
                     eval_sets={s: evals[s] for s in ("val", "test") if len(splits[s])})
     return register_model(lake, model_id, net, arch=arch, dataset_id=dataset_id, cfg=cfg,
-                          history=history, seconds=time.perf_counter() - t0, evals=evals)
+                          history=history, seconds=time.perf_counter() - t0, evals=evals,
+                          extra={"weights_sha256": ids["weights_sha256"]} if weights else None)
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as e:
+        raise ValueError(f"cannot read the weights file {path}: {e.strerror or e}") from e

@@ -68,7 +68,8 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
         return model_id
     data = training_data(lake, dataset_id, pool_id)
     x, y, n_aug = data.with_selection(lake, selection_id)
-    model = load_checkpoint(checkpoint_path(lake, parent_model_id))
+    model = load_checkpoint(checkpoint_path(lake, parent_model_id),
+                            arch=lake.row("models", parent_model_id)["arch"])
     t0 = time.perf_counter()
     if log:
         log(f"curriculum round: fine-tuning {parent_model_id} on {len(y)} images "

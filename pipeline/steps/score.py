@@ -47,7 +47,7 @@ def load_model(lake: Lake, model_id: str, device: torch.device):
     into the layers before them: same scores, faster) and its models row."""
     row = lake.row("models", model_id)
     path = checkpoint_path(lake, model_id)
-    model = load_checkpoint(path, map_location=device)
+    model = load_checkpoint(path, map_location=device, arch=row["arch"])
     if model.sha256 != row["sha256"]:
         raise ScoringError(f"checkpoint {path} has sha256 {model.sha256[:12]}, the models "
                            f"table recorded {row['sha256'][:12]}")
