@@ -76,6 +76,20 @@ def world(tmp_path_factory):
     b = band(lake, r, 0.25, 0.75)
     d3 = ingest(lake, DataConfig(f"imagefolder:{three}", grayscale=True))
     p3 = build_pool(lake, d3, AugmentConfig(), workers=1)
+    import torch
+
+    from models import make_model
+
+    state = make_model("lenet5", 4, 1, 28).state_dict()
+    key = next(k for k in state if k.endswith("weight"))
+    state[key] = torch.zeros(2, 2)
+    torch.save(state, tmp / "weights-bad-shape.pt")
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("never",))
+
+    torch.save({key: Payload()}, tmp / "weights-pickled.pt")
     (tmp / "space-not-albu.yaml").write_text("kinds: {grid: {num_steps: 5}}\n")
     (tmp / "space-refused.yaml").write_text(
         "kinds:\n  grid: {__version__: 2.0.8, transform: {__class_fullname__: GridDistortion,"
@@ -174,6 +188,22 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
                                 ["no scoring run 'nope'"]),
         "unknown selection to match": (["select", "--scoring-run-id", r, "--random-matched",
                                         "nope"], ["no selection 'nope'"]),
+        # your model
+        "model module cannot be imported": (["baseline", "--dataset-id", d, "--model",
+                                             "nomodule.sub:factory"],
+                                            ["cannot import module 'nomodule.sub'"]),
+        "model without a final nn.Linear": (["baseline", "--dataset-id", d, "--model",
+                                             "torch.nn:Identity"], ["has no nn.Linear"]),
+        "unknown torchvision model": (["baseline", "--dataset-id", d, "--model",
+                                       "torchvision:resnet9000"], ["no classification model"]),
+        "weights of another shape": (["baseline", "--dataset-id", d, "--weights",
+                                      str(w["tmp"] / "weights-bad-shape.pt")],
+                                     ["has shape (2, 2)"]),
+        "weights that are a pickle": (["baseline", "--dataset-id", d, "--weights",
+                                       str(w["tmp"] / "weights-pickled.pt")],
+                                      ["refused", "weights_only=True"]),
+        "weights file missing": (["baseline", "--dataset-id", d, "--weights", "/no/w.pt"],
+                                 ["/no/w.pt"]),
         # out-of-range options
         "baseline --epochs 0": (["baseline", "--dataset-id", d, "--epochs", "0"], ["--epochs"]),
         "augment --workers 0": (["augment", "--dataset-id", d, "--workers", "0"], ["--workers"]),
