@@ -490,8 +490,12 @@ def sql(
 
 @app.command()
 def experiment(
-    preset: Annotated[str, typer.Option(help="quick (minutes on 2 cores) | paper (seed 000)")]
-        = "quick",
+    preset: Annotated[str | None, typer.Option(
+        help="quick (minutes on 2 cores; the default) | paper (seed 000)")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", help="An experiment file (TOML or YAML): everything a preset describes; "
+        "`smartaug config show quick` prints one to start from. Options given here apply on "
+        "top of it.")] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")] = None,
     data: DataDirOpt = None,
@@ -514,8 +518,18 @@ def experiment(
     from pipeline.config import preset as get_preset
     from pipeline.steps.experiment import run_experiment
 
+    if config is not None and preset is not None:
+        _fail("give --preset or --config, not both (a file starts from a preset with "
+              "preset = \"quick\")")
+    if config is not None:
+        from pipeline.experiment_file import load_experiment
+
+        base = _steps(load_experiment, config)
+    else:
+        preset = preset or "quick"
+        base = _steps(get_preset, preset)
     try:
-        cfg = apply_overrides(get_preset(preset), dataset=dataset, data=data,
+        cfg = apply_overrides(base, dataset=dataset, data=data,
                               grayscale=grayscale, image_size=image_size,
                               per_class_train=per_class_train, per_class_test=per_class_test,
                               epochs=epochs, reps=reps, model=model, device=device)
@@ -523,10 +537,11 @@ def experiment(
         _fail(e)
     lake = _lake(storage)
     command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
-        sys.argv[0].endswith("smartaug") else f"smartaug experiment --preset {preset}"
+        sys.argv[0].endswith("smartaug") else (f"smartaug experiment --config {config}" if config
+                                               else f"smartaug experiment --preset {preset}")
     exp_id = _steps(run_experiment, cfg, lake, log=err.print, command=command)
     report = json.loads(lake.local_path(f"reports/{exp_id}/report.json").read_text())
-    table = Table(title=f"experiment {exp_id} ({preset})")
+    table = Table(title=f"experiment {exp_id} ({cfg.preset})")
     for col in ("method", "loss", "test acc % (mean ± std)", "95 % CI", "n"):
         table.add_column(col)
     for name, m in report["methods"].items():
@@ -548,6 +563,28 @@ def _csv_safe(table):
                              for v in table.column(i).to_pylist()], pa.string())
             table = table.set_column(i, field.name, text)
     return table
+
+
+config_app = typer.Typer(help="Experiment files: smartaug experiment --config FILE.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(name: Annotated[str, typer.Argument(help="quick | paper")] = "quick") -> None:
+    """Print a preset as an experiment file (TOML), to start your own from:
+    `smartaug config show quick > exp.toml`."""
+    from pipeline.experiment_file import preset_text
+
+    print(_steps(preset_text, name), end="")
+
+
+@config_app.command("check")
+def config_check(path: Annotated[str, typer.Argument(help="An experiment file.")]) -> None:
+    """Validate an experiment file and print the full config it describes (TOML)."""
+    from pipeline.experiment_file import dumps, load_experiment
+
+    print(dumps(_steps(load_experiment, path)), end="")
 
 
 def _cell(v) -> str:

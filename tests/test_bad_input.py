@@ -90,6 +90,8 @@ def world(tmp_path_factory):
             return (print, ("never",))
 
     torch.save({key: Payload()}, tmp / "weights-pickled.pt")
+    (tmp / "exp-typo.toml").write_text("preset = 'quick'\n[data]\nper_class_trian = 10\n")
+    (tmp / "exp-type.toml").write_text("[baseline]\nepochs = 'five'\n")
     (tmp / "space-not-albu.yaml").write_text("kinds: {grid: {num_steps: 5}}\n")
     (tmp / "space-refused.yaml").write_text(
         "kinds:\n  grid: {__version__: 2.0.8, transform: {__class_fullname__: GridDistortion,"
@@ -204,6 +206,15 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
                                       ["refused", "weights_only=True"]),
         "weights file missing": (["baseline", "--dataset-id", d, "--weights", "/no/w.pt"],
                                  ["/no/w.pt"]),
+        # experiment files
+        "config file with an unknown key": (
+            ["experiment", "--config", str(w["tmp"] / "exp-typo.toml")],
+            ["unknown key 'data.per_class_trian'", "valid: dataset, root, per_class_train"]),
+        "config file with a mistyped value": (
+            ["experiment", "--config", str(w["tmp"] / "exp-type.toml")],
+            ["baseline.epochs = 'five'", "integer"]),
+        "config file missing": (["experiment", "--config", "/no/exp.toml"],
+                                ["cannot read the experiment file"]),
         # out-of-range options
         "baseline --epochs 0": (["baseline", "--dataset-id", d, "--epochs", "0"], ["--epochs"]),
         "augment --workers 0": (["augment", "--dataset-id", d, "--workers", "0"], ["--workers"]),

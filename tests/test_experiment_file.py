@@ -1,0 +1,129 @@
+"""Experiments as files: the issue's TOML as it stands, presets shipped as files, overrides on
+top, and errors that name the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import preset
+from pipeline.experiment_file import ConfigError, dumps, load_experiment, preset_text
+from pipeline.lake import Lake
+from tests.conftest import write_image_folder
+
+BIN = Path(sys.executable).parent
+
+EXAMPLE = """\
+preset = "quick"              # optional: start from a preset; the keys below override it
+model = "torchvision:resnet18"
+reps = 2
+[data]
+dataset = "imagefolder:/data/pets"
+grayscale = true
+image_size = 28
+per_class_train = 200
+per_class_test = 50
+val_fraction = 0.1
+[augment]
+space = "space.yaml"
+policy = "k:2"
+[baseline]
+epochs = 2
+[retrain]
+epochs = 2
+"""
+
+SPACE = """\
+kinds:
+  rotate: builtin            # a built-in kind by name
+  grid:                      # A.to_dict(A.GridDistortion(num_steps=5, p=1.0))
+    __version__: 2.0.8
+    transform: {__class_fullname__: GridDistortion, num_steps: 5, p: 1.0}
+"""
+
+
+def test_presets_are_shipped_files_that_give_the_presets():
+    for name in ("quick", "paper"):
+        text = preset_text(name)
+        assert text == dumps(preset(name))
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset_text("huge")
+
+
+def test_the_example_file_as_it_stands(tmp_path):
+    pets = tmp_path / "pets"
+    (tmp_path / "exp.toml").write_text(EXAMPLE.replace("/data/pets", "pets"))
+    (tmp_path / "space.yaml").write_text(SPACE)
+    cfg = load_experiment(tmp_path / "exp.toml")
+    assert cfg.model == "torchvision:resnet18" and cfg.reps == 2 and cfg.preset == "quick"
+    assert cfg.data.dataset == f"imagefolder:{pets}"  # relative to the file
+    assert (cfg.data.grayscale, cfg.data.image_size, cfg.data.per_class_train,
+            cfg.data.per_class_test, cfg.data.val_fraction) == (True, 28, 200, 50, 0.1)
+    assert cfg.augment.policy == "k:2" and cfg.augment.kinds == ("rotate", "grid")
+    assert [n for n, _ in cfg.augment.space] == ["grid"]
+    assert cfg.baseline.epochs == cfg.retrain.epochs == 2
+    assert cfg.retrain.lr == preset("quick").retrain.lr  # the rest from the preset
+    assert [m.name for m in cfg.methods] == ["M0", "M1", "M2"]
+    # the same file with an absolute path, in YAML
+    import yaml
+
+    import tomllib
+
+    data = tomllib.loads(EXAMPLE)
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
+    assert load_experiment(tmp_path / "exp.yaml").data.dataset == "imagefolder:/data/pets"
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[data]\ndatset = 'mnist'\n", ["unknown key 'data.datset'"]),
+    ("reps = 'three'\n", ["reps = 'three'", "integer"]),
+    ("[augment]\npolicy = 'some'\n", ["augment", "unknown policy 'some'"]),
+    ("[augment]\nkinds = ['rotate', 'shear']\n", ["unknown augmentation kind", "'shear'"]),
+    ("[baseline]\nepochs = 0\n", ["epochs must be >= 1"]),
+    ("[[methods]]\nname = 'M9'\nselection = 'best'\n", ["unknown selection 'best'"]),
+    ("preset = 'huge'\n", ["preset", "unknown preset 'huge'"]),
+    ("data = 3\n", ["data must be a table"]),
+    ("[augment]\nspace = 'missing.yaml'\n", ["cannot read the space file"]),
+    ("reps = [\n", ["not valid TOML"]),
+])
+def test_errors_name_the_field(tmp_path, text, words):
+    f = tmp_path / "exp.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError) as e:
+        load_experiment(f)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+@pytest.mark.slow
+def test_experiment_from_the_example_file_with_overrides(tmp_path):
+    """The issue's file on an image folder, with command-line options on top: it runs
+    through the report, with a torchvision model and a space file."""
+    write_image_folder(tmp_path / "pets", classes=("cat", "dog", "eel"), per_class=(14, 4),
+                       size=(32, 32), ext=".jpg")
+    (tmp_path / "exp.toml").write_text(EXAMPLE.replace("/data/pets", "pets"))
+    (tmp_path / "space.yaml").write_text(SPACE)
+    storage = tmp_path / "lake"
+    res = subprocess.run([str(BIN / "smartaug"), "experiment", "--config",
+                          str(tmp_path / "exp.toml"), "--per-class-train", "12",
+                          "--per-class-test", "4", "--epochs", "1", "--reps", "1",
+                          "--device", "cpu", "--storage", str(storage)],
+                         capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = Path(res.stdout.strip().splitlines()[-1])
+    assert (report / "report.html").is_file() and (report / "report.json").is_file()
+    lake = Lake(storage)
+    kinds = lake.sql("select kind, count(*) n, count(params) p from augmentations group by kind "
+                     "order by kind").to_pylist()
+    n_train = lake.sql("select n_train from datasets").to_pylist()[0]["n_train"]
+    assert sum(k["n"] for k in kinds) == 2 * n_train and {k["kind"] for k in kinds} <= \
+        {"rotate", "grid"} and all(k["p"] == k["n"] for k in kinds)
+    assert lake.sql("select distinct arch from models").to_pylist() == \
+        [{"arch": "torchvision:resnet18"}]
+    res = subprocess.run([str(BIN / "smartaug"), "experiment", "--config", "x.toml",
+                          "--preset", "quick", "--storage", str(storage)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "not both" in res.stderr
