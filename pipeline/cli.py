@@ -565,6 +565,27 @@ def _csv_safe(table):
     return table
 
 
+@app.command("export")
+def export_cmd(
+    selection_id: Annotated[str, typer.Argument(help="From `smartaug select`.")],
+    to: Annotated[str, typer.Option("--to", help="A new or empty directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="imagefolder (PNGs) | parquet")] =
+        "imagefolder",
+    originals: Annotated[bool, typer.Option(
+        "--originals/--no-originals", help="Include the train split's originals.")] = True,
+    storage: StorageOpt = None,
+) -> None:
+    """Export a selection's items (and the originals) with a manifest.json of their lineage;
+    written atomically. Prints the directory last."""
+    from pipeline.steps.export import export
+
+    lake = _lake(storage)
+    out_dir = _steps(export, lake, selection_id, to, fmt=fmt, originals=originals)
+    n = json.loads((out_dir / "manifest.json").read_text())["n_items"]
+    err.print(f"exported {n} items ({fmt})")
+    print(out_dir)
+
+
 config_app = typer.Typer(help="Experiment files: smartaug experiment --config FILE.",
                          no_args_is_help=True)
 app.add_typer(config_app, name="config")

@@ -206,6 +206,13 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
                                       ["refused", "weights_only=True"]),
         "weights file missing": (["baseline", "--dataset-id", d, "--weights", "/no/w.pt"],
                                  ["/no/w.pt"]),
+        # export
+        "export to a non-empty directory": (["export", b, "--to", str(w["tmp"])],
+                                            ["not an empty directory"]),
+        "export an unknown selection": (["export", "nope", "--to", str(w["tmp"] / "new-x")],
+                                        ["no selection 'nope'"]),
+        "export in an unknown format": (["export", b, "--to", str(w["tmp"] / "new-y"),
+                                         "--format", "zip"], ["unknown export format 'zip'"]),
         # experiment files
         "config file with an unknown key": (
             ["experiment", "--config", str(w["tmp"] / "exp-typo.toml")],

@@ -1,0 +1,93 @@
+"""Selections out of the lake: SelectionDataset (exactly the selection's items, pixel-identical
+to the pool, through a DataLoader with workers) and export (ImageFolder / Parquet + manifest,
+atomic, refusing a non-empty directory), trained on in a plain PyTorch loop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import pipeline
+from pipeline.lake import decode_images
+from pipeline.steps.export import export
+from pipeline.steps.ingest import read_split
+from pipeline.steps.select import band
+
+
+@pytest.fixture(scope="module")
+def selection(small_lake):
+    lake = small_lake["lake"]
+    return lake, band(lake, small_lake["run_id"], 0.1, 0.4), small_lake
+
+
+def test_selection_dataset_is_exactly_the_selection(selection):
+    lake, sid, w = selection
+    ds = pipeline.SelectionDataset(lake.root, sid)
+    chosen = sorted(lake.read("selections", sid)["aug_id"].to_pylist())
+    train = read_split(lake, w["dataset_id"], "train")
+    assert len(ds) == len(train.labels) + len(chosen)
+    assert ds.ids[len(train.labels):] == chosen and ds.kinds[0] == "original"
+    pool = lake.read("augmentations", w["pool_id"])
+    images = np.asarray(decode_images(pool, "aug_id"))
+    row = {a: i for i, a in enumerate(pool["aug_id"].to_pylist())}
+    for j in (0, len(train.labels), len(ds) - 1):
+        x, y = ds[j]
+        assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
+        item = ds.ids[j]
+        ref = train.images[j] if j < len(train.labels) else images[row[item]]
+        assert torch.equal((x * 255).round().to(torch.uint8), torch.from_numpy(ref).permute(2, 0, 1))
+    only = pipeline.SelectionDataset(str(lake.root), sid, originals=False,
+                                     transform=lambda t: 1 - t)
+    assert len(only) == len(chosen) and torch.allclose(only[0][0], 1 - ds[len(train.labels)][0])
+    # a DataLoader with worker processes, and a plain PyTorch loop on a torchvision model
+    import torchvision
+
+    loader = DataLoader(ds, batch_size=64, shuffle=True, num_workers=2,
+                        generator=torch.Generator().manual_seed(0))
+    seen = sum(len(y) for _, y in loader)
+    assert seen == len(ds)
+    model = torchvision.models.resnet18(num_classes=len(ds.classes))
+    model.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.isfinite(loss)
+
+
+def test_export_imagefolder_and_parquet(selection, tmp_path):
+    lake, sid, w = selection
+    out = export(lake, sid, tmp_path / "folder")
+    m = json.loads((out / "manifest.json").read_text())
+    n_sel = lake.count("selections", sid)
+    assert m["selection_id"] == sid and m["n_items"] == len(m["items"])
+    assert m["checkpoint_sha256"] == lake.row("models", w["model_id"])["sha256"]
+    assert m["sql_file"] == "band.sql" and "quantile_cont" in m["sql"]
+    augs = [i for i in m["items"] if i["kind"] != "original"]
+    assert len(augs) == n_sel and all(i["score"] is not None and i["params"] for i in augs)
+    import torchvision
+
+    folder = torchvision.datasets.ImageFolder(str(out / "train"))
+    assert len(folder) == m["n_items"]
+    assert folder.classes == sorted(c.replace("/", "_") for c in m["classes"])  # T-shirt/top
+    first = next(i for i in m["items"] if i["kind"] != "original")
+    from PIL import Image
+
+    ds = pipeline.SelectionDataset(lake.root, sid)
+    j = ds.ids.index(first["id"])
+    png = np.asarray(Image.open(out / first["path"]))
+    assert np.array_equal(png, ds.images[j][..., 0])  # lossless
+    out2 = export(lake, sid, tmp_path / "pq", fmt="parquet", originals=False)
+    t = pq.read_table(out2 / "items.parquet")
+    assert t.num_rows == n_sel and np.array_equal(np.asarray(decode_images(t, "id")),
+                                                  ds.images[len(ds) - n_sel:])
+    with pytest.raises(ValueError, match="not an empty directory"):
+        export(lake, sid, tmp_path / "folder")
+    assert not list(tmp_path.glob(".*tmp-*"))
