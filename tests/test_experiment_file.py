@@ -68,9 +68,9 @@ def test_the_example_file_as_it_stands(tmp_path):
     assert cfg.retrain.lr == preset("quick").retrain.lr  # the rest from the preset
     assert [m.name for m in cfg.methods] == ["M0", "M1", "M2"]
     # the same file with an absolute path, in YAML
-    import yaml
-
     import tomllib
+
+    import yaml
 
     data = tomllib.loads(EXAMPLE)
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))

@@ -139,9 +139,35 @@ def test_readme_sql_runs_in_smartaug_sql_and_the_duckdb_cli(scratch):
 
 @pytest.mark.slow
 def test_readme_python_block_runs(fashion_root, tmp_path):
-    code = blocks("python")[0]
+    code = next(b for b in blocks("python") if "hardness_scores" in b)
     res = subprocess.run([sys.executable, "-c", code + "\nprint(sorted(scores), float(loss))"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**__import__("os").environ, "SMARTAUG_DATA": fashion_root})
     assert res.returncode == 0, res.stderr[-3000:]
     assert "'avh'" in res.stdout
+
+
+def test_readme_experiment_file_is_accepted(tmp_path):
+    from pipeline.experiment_file import load_experiment
+
+    (tmp_path / "exp.toml").write_text(blocks("toml")[0])
+    (tmp_path / "space.yaml").write_text(blocks("yaml")[0])
+    cfg = load_experiment(tmp_path / "exp.toml")
+    assert cfg.model == "torchvision:resnet18" and cfg.augment.kinds == ("rotate", "grid")
+    assert cfg.data.dataset == f"imagefolder:{tmp_path / 'pets'}"
+
+
+@pytest.mark.slow
+def test_readme_training_loop_runs(scratch):
+    d, _ = scratch
+    if not (d / "storage" / "selections").exists() or not list(
+            (d / "storage" / "selections").glob("selection_id=*")):
+        run_block(scratch, next(b for b in blocks("bash") if "S=.venv/bin/smartaug" in b))
+    sid = subprocess.run([str(BIN / "smartaug"), "sql", "select selection_id from selections "
+                          "where method = 'band' limit 1", "--csv"], cwd=d, capture_output=True,
+                         text=True, check=True).stdout.split()[-1].strip('"')
+    code = next(b for b in blocks("python") if "SelectionDataset" in b)
+    res = subprocess.run([sys.executable, "-c", code.replace("SELECTION_ID", sid)], cwd=d,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("epoch ") == 2
