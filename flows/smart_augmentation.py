@@ -56,8 +56,12 @@ class Overrides(BaseModel):
                                 "./storage)")
 
 
-def experiment_config(preset: str, overrides: Overrides) -> ExperimentConfig:
-    return apply_overrides(get_preset(preset), **overrides.model_dump(exclude={"storage"}))
+def experiment_config(preset: str, overrides: Overrides,
+                      config: ExperimentConfig | None = None) -> ExperimentConfig:
+    """``config`` (a whole experiment, as a file describes it) or the preset, then the
+    overrides on top."""
+    return apply_overrides(config if config is not None else get_preset(preset),
+                           **overrides.model_dump(exclude={"storage"}))
 
 
 # Per step: retries (training steps are not retried: a failure there is not transient) and
@@ -138,15 +142,20 @@ def _publish(lake: Lake, exp_id: str) -> None:
 
 @flow(name="smart-augmentation", log_prints=True, task_runner=task_runner())
 def smart_augmentation(preset: Literal["quick", "paper"] = "quick",
-                       overrides: Overrides = Overrides()) -> str:
-    """AVH-guided augmentation selection: the whole experiment; returns the report directory."""
+                       overrides: Overrides = Overrides(),
+                       config: ExperimentConfig | None = None) -> str:
+    """AVH-guided augmentation selection: the whole experiment; returns the report directory.
+    ``config``: a whole experiment (what an experiment file describes: `smartaug config check
+    FILE --json`), used instead of the preset; ``overrides`` apply on top of either."""
     try:
-        cfg = experiment_config(preset, overrides)  # refuse a bad combination before any work
+        # refuse a bad combination before any work
+        cfg = experiment_config(preset, overrides, config)
         lake = Lake(overrides.storage)
         o = overrides.model_dump(exclude_none=True)
-        command = (f"prefect deployment run smart-augmentation/smart-augmentation -p "
-                   f"preset={preset}" + (f" -p overrides='{json.dumps(o)}'" if o else "")
-                   + " --watch")
+        source = (f"-p config='{json.dumps(config.to_dict())}'" if config is not None
+                  else f"-p preset={preset}")
+        command = (f"prefect deployment run smart-augmentation/smart-augmentation {source}"
+                   + (f" -p overrides='{json.dumps(o)}'" if o else "") + " --watch")
         exp_id, location = steps.experiment(cfg, PrefectRunner(lake.url()), command=command,
                                             n_shards=steps.score_shards())
     except Exception as e:

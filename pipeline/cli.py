@@ -601,11 +601,17 @@ def config_show(name: Annotated[str, typer.Argument(help="quick | paper")] = "qu
 
 
 @config_app.command("check")
-def config_check(path: Annotated[str, typer.Argument(help="An experiment file.")]) -> None:
-    """Validate an experiment file and print the full config it describes (TOML)."""
+def config_check(
+    path: Annotated[str, typer.Argument(help="An experiment file.")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: the Prefect deployment's `config` parameter.")] = False,
+) -> None:
+    """Validate an experiment file and print the full config it describes (TOML, or JSON for
+    `prefect deployment run smart-augmentation/smart-augmentation -p config=...`)."""
     from pipeline.experiment_file import dumps, load_experiment
 
-    print(dumps(_steps(load_experiment, path)), end="")
+    cfg = _steps(load_experiment, path)
+    print(json.dumps(cfg.to_dict()) if as_json else dumps(cfg), end="\n" if as_json else "")
 
 
 def _cell(v) -> str:

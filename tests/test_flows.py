@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,25 @@ def test_bad_overrides_are_refused():
         Overrides(learning_rate=1)
     cfg = experiment_config("quick", Overrides(epochs=2, reps=4))
     assert cfg.retrain.epochs == 2 and cfg.reps == 4
+    # a whole typed config (an experiment file's), validated by Prefect like any parameter
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.smart_augmentation import smart_augmentation
+    from pipeline.config import ExperimentConfig, preset
+
+    schema = parameter_schema(smart_augmentation).model_dump()
+    assert "ExperimentConfig" in schema["definitions"]  # the UI's form
+    paper = preset("paper")
+    params = smart_augmentation.validate_parameters({"config": paper.to_dict(),
+                                                     "overrides": {"reps": 2}})
+    assert params["config"] == paper
+    assert experiment_config("quick", params["overrides"], params["config"]) == \
+        replace(paper, reps=2)
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match="reps must be >= 1"):
+        smart_augmentation.validate_parameters({"config": {"reps": 0}})
+    assert isinstance(paper, ExperimentConfig)
 
 
 @pytest.mark.slow
