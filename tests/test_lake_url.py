@@ -3,6 +3,7 @@ through the object-store path (one object per partition, uploaded whole), exerci
 fsspec's in-process ``memory://`` filesystem and on a real S3 API (moto's server on a free
 loopback port, through s3fs)."""
 
+import json
 import uuid
 
 import numpy as np
@@ -139,6 +140,15 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
     model, row = load_model(Lake(remote.root), model_id, __import__("torch").device("cpu"))
     assert row["checkpoint"] == f"checkpoints/{model_id}.pt"  # relative to the root
     assert (remote.cache / "checkpoints" / f"{model_id}.pt").is_file()
+    # a selection of the remote lake as a PyTorch Dataset, the same items as from the copy
+    import pipeline
+
+    sid = json.loads(remote.row("experiments", exp_id)["selections"])["M2"]
+    ds = pipeline.SelectionDataset(remote.root, sid)
+    local.remove(local.location("selections"))  # the copy predates the selection: re-copy
+    remote.fs.get(remote.path + "/selections/", str(local_dir / "selections"), recursive=True)
+    again = pipeline.SelectionDataset(local_dir, sid)
+    assert ds.ids == again.ids and (ds.images == again.images).all() and len(ds) > 0
 
 
 def test_unreachable_object_store_is_a_clear_error(s3_endpoint, tmp_path, monkeypatch):
