@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from pipeline import config as C
 from pipeline.config import ExperimentConfig, config_from_dict, preset
+from pipeline.core.augment import load_space
 
 __all__ = ["ConfigError", "dumps", "load_experiment", "preset_text"]
 
@@ -90,8 +93,6 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         if not isinstance(space, str):
             raise ConfigError(f"{path}: augment.space must be the path of a space file, got "
                               f"{space!r}")
-        from pipeline.core.augment import load_space
-
         kinds, defined = load_space(here / space)
         aug.setdefault("kinds", list(kinds))
         aug["space"] = [list(d_) for d_ in defined if d_[0] in aug["kinds"]]
@@ -113,10 +114,6 @@ def _describe(err: dict) -> str:
 
 def _valid_keys(loc) -> list[str]:
     """The keys of the table an unknown key was found in."""
-    from dataclasses import fields
-
-    from pipeline import config as C
-
     cls = C.ExperimentConfig
     by_field = {"data": C.DataConfig, "augment": C.AugmentConfig, "baseline": C.TrainConfig,
                 "retrain": C.TrainConfig, "methods": C.MethodSpec, "loss": C.LossSpec}

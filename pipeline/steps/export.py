@@ -22,10 +22,11 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.lake import Lake, LakeError, decode_images
+from pipeline.lake import Lake, LakeError, decode_images, encode_images
 from pipeline.lake.provenance import git_sha
 from pipeline.steps.ingest import classes, read_split
 from pipeline.steps.select import read_selection
+from pipeline.steps.sql import sql_text
 
 __all__ = ["SelectionDataset", "export", "selection_items"]
 
@@ -154,15 +155,11 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
 
 
 def _sql_text(name: str | None) -> str | None:
-    from pipeline.steps.sql import sql_text
-
     return sql_text(name) if name else None
 
 
 def _write_items(tmp: Path, items: dict, fmt: str) -> list[str]:
     if fmt == "parquet":
-        from pipeline.lake import encode_images
-
         n, h, w, c = items["images"].shape
         pq.write_table(pa.table({
             "id": items["ids"], "label": items["labels"], "kind": items["kinds"],
