@@ -3,8 +3,9 @@ without glue code. Three kinds of name:
 
 * ``torchvision:NAME``: any torchvision classification builder (``torchvision.models
   .get_model(NAME, weights=None, num_classes=C)``), e.g. ``torchvision:resnet18``;
-* ``timm:NAME``: a timm model (``timm.create_model(NAME, num_classes=C, in_chans=channels)``;
-  the optional extra ``pip install smartaug[timm]``);
+* ``timm:NAME``: a timm model (``timm.create_model(NAME, num_classes=C, in_chans=channels)``,
+  and ``img_size`` for models with a fixed input size such as ViTs; the optional extra
+  ``pip install smartaug[timm]``);
 * ``package.module:factory``: your callable returning an ``nn.Module``; it is given
   ``num_classes``, ``in_channels`` and ``image_size`` when its signature takes them. The
   module is imported from ``sys.path`` and the current directory; it must be importable
@@ -57,10 +58,13 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
         except ImportError as e:
             raise ValueError(f"{name}: timm is not installed (pip install 'smartaug[timm]')"
                              ) from e
+        kw = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels}
         try:
-            return timm.create_model(ref, pretrained=False, num_classes=num_classes,
-                                     in_chans=in_channels)
-        except RuntimeError as e:
+            try:  # models with a fixed input size (ViTs) take the data's
+                return timm.create_model(ref, img_size=image_size, **kw)
+            except TypeError:
+                return timm.create_model(ref, **kw)
+        except (RuntimeError, ValueError, AssertionError) as e:
             raise ValueError(f"{name}: {e}") from e
     if os.getcwd() not in sys.path:  # like uvicorn's APP:app, a module in the current directory
         sys.path.insert(0, os.getcwd())

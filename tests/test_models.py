@@ -98,7 +98,7 @@ def _mynets(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["torchvision:resnet18", "torchvision:mobilenet_v3_small",
-                                  "mynets:tiny"])
+                                  "mynets:tiny", "timm:resnet18", "timm:vit_tiny_patch16_224"])
 def test_your_model_on_the_features_head_protocol(name, tmp_path, monkeypatch):
     """A torchvision builder or your factory: the head is its last nn.Linear, the features its
     input; 1-channel images feed a 3-channel network; the checkpoint round-trips."""
@@ -107,6 +107,8 @@ def test_your_model_on_the_features_head_protocol(name, tmp_path, monkeypatch):
     from models import load_checkpoint, make_model, save_checkpoint
     from pipeline.core.hardness import hardness_scores
 
+    if name.startswith("timm:"):
+        pytest.importorskip("timm", reason="the optional extra: pip install -e '.[timm]'")
     _mynets(tmp_path, monkeypatch)
     m = make_model(name, 10, 1, 28).eval()
     x = torch.rand(4, 1, 28, 28)

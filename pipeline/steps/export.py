@@ -92,8 +92,8 @@ class SelectionDataset(Dataset):
 
     def __init__(self, storage, selection_id: str, *, originals: bool = True, transform=None):
         items = selection_items(Lake(storage), selection_id, originals=originals)
-        self.images = np.ascontiguousarray(items["images"])
-        self.labels = torch.as_tensor(items["labels"], dtype=torch.int64)
+        self.images = np.require(items["images"], requirements=["C", "W"])  # torch needs W
+        self.labels = torch.from_numpy(np.array(items["labels"], dtype=np.int64))
         self.ids, self.kinds, self.classes = items["ids"], items["kinds"], items["classes"]
         self.selection_id, self.transform = selection_id, transform
 
