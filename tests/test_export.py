@@ -70,6 +70,7 @@ def test_export_imagefolder_and_parquet(selection, tmp_path):
     assert m["selection_id"] == sid and m["n_items"] == len(m["items"])
     assert m["checkpoint_sha256"] == lake.row("models", w["model_id"])["sha256"]
     assert m["sql_file"] == "band.sql" and "quantile_cont" in m["sql"]
+    assert m["model_config"]["train"]["epochs"] == 1 and m["pool_config"]["policy"] == "one"
     augs = [i for i in m["items"] if i["kind"] != "original"]
     assert len(augs) == n_sel and all(i["score"] is not None and i["params"] for i in augs)
     import torchvision

@@ -136,6 +136,8 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
             "pool_config": json.loads(info["pool"]["config"]),
             "dataset_id": info["pool"]["dataset_id"], "model_id": info["model"]["model_id"],
             "model_arch": info["model"]["arch"], "checkpoint_sha256": info["model"]["sha256"],
+            "model_config": {k: v for k, v in json.loads(info["model"]["config"]).items()
+                             if k != "history"},
             "classes": items["classes"], "originals": originals, "format": fmt,
             "git_sha": git_sha(), "n_items": len(items["ids"]),
             "items": [{"id": i, "label": int(y), "kind": k, "score": s,
