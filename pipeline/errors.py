@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import errno
 
-from pipeline.core.datasets import DatasetError
-from pipeline.core.scoring import ScoringError
 from pipeline.lake import LakeError
-from pipeline.steps.select import SelectionError
 
 __all__ = ["USER_ERRORS", "is_permanent", "message"]
 
-# ValueError covers the configs' checks and pydantic's ValidationError
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    DatasetError, LakeError, ScoringError, SelectionError, ValueError, OSError)
+# ValueError covers DatasetError, ScoringError, SelectionError, SpaceError, ConfigError, the
+# configs' checks and pydantic's ValidationError
+USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, ValueError, OSError)
 
 # OSErrors no retry fixes: the disk, permissions, a missing or misplaced file
 _PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,

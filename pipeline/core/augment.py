@@ -283,15 +283,15 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig):
             res = tf["rotate"].apply(img, matrix=m, x_min=-1, x_max=-1, y_min=-1, y_max=-1,
                                      shape=shape)
             angle[i] = a
-            applied.append(_canonical({"angle": a}))
+            applied.append(json.dumps({"angle": a}))
         elif kind == "noise":
             res = tf["noise"].apply(img, noise_map=_gauss_noise_map(shape, cfg.sigma, s))
             sigma[i] = cfg.sigma
-            applied.append(_canonical({"sigma": cfg.sigma}))
+            applied.append(json.dumps({"sigma": cfg.sigma}))
         elif kind == "hflip":
             res = tf["hflip"].apply(img)
             flipped[i] = True
-            applied.append(_canonical({"flipped": True}))
+            applied.append(json.dumps({"flipped": True}))
         else:
             t = _transform(kind, cfg, shape)
             t.set_random_state(*_generators(s))

@@ -299,10 +299,16 @@ class Lake:
         A data partition whose run recorded its size (a dataset's samples, a pool's
         augmentations, a scoring run's scores) must hold exactly that many rows: files added
         or removed by hand make it an error, never rows counted twice."""
+        return self._files_and_rows(table, key)[0]
+
+    def _files_and_rows(self, table: str, key: str) -> tuple[list[str], int | None]:
+        """``files`` and, for a table whose size is recorded, the rows they hold (read once
+        from the footers, for both the check and ``count``)."""
         if not self.has(table, key):
             raise LakeError(f"no {PARTITION_KEYS[table]} {key!r} in {self.url(table)}; "
                             f"run the step that produces it first")
         files = self.parquet_files(self.partition_dir(table, key))
+        held = None
         if table in RECORDED_ROWS:
             meta, columns, what = RECORDED_ROWS[table]
             if self.has(meta, key):
@@ -315,7 +321,7 @@ class Lake:
                         f"modified outside smartaug ({self.url(table, f'{PARTITION_KEYS[table]}={key}')}"
                         f" should hold only the files smartaug wrote); remove the partition "
                         f"and its {meta} row to redo the step")
-        return files
+        return files, held
 
     def parquet_file(self, f: str) -> pq.ParquetFile:
         return pq.ParquetFile(f) if self.local else pq.ParquetFile(self.fs.open(f, "rb"))
@@ -388,7 +394,9 @@ class Lake:
             yield from self.parquet_file(f).iter_batches(batch_size=batch_size, columns=columns)
 
     def count(self, table: str, key: str) -> int:
-        return sum(self.parquet_file(f).metadata.num_rows for f in self.files(table, key))
+        files, held = self._files_and_rows(table, key)
+        return held if held is not None else sum(self.parquet_file(f).metadata.num_rows
+                                                 for f in files)
 
     # ------------------------------------------------------------ DuckDB
     def views_sql(self) -> str:
