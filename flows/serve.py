@@ -1,6 +1,8 @@
 """Serve the deployments against the Prefect server in PREFECT_API_URL:
 
 - ``smart-augmentation/smart-augmentation``: the whole experiment (default preset quick);
+- ``study/study``: which augmentations to keep at equal budget (default: the study at the quick
+  preset's size);
 - ``reselect/nightly``: a curriculum round of the newest experiment on a cron schedule
   (``SMARTAUG_RESELECT_CRON``, default ``0 3 * * *``, UTC).
 
@@ -18,6 +20,7 @@ from prefect import serve
 
 from flows.reselect import reselect
 from flows.smart_augmentation import smart_augmentation
+from flows.study import study
 
 
 def deployments(cron: str | None = None):
@@ -27,6 +30,11 @@ def deployments(cron: str | None = None):
             name="smart-augmentation", parameters={"preset": "quick"},
             description="AVH-guided augmentation selection: ingest, baseline, augment, score, "
                         "select, retrain over seeds, report."),
+        study.to_deployment(
+            name="study", parameters={"preset": "quick"},
+            description="Which augmentations to keep, at equal budget: pools x budgets x "
+                        "selectors (random, hardness windows, coverage) x paired seeds, with "
+                        "a leaderboard against random (Holm-corrected)."),
         reselect.to_deployment(
             name="nightly", cron=cron, parameters={"retrain": True},
             description="Curriculum round: newest model re-scores the pool, re-select the "

@@ -71,10 +71,10 @@ _OPTIONS = {steps.baseline: {"retries": 0}, steps.choose: {"retries": 0},
             steps.report: {"cache": False}}
 
 
-def step_task(step: Callable):
+def step_task(step: Callable, options: dict | None = None):
     """A Prefect task running ``step(Lake(storage), *args)``, cached on its inputs, the
-    step's source and the lake's identity."""
-    options = {"retries": 2, "cache": True, **_OPTIONS.get(step, {})}
+    step's source and the lake's identity (``options``: retries and cache, per step)."""
+    options = {"retries": 2, "cache": True, **(options or {})}
     source = inspect.getsource(step)
 
     def run(storage: str, args: tuple):
@@ -102,13 +102,16 @@ class PrefectRunner:
     """Each step a task; ``map`` submits all its calls to the flow's task runner at once, and
     the step after it waits for them (``wait_for``)."""
 
-    def __init__(self, storage: str):
+    def __init__(self, storage: str, options: dict[Callable, dict] | None = None):
         self.storage = storage
+        self.options = _OPTIONS if options is None else options
         self.tasks: dict[Callable, object] = {}
         self.after: list = []
 
     def _task(self, step: Callable):
-        return self.tasks.setdefault(step, step_task(step))
+        if step not in self.tasks:
+            self.tasks[step] = step_task(step, self.options.get(step))
+        return self.tasks[step]
 
     def call(self, step: Callable, *args):
         """One step, in the flow's process (a step may fork workers of its own)."""

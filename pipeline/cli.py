@@ -553,6 +553,75 @@ def experiment(
     print(lake.url("reports", exp_id))
 
 
+@app.command()
+def study(
+    preset: Annotated[str | None, typer.Option(
+        help="quick (the default) | paper: the study at that experiment preset's size (its "
+        "data, model and training), both pools, budgets 0.1/0.2/0.5, every selector, "
+        "5 paired seeds")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", help="A study file (TOML, YAML or JSON): pools, budgets, scores, "
+        "positions, coverage, losses, seeds, and the data, baseline and retrain tables of an "
+        "experiment file. Options given here apply on top of it.")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")] = None,
+    data: DataDirOpt = None,
+    grayscale: Annotated[bool | None, typer.Option(
+        "--grayscale/--no-grayscale", help="Convert RGB images to 1 channel.")] = None,
+    image_size: SizeOpt = None,
+    per_class_train: PerClassTrainOpt = None,
+    per_class_test: PerClassTestOpt = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="Epochs of the baseline and of every cell's training.")] = None,
+    reps: Annotated[int | None, typer.Option(
+        help="Paired seeds per cell (>= 2; the same seeds for every cell).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Same as --reps.")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Cells trained at once, one single-threaded process each (default: one per "
+        "core on the CPU, 1 on a GPU).")] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Run a study: which augmentations to keep, at equal budget. Every pool x budget x
+    selector x loss x seed is a training (a row of the runs table); a crashed study resumes,
+    a finished one does nothing. Prints the report directory last."""
+    from pipeline.config import apply_study_overrides, study_preset
+    from pipeline.steps.study import run_study
+
+    if config is not None and preset is not None:
+        _fail("give --preset or --config, not both (a file starts from a preset with "
+              "preset = \"quick\")")
+    if reps is not None and seeds is not None and reps != seeds:
+        _fail(f"--reps {reps} and --seeds {seeds} disagree; give one")
+    if config is not None:
+        from pipeline.experiment_file import load_study
+
+        base = _steps(load_study, config)
+    else:
+        preset = preset or "quick"
+        base = _steps(study_preset, preset)
+    try:
+        cfg = apply_study_overrides(base, dataset=dataset, data=data, grayscale=grayscale,
+                                    image_size=image_size, per_class_train=per_class_train,
+                                    per_class_test=per_class_test, epochs=epochs,
+                                    seeds=seeds if seeds is not None else reps, model=model,
+                                    device=device)
+    except ValueError as e:
+        _fail(e)
+    if workers is not None and workers < 1:
+        _fail(f"--workers must be >= 1, got {workers}")
+    lake = _lake(storage)
+    command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
+        sys.argv[0].endswith("smartaug") else (f"smartaug study --config {config}" if config
+                                               else f"smartaug study --preset {preset}")
+    sid, location = _steps(run_study, cfg, lake, workers=workers, log=err.print,
+                           command=command)
+    report = json.loads(lake.local_path(f"reports/{sid}/study.json").read_text())
+    err.print(report["verdict"])
+    print(location)
+
+
 def _csv_safe(table):
     """Nested columns (lists, structs, maps) as JSON text, which CSV can hold."""
     import pyarrow as pa

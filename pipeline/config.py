@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ConfigDict, TypeAdapter
@@ -33,7 +34,7 @@ SCORE_COLUMNS: tuple[str, ...] = tuple(SCORE_DIRECTIONS)
 AUGMENT_KINDS = ("rotate", "noise", "hflip")  # the seed's kinds: the default space
 # every built-in kind (pipeline.core.augment defines them; `smartaug kinds` lists them)
 BUILTIN_KINDS = (*AUGMENT_KINDS, "vflip", "rotate180", "crop", "cutout", "blur",
-                 "brightness-contrast", "perspective", "elastic", "jpeg", "grid")
+                 "brightness-contrast", "perspective", "elastic", "jpeg", "grid", "heavy-noise")
 _KIND_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 LOSS_KINDS = ("none", "additive", "multiplicative")
 LOSS_FNS = {"none": (None,), "additive": ("square", "identity", "exp"),
@@ -293,7 +294,160 @@ class ExperimentConfig:
         return {**asdict(self), "augment": self.augment.to_dict()}
 
 
-for _cls in (DataConfig, AugmentConfig, LossSpec, TrainConfig, MethodSpec, ExperimentConfig):
+# ------------------------------------------------------------------ the study
+
+
+# Where a window of ``budget`` (a fraction of the pool) starts, as a quantile level of
+# hardness (0 = the easiest item): at the easy end, at the seed's 2 % offset (seed 000 kept
+# the 2-22 % band of AVH), centred on the median, at the hard end.
+POSITIONS: dict[str, Callable[[float], float]] = {
+    "easiest": lambda b: 0.0,
+    "offset": lambda b: min(0.02, 1.0 - b),
+    "median": lambda b: max(0.0, 0.5 - b / 2),
+    "hardest": lambda b: 1.0 - b,
+}
+REFERENCES = ("none", "all")
+STUDY_LOSSES = ("ce", "avh")  # ce alone; ce + avh_lam * mean AVH^2 (the seed's loss)
+
+
+def seed_pool() -> AugmentConfig:
+    """Seed 000's pool: one augmentation per image, rotation, noise or mirror."""
+    return AugmentConfig(policy="one", kinds=AUGMENT_KINDS)
+
+
+def wide_pool() -> AugmentConfig:
+    """Two augmentations per image from ten built-in kinds, among them strong ones able to
+    destroy the label: crops down to 8 % of the area, cutout, any rotation, heavy noise."""
+    return AugmentConfig(policy="k:2", kinds=("rotate", "noise", "hflip", "vflip", "rotate180",
+                                              "crop", "cutout", "blur", "perspective",
+                                              "heavy-noise"))
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One pool of a study: a name (for tables) and how it is generated."""
+
+    name: str
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if not _KIND_NAME.match(self.name):
+            raise ValueError(f"pool name {self.name!r}: use lower-case letters, digits, '-', "
+                             f"'_' and '.'")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "augment": self.augment.to_dict()}
+
+
+def _default_pools() -> tuple[PoolSpec, ...]:
+    return (PoolSpec("seed", seed_pool()), PoolSpec("wide", wide_pool()))
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A grid on one dataset and one baseline model: pools x budgets x selectors x losses x
+    seeds, every cell a training from the same protocol (``retrain``, ``init``) on the
+    originals plus the cell's augmentations.
+
+    budgets: fractions of each pool, in (0, 1]; every selector gets exactly
+    ``round(budget * pool size)`` augmentations. Selectors: ``random`` (stratified: the pool's
+    class mix), a window of each of ``scores`` at each of ``positions`` (``POSITIONS``; the
+    position per score is also chosen on validation), ``coverage`` (per listed score: drop the
+    hardest ``coverage_drop``, then sample evenly across ``coverage_bins`` equal-width score
+    bins), and the ``references`` (``none``: originals only, ``all``: the whole pool).
+    Windows and coverage are over the whole pool, or within each class with the pool's class
+    mix when ``per_class``. Seeds: ``seed`` .. ``seed + seeds - 1``, the same for every cell.
+    """
+
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=lambda: DataConfig(val_fraction=1 / 11))
+    model: str = "lenet5"
+    baseline: TrainConfig = field(default_factory=TrainConfig)
+    retrain: TrainConfig = field(default_factory=TrainConfig)
+    init: str = "scratch"
+    seed: int = 0
+    seeds: int = 5
+    pools: tuple[PoolSpec, ...] = field(default_factory=_default_pools)
+    budgets: tuple[float, ...] = (0.1, 0.2, 0.5)
+    scores: tuple[str, ...] = ("avh", "el2n", "loss", "margin")
+    positions: tuple[str, ...] = tuple(POSITIONS)
+    coverage: tuple[str, ...] = ("avh",)
+    coverage_drop: float = 0.1
+    coverage_bins: int = 50
+    per_class: bool = False
+    references: tuple[str, ...] = REFERENCES
+    losses: tuple[str, ...] = ("ce",)
+    avh_lam: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("pools", "budgets", "scores", "positions", "coverage", "references",
+                     "losses"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
+        _choose(self.init, ("scratch", "baseline"), "init")
+        if not self.pools:
+            raise ValueError("the study's grid is empty: give at least one pool "
+                             "([[pools]] name = ..., augment = {...})")
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be distinct, got {names}")
+        if not self.budgets:
+            raise ValueError("the study's grid is empty: give at least one budget, a fraction "
+                             "of the pool in (0, 1], e.g. budgets = [0.1, 0.2, 0.5]")
+        bad = [b for b in self.budgets if not 0.0 < b <= 1.0]
+        if bad:
+            raise ValueError(f"budget {bad[0]} lies outside (0, 1]: a budget is the fraction "
+                             f"of each pool a selector keeps, e.g. budgets = [0.1, 0.2, 0.5]")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise ValueError(f"budgets must be distinct, got {list(self.budgets)}")
+        for s in (*self.scores, *self.coverage):
+            if s not in SCORE_DIRECTIONS:
+                raise ValueError(f"unknown score {s!r}: scoring runs store "
+                                 f"{', '.join(SCORE_COLUMNS)}")
+        for p in self.positions:
+            _choose(p, POSITIONS, "window position")
+        for r in self.references:
+            _choose(r, REFERENCES, "reference")
+        if not self.losses:
+            raise ValueError(f"give at least one loss; valid: {', '.join(STUDY_LOSSES)}")
+        for loss in self.losses:
+            _choose(loss, STUDY_LOSSES, "study loss")
+        for name in ("scores", "positions", "coverage", "references", "losses"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must be distinct, got {list(values)}")
+        if not (self.scores and self.positions) and not self.coverage:
+            raise ValueError("the study's grid is empty: no selector to compare with random "
+                             "(give scores and positions for windows, or coverage scores)")
+        if self.seeds < 2:
+            raise ValueError(f"seeds must be >= 2 for a paired test against random, got "
+                             f"{self.seeds} (5 or more give a usable interval)")
+        if not 0.0 <= self.coverage_drop < 1.0:
+            raise ValueError(f"coverage_drop must be in [0, 1), got {self.coverage_drop}")
+        if self.coverage_bins < 1:
+            raise ValueError(f"coverage_bins must be >= 1, got {self.coverage_bins}")
+        if not (0 <= self.avh_lam < float("inf")):
+            raise ValueError(f"avh_lam must be a finite number >= 0, got {self.avh_lam}")
+        if len(self.positions) > 1 and self.data.val_fraction <= 0:
+            raise ValueError("choosing a window's position needs a validation split: set "
+                             "data.val_fraction > 0 (the test split is never used to choose)")
+
+    def loss_spec(self, loss: str) -> LossSpec:
+        return LossSpec() if loss == "ce" else LossSpec("additive", "square", lam=self.avh_lam)
+
+    def protocol(self) -> ExperimentConfig:
+        """The training protocol of every cell, as the experiment steps take it (the pool and
+        methods are the cells')."""
+        return ExperimentConfig(preset=self.preset, data=self.data, model=self.model,
+                                baseline=self.baseline, retrain=self.retrain, init=self.init,
+                                methods=(MethodSpec("study"),), reps=self.seeds, seed=self.seed)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "pools": [p.to_dict() for p in self.pools]}
+
+
+for _cls in (DataConfig, AugmentConfig, LossSpec, TrainConfig, MethodSpec, ExperimentConfig,
+             PoolSpec, StudyConfig):
     _cls.__pydantic_config__ = _STRICT  # pydantic reads it: an unknown key is an error
 
 
@@ -306,6 +460,40 @@ def config_from_dict(d: dict) -> ExperimentConfig:
     """An ExperimentConfig from its ``to_dict()`` (or stored JSON); an unknown or misspelt key
     is an error (``pydantic.ValidationError``), never silently dropped."""
     return _experiment_adapter().validate_python(d)
+
+
+@functools.cache
+def _study_adapter() -> TypeAdapter:
+    return TypeAdapter(StudyConfig)
+
+
+def study_from_dict(d: dict) -> StudyConfig:
+    """A StudyConfig from its ``to_dict()``; an unknown key is an error."""
+    return _study_adapter().validate_python(d)
+
+
+def study_preset(name: str) -> StudyConfig:
+    """The study at an experiment preset's size: its data, model and training, both pools,
+    budgets 0.1 / 0.2 / 0.5, every selector, 5 paired seeds."""
+    p = preset(name)
+    return StudyConfig(preset=name, data=p.data, model=p.model, baseline=p.baseline,
+                       retrain=p.retrain, init=p.init, seed=p.seed, seeds=5)
+
+
+STUDY_OVERRIDES = (*(o for o in ("dataset", "data", "grayscale", "image_size",
+                                 "per_class_train", "per_class_test", "epochs", "model",
+                                 "device")), "seeds")
+
+
+def apply_study_overrides(cfg: StudyConfig, **overrides) -> StudyConfig:
+    """The experiment's overrides (``apply_overrides``) on a study; ``seeds`` (or ``reps``,
+    the experiment's name for it) sets the number of paired seeds."""
+    seeds = overrides.pop("seeds", None)
+    reps = overrides.pop("reps", None)
+    exp = apply_overrides(cfg.protocol(), **overrides)
+    n = seeds if seeds is not None else reps if reps is not None else cfg.seeds
+    return replace(cfg, data=exp.data, model=exp.model, baseline=exp.baseline,
+                   retrain=exp.retrain, seeds=n)
 
 
 def preset(name: str) -> ExperimentConfig:

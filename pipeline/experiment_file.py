@@ -20,10 +20,17 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline import config as C
-from pipeline.config import ExperimentConfig, config_from_dict, preset
+from pipeline.config import (
+    ExperimentConfig,
+    StudyConfig,
+    config_from_dict,
+    preset,
+    study_from_dict,
+    study_preset,
+)
 from pipeline.core.augment import load_space
 
-__all__ = ["ConfigError", "dumps", "load_experiment", "preset_text"]
+__all__ = ["ConfigError", "dumps", "load_experiment", "load_study", "preset_text"]
 
 _SECTIONS = ("data", "augment", "baseline", "retrain")
 
@@ -63,32 +70,32 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """The ExperimentConfig a file describes (see the module's docstring)."""
-    path = Path(path)
+def _table_of_keys(path: Path, what: str) -> dict:
     data = _read(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a table of keys (preset, model, data, augment, "
-                          f"...), got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a table of keys ({what}), got "
+                          f"{type(data).__name__}")
     data = dict(data)
-    here = path.parent.absolute()
-    name = data.pop("preset", None)
-    try:
-        base = preset(name).to_dict() if name is not None else ExperimentConfig().to_dict()
-    except ValueError as e:
-        raise ConfigError(f"{path}: preset: {e}") from e
-    base["preset"] = name or "custom"
     for section in _SECTIONS:
         if section in data and not isinstance(data[section], dict):
             raise ConfigError(f"{path}: {section} must be a table ([{section}]), got "
                               f"{data[section]!r}")
+    return data
+
+
+def _paths(path: Path, data: dict) -> None:
+    """The file's relative paths (dataset folder, data root, space file) made absolute."""
+    here = path.parent.absolute()
     d = data.get("data", {})
     if isinstance(d.get("dataset"), str) and d["dataset"].startswith("imagefolder:"):
         d["dataset"] = "imagefolder:" + str(here / d["dataset"].split(":", 1)[1])
     if isinstance(d.get("root"), str):
         d["root"] = str(here / d["root"])
-    aug = data.get("augment", {})
-    if "space" in aug:
+    augments = [data.get("augment", {})] + [p.get("augment", {}) for p in
+                                            data.get("pools", []) if isinstance(p, dict)]
+    for aug in augments:
+        if not isinstance(aug, dict) or "space" not in aug:
+            continue
         space = aug.pop("space")
         if not isinstance(space, str):
             raise ConfigError(f"{path}: augment.space must be the path of a space file, got "
@@ -96,6 +103,19 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         kinds, defined = load_space(here / space)
         aug.setdefault("kinds", list(kinds))
         aug["space"] = [list(d_) for d_ in defined if d_[0] in aug["kinds"]]
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """The ExperimentConfig a file describes (see the module's docstring)."""
+    path = Path(path)
+    data = _table_of_keys(path, "preset, model, data, augment, ...")
+    name = data.pop("preset", None)
+    try:
+        base = preset(name).to_dict() if name is not None else ExperimentConfig().to_dict()
+    except ValueError as e:
+        raise ConfigError(f"{path}: preset: {e}") from e
+    base["preset"] = name or "custom"
+    _paths(path, data)
     merged = _merge(base, data)
     try:
         return config_from_dict(merged)
@@ -103,20 +123,48 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: " + "; ".join(_describe(err) for err in e.errors())) from None
 
 
-def _describe(err: dict) -> str:
+def load_study(path: str | Path) -> StudyConfig:
+    """The StudyConfig a study file describes: ``preset`` (optional) starts from the study
+    at that experiment preset's size (``study_preset``); ``[data]``, ``[baseline]`` and
+    ``[retrain]`` merge into it key by key; ``[[pools]]`` (name + ``[pools.augment]``, whose
+    ``space`` may name a space file), ``budgets``, ``scores``, ``positions``, ``coverage``,
+    ``losses``, ``seeds`` ... replace its values."""
+    path = Path(path)
+    data = _table_of_keys(path, "preset, data, pools, budgets, scores, seeds, ...")
+    name = data.pop("preset", None)
+    try:
+        base = study_preset(name).to_dict() if name is not None else StudyConfig().to_dict()
+    except ValueError as e:
+        raise ConfigError(f"{path}: preset: {e}") from e
+    base["preset"] = name or "custom"
+    if "pools" in data and not (isinstance(data["pools"], list)
+                                and all(isinstance(p, dict) for p in data["pools"])):
+        raise ConfigError(f"{path}: pools must be a list of tables ([[pools]] name = ... and "
+                          f"[pools.augment]), got {data['pools']!r}")
+    _paths(path, data)
+    merged = _merge(base, data)
+    try:
+        return study_from_dict(merged)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: " + "; ".join(_describe(err, C.StudyConfig)
+                                                  for err in e.errors())) from None
+
+
+def _describe(err: dict, root: type = C.ExperimentConfig) -> str:
     where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged")))
     value = err.get("input")
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"unknown key {where!r}; valid: {', '.join(_valid_keys(err['loc']))}"
+        return f"unknown key {where!r}; valid: {', '.join(_valid_keys(err['loc'], root))}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{where} = {value!r}: {msg}" if where else msg
 
 
-def _valid_keys(loc) -> list[str]:
+def _valid_keys(loc, root: type = C.ExperimentConfig) -> list[str]:
     """The keys of the table an unknown key was found in."""
-    cls = C.ExperimentConfig
+    cls = root
     by_field = {"data": C.DataConfig, "augment": C.AugmentConfig, "baseline": C.TrainConfig,
-                "retrain": C.TrainConfig, "methods": C.MethodSpec, "loss": C.LossSpec}
+                "retrain": C.TrainConfig, "methods": C.MethodSpec, "loss": C.LossSpec,
+                "pools": C.PoolSpec}
     for part in loc[:-1]:
         cls = by_field.get(str(part), cls)
     return [f.name for f in fields(cls)]

@@ -12,6 +12,7 @@ CREATE OR REPLACE VIEW scoring_runs AS SELECT * FROM read_parquet('storage/scori
 CREATE OR REPLACE VIEW scores AS SELECT * FROM read_parquet('storage/scores/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW selections AS SELECT * FROM read_parquet('storage/selections/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW experiments AS SELECT * FROM read_parquet('storage/experiments/*/*.parquet', union_by_name = true, hive_partitioning = false);
+CREATE OR REPLACE VIEW studies AS SELECT * FROM read_parquet('storage/studies/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW runs AS SELECT * FROM read_parquet('storage/runs/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW history AS SELECT * FROM read_parquet('storage/history/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW drift AS SELECT * FROM read_parquet('storage/drift/*/*.parquet', union_by_name = true, hive_partitioning = false);

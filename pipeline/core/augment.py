@@ -87,6 +87,10 @@ BUILTIN: dict[str, tuple[str, Callable[[int, int], A.BasicTransform] | None]] = 
     "jpeg": ("JPEG compression at quality 20-60",
              lambda h, w: A.ImageCompression(compression_type="jpeg", quality_range=(20, 60),
                                              p=1.0)),
+    "heavy-noise": ("Gaussian noise, sigma 0.2-0.4 of the [0, 1] range, per channel, clipped: "
+                    "strong enough to hide a small image's class",
+                    lambda h, w: A.GaussNoise(std_range=(0.2, 0.4), mean_range=(0.0, 0.0),
+                                              per_channel=True, p=1.0)),
     "grid": ("grid distortion, 5 steps, +-30 %",
              lambda h, w: A.GridDistortion(num_steps=5, distort_limit=(-0.3, 0.3),
                                            border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)),

@@ -107,11 +107,13 @@ def train(
     *,
     eval_sets: dict[str, tuple] | None = None,
     log: Callable[[str], None] | None = print,
+    eval_last: bool = False,
 ) -> list[dict]:
     """Train ``model`` in place on uint8 images [N, H, W, C] and int labels [N].
 
     After every epoch records train loss / accuracy, then accuracy, AVH and feature norm on
-    each ``eval_sets`` entry (name -> (images, labels)), and the mean class-weight norm.
+    each ``eval_sets`` entry (name -> (images, labels)), and the mean class-weight norm
+    (``eval_last``: the eval sets after the last epoch only, as a grid of trainings needs).
     Returns that history (one dict per epoch). Deterministic on CPU for a given ``cfg.seed``.
     """
     if cfg.epochs < 0 or cfg.batch_size < 1:
@@ -157,7 +159,8 @@ def train(
         row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_acc": float(correct) / n,
                "seconds": time.perf_counter() - t0,
                "weight_norm_mean": float(model.head.weight.detach().norm(dim=1).mean())}
-        for name, (xe, ye) in (eval_sets or {}).items():
+        due = not eval_last or epoch == cfg.epochs
+        for name, (xe, ye) in ((eval_sets or {}) if due else {}).items():
             m = evaluate(model, xe, ye, device=device)
             row.update({f"{name}_acc": m["acc"], f"{name}_avh": m["avh"],
                         f"{name}_feature_norm": m["feature_norm"]})

@@ -63,6 +63,10 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
         ("dataset_id", pa.string()), ("baseline_model_id", pa.string()),
         ("pool_id", pa.string()), ("scoring_run_id", pa.string()),
         ("selections", pa.string()), ("band_search", pa.string()), *PROVENANCE),
+    "studies": _table(
+        "study_id", ("preset", pa.string()), ("config", pa.string()),
+        ("dataset_id", pa.string()), ("baseline_model_id", pa.string()),
+        ("pools", pa.string()), ("cells", pa.string()), ("seconds", _F), *PROVENANCE),
     "runs": _table(
         "run_id", ("experiment_id", pa.string()), ("method", pa.string()),
         ("rep", pa.int64()), ("seed", pa.int64()), ("selection_id", pa.string()),

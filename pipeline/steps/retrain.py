@@ -49,7 +49,7 @@ class TrainingData:
         return x, y, len(rows)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)
 def _training_data(root: str, dataset_id: str, pool_id: str) -> TrainingData:
     return TrainingData(Lake(root), dataset_id, pool_id)
 
@@ -61,7 +61,7 @@ def training_data(lake: Lake, dataset_id: str, pool_id: str) -> TrainingData:
 
 def train_cell(lake: Lake, cfg: ExperimentConfig, experiment_id: str, data: TrainingData,
                m: MethodSpec, selection_id: str | None, rep: int, baseline_model_id: str,
-               purpose: str = "method", log: Log = print) -> str:
+               purpose: str = "method", log: Log = print, eval_last: bool = False) -> str:
     """Train method ``m`` at seed ``cfg.seed + rep`` on originals + its selection and record
     the run and its history; returns run_id (found, not retrained, when it exists)."""
     seed = cfg.seed + rep
@@ -86,7 +86,7 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, experiment_id: str, data: Trai
         log(f"{purpose} {m.name} rep {rep} (seed {seed}): {len(y)} images "
             f"({n_aug} augmentations), loss {m.loss.label()}")
     t0 = time.perf_counter()
-    hist = train(model, x, y, tcfg, eval_sets=evals, log=log)
+    hist = train(model, x, y, tcfg, eval_sets=evals, log=log, eval_last=eval_last)
     seconds = time.perf_counter() - t0
     last = hist[-1] if hist else {}
     lake.write("history", run_id, {

@@ -2,7 +2,10 @@
 query in ``sql/``, every value a bound parameter). ``band``: the [lo, hi) quantile band of a
 score (``quantile_cont``), over all items or per class (for AVH low = easy: seed 000 kept
 0.02-0.22); ``random_subset``: a size, a fraction, or another selection's size and class mix
-(M1); ``all_items`` (M0). A selection's id hashes its run, method, parameters and SQL text."""
+(M1); ``all_items`` (M0). For the study, every one of exactly ``n`` items: ``window`` (a window
+of the hardness ranking at a position), ``coverage`` (drop the hardest, then draw evenly across
+score bins) and ``random_stratified`` (the pool's class mix, ``class_quotas``). A selection's id
+hashes its run, method, parameters and SQL text."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ import json
 
 import pyarrow as pa
 
-from pipeline.config import SCORE_COLUMNS
+from pipeline.config import SCORE_COLUMNS, SCORE_DIRECTIONS
 from pipeline.lake import Lake, LakeError, content_id, query_arrow
 from pipeline.steps.sql import sql_text
 
-__all__ = ["SelectionError", "all_items", "band", "random_subset", "read_selection"]
+__all__ = ["SelectionError", "all_items", "band", "class_quotas", "coverage", "random_stratified",
+           "random_subset", "read_selection", "window"]
 
 
 class SelectionError(ValueError):
@@ -31,7 +35,7 @@ def _files(lake: Lake, scoring_run_id: str) -> list[str]:
 
 def _store(lake: Lake, scoring_run_id: str, method: str, sql_file: str, params: dict,
            query_params: dict, *, score_column: str | None = None, lo=None, hi=None,
-           per_class: bool = False) -> str:
+           per_class: bool = False, expected: int | None = None) -> str:
     text = sql_text(sql_file)
     selection_id = content_id("selection", {
         "scoring_run_id": scoring_run_id, "method": method, "params": params,
@@ -50,6 +54,11 @@ def _store(lake: Lake, scoring_run_id: str, method: str, sql_file: str, params: 
             f"selects nothing; widen the band or check the run's scores "
             f"(smartaug sql \"select count(*) from scores where scoring_run_id = "
             f"'{scoring_run_id}'\")")
+    if expected is not None and n != expected:
+        raise SelectionError(
+            f"the {method} selection {json.dumps(params)} of scoring run {scoring_run_id} holds "
+            f"{n} items, not the {expected} asked for: the run has too few items with a defined "
+            f"{params.get('score', 'score')} for this budget; lower the budget")
     lake.write("selections", selection_id, {
         "selection_id": [selection_id] * n, "scoring_run_id": [scoring_run_id] * n,
         "method": [method] * n, "score_column": [score_column] * n,
@@ -105,6 +114,104 @@ def random_subset(lake: Lake, scoring_run_id: str, *, size: int | None = None,
     params = {"n": int(size), "seed": int(seed)}
     return _store(lake, scoring_run_id, "random", "random.sql", params,
                   {"files": files, **params})
+
+
+def _check_score(score: str) -> None:
+    if score not in SCORE_COLUMNS:
+        raise SelectionError(f"unknown score column {score!r}; valid: {', '.join(SCORE_COLUMNS)}")
+
+
+def class_counts(lake: Lake, scoring_run_id: str, score: str = "") -> dict[int, int]:
+    """Items per class of a run (with ``score``: those whose score is defined)."""
+    con = lake.engine()
+    try:
+        rows = query_arrow(con, sql_text("class_counts.sql"),
+                           {"files": _files(lake, scoring_run_id), "score": score})
+    finally:
+        con.close()
+    return dict(zip(rows["label"].to_pylist(), rows["n"].to_pylist(), strict=True))
+
+
+def class_quotas(counts: dict[int, int], n: int) -> dict[int, int]:
+    """``n`` items shared out in proportion to ``counts`` (largest remainders; a tie goes to
+    the lower label): the quotas sum to ``n`` exactly and none exceeds its class."""
+    total = sum(counts.values())
+    if not 1 <= n <= total:
+        raise SelectionError(f"a budget of {n} items does not fit a run of {total} items; "
+                             f"give a budget between 1 and {total} items")
+    exact = {c: n * k / total for c, k in counts.items()}
+    quotas = {c: int(v) for c, v in exact.items()}
+    short = n - sum(quotas.values())
+    for c in sorted(counts, key=lambda c: (-(exact[c] - quotas[c]), c))[:short]:
+        quotas[c] += 1
+    return quotas
+
+
+def _groups(lake: Lake, scoring_run_id: str, n: int, score: str, per_class: bool) -> dict:
+    counts = class_counts(lake, scoring_run_id, score)
+    defined = sum(counts.values())
+    if n > defined:
+        total = lake.row("scoring_runs", scoring_run_id)["n_items"]
+        raise SelectionError(f"a budget of {n} items is larger than the {defined} of "
+                             f"{total} items of scoring run {scoring_run_id} with a defined "
+                             f"{score}; lower the budget")
+    if per_class:  # every class its share of the pool's class mix
+        quotas = class_quotas(class_counts(lake, scoring_run_id), n)
+        lacking = [c for c, q in quotas.items() if q > counts.get(c, 0)]
+        if lacking:
+            raise SelectionError(f"class {lacking[0]} has {counts.get(lacking[0], 0)} items "
+                                 f"with a defined {score}, fewer than its share "
+                                 f"{quotas[lacking[0]]} of {n}; lower the budget or select "
+                                 f"over all classes (per_class = false)")
+        return {"groups": list(quotas), "quotas": list(quotas.values())}
+    return {"groups": [-1], "quotas": [n]}
+
+
+def window(lake: Lake, scoring_run_id: str, n: int, *, score: str = "avh", lo: float = 0.0,
+           per_class: bool = False) -> str:
+    """Exactly ``n`` items: the window of the hardness ranking by ``score`` (easiest first)
+    that starts at quantile ``lo`` (0 = the easiest; moved back to fit, so 1 - n/N = the
+    hardest), over all items or in each class with its share of ``n``. Returns selection_id."""
+    _check_score(score)
+    if not 0.0 <= lo <= 1.0:
+        raise SelectionError(f"window start {lo} lies outside [0, 1]")
+    params = {"score": score, "n": int(n), "lo": float(lo), "per_class": bool(per_class)}
+    groups = _groups(lake, scoring_run_id, int(n), score, per_class)
+    return _store(lake, scoring_run_id, "window", "window.sql", params,
+                  {"files": _files(lake, scoring_run_id),
+                   **{k: v for k, v in params.items() if k != "n"},
+                   "direction": SCORE_DIRECTIONS[score], **groups},
+                  score_column=score, per_class=bool(per_class), expected=int(n))
+
+
+def coverage(lake: Lake, scoring_run_id: str, n: int, *, score: str = "avh",
+             drop: float = 0.1, bins: int = 50, seed: int = 0, per_class: bool = False) -> str:
+    """Exactly ``n`` items: the hardest ``drop`` fraction by ``score`` left out, then drawn
+    evenly across ``bins`` equal-width bins of the rest (``coverage.sql``). Returns
+    selection_id."""
+    _check_score(score)
+    if not 0.0 <= drop < 1.0 or bins < 1:
+        raise SelectionError(f"coverage needs 0 <= drop < 1 and bins >= 1, got drop {drop}, "
+                             f"bins {bins}")
+    params = {"score": score, "n": int(n), "drop": float(drop), "bins": int(bins),
+              "seed": int(seed), "per_class": bool(per_class)}
+    groups = _groups(lake, scoring_run_id, int(n), score, per_class)
+    return _store(lake, scoring_run_id, "coverage", "coverage.sql", params,
+                  {"files": _files(lake, scoring_run_id),
+                   **{k: v for k, v in params.items() if k != "n"},
+                   "direction": SCORE_DIRECTIONS[score], **groups},
+                  score_column=score, per_class=bool(per_class), expected=int(n))
+
+
+def random_stratified(lake: Lake, scoring_run_id: str, n: int, *, seed: int = 0) -> str:
+    """Exactly ``n`` random items with the run's class mix (``class_quotas``). Returns
+    selection_id."""
+    quotas = class_quotas(class_counts(lake, scoring_run_id), int(n))
+    params = {"n": int(n), "seed": int(seed), "stratified": True}
+    return _store(lake, scoring_run_id, "random", "random_stratified.sql", params,
+                  {"files": _files(lake, scoring_run_id), "groups": list(quotas),
+                   "quotas": list(quotas.values()), "seed": int(seed)},
+                  per_class=True, expected=int(n))
 
 
 def all_items(lake: Lake, scoring_run_id: str) -> str:

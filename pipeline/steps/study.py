@@ -1,0 +1,275 @@
+"""The study: which augmentations to keep, at equal budget. One dataset, one baseline model;
+for every pool, the baseline scores it, and every selector picks exactly ``round(budget * N)``
+of its N augmentations at each budget; every cell (pool, budget, selector, loss, seed) trains
+the protocol's model from the originals plus those augmentations and is a row of the ``runs``
+table. Like the experiment, a study is a list of steps run by a runner (``LocalRunner``,
+``ProcessRunner``: the cells spread over worker processes, or the Prefect flow
+``flows/study.py``); every step finds its output when it exists, so a crashed study resumes
+with no repeated work and a finished one does nothing.
+
+Selectors (``StudyConfig``): ``random`` (stratified, a fresh draw per seed), ``SCORE@POSITION``
+(a window of the hardness ranking), ``coverage-SCORE`` (a fresh draw per seed), and the
+references ``none`` and ``all``. ``SCORE@val`` (which window position, chosen per score on
+validation accuracy) is not trained: the report reads it from the windows' runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import replace
+
+from pipeline.config import POSITIONS, MethodSpec, StudyConfig
+from pipeline.core.train import resolve_device
+from pipeline.lake import Lake, content_id
+from pipeline.steps import baseline as baseline_
+from pipeline.steps import ingest as ingest_
+from pipeline.steps import pool as pool_
+from pipeline.steps import retrain as retrain_
+from pipeline.steps import score as score_
+from pipeline.steps import select as S
+from pipeline.steps.experiment import LocalRunner, Runner
+
+__all__ = ["ProcessRunner", "plan_cells", "run_study", "study", "study_id"]
+
+Log = Callable[[str], None] | None
+
+
+def study_id(cfg: StudyConfig) -> str:
+    return content_id("study", cfg.to_dict())
+
+
+def protocol_id(cfg: StudyConfig, dataset_id: str, model_id: str) -> str:
+    """What every cell's training shares (the runs' ``experiment_id``): a cell trained once
+    is found again by any study of the same dataset, baseline and model."""
+    return content_id("protocol", {"dataset_id": dataset_id, "baseline_model_id": model_id,
+                                   "model": cfg.model, "init": cfg.init})
+
+
+# ------------------------------------------------------------------ the steps
+
+
+def finished(lake: Lake, cfg: StudyConfig, *, log: Log = None) -> str | None:
+    """The report's location when this study is recorded (then there is nothing to do)."""
+    sid = study_id(cfg)
+    return lake.url("reports", sid) if lake.has("studies", sid) else None
+
+
+def ingest(lake: Lake, cfg: StudyConfig, *, log: Log = None) -> str:
+    """Load the dataset into the samples table."""
+    return ingest_.ingest(lake, cfg.data)
+
+
+def baseline(lake: Lake, cfg: StudyConfig, dataset_id: str, *, log: Log = print) -> str:
+    """Train and register the baseline model that scores every pool."""
+    return baseline_.train_baseline(lake, dataset_id, arch=cfg.model,
+                                    cfg=replace(cfg.baseline, seed=cfg.seed), log=log)
+
+
+def pool(lake: Lake, cfg: StudyConfig, dataset_id: str, name: str, *, log: Log = None) -> str:
+    """Generate one of the study's pools."""
+    spec = next(p for p in cfg.pools if p.name == name)
+    return pool_.build_pool(lake, dataset_id, spec.augment)
+
+
+def score(lake: Lake, cfg: StudyConfig, model_id: str, pool_id: str, *, log: Log = None
+          ) -> str:
+    """Score a pool with the baseline (AVH and the other hardness scores)."""
+    return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device)
+
+
+def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[dict]:
+    """The cells of pool ``name`` (``n_pool`` augmentations), without their selections: one
+    per budget x selector x loss x seed, plus the reference ``all`` (``none`` is the study's,
+    not a pool's). Raises SelectionError when a budget rounds to no augmentation."""
+    cells = []
+    reps = range(cfg.seeds)
+
+    def add(budget, selector, kind, n, **extra):
+        cells.extend({"pool": name, "budget": budget, "selector": selector, "kind": kind,
+                      "n_items": n, "loss": loss, "rep": rep, "score": None, "position": None,
+                      **extra} for loss in cfg.losses for rep in reps)
+
+    for b in cfg.budgets:
+        n = round(b * n_pool)
+        if n < 1:
+            raise S.SelectionError(f"budget {b} of pool {name!r} ({n_pool} augmentations) is "
+                                   f"no augmentation at all; raise the budget to at least "
+                                   f"{1 / n_pool:.2g}")
+        add(b, "random", "random", n)
+        for s in cfg.scores:
+            for p in cfg.positions:
+                add(b, f"{s}@{p}", "window", n, score=s, position=p)
+        for s in cfg.coverage:
+            add(b, f"coverage-{s}", "coverage", n, score=s)
+    if "all" in cfg.references:
+        add(1.0, "all", "reference", n_pool)
+    return cells
+
+
+def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str, *, log: Log = None
+           ) -> list[dict]:
+    """Every selection of one pool (DuckDB, ``sql/``): its cells, each with its
+    ``selection_id``. Windows are deterministic; random and coverage draw once per seed."""
+    n_pool = lake.row("scoring_runs", scoring_run_id)["n_items"]
+    cells = plan_cells(cfg, name, n_pool)
+    for c in cfg.scores + cfg.coverage:  # a score the run lacks: refused before any training
+        S.class_counts(lake, scoring_run_id, c)
+    out, memo = [], {}
+    for c in cells:
+        seed = cfg.seed + c["rep"]
+        key = (c["kind"], c["budget"], c["score"], c["position"],
+               None if c["kind"] in ("window", "reference") else seed)
+        if key in memo:  # the same selection for every loss (and every seed of a window)
+            out.append({**c, "selection_id": memo[key]})
+            continue
+        if c["kind"] == "random":
+            sel = S.random_stratified(lake, scoring_run_id, c["n_items"], seed=seed)
+        elif c["kind"] == "window":
+            sel = S.window(lake, scoring_run_id, c["n_items"], score=c["score"],
+                           lo=POSITIONS[c["position"]](c["budget"]), per_class=cfg.per_class)
+        elif c["kind"] == "coverage":
+            sel = S.coverage(lake, scoring_run_id, c["n_items"], score=c["score"],
+                             drop=cfg.coverage_drop, bins=cfg.coverage_bins, seed=seed,
+                             per_class=cfg.per_class)
+        else:
+            sel = S.all_items(lake, scoring_run_id)
+        memo[key] = sel
+        out.append({**c, "selection_id": sel})
+    return out
+
+
+def cell(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: str,
+         c: dict, *, log: Log = None) -> str:
+    """Train one cell: the protocol's model on the originals + the cell's selection, at seed
+    ``cfg.seed + rep``; returns run_id (found, not retrained, when it exists)."""
+    data = retrain_.training_data(lake, dataset_id, pool_id)
+    m = MethodSpec(c["selector"], loss=cfg.loss_spec(c["loss"]))
+    return retrain_.train_cell(lake, cfg.protocol(), protocol_id(cfg, dataset_id, model_id),
+                               data, m, c["selection_id"], c["rep"], model_id,
+                               purpose="study", log=log, eval_last=True)
+
+
+def record(lake: Lake, cfg: StudyConfig, dataset_id: str, model_id: str, pools: dict,
+           cells: list[dict], seconds: float, *, log: Log = None) -> str:
+    """Record the study: its config, pools and every cell with its run; returns its id."""
+    import json
+
+    sid = study_id(cfg)
+    if not lake.has("studies", sid):
+        lake.write("studies", sid, {
+            "study_id": [sid], "preset": [cfg.preset],
+            "config": [json.dumps(cfg.to_dict(), default=str)], "dataset_id": [dataset_id],
+            "baseline_model_id": [model_id], "pools": [json.dumps(pools)],
+            "cells": [json.dumps(cells)], "seconds": [seconds]})
+    return sid
+
+
+def report(lake: Lake, cfg: StudyConfig, sid: str, command: str, *, log: Log = None) -> str:
+    """Write the study's report; returns its location."""
+    from pipeline.steps.study_report import write_study_report
+
+    write_study_report(lake, sid, command=command)
+    return lake.url("reports", sid)
+
+
+# ------------------------------------------------------------------ the order
+
+
+def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
+          ) -> tuple[str, str]:
+    """Run every step of the study; returns (study_id, report location). A finished study
+    is found and nothing runs."""
+    for train_cfg in (cfg.baseline, cfg.retrain):
+        resolve_device(train_cfg.device)
+    done = runner.call(finished, cfg)
+    if done is not None:
+        if log:
+            log(f"study {study_id(cfg)} is complete; nothing to do")
+        return study_id(cfg), done
+    t0 = time.perf_counter()
+    dataset_id = runner.call(ingest, cfg)
+    model_id = runner.call(baseline, cfg, dataset_id)
+    pools, cells = {}, []
+    for p in cfg.pools:
+        pool_id = runner.call(pool, cfg, dataset_id, p.name)
+        scoring_run_id = runner.call(score, cfg, model_id, pool_id)
+        pools[p.name] = {"pool_id": pool_id, "scoring_run_id": scoring_run_id}
+        cells += [{**c, "pool_id": pool_id}
+                  for c in runner.call(select, cfg, p.name, scoring_run_id)]
+    if "none" in cfg.references:  # originals only: one set of runs for every pool
+        first = pools[cfg.pools[0].name]["pool_id"]
+        cells += [{"pool": None, "budget": 0.0, "selector": "none", "kind": "reference",
+                   "n_items": 0, "loss": loss, "rep": rep, "score": None, "position": None,
+                   "selection_id": None, "pool_id": first}
+                  for loss in cfg.losses for rep in range(cfg.seeds)]
+    # the largest trainings first: the workers finish together
+    order = sorted(range(len(cells)), key=lambda i: -cells[i]["n_items"])
+    run_ids = runner.map(cell, [(cfg, dataset_id, cells[i]["pool_id"], model_id, cells[i])
+                                for i in order])
+    for i, run_id in zip(order, run_ids, strict=True):
+        cells[i]["run_id"] = run_id
+    sid = runner.call(record, cfg, dataset_id, model_id, pools, cells,
+                      time.perf_counter() - t0)
+    return sid, runner.call(report, cfg, sid, command)
+
+
+def _single_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _call(root: str, step: Callable, args: tuple):
+    return step(Lake(root), *args, log=None)
+
+
+class ProcessRunner(LocalRunner):
+    """Steps in this process; ``map`` over ``workers`` processes of one thread each (small
+    trainings use one core well and several threads badly: on 2 cores, two cells at once are
+    ~2x one cell with both cores)."""
+
+    def __init__(self, lake: Lake, workers: int, log: Log = print):
+        super().__init__(lake, log)
+        self.workers = workers
+
+    def map(self, step: Callable, calls: list[tuple]) -> list:
+        if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
+            return super().map(step, calls)
+        ctx = multiprocessing.get_context("spawn")  # a clean interpreter, no forked threads
+        with ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                 initializer=_single_thread) as ex:
+            futures = [ex.submit(_call, self.lake.url(), step, args) for args in calls]
+            pending, n_done = set(futures), 0
+            while pending:
+                finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished_:
+                    if f.exception() is not None:
+                        ex.shutdown(wait=True, cancel_futures=True)
+                        raise f.exception()
+                n_done += len(finished_)
+                if self.log:
+                    self.log(f"{step.__name__}: {n_done}/{len(calls)} done")
+            return [f.result() for f in futures]
+
+
+def default_workers(cfg: StudyConfig) -> int:
+    """One worker per core on the CPU; one on a GPU (the cells share the device)."""
+    if resolve_device(cfg.retrain.device).type != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def run_study(cfg: StudyConfig, lake: Lake, *, workers: int | None = None, log: Log = print,
+              command: str | None = None) -> tuple[str, str]:
+    """Run the study here (cells over ``workers`` processes, default one per core); returns
+    (study_id, report location)."""
+    command = command or f"smartaug study --preset {cfg.preset}"
+    workers = default_workers(cfg) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return study(cfg, ProcessRunner(lake, workers, log), command=command, log=log)
