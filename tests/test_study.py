@@ -250,6 +250,10 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
         assert runs[c["run_id"]]["seed"] == cfg.seed + c["rep"]  # paired: the same seeds
     assert all(len(v) == 1 for v in by_budget.values())
 
+    from tests.test_experiment import check_contracts
+
+    tables = check_contracts(lake)  # keys unique, no NULL where none belongs
+    assert tables["studies"] == 1 and tables["runs"] == len(runs)
     report = json.loads((Path(location) / "study.json").read_text())
     rows = report["leaderboard"]
     assert all(KEYS <= set(r) for r in rows)

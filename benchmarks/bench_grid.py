@@ -1,0 +1,101 @@
+"""Cells per hour of a study's grid vs a bare sequential loop of the same trainings.
+
+The study's cells (originals + each selection, LeNet-5, Adam, batch 128, the study's epochs,
+test accuracy after the last epoch) run through ``ProcessRunner`` (one single-threaded worker
+process per core, each cell read from and written to the lake: runs and history rows); the
+bare loop trains the same cells one after another in this process, on the same images already
+in memory, with torch's default threads, and writes nothing.
+
+ratio = bare seconds / pipeline seconds = pipeline cells per hour / bare cells per hour
+(target >= 1.5 on 2 cores). Alternating, medians; JSON on the last line.
+
+    python benchmarks/bench_grid.py [--per-class 500] [--cells 8] [--epochs 2] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+import torch.nn.functional as F
+from _timing import alternate
+
+from pipeline.config import DataConfig, StudyConfig, TrainConfig
+from pipeline.core.train import build_model, evaluate
+from pipeline.lake import Lake
+from pipeline.steps import study as steps
+from pipeline.steps.retrain import training_data
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=500, help="train images per class")
+    ap.add_argument("--cells", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="default: one per core")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="bench-grid-")
+    try:
+        data = DataConfig("fashion-mnist", per_class_train=args.per_class + args.per_class // 10,
+                          per_class_test=100, val_fraction=1 / 11)
+        cfg = StudyConfig(data=data, baseline=TrainConfig(epochs=1, device="cpu"),
+                          retrain=TrainConfig(epochs=args.epochs, device="cpu"),
+                          pools=StudyConfig().pools[:1], budgets=(0.2, 0.5),
+                          scores=("avh",), positions=("easiest", "hardest"), coverage=(),
+                          references=(), seeds=2)
+        lake = Lake(root)
+        dataset_id = steps.ingest(lake, cfg)
+        model_id = steps.baseline(lake, cfg, dataset_id, log=None)
+        pool_id = steps.pool(lake, cfg, dataset_id, "seed")
+        run_id = steps.score(lake, cfg, model_id, pool_id)
+        cells = steps.select(lake, cfg, "seed", run_id)[: args.cells]
+        calls = [(cfg, dataset_id, pool_id, model_id, c) for c in cells]
+        workers = args.workers or steps.default_workers(cfg)
+        d = training_data(lake, dataset_id, pool_id)
+        sets = [d.with_selection(lake, c["selection_id"])[:2] for c in cells]
+
+        def pipeline():
+            for table in ("runs", "history"):  # every repeat trains every cell again
+                shutil.rmtree(os.path.join(root, table), ignore_errors=True)
+            steps.ProcessRunner(lake, workers, log=None).map(steps.cell, calls)
+
+        def bare():
+            for c, (x, y) in zip(cells, sets, strict=True):
+                seed = cfg.seed + c["rep"]
+                model = build_model("lenet5", 10, 1, 28, seed=seed)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+                gen = torch.Generator().manual_seed(seed)
+                model.train()
+                for _ in range(args.epochs):
+                    perm = torch.randperm(len(yt), generator=gen)
+                    for i in range(0, len(yt), 128):
+                        idx = perm[i : i + 128]
+                        xb = xt[idx].permute(0, 3, 1, 2).float().div_(255.0)
+                        loss = F.cross_entropy(model(xb), yt[idx])
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                evaluate(model, d.test.images, d.test.labels)
+                evaluate(model, d.val.images, d.val.labels)
+
+        mb, mp_ = alternate(bare, pipeline, args.repeats)
+        n = len(cells)
+        print(json.dumps({
+            "name": "grid", "ratio": round(mb / mp_, 4), "target": 1.5, "cells": n,
+            "workers": workers, "cpus": os.cpu_count(), "epochs": args.epochs,
+            "images_per_cell": [len(y) for _, y in sets],
+            "bare_torch_threads": torch.get_num_threads(), "bare_s": round(mb, 3),
+            "pipeline_s": round(mp_, 3), "bare_cells_per_hour": round(3600 * n / mb),
+            "pipeline_cells_per_hour": round(3600 * n / mp_), "repeats": args.repeats}))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
