@@ -111,7 +111,8 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     data = _table_of_keys(path, "preset, model, data, augment, ...")
     name = data.pop("preset", None)
     try:
-        base = preset(name).to_dict() if name is not None else ExperimentConfig().to_dict()
+        base = preset(name).to_dict() if name not in (None, "custom") else \
+            ExperimentConfig().to_dict()  # "custom": a config's own name, as to_dict() writes
     except ValueError as e:
         raise ConfigError(f"{path}: preset: {e}") from e
     base["preset"] = name or "custom"
@@ -133,7 +134,8 @@ def load_study(path: str | Path) -> StudyConfig:
     data = _table_of_keys(path, "preset, data, pools, budgets, scores, seeds, ...")
     name = data.pop("preset", None)
     try:
-        base = study_preset(name).to_dict() if name is not None else StudyConfig().to_dict()
+        base = study_preset(name).to_dict() if name not in (None, "custom") else \
+            StudyConfig().to_dict()
     except ValueError as e:
         raise ConfigError(f"{path}: preset: {e}") from e
     base["preset"] = name or "custom"

@@ -171,6 +171,7 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
         ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=prefect_env,
                             capture_output=True, text=True, timeout=120)
         assert "smart-augmentation" in ls.stdout and "reselect" in ls.stdout
+        assert "study/study" in " ".join(ls.stdout.split()) or "study" in ls.stdout
         nightly = subprocess.run([str(BIN / "prefect"), "deployment", "inspect",
                                   "reselect/nightly"], env=prefect_env, capture_output=True,
                                  text=True, timeout=120)
@@ -271,6 +272,42 @@ def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env,
                         "(scoring_run_id) where r.pool_id is not null").to_pylist()[0]["n"] == 550
     assert selections["threads"] == selections["dask:2"]
     assert len(selections["threads"]["M2"]) == 110
+
+
+@pytest.mark.slow
+def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_path,
+                                                             fashion_root):
+    """The study/study flow's cells spread over a 2-worker Dask cluster: the same cells,
+    selections and accuracies as `smartaug study --config` with its worker processes."""
+    from pipeline.config import DataConfig, PoolSpec, StudyConfig, TrainConfig
+
+    cfg = StudyConfig(
+        data=DataConfig(root=fashion_root, per_class_train=30, per_class_test=10,
+                        val_fraction=0.2),
+        baseline=TrainConfig(epochs=1, device="cpu"), retrain=TrainConfig(epochs=1,
+                                                                           device="cpu"),
+        pools=(PoolSpec("seed"),), budgets=(0.25, 0.5), scores=("avh",),
+        positions=("easiest", "hardest"), coverage=("margin",), references=("none",),
+        seeds=2)
+    (tmp_path / "study.json").write_text(json.dumps(cfg.to_dict()))
+    storage = tmp_path / "flow"
+    code = ("import json\nfrom flows.study import study, Overrides\n"
+            "from pipeline.experiment_file import load_study\n"
+            f"cfg = load_study({str(tmp_path / 'study.json')!r})\n"
+            f"print(study(config=cfg, overrides=Overrides(storage={str(storage)!r})))")
+    out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER="dask:2"), code))
+    flow = json.loads((out / "study.json").read_text())
+    cli = subprocess.run([str(BIN / "smartaug"), "study", "--config",
+                          str(tmp_path / "study.json"), "--storage", str(tmp_path / "cli")],
+                         env=prefect_env, capture_output=True, text=True, timeout=900)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    local = json.loads((Path(cli.stdout.strip().splitlines()[-1]) / "study.json").read_text())
+    assert flow["study_id"] == local["study_id"] and flow["n_cells"] == local["n_cells"] == 18
+    keys = ("pool", "budget", "selector", "loss", "n_items", "selection_ids", "run_ids",
+            "test_acc_mean", "test_acc_std", "diff_vs_random", "p_holm")
+    assert [[r[k] for k in keys] for r in flow["leaderboard"]] == \
+        [[r[k] for k in keys] for r in local["leaderboard"]]
+    assert flow["command"].startswith("prefect deployment run study/study -p config=")
 
 
 def test_task_runner_choice():
