@@ -229,31 +229,47 @@ def _call(root: str, step: Callable, args: tuple):
 
 class ProcessRunner(LocalRunner):
     """Steps in this process; ``map`` over ``workers`` processes of one thread each (small
-    trainings use one core well and several threads badly: on 2 cores, two cells at once are
-    ~2x one cell with both cores)."""
+    trainings use one core well and several threads badly). The workers start on the first
+    ``map`` and serve every later one (each keeps the data it read) until ``close``; use it
+    as a context manager."""
 
     def __init__(self, lake: Lake, workers: int, log: Log = print):
         super().__init__(lake, log)
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ProcessRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def map(self, step: Callable, calls: list[tuple]) -> list:
         if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
             return super().map(step, calls)
-        ctx = multiprocessing.get_context("spawn")  # a clean interpreter, no forked threads
-        with ProcessPoolExecutor(self.workers, mp_context=ctx,
-                                 initializer=_single_thread) as ex:
-            futures = [ex.submit(_call, self.lake.url(), step, args) for args in calls]
-            pending, n_done = set(futures), 0
-            while pending:
-                finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished_:
-                    if f.exception() is not None:
-                        ex.shutdown(wait=True, cancel_futures=True)
-                        raise f.exception()
-                n_done += len(finished_)
-                if self.log:
-                    self.log(f"{step.__name__}: {n_done}/{len(calls)} done")
-            return [f.result() for f in futures]
+        if self._pool is None:  # spawn: a clean interpreter, no forked threads
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_single_thread)
+        futures = [self._pool.submit(_call, self.lake.url(), step, args) for args in calls]
+        pending, n_done = set(futures), 0
+        while pending:
+            finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished_:
+                if f.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    self.close()
+                    raise f.exception()
+            n_done += len(finished_)
+            if self.log:
+                self.log(f"{step.__name__}: {n_done}/{len(calls)} done")
+        return [f.result() for f in futures]
 
 
 def default_workers(cfg: StudyConfig) -> int:
@@ -272,4 +288,5 @@ def run_study(cfg: StudyConfig, lake: Lake, *, workers: int | None = None, log: 
     workers = default_workers(cfg) if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    return study(cfg, ProcessRunner(lake, workers, log), command=command, log=log)
+    with ProcessRunner(lake, workers, log) as runner:
+        return study(cfg, runner, command=command, log=log)
