@@ -40,6 +40,14 @@ SKIPPED = {
     ".venv/bin/prefect deployment run smart-augmentation/smart-augmentation "
     "-p overrides='{\"dataset\": \"imagefolder:/data/pets\", \"grayscale\": true, "
     "\"image_size\": 28}' --watch": "tests/test_flows.py runs the deployment with overrides",
+    ".venv/bin/smartaug study --preset quick":
+        "the full study at the quick preset's size (about 1.5 h on 2 cores; its results are in "
+        "the README); tests/test_study.py runs the preset with overrides",
+    ".venv/bin/smartaug study --config study.toml --workers 2":
+        "the README's study file at full size; test_readme_study_file_is_accepted loads it and "
+        "tests/test_study.py runs a study file",
+    ".venv/bin/prefect deployment run study/study -p preset=quick -p overrides='{\"reps\": 5}' "
+    "--watch": "tests/test_flows.py runs the study flow on a Dask cluster",
     ".venv/bin/prefect deployment run reselect/nightly -p retrain=false --watch":
         "tests/test_flows.py runs the reselect flow",
 }
@@ -150,11 +158,21 @@ def test_readme_python_block_runs(fashion_root, tmp_path):
 def test_readme_experiment_file_is_accepted(tmp_path):
     from pipeline.experiment_file import load_experiment
 
-    (tmp_path / "exp.toml").write_text(blocks("toml")[0])
+    (tmp_path / "exp.toml").write_text(next(b for b in blocks("toml") if "budgets" not in b))
     (tmp_path / "space.yaml").write_text(blocks("yaml")[0])
     cfg = load_experiment(tmp_path / "exp.toml")
     assert cfg.model == "torchvision:resnet18" and cfg.augment.kinds == ("rotate", "grid")
     assert cfg.data.dataset == f"imagefolder:{tmp_path / 'pets'}"
+
+
+def test_readme_study_file_is_accepted(tmp_path):
+    from pipeline.config import study_preset
+    from pipeline.experiment_file import load_study
+
+    (tmp_path / "study.toml").write_text(next(b for b in blocks("toml") if "budgets" in b))
+    cfg = load_study(tmp_path / "study.toml")
+    assert cfg.budgets == (0.05, 0.1, 0.2) and [p.name for p in cfg.pools] == ["seed", "wide"]
+    assert cfg.pools == study_preset("quick").pools and cfg.data == study_preset("quick").data
 
 
 @pytest.mark.slow
