@@ -309,6 +309,13 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
     before = _tree(lake.local_path(""))
     assert run_study(cfg, lake, workers=2, log=None) == (sid, location)
     assert _tree(lake.local_path("")) == before
+    # a deleted report is written again, nothing retrained
+    import shutil
+
+    shutil.rmtree(location)
+    assert run_study(cfg, lake, workers=2, log=None) == (sid, location)
+    assert (Path(location) / "study.json").exists()
+    assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == len(runs)
     # a crash after some cells: the rest are trained, the done ones found
     lost = [c["run_id"] for c in cells[:3]]
     for r in lost:

@@ -53,9 +53,13 @@ def protocol_id(cfg: StudyConfig, dataset_id: str, model_id: str) -> str:
 
 
 def finished(lake: Lake, cfg: StudyConfig, *, log: Log = None) -> str | None:
-    """The report's location when this study is recorded (then there is nothing to do)."""
+    """The report's location when this study is recorded and reported (then there is
+    nothing to do; a deleted report is written again, every cell found)."""
     sid = study_id(cfg)
-    return lake.url("reports", sid) if lake.has("studies", sid) else None
+    if lake.has("studies", sid) and lake.fs.exists(str(lake.location("reports", sid,
+                                                                      "study.json"))):
+        return lake.url("reports", sid)
+    return None
 
 
 def ingest(lake: Lake, cfg: StudyConfig, *, log: Log = None) -> str:

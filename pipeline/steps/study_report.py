@@ -315,6 +315,48 @@ def _tables(r: dict) -> dict[str, list[list[str]]]:
     return out
 
 
+def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
+    """Per pool and loss: a selector per row, a budget per column, each cell the test
+    accuracy % (mean ± std; for SCORE@val, after the position chosen) and the difference to
+    random in points; fixed window positions other than the seed's (``offset``, of the first
+    score) are left to the full tables."""
+    cfg = r["config"]
+    out: dict[str, list[list[str]]] = {}
+    shown = ["random", *(f"{s}@val" for s in cfg["scores"]),
+             *(f"{s}@offset" for s in cfg["scores"][:1]),
+             *(f"coverage-{s}" for s in cfg["coverage"])]
+    for pool in [p["name"] for p in cfg["pools"]]:
+        for loss in cfg["losses"]:
+            rows = {(x["selector"], x["budget"]): x for x in r["leaderboard"]
+                    if x["pool"] == pool and x["loss"] == loss}
+            t = [["selector", *(f"budget {b:g}" for b in cfg["budgets"])]]
+            for sel in shown:
+                cells = []
+                for b in cfg["budgets"]:
+                    x = rows.get((sel, b))
+                    if x is None:
+                        cells.append("")
+                        continue
+                    cell = f"{_pct(x['test_acc_mean'])} ± {_pct(x['test_acc_std'])}"
+                    if x["chosen_on"]:
+                        cell = f"{x['position']}: {cell}"
+                    if sel != "random" and x["diff_vs_random"] is not None:
+                        cell += (f" ({100 * x['diff_vs_random']:+.2f}"
+                                 + (", *" if x["significant"] else "") + ")")
+                    cells.append(cell)
+                if any(cells):
+                    t.append([sel, *cells])
+            for ref in ("none", "all"):
+                x = next((x for x in r["leaderboard"] if x["pool"] == pool
+                          and x["loss"] == loss and x["selector"] == ref), None)
+                if x is not None:
+                    t.append([f"{ref} ({x['n_items']} augmentations)",
+                              f"{_pct(x['test_acc_mean'])} ± {_pct(x['test_acc_std'])}",
+                              *[""] * (len(cfg["budgets"]) - 1)])
+            out[f"{pool} pool" + (f", loss {loss}" if len(cfg["losses"]) > 1 else "")] = t
+    return out
+
+
 def _kept_tables(r: dict) -> dict[str, list[list[str]]]:
     out: dict[str, list[list[str]]] = {}
     for k in r["kept"]:
@@ -352,6 +394,10 @@ def _markdown(r: dict, tables: dict, kept: dict, plots: list[str]) -> str:
              "ranking, starting at the easiest item (easiest), at 2 % (offset, the seed's "
              "band), centred on the median (median) or ending at the hardest (hardest). "
              "`*`: significant after Holm. W/T/L: seeds won, tied, lost against random.", ""]
+    parts += ["## Summary: test accuracy % (mean ± std over the seeds; in brackets the paired "
+              "difference to random in points, `*` if significant after Holm)", ""]
+    for key, t in _summary_tables(r).items():
+        parts += [f"### {key}", "", _md_table(t), ""]
     parts += [f"![{p}](plots/{p}.png)" for p in plots] + [""]
     for key, t in tables.items():
         parts += [f"## {key}", "", _md_table(t), ""]
@@ -374,6 +420,10 @@ def _html(r: dict, tables: dict, kept: dict, plots: dict[str, bytes]) -> str:
             f"<p>Reproduce: <code>{e(str(r['command']))}</code> (git {e(r['git_sha'])})</p>",
             f"<p class=verdict>{e(r['verdict'])}</p>",
             f"<p>Protocol: {e(r['protocol'])}.</p><p>{e(r['how_chosen'])}</p>"]
+    body += ["<h2>Summary: test accuracy % (mean ± std; in brackets the paired difference to "
+             "random in points, * if significant after Holm)</h2>"]
+    for key, t in _summary_tables(r).items():
+        body += [f"<h3>{e(key)}</h3>", _html_table(t)]
     body += [f'<img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
              for k, v in plots.items()]
     for key, t in tables.items():
