@@ -587,7 +587,6 @@ def study(
     selector x loss x seed is a training (a row of the runs table); a crashed study resumes,
     a finished one does nothing. Prints the report directory last."""
     from pipeline.config import apply_study_overrides, study_preset
-    from pipeline.steps.study import run_study
 
     if config is not None and preset is not None:
         _fail("give --preset or --config, not both (a file starts from a preset with "
@@ -611,6 +610,8 @@ def study(
         _fail(e)
     if workers is not None and workers < 1:
         _fail(f"--workers must be >= 1, got {workers}")
+    from pipeline.steps.study import run_study  # torch: after the grid is known to be sound
+
     lake = _lake(storage)
     command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
         sys.argv[0].endswith("smartaug") else (f"smartaug study --config {config}" if config

@@ -191,7 +191,7 @@ def test_cli_refuses_a_bad_grid_before_any_work(tmp_path, args, msg):
     res = subprocess.run([str(BIN / "smartaug"), "study", *[a.format(dir=tmp_path)
                                                              for a in args],
                           "--storage", str(storage)], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=600)
     assert res.returncode == 2, res.stderr
     assert "error:" in res.stderr and msg in " ".join(res.stderr.split()), res.stderr
     assert "Traceback" not in res.stderr
