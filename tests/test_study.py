@@ -406,3 +406,14 @@ space = "space.json"
     bad.write_text('preset = "quick"\nbudget = [0.1]\n')
     with pytest.raises(ConfigError, match="unknown key 'budget'; valid: .*budgets"):
         load_study(bad)
+
+
+def test_a_study_without_validation_images_is_refused_before_training(tmp_path):
+    images = write_image_folder(tmp_path / "images", per_class=(4, 2), size=(16, 16))
+    storage = tmp_path / "storage"
+    res = subprocess.run([str(BIN / "smartaug"), "study", "--dataset", f"imagefolder:{images}",
+                          "--storage", str(storage)], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 2 and "no validation images" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (storage / "models").exists() and not (storage / "runs").exists()

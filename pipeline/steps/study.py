@@ -68,7 +68,15 @@ def ingest(lake: Lake, cfg: StudyConfig, *, log: Log = None) -> str:
 
 
 def baseline(lake: Lake, cfg: StudyConfig, dataset_id: str, *, log: Log = print) -> str:
-    """Train and register the baseline model that scores every pool."""
+    """Train and register the baseline model that scores every pool (a study that must
+    choose window positions on validation is refused first when the split came out empty)."""
+    meta = lake.row("datasets", dataset_id)
+    if len(cfg.positions) > 1 and not meta["n_val"]:
+        raise S.SelectionError(
+            f"dataset {dataset_id} has no validation images ({meta['n_train']} train images, "
+            f"val_fraction {cfg.data.val_fraction:g}), so no window position can be chosen "
+            f"without the test split: give more images per class (--per-class-train) or a "
+            f"larger data.val_fraction, or a single position")
     return baseline_.train_baseline(lake, dataset_id, arch=cfg.model,
                                     cfg=replace(cfg.baseline, seed=cfg.seed), log=log)
 
