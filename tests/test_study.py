@@ -416,4 +416,8 @@ def test_a_study_without_validation_images_is_refused_before_training(tmp_path):
                          timeout=600)
     assert res.returncode == 2 and "no validation images" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
-    assert not (storage / "models").exists() and not (storage / "runs").exists()
+    lake = Lake(storage)
+    count = {t: lake.sql(f"select count(*) n from {t}").to_pylist()[0]["n"]
+             for t in ("samples", "models", "pools", "runs")}
+    assert count["samples"] > 0  # ingested: the dataset said what it holds
+    assert count["models"] == count["pools"] == count["runs"] == 0
