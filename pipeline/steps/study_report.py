@@ -212,6 +212,7 @@ def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
                         100 * r["test_acc_mean"], f" {r['selector']} ({r['loss']})",
                         va="bottom", fontsize=8, color="grey")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(cfg["budgets"], [f"{b:g}" for b in cfg["budgets"]])
         ax.set_xlabel("budget (fraction of the pool)")
         ax.set_ylabel("test accuracy % (mean, 95 % CI)")
