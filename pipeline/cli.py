@@ -38,6 +38,11 @@ PerClassTrainOpt = Annotated[int | None, typer.Option(
 PerClassTestOpt = Annotated[int | None, typer.Option(
     "--per-class-test", min=1, help="Test images per class (default: all).")]
 GrayOpt = Annotated[bool, typer.Option("--grayscale", help="Convert RGB images to 1 channel.")]
+# the overrides of a preset or file (experiment, study): unset = the preset's value
+DatasetOverride = Annotated[str | None, typer.Option(
+    "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")]
+GrayOverride = Annotated[bool | None, typer.Option(
+    "--grayscale/--no-grayscale", help="Convert RGB images to 1 channel.")]
 SizeOpt = Annotated[int | None, typer.Option(
     "--image-size", min=8, max=1024, help="Resize to N x N pixels (bilinear, antialiased).")]
 ValOpt = Annotated[float, typer.Option(
@@ -496,11 +501,9 @@ def experiment(
         "--config", help="An experiment file (TOML or YAML): everything a preset describes; "
         "`smartaug config show quick` prints one to start from. Options given here apply on "
         "top of it.")] = None,
-    dataset: Annotated[str | None, typer.Option(
-        "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")] = None,
+    dataset: DatasetOverride = None,
     data: DataDirOpt = None,
-    grayscale: Annotated[bool | None, typer.Option(
-        "--grayscale/--no-grayscale", help="Convert RGB images to 1 channel.")] = None,
+    grayscale: GrayOverride = None,
     image_size: SizeOpt = None,
     per_class_train: PerClassTrainOpt = None,
     per_class_test: PerClassTestOpt = None,
@@ -563,11 +566,9 @@ def study(
         "--config", help="A study file (TOML, YAML or JSON): pools, budgets, scores, "
         "positions, coverage, losses, seeds, and the data, baseline and retrain tables of an "
         "experiment file. Options given here apply on top of it.")] = None,
-    dataset: Annotated[str | None, typer.Option(
-        "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")] = None,
+    dataset: DatasetOverride = None,
     data: DataDirOpt = None,
-    grayscale: Annotated[bool | None, typer.Option(
-        "--grayscale/--no-grayscale", help="Convert RGB images to 1 channel.")] = None,
+    grayscale: GrayOverride = None,
     image_size: SizeOpt = None,
     per_class_train: PerClassTrainOpt = None,
     per_class_test: PerClassTestOpt = None,
