@@ -50,9 +50,16 @@ def make_lake(root: Path, n: int, seed: int = 0):
                      "label": labels[idx], "k": np.zeros(m, np.int32), "kind": ["hflip"] * m,
                      "angle": np.full(m, np.nan), "sigma": np.full(m, np.nan),
                      "flipped": np.ones(m, bool), "seed": np.zeros(m, np.int64),
+                     "spec_hash": ["bench"] * m, "params": ['{"flipped": true}'] * m,
                      **image_columns(imgs[idx])})
+    names = json.dumps([f"class{c}" for c in range(10)])
+    lake.write("datasets", "bench", {
+        "dataset_id": ["bench"], "name": ["bench"], "config": ["{}"], "classes": [names],
+        "n_train": [n], "n_val": [0], "n_test": [0], "height": [28], "width": [28],
+        "channels": [1], "fingerprint": ["bench"], "created_at": [None], "git_sha": ["bench"]})
     lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": ["bench"],
-                                  "config": ["{}"], "n_items": [n], "seconds": [0.0],
+                                  "config": ["{}"], "n_items": [n], "materialized": [True],
+                                  "seconds": [0.0],
                                   "created_at": [None], "git_sha": ["bench"]})
     torch.manual_seed(seed)
     model = make_model("lenet5", 10, 1, 28).eval()

@@ -48,6 +48,10 @@ SizeOpt = Annotated[int | None, typer.Option(
 ValOpt = Annotated[float, typer.Option(
     "--val-fraction", help="Fraction of each train class held out for validation.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Root seed of subsets and training.")]
+MATERIALIZE_HELP = ("How the pool is stored: always (every augmentation's pixels), never "
+                    "(recipes only, < 200 bytes an augmentation; pixels regenerated bit for bit "
+                    "when read), auto (pixels up to 256 MiB of them, else recipes).")
+MaterializeOverride = Annotated[str | None, typer.Option("--materialize", help=MATERIALIZE_HELP)]
 MODEL_HELP = ("lenet5 | lenet5-wide | resnet | torchvision:NAME (e.g. torchvision:resnet18) | "
               "timm:NAME | package.module:factory (your callable returning an nn.Module)")
 
@@ -310,6 +314,7 @@ def augment(
     max_angle: Annotated[float, typer.Option(help="Rotation range +-degrees.")] = 20.0,
     sigma: Annotated[float, typer.Option(help="Noise std, units of a [0, 1] image.")] = 0.1,
     seed: SeedOpt = 0,
+    materialize: Annotated[str, typer.Option("--materialize", help=MATERIALIZE_HELP)] = "auto",
     workers: Annotated[int | None, typer.Option(
         min=1, help="Processes (default: all cores).")] = None,
     storage: StorageOpt = None,
@@ -324,7 +329,8 @@ def augment(
     if kinds is not None:
         names = tuple(k.strip() for k in kinds.split(",") if k.strip())
     cfg = _steps(AugmentConfig, policy=policy, kinds=names, max_angle=max_angle, sigma=sigma,
-                 seed=seed, space=tuple(d for d in defined if d[0] in names))
+                 seed=seed, space=tuple(d for d in defined if d[0] in names),
+                 materialize=materialize)
     meta = _steps(lake.row, "datasets", dataset_id)
     with _Bar("augment", meta["n_train"] * parse_policy(policy, len(cfg.kinds))) as bar:
         pool_id = _steps(build_pool, lake, dataset_id, cfg, workers=workers, progress=bar)
@@ -513,6 +519,7 @@ def experiment(
         min=1, help="Replications (seeds) per method.")] = None,
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    materialize: MaterializeOverride = None,
     storage: StorageOpt = None,
 ) -> None:
     """Run a whole experiment (ingest, baseline, augment, score, select, retrain every method
@@ -535,7 +542,8 @@ def experiment(
         cfg = apply_overrides(base, dataset=dataset, data=data,
                               grayscale=grayscale, image_size=image_size,
                               per_class_train=per_class_train, per_class_test=per_class_test,
-                              epochs=epochs, reps=reps, model=model, device=device)
+                              epochs=epochs, reps=reps, model=model, device=device,
+                              materialize=materialize)
     except ValueError as e:
         _fail(e)
     lake = _lake(storage)
@@ -582,6 +590,7 @@ def study(
     workers: Annotated[int | None, typer.Option(
         help="Cells trained at once, one single-threaded process each (default: one per "
         "core on the CPU, 1 on a GPU).")] = None,
+    materialize: MaterializeOverride = None,
     storage: StorageOpt = None,
 ) -> None:
     """Run a study: which augmentations to keep, at equal budget. Every pool x budget x
@@ -606,7 +615,7 @@ def study(
                                     image_size=image_size, per_class_train=per_class_train,
                                     per_class_test=per_class_test, epochs=epochs,
                                     seeds=seeds if seeds is not None else reps, model=model,
-                                    device=device)
+                                    device=device, materialize=materialize)
     except ValueError as e:
         _fail(e)
     if workers is not None and workers < 1:

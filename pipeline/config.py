@@ -36,6 +36,7 @@ AUGMENT_KINDS = ("rotate", "noise", "hflip")  # the seed's kinds: the default sp
 BUILTIN_KINDS = (*AUGMENT_KINDS, "vflip", "rotate180", "crop", "cutout", "blur",
                  "brightness-contrast", "perspective", "elastic", "jpeg", "grid", "heavy-noise")
 _KIND_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MATERIALIZE = ("auto", "always", "never")
 LOSS_KINDS = ("none", "additive", "multiplicative")
 LOSS_FNS = {"none": (None,), "additive": ("square", "identity", "exp"),
             "multiplicative": ("exp", "square", "sqrt")}  # the first is the kind's default
@@ -97,9 +98,15 @@ class AugmentConfig:
     # kinds defined by a space file: (name, albumentations' A.to_dict of the transform, as
     # canonical JSON); ``kinds`` names them, or built-in kinds
     space: tuple[tuple[str, str], ...] = ()
+    # how the pool is stored, not what it holds (so not part of any id): ``always`` = every
+    # augmentation's pixels, ``never`` = recipes only (the pixels are regenerated from the
+    # original when read), ``auto`` = pixels while they take at most
+    # ``AUTO_MATERIALIZE_BYTES`` (pipeline.steps.pool), recipes beyond
+    materialize: str = "auto"
 
     def __post_init__(self) -> None:
         parse_policy(self.policy, len(self.kinds))
+        _choose(self.materialize, MATERIALIZE, "materialize mode")
         object.__setattr__(self, "kinds", tuple(self.kinds))
         object.__setattr__(self, "space", tuple((str(n), str(t)) for n, t in self.space))
         custom = {n for n, _ in self.space}
@@ -127,12 +134,24 @@ class AugmentConfig:
             raise ValueError(f"sigma must be in (0, 1], got {self.sigma}")
 
     def to_dict(self) -> dict:
-        """The fields; ``space`` only when it defines kinds (so the seed's pools keep their
-        ids)."""
+        """The fields; ``space`` only when it defines kinds and ``materialize`` only when not
+        ``auto`` (so the seed's pools and experiments keep their ids)."""
         d = asdict(self)
         if not self.space:
             del d["space"]
+        if self.materialize == "auto":
+            del d["materialize"]
         return d
+
+
+def identity(d):
+    """A config's ``to_dict()`` without the storage choices that do not change what it
+    computes (every ``materialize``): what ids hash."""
+    if isinstance(d, dict):
+        return {k: identity(v) for k, v in d.items() if k != "materialize"}
+    if isinstance(d, list | tuple):
+        return [identity(v) for v in d]
+    return d
 
 
 @dataclass(frozen=True)
@@ -482,7 +501,7 @@ def study_preset(name: str) -> StudyConfig:
 
 STUDY_OVERRIDES = (*(o for o in ("dataset", "data", "grayscale", "image_size",
                                  "per_class_train", "per_class_test", "epochs", "model",
-                                 "device")), "seeds")
+                                 "device", "materialize")), "seeds")
 
 
 def apply_study_overrides(cfg: StudyConfig, **overrides) -> StudyConfig:
@@ -490,10 +509,13 @@ def apply_study_overrides(cfg: StudyConfig, **overrides) -> StudyConfig:
     the experiment's name for it) sets the number of paired seeds."""
     seeds = overrides.pop("seeds", None)
     reps = overrides.pop("reps", None)
+    materialize = overrides.pop("materialize", None)
     exp = apply_overrides(cfg.protocol(), **overrides)
     n = seeds if seeds is not None else reps if reps is not None else cfg.seeds
+    pools = cfg.pools if materialize is None else tuple(
+        replace(p, augment=replace(p.augment, materialize=materialize)) for p in cfg.pools)
     return replace(cfg, data=exp.data, model=exp.model, baseline=exp.baseline,
-                   retrain=exp.retrain, seeds=n)
+                   retrain=exp.retrain, seeds=n, pools=pools)
 
 
 def preset(name: str) -> ExperimentConfig:
@@ -528,14 +550,14 @@ def preset(name: str) -> ExperimentConfig:
 
 
 OVERRIDES = ("dataset", "data", "grayscale", "image_size", "per_class_train", "per_class_test",
-             "epochs", "reps", "model", "device")
+             "epochs", "reps", "model", "device", "materialize")
 
 
 def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
     """Overrides by the CLI's names (None = keep): dataset (another dataset than the preset's
     is used whole unless per_class_* are given), data (the files' directory),
     grayscale, image_size, per_class_train, per_class_test, epochs (baseline and retraining),
-    reps, model, device."""
+    reps, model, device, materialize (how the pool is stored: auto, always, never)."""
     unknown = set(overrides) - set(OVERRIDES)
     if unknown:
         raise ValueError(f"unknown overrides {sorted(unknown)}; valid: {', '.join(OVERRIDES)}")
@@ -553,6 +575,8 @@ def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
     if "data" in o:
         data = replace(data, root=o["data"])
     train = {k: o[k] for k in ("epochs", "device") if k in o}
+    augment = replace(cfg.augment, materialize=o["materialize"]) if "materialize" in o \
+        else cfg.augment
     return replace(cfg, data=data, baseline=replace(cfg.baseline, **train),
                    retrain=replace(cfg.retrain, **train), model=o.get("model", cfg.model),
-                   reps=o.get("reps", cfg.reps))
+                   reps=o.get("reps", cfg.reps), augment=augment)

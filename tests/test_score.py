@@ -77,7 +77,8 @@ def _fake_pool(lake, base_pool, pool_id, mutate, row_group_size=16_384):
     dataset_id = lake.row("pools", base_pool)["dataset_id"]
     lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": [dataset_id],
                                   "config": ["{}"],
-                                  "n_items": [t.num_rows], "seconds": [0.0],
+                                  "n_items": [t.num_rows], "materialized": [True],
+                                  "seconds": [0.0],
                                   "created_at": [None], "git_sha": ["test"]})
     return pool_id
 

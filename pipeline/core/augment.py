@@ -38,6 +38,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -47,8 +48,8 @@ import numpy as np
 
 from pipeline.config import AugmentConfig, parse_policy
 
-__all__ = ["BUILTIN", "AugmentConfig", "SpaceError", "augment_images", "kind_specs",
-           "load_space", "plan"]
+__all__ = ["BUILTIN", "AugmentConfig", "SpaceError", "apply_chunks", "augment_images",
+           "kind_specs", "load_space", "plan", "regenerate", "start_workers"]
 
 
 class SpaceError(ValueError):
@@ -389,6 +390,39 @@ def _task(images: np.ndarray, items, cfg: AugmentConfig):
     return images[rows], [(local[r], k, s, kind) for r, k, s, kind in items], cfg
 
 
+def apply_chunks(images: np.ndarray, chunks, cfg: AugmentConfig, *, workers: int | None = None):
+    """Augment each chunk of plan items (row, k, seed, kind) of ``images``, in order: yields
+    (images [m, H, W, C] uint8, angle, sigma, flipped, applied JSON) per chunk. ``chunks`` may
+    be a generator (a pool being read): it is drawn only two chunks per worker ahead of what
+    was yielded, so memory stays flat however many chunks there are. ``workers`` None = all
+    cores; chunks run in the persistent process pool when there is more than one worker."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        for items in chunks:
+            yield _apply(images, items, cfg)
+        return
+    pool, window = _pool(workers), deque()
+    for items in chunks:
+        window.append(pool.apply_async(_worker_chunk, (_task(images, items, cfg),)))
+        if len(window) >= 2 * workers:
+            yield window.popleft().get()
+    while window:
+        yield window.popleft().get()
+
+
+def start_workers(workers: int | None = None) -> None:
+    """Fork the process pool now (from the main thread, before other threads start)."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers > 1 and "fork" in mp.get_all_start_methods():
+        _pool(workers)
+
+
+def regenerate(images: np.ndarray, items, cfg: AugmentConfig) -> np.ndarray:
+    """The pixels of plan items (row, k, seed, kind) of ``images``, in this process: the same
+    bits ``augment_images`` produced for them (each item is a function of its seed alone)."""
+    return _apply(images, items, cfg)[0]
+
+
 def augment_images(
     images: np.ndarray,
     sample_ids: Sequence[str],
@@ -405,28 +439,20 @@ def augment_images(
     applied scalar parameters as a JSON object (text). ``workers`` None = all cores.
     ``progress(n_done)`` is called after every chunk.
     """
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
-        raise ValueError(f"images must be uint8 [N, H, W, 1|3], got {images.dtype} "
-                         f"{images.shape}")
-    if len(sample_ids) != len(images):
-        raise ValueError("one sample_id per image")
+    check_images(images, sample_ids)
     items = plan(sample_ids, cfg)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if chunk is None:  # a few chunks per worker: balanced, with progress along the way
-        chunk = max(256, min(8192, -(-len(items) // (4 * max(workers, 1)))))
+        chunk = chunk_size(len(items), workers)
     bounds = [(lo, min(lo + chunk, len(items))) for lo in range(0, len(items), chunk)]
+    if len(bounds) <= 1:
+        workers = 1
     results = []
-    if workers <= 1 or len(bounds) <= 1 or "fork" not in mp.get_all_start_methods():
-        for lo, hi in bounds:
-            results.append(_apply(images, items[lo:hi], cfg))
-            if progress:
-                progress(hi - lo)
-    else:
-        tasks = (_task(images, items[lo:hi], cfg) for lo, hi in bounds)
-        for (lo, hi), res in zip(bounds, _pool(workers).imap(_worker_chunk, tasks), strict=True):
-            results.append(res)
-            if progress:
-                progress(hi - lo)
+    for (lo, hi), res in zip(bounds, apply_chunks(images, (items[lo:hi] for lo, hi in bounds),
+                                                  cfg, workers=workers), strict=True):
+        results.append(res)
+        if progress:
+            progress(hi - lo)
     if not results:
         empty = np.empty((0, *images.shape[1:]), np.uint8)
         return items, empty, {"angle": np.empty(0), "sigma": np.empty(0),
@@ -436,3 +462,16 @@ def augment_images(
               for i, name in ((1, "angle"), (2, "sigma"), (3, "flipped"))}
     params["params"] = [p for r in results for p in r[4]]
     return items, out, params
+
+
+def chunk_size(n_items: int, workers: int) -> int:
+    """Items per task: a few chunks per worker (balanced, with progress along the way)."""
+    return max(256, min(8192, -(-n_items // (4 * max(workers, 1)))))
+
+
+def check_images(images: np.ndarray, sample_ids: Sequence[str]) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+        raise ValueError(f"images must be uint8 [N, H, W, 1|3], got {images.dtype} "
+                         f"{images.shape}")
+    if len(sample_ids) != len(images):
+        raise ValueError("one sample_id per image")

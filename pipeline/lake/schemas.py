@@ -33,7 +33,7 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
         ("label", pa.int64()), *_IMAGE),
     "pools": _table(
         "pool_id", ("dataset_id", pa.string()), ("config", pa.string()),
-        ("n_items", pa.int64()), ("seconds", _F), *PROVENANCE),
+        ("n_items", pa.int64()), ("materialized", pa.bool_()), ("seconds", _F), *PROVENANCE),
     "augmentations": _table(
         "pool_id", ("aug_id", pa.string()), ("sample_id", pa.string()), ("label", pa.int64()),
         ("k", pa.int32()), ("kind", pa.string()), ("angle", _F), ("sigma", _F),

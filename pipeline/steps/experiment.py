@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from pipeline.config import ExperimentConfig
+from pipeline.config import ExperimentConfig, identity
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, content_id
 from pipeline.steps import baseline as baseline_
@@ -30,7 +30,7 @@ Log = Callable[[str], None] | None
 
 
 def experiment_id(cfg: ExperimentConfig) -> str:
-    return content_id("experiment", cfg.to_dict())
+    return content_id("experiment", identity(cfg.to_dict()))
 
 
 def score_shards() -> int:

@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.lake import Lake, LakeError, decode_images, encode_images
+from pipeline.lake import Lake, LakeError, encode_images
 from pipeline.lake.provenance import git_sha
 from pipeline.steps.ingest import classes, read_split
+from pipeline.steps.pool import PIXEL_COLUMNS, PoolPixels
 from pipeline.steps.select import read_selection
 from pipeline.steps.sql import sql_text
 
@@ -54,9 +55,9 @@ def selection_items(lake: Lake, selection_id: str, *, originals: bool = True) ->
     wanted = pa.array(sorted(rows["aug_id"].to_pylist()))
     score_of = dict(zip(rows["aug_id"].to_pylist(), rows["score"].to_pylist(), strict=True))
     parts = []
-    for batch in lake.iter_batches("augmentations", info["pool"]["pool_id"],
-                                   columns=["aug_id", "label", "kind", "params", "image",
-                                            "height", "width", "channels"]):
+    pool_id = info["pool"]["pool_id"]
+    for batch in lake.iter_batches("augmentations", pool_id,
+                                   columns=[*PIXEL_COLUMNS, "label", "params"]):
         keep = pc.is_in(batch.column("aug_id"), value_set=wanted)
         if pc.any(keep).as_py():
             parts.append(batch.filter(keep))
@@ -66,7 +67,7 @@ def selection_items(lake: Lake, selection_id: str, *, originals: bool = True) ->
                         f"{0 if table is None else table.num_rows} found in pool "
                         f"{info['pool']['pool_id']}")
     table = table.sort_by("aug_id")
-    aug_images = np.asarray(decode_images(table, "aug_id"))
+    aug_images = np.asarray(PoolPixels(lake, pool_id, workers=1).images(table))
     aug_ids = table["aug_id"].to_pylist()
     out = {"ids": aug_ids, "images": aug_images, "labels": table["label"].to_numpy(),
            "kinds": table["kind"].to_pylist(), "params": table["params"].to_pylist(),

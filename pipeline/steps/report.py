@@ -17,8 +17,9 @@ import matplotlib
 import numpy as np
 
 from pipeline.core.stats import method_stats, paired
-from pipeline.lake import Lake, atomic_path, decode_images, git_sha
+from pipeline.lake import Lake, atomic_path, git_sha
 from pipeline.steps.ingest import classes as dataset_classes
+from pipeline.steps.pool import PoolPixels
 from pipeline.steps.sql import query
 
 matplotlib.use("Agg")
@@ -105,9 +106,9 @@ def plot_band(pool: list[dict], kept: list[dict], class_names: list[str]) -> byt
     return _png(fig)
 
 
-def plot_gallery(g) -> bytes:
-    """The 8 easiest and 8 hardest augmentations (``report_gallery.sql``'s rows)."""
-    imgs = decode_images(g, "aug_id")
+def plot_gallery(g, imgs) -> bytes:
+    """The 8 easiest and 8 hardest augmentations (``report_gallery.sql``'s rows, ``imgs``
+    their pixels)."""
     fig, axes = plt.subplots(2, 8, figsize=(12, 3.6))
     for i, ax in enumerate(axes.flat[: g.num_rows]):
         im = imgs[i]
@@ -148,7 +149,8 @@ def _plots(lake: Lake, exp: dict, runs: list[dict], history: list[dict],
                                 kept, class_names)
     gallery = query(lake, "report_gallery", scoring_run_id=exp["scoring_run_id"])
     if gallery.num_rows:
-        out["gallery"] = plot_gallery(gallery)
+        pixels = PoolPixels(lake, exp["pool_id"], workers=1)  # stored, or from the recipes
+        out["gallery"] = plot_gallery(gallery, pixels.images(gallery))
     out["dynamics"] = plot_dynamics(runs, history, colors)
     return out
 

@@ -17,6 +17,7 @@ from pipeline.core.train import build_model, train
 from pipeline.lake import Lake, content_id, decode_images
 from pipeline.steps import select as S
 from pipeline.steps.ingest import classes, read_split
+from pipeline.steps.pool import PIXEL_COLUMNS, RECIPE_COLUMNS, PoolPixels
 from pipeline.steps.score import checkpoint_path
 
 __all__ = ["TrainingData", "band_search", "choose", "select_methods", "train_cell", "with_band"]
@@ -25,17 +26,31 @@ Log = Callable[[str], None] | None
 
 
 class TrainingData:
-    """The originals of every split and the pool's images, kept once in memory."""
+    """The originals of every split and the pool's augmentations, kept once in memory: a
+    materialised pool's pixels, or a recipe pool's recipes (a selection's pixels are then
+    regenerated when first asked for, and the last one kept)."""
 
     def __init__(self, lake: Lake, dataset_id: str, pool_id: str):
         self.train = read_split(lake, dataset_id, "train")
         self.val = read_split(lake, dataset_id, "val")
         self.test = read_split(lake, dataset_id, "test")
-        pool = lake.read("augmentations", pool_id, columns=["aug_id", "label", "image", "height",
-                                                             "width", "channels"])
-        self.aug_images = np.array(decode_images(pool, "aug_id"))
+        self.pixels = PoolPixels(lake, pool_id)
+        columns = ["label", *PIXEL_COLUMNS] if self.pixels.materialized else \
+            ["label", *RECIPE_COLUMNS]
+        pool = lake.read("augmentations", pool_id, columns=columns)
+        self.aug_images = np.array(decode_images(pool, "aug_id")) if self.pixels.materialized \
+            else None
+        self.recipes = None if self.pixels.materialized else pool
         self.aug_labels = pool["label"].to_numpy()
         self.aug_index = {a: i for i, a in enumerate(pool["aug_id"].to_pylist())}
+        self._last: tuple[str, np.ndarray] | None = None
+
+    def _images(self, selection_id: str, rows: np.ndarray) -> np.ndarray:
+        if self.aug_images is not None:
+            return self.aug_images[rows]
+        if self._last is None or self._last[0] != selection_id:
+            self._last = (selection_id, self.pixels.recipes(self.recipes.take(rows)))
+        return self._last[1]
 
     def with_selection(self, lake: Lake, selection_id: str | None):
         """Originals + the selection's augmentations (in aug_id order): images, labels and
@@ -44,7 +59,7 @@ class TrainingData:
             return self.train.images, self.train.labels, 0
         ids = sorted(S.read_selection(lake, selection_id)["aug_id"].to_pylist())
         rows = np.asarray([self.aug_index[a] for a in ids], dtype=np.int64)
-        x = np.concatenate([self.train.images, self.aug_images[rows]])
+        x = np.concatenate([self.train.images, self._images(selection_id, rows)])
         y = np.concatenate([self.train.labels, self.aug_labels[rows]])
         return x, y, len(rows)
 

@@ -24,12 +24,14 @@ from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, content_id, decode_images
 from pipeline.lake.files import publish
 from pipeline.steps.ingest import classes
+from pipeline.steps.pool import PIXEL_COLUMNS, PoolPixels
 
 __all__ = ["ScoringError", "checkpoint_path", "commit_pool_shards", "load_model",
            "pool_scoring_run_id", "score_pool", "score_pool_shard", "score_split"]
 
 WRITE_ROWS = 16_384  # scored rows gathered before one write to the partition
 IMAGE_COLUMNS = ["label", "image", "height", "width", "channels"]
+POOL_COLUMNS = ["label", *PIXEL_COLUMNS]  # a pool's rows: pixels, or recipes to make them
 
 Progress = Callable[[int], None] | None
 
@@ -70,14 +72,20 @@ def check_classes(lake: Lake, model_id: str, dataset_id: str) -> None:
             f"classes (smartaug baseline --dataset-id {dataset_id})")
 
 
-def _decoded(batches: Iterator[pa.RecordBatch], id_column: str):
-    for b in batches:
-        yield b.column(id_column), np.asarray(b.column("label")), decode_images(b, id_column)
+def _decoded(batches: Iterator[pa.RecordBatch], id_column: str, pixels: PoolPixels | None):
+    """(ids, labels, uint8 images) per batch; a pool's pixels are decoded or regenerated from
+    their recipes by ``pixels`` (in worker processes, ahead of the model)."""
+    if pixels is None:
+        for b in batches:
+            yield b.column(id_column), np.asarray(b.column("label")), decode_images(b, id_column)
+        return
+    for b, images in pixels.stream(batches):
+        yield b.column(id_column), np.asarray(b.column("label")), images
 
 
 def _score_into(writer, model, items: Iterator[pa.RecordBatch], id_column: str, *,
                 scoring_run_id: str, model_id: str, pool_id: str | None, device: torch.device,
-                progress: Progress) -> tuple[int, int]:
+                progress: Progress, pixels: PoolPixels | None = None) -> tuple[int, int]:
     """Score ``items`` into ``writer``; returns (items, items with an undefined AVH)."""
     spec = model.spec
     image_shape = (spec["image_size"], spec["image_size"], spec["in_channels"])
@@ -93,7 +101,7 @@ def _score_into(writer, model, items: Iterator[pa.RecordBatch], id_column: str, 
                          for k in ("label", "pred", "correct", *SCORE_COLUMNS)}})
         pending.clear()
 
-    stream = prefetch(_decoded(items, id_column))
+    stream = prefetch(_decoded(items, id_column, pixels))
     for out in score_batches(model, stream, device=device, image_shape=image_shape):
         pending.append(out)
         n += len(out["label"])
@@ -121,13 +129,14 @@ def _record_run(lake: Lake, scoring_run_id: str, model_id: str, *, pool_id, data
 
 def _run(lake: Lake, model_id: str, scoring_run_id: str, items: Iterator[pa.RecordBatch],
          id_column: str, *, pool_id: str | None, dataset_id: str, split: str | None,
-         batch_size: int, device: torch.device, progress: Progress) -> str:
+         batch_size: int, device: torch.device, progress: Progress,
+         pixels: PoolPixels | None = None) -> str:
     t0 = time.perf_counter()
     model, _ = load_model(lake, model_id, device)
     with lake.writer("scores", scoring_run_id) as w:
         n, n_undefined = _score_into(w, model, items, id_column, scoring_run_id=scoring_run_id,
                                      model_id=model_id, pool_id=pool_id, device=device,
-                                     progress=progress)
+                                     progress=progress, pixels=pixels)
     _record_run(lake, scoring_run_id, model_id, pool_id=pool_id, dataset_id=dataset_id,
                 split=split, n=n, n_undefined=n_undefined, batch_size=batch_size,
                 device=device, seconds=time.perf_counter() - t0)
@@ -162,10 +171,11 @@ def score_pool(lake: Lake, model_id: str, pool_id: str, *, batch_size: int = 512
         return scoring_run_id
     check_classes(lake, model_id, pool["dataset_id"])
     items = lake.iter_batches("augmentations", pool_id, batch_size=batch_size,
-                              columns=["aug_id", *IMAGE_COLUMNS])
+                              columns=POOL_COLUMNS)
     return _run(lake, model_id, scoring_run_id, items, "aug_id", pool_id=pool_id,
                 dataset_id=pool["dataset_id"], split=None, batch_size=batch_size,
-                device=resolve_device(device), progress=progress)
+                device=resolve_device(device), progress=progress,
+                pixels=PoolPixels(lake, pool_id))
 
 
 def score_split(lake: Lake, model_id: str, dataset_id: str, split: str, *,
@@ -222,10 +232,11 @@ def score_pool_shard(lake: Lake, model_id: str, pool_id: str, shard: int, n_shar
     model, _ = load_model(lake, model_id, dev)
     items = (batch for f, g in _shard_row_groups(lake, pool_id, shard, n_shards)
              for batch in lake.parquet_file(f).iter_batches(
-                 batch_size=batch_size, row_groups=[g], columns=["aug_id", *IMAGE_COLUMNS]))
+                 batch_size=batch_size, row_groups=[g], columns=POOL_COLUMNS))
     with lake.writer("scores", scoring_run_id, target=target) as w:
         _score_into(w, model, items, "aug_id", scoring_run_id=scoring_run_id, model_id=model_id,
-                    pool_id=pool_id, device=dev, progress=None)
+                    pool_id=pool_id, device=dev, progress=None,
+                    pixels=PoolPixels(lake, pool_id))
     return scoring_run_id
 
 

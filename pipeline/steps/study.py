@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
 
-from pipeline.config import POSITIONS, MethodSpec, StudyConfig
+from pipeline.config import POSITIONS, MethodSpec, StudyConfig, identity
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, content_id
 from pipeline.steps import baseline as baseline_
@@ -39,7 +39,7 @@ Log = Callable[[str], None] | None
 
 
 def study_id(cfg: StudyConfig) -> str:
-    return content_id("study", cfg.to_dict())
+    return content_id("study", identity(cfg.to_dict()))
 
 
 def protocol_id(cfg: StudyConfig, dataset_id: str, model_id: str) -> str:
