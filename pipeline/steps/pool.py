@@ -23,8 +23,16 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import AugmentConfig, identity
-from pipeline.core.augment import (SpaceError, apply_chunks, chunk_size, kind_specs, plan,
-                                   regenerate, spec_hash, start_workers)
+from pipeline.core.augment import (
+    SpaceError,
+    apply_chunks,
+    chunk_size,
+    kind_specs,
+    plan,
+    regenerate,
+    spec_hash,
+    start_workers,
+)
 from pipeline.lake import Lake, LakeError, content_id, decode_images, encode_images
 from pipeline.steps.ingest import read_split
 
