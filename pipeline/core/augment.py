@@ -48,7 +48,7 @@ import numpy as np
 
 from pipeline.config import AugmentConfig, parse_policy
 
-__all__ = ["BUILTIN", "AugmentConfig", "SpaceError", "apply_chunks", "augment_images",
+__all__ = ["BUILTIN", "FAST_KINDS", "AugmentConfig", "SpaceError", "apply_chunks", "augment_images",
            "kind_specs", "load_space", "plan", "regenerate", "start_workers"]
 
 
@@ -225,6 +225,7 @@ def plan(sample_ids: Sequence[str], cfg: AugmentConfig) -> list[tuple[int, int, 
 # ------------------------------------------------------------------ workers
 
 _STATE: dict = {}
+FAST_KINDS = frozenset(("rotate", "noise", "hflip"))  # applied by direct OpenCV / NumPy calls
 
 
 def reference_transforms(cfg: AugmentConfig) -> dict:
@@ -242,18 +243,6 @@ def reference_transforms(cfg: AugmentConfig) -> dict:
 def rotation_angle(seed: int, max_angle: float) -> float:
     """A rotate item's angle, from its seed's low 32 bits: U[-max_angle, max_angle)."""
     return max_angle * (2.0 * ((seed & 0xFFFFFFFF) / 2**32) - 1.0)
-
-
-def _gauss_noise_map(shape: tuple[int, ...], sigma: float, seed: int) -> np.ndarray:
-    """The noise map ``A.GaussNoise(std_range=(sigma, sigma), per_channel=True)`` draws for a
-    generator seeded with ``seed >> 31`` (OpenCV's RNG, seeded from it, fills the map), in
-    grey levels: N(0, (255 sigma)^2) per pixel and channel, float32."""
-    cv2.setRNGSeed(opencv_seeds([seed >> 31])[0])
-    channels = shape[2]
-    noise = np.zeros(shape)
-    cv2.randn(dst=noise, mean=np.zeros(channels, np.float32),
-              stddev=sigma * np.ones(channels, np.float32))
-    return noise.astype(np.float32) * 255
 
 
 # NumPy's SeedSequence and PCG64 constants (numpy/random/bit_generator.pyx, pcg64.h)
@@ -313,54 +302,74 @@ def _rotation_matrix(center: tuple[float, float], angle: float) -> np.ndarray:
     return np.vstack([cv2.getRotationMatrix2D(center, angle, 1.0), (0.0, 0.0, 1.0)])
 
 
-def _apply(images: np.ndarray, items, cfg: AugmentConfig):
-    """Augment ``items`` (row, k, seed, kind) of ``images``; returns images + params.
+def _apply(images: np.ndarray, items, cfg: AugmentConfig, *, record: bool = True):
+    """Augment ``items`` (row, k, seed, kind) of ``images``; returns images + params
+    (with ``record=False``, the images and no params: what regeneration needs).
 
     Each item's parameters are drawn from its own seed here (the angle from the seed's bits,
     the noise field from OpenCV's RNG seeded by it). The seed's three kinds are applied by
     the OpenCV calls albumentations' ``Rotate`` / ``GaussNoise`` / ``HorizontalFlip`` make,
-    without their per-call checks (tested pixel for pixel against them); every other kind is
-    its albumentations transform, with generators set from the item seed.
+    without their per-call checks (tested pixel for pixel against them), a kind's items at
+    once where the arithmetic allows; every other kind is its albumentations transform, with
+    generators set from the item seed.
     """
     cv2.setNumThreads(1)  # tiny images gain nothing from OpenCV's pool (and it breaks fork)
     shape = images.shape[1:]
     h, w, c = shape
-    center = (w / 2 - 0.5, h / 2 - 0.5)  # (x, y): albumentations' centre
-    out = np.empty((len(items), *shape), dtype=np.uint8)
-    angle = np.full(len(items), np.nan)
-    sigma = np.full(len(items), np.nan)
-    flipped = np.zeros(len(items), dtype=bool)
-    applied: list[str] = []
-    noisy = [i for i, it in enumerate(items) if it[3] == "noise"]
-    cv_seed = dict(zip(noisy, opencv_seeds([items[i][2] >> 31 for i in noisy]), strict=True))
-    noise = np.zeros(shape)
-    mean, std = np.zeros(c, np.float32), cfg.sigma * np.ones(c, np.float32)
-    for i, (row, _k, s, kind) in enumerate(items):
-        img = images[row]
-        if kind == "rotate":
-            a = rotation_angle(s, cfg.max_angle)
-            res = cv2.warpAffine(img, cv2.getRotationMatrix2D(center, a, 1.0), (w, h),
-                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                 borderValue=0)
-            angle[i] = a
-            applied.append(json.dumps({"angle": a}))
-        elif kind == "noise":
-            cv2.setRNGSeed(cv_seed[i])
-            cv2.randn(dst=noise, mean=mean, stddev=std)
+    n = len(items)
+    out = np.empty((n, *shape), dtype=np.uint8)
+    angle = np.full(n, np.nan)
+    sigma = np.full(n, np.nan)
+    flipped = np.zeros(n, dtype=bool)
+    applied: list = [None] * n
+    by_kind: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_kind.setdefault(it[3], []).append(i)
+    custom = dict(cfg.space)
+    for kind, idx in by_kind.items():
+        rows = [items[i][0] for i in idx]
+        seeds = [items[i][2] for i in idx]
+        fast = None if kind in custom else kind  # a space file may redefine a seed kind
+        if fast == "rotate":
+            center = (w / 2 - 0.5, h / 2 - 0.5)  # (x, y): albumentations' centre
+            # rotation_angle, vectorised: the same float64 operations in the same order
+            angles = cfg.max_angle * (2.0 * ((np.asarray(seeds, np.uint64) & 0xFFFFFFFF)
+                                             / 2**32) - 1.0)
+            angle[idx] = angles
+            warp, rot = cv2.warpAffine, cv2.getRotationMatrix2D
+            for i, row, a in zip(idx, rows, angles.tolist(), strict=True):
+                out[i] = warp(images[row], rot(center, a, 1.0), (w, h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(shape)
+            if record:
+                for i in idx:
+                    applied[i] = json.dumps({"angle": float(angle[i])})
+        elif fast == "noise":
+            noise = np.empty((len(idx), *shape))
+            mean, std = np.zeros(c, np.float32), cfg.sigma * np.ones(c, np.float32)
+            for j, cv_seed in enumerate(opencv_seeds([s >> 31 for s in seeds])):
+                cv2.setRNGSeed(cv_seed)
+                cv2.randn(dst=noise[j], mean=mean, stddev=std)
             # GaussNoise adds the map truncated to whole grey levels, then clips
-            res = np.clip(img + np.trunc(noise.astype(np.float32) * 255), 0, 255)
-            sigma[i] = cfg.sigma
-            applied.append(json.dumps({"sigma": cfg.sigma}))
-        elif kind == "hflip":
-            res = img[:, ::-1]
-            flipped[i] = True
-            applied.append('{"flipped": true}')
+            out[idx] = np.clip(images[rows] + np.trunc(noise.astype(np.float32) * 255), 0, 255)
+            sigma[idx] = cfg.sigma
+            if record:
+                text = json.dumps({"sigma": cfg.sigma})
+                for i in idx:
+                    applied[i] = text
+        elif fast == "hflip":
+            out[idx] = images[rows][:, :, ::-1]
+            flipped[idx] = True
+            for i in idx:
+                applied[i] = '{"flipped": true}'
         else:
-            t = _transform(kind, cfg, shape)
-            t.set_random_state(*_generators(s))
-            res = _fit(t(image=img)["image"], shape, kind)
-            applied.append(json.dumps(_scalars([(type(t).__name__, t.params)])))
-        out[i] = res.reshape(shape)
+            for i, row, s in zip(idx, rows, seeds, strict=True):
+                t = _transform(kind, cfg, shape)
+                t.set_random_state(*_generators(s))
+                out[i] = _fit(t(image=images[row])["image"], shape, kind)
+                if record:
+                    applied[i] = json.dumps(_scalars([(type(t).__name__, t.params)]))
+    if not record:
+        return out
     return out, angle, sigma, flipped, applied
 
 
@@ -423,8 +432,8 @@ def _worker_init() -> None:
 
 
 def _worker_chunk(args):
-    images, items, cfg = args
-    return _apply(images, items, cfg)
+    images, items, cfg, record = args
+    return _apply(images, items, cfg, record=record)
 
 
 _POOLS: dict[int, object] = {}
@@ -441,27 +450,30 @@ def _pool(workers: int):
     return pool
 
 
-def _task(images: np.ndarray, items, cfg: AugmentConfig):
+def _task(images: np.ndarray, items, cfg: AugmentConfig, record: bool):
     """Just the images a chunk needs, rows renumbered."""
-    rows = sorted({it[0] for it in items})
-    local = {r: i for i, r in enumerate(rows)}
-    return images[rows], [(local[r], k, s, kind) for r, k, s, kind in items], cfg
+    rows, inverse = np.unique(np.fromiter((it[0] for it in items), np.int64, len(items)),
+                              return_inverse=True)
+    return (images[rows], [(r, k, s, kind) for r, (_, k, s, kind) in
+                           zip(inverse.tolist(), items, strict=True)], cfg, record)
 
 
-def apply_chunks(images: np.ndarray, chunks, cfg: AugmentConfig, *, workers: int | None = None):
+def apply_chunks(images: np.ndarray, chunks, cfg: AugmentConfig, *, workers: int | None = None,
+                 record: bool = True):
     """Augment each chunk of plan items (row, k, seed, kind) of ``images``, in order: yields
     (images [m, H, W, C] uint8, angle, sigma, flipped, applied JSON) per chunk. ``chunks`` may
     be a generator (a pool being read): it is drawn only two chunks per worker ahead of what
     was yielded, so memory stays flat however many chunks there are. ``workers`` None = all
-    cores; chunks run in the persistent process pool when there is more than one worker."""
+    cores; chunks run in the persistent process pool when there is more than one worker.
+    ``record=False``: just the images of each chunk (regeneration)."""
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers <= 1 or "fork" not in mp.get_all_start_methods():
         for items in chunks:
-            yield _apply(images, items, cfg)
+            yield _apply(images, items, cfg, record=record)
         return
     pool, window = _pool(workers), deque()
     for items in chunks:
-        window.append(pool.apply_async(_worker_chunk, (_task(images, items, cfg),)))
+        window.append(pool.apply_async(_worker_chunk, (_task(images, items, cfg, record),)))
         if len(window) >= 2 * workers:
             yield window.popleft().get()
     while window:
@@ -478,7 +490,7 @@ def start_workers(workers: int | None = None) -> None:
 def regenerate(images: np.ndarray, items, cfg: AugmentConfig) -> np.ndarray:
     """The pixels of plan items (row, k, seed, kind) of ``images``, in this process: the same
     bits ``augment_images`` produced for them (each item is a function of its seed alone)."""
-    return _apply(images, items, cfg)[0]
+    return _apply(images, items, cfg, record=False)
 
 
 def augment_images(

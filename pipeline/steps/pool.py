@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from pipeline.config import AugmentConfig, identity
 from pipeline.core.augment import (
+    FAST_KINDS,
     SpaceError,
     apply_chunks,
     chunk_size,
@@ -138,7 +139,11 @@ class PoolPixels:
         self.pool = lake.row("pools", pool_id)
         self.materialized = self.pool.get("materialized") is not False  # older rows: pixels
         self.workers = (os.cpu_count() or 1) if workers is None else workers
-        if not self.materialized:
+        config = json.loads(self.pool["config"])
+        # the seed's kinds cost a few microseconds an item: cheaper made in the consumer's
+        # prefetch thread than shipped to a worker process and back
+        self.cheap = not config.get("space") and set(config.get("kinds", ())) <= FAST_KINDS
+        if not self.materialized and not self.cheap:
             start_workers(self.workers)
         self._originals = None
         self._rows: dict[str, int] = {}
@@ -196,8 +201,9 @@ class PoolPixels:
 
     def stream(self, batches):
         """(batch, its images) for each of ``batches``, in order. A recipe pool's batches are
-        regenerated in the worker processes, a few batches ahead of the consumer."""
-        if self.materialized or self.workers <= 1:
+        regenerated in the worker processes, a few batches ahead of the consumer (here, when
+        all its kinds are the seed's cheap ones)."""
+        if self.materialized or self.workers <= 1 or self.cheap:
             for b in batches:
                 yield b, self.images(b)
             return
@@ -212,8 +218,9 @@ class PoolPixels:
                 ahead.append(b)
                 yield self._items(b)
 
-        for out in apply_chunks(self._originals, chunks(), self._cfg, workers=self.workers):
-            yield ahead.popleft(), out[0]
+        for out in apply_chunks(self._originals, chunks(), self._cfg, workers=self.workers,
+                                record=False):
+            yield ahead.popleft(), out
 
     def images(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """uint8 [N, H, W, C] of ``batch``'s rows: stored pixels decoded, the others
