@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.smartaug-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data up run serve stop test bench lint clean
+.PHONY: setup data up run serve serve-pg stop test bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml
 	  || { tail -30 $(VENV)/pip.log; exit 1; }
 	@touch $(STAMP)
 
-# System packages: Fashion-MNIST's IDX files (the default dataset) and Chromium (the report's
-# browser test). Installed with apt as root; elsewhere, how to get them is printed.
+# System packages: Fashion-MNIST's IDX files (the default dataset), Chromium (the report's
+# browser test) and PostgreSQL (make serve-pg, and the server-under-load test). Installed with
+# apt as root; elsewhere, how to get them is printed.
 data:
 	@missing=""; \
 	if [ -z "$$SMARTAUG_DATA" ] && [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then missing="dataset-fashion-mnist"; fi; \
 	if ! command -v chromium >/dev/null 2>&1; then missing="$$missing chromium"; fi; \
+	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  missing="$$missing postgresql"; fi; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  echo "Installing Debian packages:$$missing ..."; \
@@ -32,6 +35,7 @@ data:
 	  echo "  Fashion-MNIST: sudo apt-get install dataset-fashion-mnist, or put the four"; \
 	  echo "  *-ubyte.gz files in a directory and export SMARTAUG_DATA=DIR, or stay online"; \
 	  echo "  (torchvision downloads them). Chromium: only the report's browser test needs it."; \
+	  echo "  PostgreSQL: only make serve-pg and the server-under-load test need it."; \
 	fi
 
 setup: $(STAMP) data
@@ -50,8 +54,11 @@ HEALTHY := $(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(PR
 
 up: setup
 	@mkdir -p $(PREFECT_HOME)
+	@if ! $(HEALTHY) && [ -n "$$PREFECT_API_DATABASE_CONNECTION_URL" ]; then \
+	  $(BIN)/python -m flows.database check || exit 2; \
+	fi
 	@if ! $(HEALTHY); then \
-	  echo "Starting the Prefect server on 127.0.0.1:$(PREFECT_PORT) (SQLite in $(PREFECT_HOME)) ..."; \
+	  echo "Starting the Prefect server on 127.0.0.1:$(PREFECT_PORT) ($${PREFECT_API_DATABASE_CONNECTION_URL:+database: $$PREFECT_API_DATABASE_CONNECTION_URL}$${PREFECT_API_DATABASE_CONNECTION_URL:-SQLite in $(PREFECT_HOME)}) ..."; \
 	  nohup $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
 	    > $(PREFECT_HOME)/server.log 2>&1 & echo $$! > $(PREFECT_HOME)/server.pid; \
 	  for i in $$(seq 1 120); do $(HEALTHY) && break; sleep 1; done; \
@@ -78,10 +85,21 @@ serve: setup
 	@kill $$(cat $(PREFECT_HOME)/serve.pid 2>/dev/null) 2>/dev/null; rm -f $(PREFECT_HOME)/serve.pid
 	$(BIN)/python -m flows.serve
 
+# The same with the Prefect server on PostgreSQL (for many workers: SQLite serialises writes):
+# a local cluster in .prefect/postgres on 127.0.0.1:$(PG_PORT), started when not running.
+# Stop a server already running on SQLite first (make stop): it is reused otherwise.
+PG_PORT ?= 5433
+PG_DATA := $(PREFECT_HOME)/postgres
+serve-pg: setup data
+	@url=$$($(BIN)/python -m flows.database start --data $(PG_DATA) --port $(PG_PORT)) || exit 2; \
+	echo "PostgreSQL on 127.0.0.1:$(PG_PORT) (data: $(PG_DATA)): $$url"; \
+	PREFECT_API_DATABASE_CONNECTION_URL=$$url $(MAKE) --no-print-directory serve
+
 stop:
 	@for p in serve server; do \
 	  if [ -f $(PREFECT_HOME)/$$p.pid ]; then kill $$(cat $(PREFECT_HOME)/$$p.pid) 2>/dev/null && echo "stopped $$p"; rm -f $(PREFECT_HOME)/$$p.pid; fi; \
 	done
+	@if [ -f $(PG_DATA)/postmaster.pid ]; then $(BIN)/python -m flows.database stop --data $(PG_DATA); fi
 
 test: setup
 	$(BIN)/python -m pytest
