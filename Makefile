@@ -58,7 +58,8 @@ up: setup
 	  $(BIN)/python -m flows.database check || exit 2; \
 	fi
 	@if ! $(HEALTHY); then \
-	  echo "Starting the Prefect server on 127.0.0.1:$(PREFECT_PORT) ($${PREFECT_API_DATABASE_CONNECTION_URL:+database: $$PREFECT_API_DATABASE_CONNECTION_URL}$${PREFECT_API_DATABASE_CONNECTION_URL:-SQLite in $(PREFECT_HOME)}) ..."; \
+	  db="SQLite in $(PREFECT_HOME)"; [ -n "$$PREFECT_API_DATABASE_CONNECTION_URL" ] && db="$$PREFECT_API_DATABASE_CONNECTION_URL"; \
+	  echo "Starting the Prefect server on 127.0.0.1:$(PREFECT_PORT) ($$db) ..."; \
 	  nohup $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) \
 	    > $(PREFECT_HOME)/server.log 2>&1 & echo $$! > $(PREFECT_HOME)/server.pid; \
 	  for i in $$(seq 1 120); do $(HEALTHY) && break; sleep 1; done; \
