@@ -144,7 +144,7 @@ def _publish(lake: Lake, exp_id: str) -> None:
 
 
 @flow(name="smart-augmentation", log_prints=True, task_runner=task_runner())
-def smart_augmentation(preset: Literal["quick", "paper"] = "quick",
+def smart_augmentation(preset: Literal["quick", "paper", "gpu"] = "quick",
                        overrides: Overrides = Overrides(),
                        config: ExperimentConfig | None = None) -> str:
     """AVH-guided augmentation selection: the whole experiment; returns the report directory.

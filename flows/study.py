@@ -59,7 +59,7 @@ def _publish(lake: Lake, sid: str) -> None:
 
 
 @flow(name="study", log_prints=True, task_runner=task_runner())
-def study(preset: Literal["quick", "paper"] = "quick", overrides: Overrides = Overrides(),
+def study(preset: Literal["quick", "paper", "gpu"] = "quick", overrides: Overrides = Overrides(),
           config: StudyConfig | None = None) -> str:
     """Which augmentations to keep, at equal budget: pools x budgets x selectors x losses x
     paired seeds, each cell a training; returns the report directory. ``config``: a whole

@@ -502,7 +502,8 @@ def sql(
 @app.command()
 def experiment(
     preset: Annotated[str | None, typer.Option(
-        help="quick (minutes on 2 cores; the default) | paper (seed 000)")] = None,
+        help="quick (minutes on 2 cores; the default) | paper (seed 000) | gpu (ResNet on "
+        "CIFAR-10, one GPU)")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", help="An experiment file (TOML or YAML): everything a preset describes; "
         "`smartaug config show quick` prints one to start from. Options given here apply on "
@@ -567,7 +568,7 @@ def experiment(
 @app.command()
 def study(
     preset: Annotated[str | None, typer.Option(
-        help="quick (the default) | paper: the study at that experiment preset's size (its "
+        help="quick (the default) | paper | gpu: the study at that experiment preset's size (its "
         "data, model and training), both pools, budgets 0.1/0.2/0.5, every selector, "
         "5 paired seeds")] = None,
     config: Annotated[str | None, typer.Option(
@@ -672,7 +673,7 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
-def config_show(name: Annotated[str, typer.Argument(help="quick | paper")] = "quick") -> None:
+def config_show(name: Annotated[str, typer.Argument(help="quick | paper | gpu")] = "quick") -> None:
     """Print a preset as an experiment file (TOML), to start your own from:
     `smartaug config show quick > exp.toml`."""
     from pipeline.experiment_file import preset_text

@@ -200,7 +200,7 @@ def _table(d: dict, name: str, lines: list[str], array: bool = False) -> None:
 def dumps(cfg: ExperimentConfig) -> str:
     """``cfg`` as a TOML experiment file (None values left out: they are the defaults)."""
     d = cfg.to_dict()
-    if d["preset"] not in ("quick", "paper"):  # a name, not a preset to start from
+    if d["preset"] not in C.PRESETS:  # a name, not a preset to start from
         del d["preset"]
     methods = d.pop("methods")
     lines = [f"# smartaug experiment file ({cfg.preset}): smartaug experiment --config FILE"]
@@ -216,5 +216,5 @@ def preset_text(name: str) -> str:
     """The shipped file of a preset (``pipeline/presets/NAME.toml``)."""
     f = resources.files("pipeline").joinpath("presets", f"{name}.toml")
     if not f.is_file():
-        raise ConfigError(f"unknown preset {name!r}; valid: quick, paper")
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(C.PRESETS)}")
     return f.read_text()

@@ -46,7 +46,7 @@ kinds:
 
 
 def test_presets_are_shipped_files_that_give_the_presets():
-    for name in ("quick", "paper"):
+    for name in ("quick", "paper", "gpu"):
         text = preset_text(name)
         assert text == dumps(preset(name))
     with pytest.raises(ConfigError, match="unknown preset"):

@@ -72,10 +72,13 @@ def evaluate(model: nn.Module, images: Tensor | np.ndarray, labels: Tensor | np.
     y_all = torch.as_tensor(labels).to(device)
     correct = loss = avh_sum = avh_n = fnorm = 0.0
     w = model.head.weight
+    cuda = device.type == "cuda"
     for i in range(0, len(y_all), batch_size):
-        x = as_batch(x_all[i : i + batch_size], device.type == "cuda")
+        x = as_batch(x_all[i : i + batch_size], cuda)
         y = y_all[i : i + batch_size]
-        f = model.features(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            f = model.features(x)
+        f = f.float()
         logits = model.head(f)
         correct += float((logits.argmax(1) == y).sum())
         loss += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
@@ -123,7 +126,10 @@ def train(
     # channels_last: tensor cores on CUDA; on the CPU oneDNN's NHWC kernels pay off for large
     # batches (lenet5-wide, batch 1000, 2 cores: 1.6x faster) and cost ~10 % on small ones
     # (LeNet-5, batch 128)
-    channels_last = device.type == "cuda" or cfg.batch_size >= 512
+    # On CUDA: bf16 autocast (no loss scaling needed), channels_last, and the whole dataset
+    # resident on the device as uint8 (batches are gathered and converted there)
+    cuda = device.type == "cuda"
+    channels_last = cuda or cfg.batch_size >= 512
     if channels_last:
         model.to(memory_format=torch.channels_last)
     x_all = torch.as_tensor(images).to(device)  # (N, H, W, C) uint8
@@ -148,8 +154,11 @@ def train(
                 continue
             x = as_batch(x_all[idx], channels_last)
             y = y_all[idx]
-            f = model.features(x)
-            logits = model.head(f)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                f = model.features(x)
+                logits = model.head(f)
+            # the loss (and AVH's angles) in fp32; on the CPU these are the tensors themselves
+            f, logits = f.float(), logits.float()
             loss, _ = compute_loss(cfg.loss, logits, f, model.head.weight, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
