@@ -245,3 +245,24 @@ def test_cli_materialize(tmp_path):
     assert pools == [{"materialized": False}]
     r = run("augment", "--dataset-id", dataset_id, "--materialize", "sometimes")
     assert r.returncode == 2 and "always" in r.stderr and "never" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_a_million_augmentation_recipe_pool_stays_under_2_gib(fashion_root):
+    """Augment, score and select 1 000 000 augmentations (50 000 Fashion-MNIST images x 20)
+    from recipes, each stage in its own process: peak RSS under 2 GiB in each."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, "benchmarks/bench_scale.py", "--sizes", "1000000"],
+                         cwd=root, capture_output=True, text=True, timeout=1800,
+                         env={**os.environ, "SMARTAUG_DATA": fashion_root})
+    assert res.returncode == 0, res.stderr[-3000:]
+    stages = json.loads(res.stdout.strip().splitlines()[-1])["stages"]
+    assert set(stages) == {"augment", "score", "select"}
+    for name, by_size in stages.items():
+        run = by_size["1000000"]
+        assert 0 < run["rss_mib"] < 2048 and run["worker_rss_mib"] < 2048, (name, run)
