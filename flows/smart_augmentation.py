@@ -51,6 +51,9 @@ class Overrides(BaseModel):
                               "torchvision:NAME | timm:NAME | package.module:factory",
                               pattern=r"^(lenet5|lenet5-wide|resnet|[A-Za-z_][\w.]*:[\w.-]+)$")
     device: Literal["auto", "cpu", "cuda"] | None = None
+    materialize: Literal["auto", "always", "never"] | None = Field(
+        None, description="How the pool is stored: always (pixels), never (recipes only; "
+        "pixels regenerated when read), auto (pixels while they take at most 256 MiB)")
     storage: str | None = Field(None, description="Lake root: a directory or an fsspec URL "
                                 "such as s3://bucket/lake (default: SMARTAUG_STORAGE or "
                                 "./storage)")

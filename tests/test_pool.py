@@ -266,3 +266,28 @@ def test_a_million_augmentation_recipe_pool_stays_under_2_gib(fashion_root):
     for name, by_size in stages.items():
         run = by_size["1000000"]
         assert 0 < run["rss_mib"] < 2048 and run["worker_rss_mib"] < 2048, (name, run)
+
+
+def _in_daemon(queue):
+    x = np.random.default_rng(0).integers(0, 256, size=(40, 16, 16, 1), dtype=np.uint8)
+    _, out, _ = augment_images(x, [f"s{i}" for i in range(40)],
+                               AugmentConfig(policy="all", kinds=BUILTIN_KINDS), workers=2,
+                               chunk=64)
+    queue.put(out)
+
+
+def test_a_daemonic_process_augments_in_process():
+    """A Dask worker is a daemonic process, which may not fork a pool: the work runs in it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_in_daemon, args=(queue,), daemon=True)
+    p.start()
+    out = queue.get(timeout=120)
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    x = np.random.default_rng(0).integers(0, 256, size=(40, 16, 16, 1), dtype=np.uint8)
+    _, want, _ = augment_images(x, [f"s{i}" for i in range(40)],
+                                AugmentConfig(policy="all", kinds=BUILTIN_KINDS), workers=1)
+    assert np.array_equal(out, want)

@@ -87,7 +87,9 @@ def test_grid_on_a_dask_cluster_against_postgres(pg_server, postgres, tmp_path):
     env, log = pg_server
     out = {}
     for runner in ("threads", "dask:4"):
+        # the pool stored with pixels on one, as recipes on the other: the same results
         o = json.dumps({"per_class_train": 40, "per_class_test": 10, "epochs": 1, "reps": 4,
+                        "materialize": "always" if runner == "threads" else "never",
                         "storage": str(tmp_path / runner.replace(":", "-"))})
         # one torch thread in both, as in each Dask worker: the arithmetic is the same, so
         # any difference would be the orchestration's
@@ -118,6 +120,8 @@ def test_grid_on_a_dask_cluster_against_postgres(pg_server, postgres, tmp_path):
     ra = json.loads((Path(threads["report"]) / "report.json").read_text())
     rb = json.loads((Path(dask["report"]) / "report.json").read_text())
     assert ra["experiment_id"] == rb["experiment_id"]
+    assert a.sql("select materialized from pools").to_pylist() == [{"materialized": True}]
+    assert b.sql("select materialized from pools").to_pylist() == [{"materialized": False}]
     assert {m: v["test_acc_mean"] for m, v in ra["methods"].items()} == \
         {m: v["test_acc_mean"] for m, v in rb["methods"].items()}
     # the data really is in PostgreSQL

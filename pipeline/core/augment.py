@@ -466,8 +466,8 @@ def apply_chunks(images: np.ndarray, chunks, cfg: AugmentConfig, *, workers: int
     was yielded, so memory stays flat however many chunks there are. ``workers`` None = all
     cores; chunks run in the persistent process pool when there is more than one worker.
     ``record=False``: just the images of each chunk (regeneration)."""
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+    workers = _usable(workers)
+    if workers <= 1:
         for items in chunks:
             yield _apply(images, items, cfg, record=record)
         return
@@ -482,9 +482,18 @@ def apply_chunks(images: np.ndarray, chunks, cfg: AugmentConfig, *, workers: int
 
 def start_workers(workers: int | None = None) -> None:
     """Fork the process pool now (from the main thread, before other threads start)."""
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers > 1 and "fork" in mp.get_all_start_methods():
+    workers = _usable(workers)
+    if workers > 1:
         _pool(workers)
+
+
+def _usable(workers: int | None) -> int:
+    """Worker processes this process may use: 1 (work in-process) where it cannot fork them,
+    e.g. in a daemonic process such as a Dask worker, which may not have children."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        return 1
+    return workers
 
 
 def regenerate(images: np.ndarray, items, cfg: AugmentConfig) -> np.ndarray:
