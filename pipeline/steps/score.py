@@ -101,7 +101,12 @@ def _score_into(writer, model, items: Iterator[pa.RecordBatch], id_column: str, 
                          for k in ("label", "pred", "correct", *SCORE_COLUMNS)}})
         pending.clear()
 
-    stream = prefetch(_decoded(items, id_column, pixels))
+    stream = _decoded(items, id_column, pixels)
+    # a recipe pool of cheap kinds on the CPU is regenerated between the model's batches, in
+    # this thread: beside the model it would oversubscribe the cores torch is using
+    if not (pixels is not None and not pixels.materialized and pixels.cheap
+            and device.type == "cpu"):
+        stream = prefetch(stream)
     for out in score_batches(model, stream, device=device, image_shape=image_shape):
         pending.append(out)
         n += len(out["label"])
