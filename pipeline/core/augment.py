@@ -283,17 +283,40 @@ def opencv_seeds(entropy) -> list[int]:
             hb = (hb * _SS_MULT_B) & 0xFFFFFFFF
             v = v * np.uint32(hb)
             words.append((v ^ (v >> u16)).astype(np.uint64))
-    w64 = [(words[2 * j] | (words[2 * j + 1] << np.uint64(32))).tolist() for j in range(4)]
-    out = []
-    for s0, s1, i0, i1 in zip(*w64, strict=True):
-        inc = ((((i0 << 64) | i1) << 1) | 1) & _M128
-        state = (inc + ((s0 << 64) | s1)) & _M128  # pcg64_srandom_r: step from 0, add, step
-        state = (state * _PCG_MULT + inc) & _M128
-        state = (state * _PCG_MULT + inc) & _M128  # the first draw's step
-        rot, x = state >> 122, (state >> 64) ^ (state & _M64)
-        first = ((x >> rot) | (x << ((64 - rot) & 63))) & _M64
-        out.append((first & 0xFFFFFFFF) >> 16)  # Lemire's bounded draw of 2**16
-    return out
+    s0, s1, i0, i1 = (words[2 * j] | (words[2 * j + 1] << np.uint64(32)) for j in range(4))
+    one = np.uint64(1)
+    with np.errstate(over="ignore"):
+        # PCG64 on (high, low) uint64 pairs: pcg64_srandom_r (step from 0, add the seed,
+        # step), then the first draw's step and its XSL-RR output
+        inc = ((i0 << one) | (i1 >> np.uint64(63)), (i1 << one) | one)
+        state = _add128((s0, s1), inc)
+        for _ in range(2):
+            state = _add128(_mul128(state, _PCG_MULT_HL), inc)
+        hi, lo = state
+        rot, x = hi >> np.uint64(58), hi ^ lo
+        first = (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
+    return ((first & np.uint64(0xFFFFFFFF)) >> np.uint64(16)).tolist()  # Lemire: 2**16
+
+
+_PCG_MULT_HL = (np.uint64(_PCG_MULT >> 64), np.uint64(_PCG_MULT & _M64))
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def _add128(a, b):
+    lo = a[1] + b[1]
+    return a[0] + b[0] + (lo < a[1]).astype(np.uint64), lo
+
+
+def _mul128(a, m):
+    """(a * m) mod 2**128 on (high, low) uint64 pairs (m a scalar pair)."""
+    a_hi, a_lo = a
+    m_hi, m_lo = m
+    a0, a1 = a_lo & _M32, a_lo >> np.uint64(32)
+    b0, b1 = m_lo & _M32, m_lo >> np.uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> np.uint64(32)) + (p01 & _M32) + (p10 & _M32)
+    carry = p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+    return carry + a_lo * m_hi + a_hi * m_lo, a_lo * m_lo
 
 
 def _rotation_matrix(center: tuple[float, float], angle: float) -> np.ndarray:
