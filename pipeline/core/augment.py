@@ -360,9 +360,12 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig, *, record: bool = True
                                              / 2**32) - 1.0)
             angle[idx] = angles
             warp, rot = cv2.warpAffine, cv2.getRotationMatrix2D
+            linear, constant = cv2.INTER_LINEAR, cv2.BORDER_CONSTANT
             for i, row, a in zip(idx, rows, angles.tolist(), strict=True):
-                out[i] = warp(images[row], rot(center, a, 1.0), (w, h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(shape)
+                # (src, M, dsize, dst, flags, borderMode, borderValue): positional, the
+                # binding parses them faster than keywords
+                out[i] = warp(images[row], rot(center, a, 1.0), (w, h), None, linear, constant,
+                              0).reshape(shape)
             if record:
                 for i in idx:
                     applied[i] = json.dumps({"angle": float(angle[i])})
