@@ -141,8 +141,9 @@ class PoolPixels:
         self.materialized = self.pool.get("materialized") is not False  # older rows: pixels
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         config = json.loads(self.pool["config"])
-        # the seed's kinds cost a few microseconds an item: cheaper made in the consumer's
-        # prefetch thread than shipped to a worker process and back
+        # the seed's kinds cost a few microseconds an item: cheaper made in the reader's own
+        # process (scoring on the CPU: between the model's batches) than shipped to a worker
+        # process and back
         self.cheap = not config.get("space") and set(config.get("kinds", ())) <= FAST_KINDS
         if not self.materialized and not self.cheap:
             start_workers(self.workers)
