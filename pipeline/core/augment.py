@@ -372,11 +372,17 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig, *, record: bool = True
         elif fast == "noise":
             noise = np.empty((len(idx), *shape))
             mean, std = np.zeros(c, np.float32), cfg.sigma * np.ones(c, np.float32)
+            seed_rng, randn = cv2.setRNGSeed, cv2.randn
             for j, cv_seed in enumerate(opencv_seeds([s >> 31 for s in seeds])):
-                cv2.setRNGSeed(cv_seed)
-                cv2.randn(dst=noise[j], mean=mean, stddev=std)
-            # GaussNoise adds the map truncated to whole grey levels, then clips
-            out[idx] = np.clip(images[rows] + np.trunc(noise.astype(np.float32) * 255), 0, 255)
+                seed_rng(cv_seed)
+                randn(noise[j], mean, std)  # (dst, mean, stddev)
+            # GaussNoise adds the map truncated to whole grey levels, then clips (in float32,
+            # in place: the same operations as img + trunc(noise.astype(float32) * 255))
+            noisy = noise.astype(np.float32)
+            np.multiply(noisy, np.float32(255), out=noisy)
+            np.trunc(noisy, out=noisy)
+            np.add(noisy, images[rows], out=noisy)
+            out[idx] = np.clip(noisy, 0, 255, out=noisy)
             sigma[idx] = cfg.sigma
             if record:
                 text = json.dumps({"sigma": cfg.sigma})
