@@ -92,6 +92,8 @@ def bench_score(lake, model_id, pool_id, images, device, batch, repeats) -> dict
     n = lake.row("pools", pool_id)["n_items"]
     model, _ = load_model(lake, model_id, device)
     cuda = device.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)
     x_all = torch.from_numpy(images[np.arange(n) % len(images)]).to(device)
     batches = [x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(
         memory_format=torch.channels_last if cuda else torch.contiguous_format)

@@ -63,7 +63,10 @@ def score_batches(model: torch.nn.Module, batches: Iterator, *, device: torch.de
     """
     num_classes = model.head.out_features
     cuda = device.type == "cuda"
+    if cuda:  # NHWC weights for NHWC inputs: tensor-core kernels, no per-call conversion
+        model.to(memory_format=torch.channels_last)
     weights = model.head.weight.detach().float()
+    pending = None  # CUDA: a batch's scores on their way to the host
     for ids, labels, images in batches:
         if images.shape[1:] != image_shape:
             raise ScoringError(f"the model takes {_fmt(image_shape)} images, the items are "
@@ -89,10 +92,30 @@ def score_batches(model: torch.nn.Module, batches: Iterator, *, device: torch.de
             logits = f @ weights.T + (model.head.bias.float() if model.head.bias is not None
                                       else 0.0)
             s = hardness_scores(logits, f, weights, y)
-        out = {k: v.cpu().numpy() for k, v in s.items()}
-        out["item_id"] = ids
-        out["label"] = labels
-        yield out
+        if not cuda:
+            out = {k: v.numpy() for k, v in s.items()}
+            out["item_id"] = ids
+            out["label"] = labels
+            yield out
+            continue
+        # the scores copied to (pinned) host memory without waiting; they are read after the
+        # next batch's kernels are queued, so the GPU is not idle while the host writes them
+        copies = {k: v.to("cpu", non_blocking=True) for k, v in s.items()}
+        done = torch.cuda.Event()
+        done.record()
+        if pending is not None:
+            yield _on_host(*pending)
+        pending = (copies, done, ids, labels)
+    if pending is not None:
+        yield _on_host(*pending)
+
+
+def _on_host(copies: dict, done, ids, labels) -> dict:
+    done.synchronize()
+    out = {k: v.numpy() for k, v in copies.items()}
+    out["item_id"] = ids
+    out["label"] = labels
+    return out
 
 
 def _fmt(hwc) -> str:
