@@ -91,7 +91,7 @@ serve: setup
 # Stop a server already running on SQLite first (make stop): it is reused otherwise.
 PG_PORT ?= 5433
 PG_DATA := $(PREFECT_HOME)/postgres
-serve-pg: setup data
+serve-pg: setup
 	@url=$$($(BIN)/python -m flows.database start --data $(PG_DATA) --port $(PG_PORT)) || exit 2; \
 	echo "PostgreSQL on 127.0.0.1:$(PG_PORT) (data: $(PG_DATA)): $$url"; \
 	PREFECT_API_DATABASE_CONNECTION_URL=$$url $(MAKE) --no-print-directory serve

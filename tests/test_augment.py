@@ -81,15 +81,16 @@ def test_policies():
 
 
 def test_rotation_matrix_is_albumentations_own():
+    import cv2
     from albumentations.augmentations.geometric import functional as fg
-
-    from pipeline.core.augment import _rotation_matrix
 
     for shape, a in (((28, 28), 13.3), ((32, 20), -19.9), ((5, 5), 0.0)):
         c = fg.center(shape)
         ref = fg.create_affine_transformation_matrix({"x": 0, "y": 0}, {"x": 0, "y": 0},
                                                      {"x": 1, "y": 1}, a, c)
-        np.testing.assert_allclose(_rotation_matrix(c, a), ref, atol=1e-12)
+        # what the rotate kind warps with: OpenCV's matrix, as a 3x3
+        mine = np.vstack([cv2.getRotationMatrix2D(c, a, 1.0), (0.0, 0.0, 1.0)])
+        np.testing.assert_allclose(mine, ref, atol=1e-12)
 
 
 # the default space's pool before the space became data (ids, plan, pixels, parameters)

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.config import AugmentConfig, identity
 from pipeline.core.augment import (
@@ -160,17 +159,10 @@ class PoolPixels:
         self._cfg = AugmentConfig(**{k: (tuple(tuple(x) for x in v) if k == "space" else
                                          tuple(v) if isinstance(v, list) else v)
                                      for k, v in d.items()})
-        # the train originals: just the columns regeneration needs
-        t = self.lake.read("samples", self.pool["dataset_id"],
-                           columns=["split", "sample_id", "image", "height", "width",
-                                    "channels"])
-        t = t.filter(pc.equal(t["split"], "train"))
-        if t.num_rows == 0:
-            raise LakeError(f"pool {self.pool_id}: dataset {self.pool['dataset_id']} has no "
-                            f"train images to regenerate its augmentations from")
-        self._originals = np.array(decode_images(t, "sample_id"))
-        self._rows = {s: i for i, s in enumerate(t["sample_id"].to_pylist())}
-        h, w = self._originals.shape[1:3]
+        split = read_split(self.lake, self.pool["dataset_id"], "train")
+        self._originals = split.images
+        self._rows = {s: i for i, s in enumerate(split.sample_ids)}
+        h, w = split.images.shape[1:3]
         self._hashes = {k: spec_hash(v) for k, v in kind_specs(self._cfg, h, w).items()}
 
     def _check(self, kinds: list[str], hashes: list[str]) -> None:
