@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.smartaug-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data up run serve serve-pg stop test bench lint clean
+.PHONY: setup data up run serve serve-pg stop test test-fast bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -102,8 +102,13 @@ stop:
 	done
 	@if [ -f $(PG_DATA)/postmaster.pid ]; then $(BIN)/python -m flows.database stop --data $(PG_DATA); fi
 
+# Every test, real servers included (about 9 minutes on 2 cores).
 test: setup
 	$(BIN)/python -m pytest
+
+# For iterating on a change (about 1.5 minutes): no end-to-end run marked slow, no PostgreSQL.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not postgres"
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -30,6 +30,7 @@ from pipeline.core.train import build_model, evaluate
 from pipeline.lake import Lake
 from pipeline.steps import study as steps
 from pipeline.steps.retrain import training_data
+from pipeline.steps.runners import ProcessRunner
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
         d = training_data(lake, dataset_id, pool_id)
         sets = [d.with_selection(lake, c["selection_id"])[:2] for c in cells]
 
-        runner = steps.ProcessRunner(lake, workers, log=None)  # started once, as a study's
+        runner = ProcessRunner(lake, workers, log=None)  # started once, as a study's
 
         def pipeline():
             for table in ("runs", "history"):  # every repeat trains every cell again

@@ -11,7 +11,6 @@ from __future__ import annotations
 from prefect import flow, task
 
 from flows.failures import fail_plainly, retry_transient
-from pipeline.errors import is_permanent
 from pipeline.lake import Lake
 from pipeline.steps.report import write_report
 from pipeline.steps.reselect import reselect as run_round
@@ -19,19 +18,16 @@ from pipeline.steps.reselect import reselect as run_round
 
 @task(name="reselect-round", retries=2, retry_delay_seconds=2,
       retry_condition_fn=retry_transient)
+@fail_plainly
 def round_task(storage: str | None, experiment_id: str | None, model_id: str | None,
                retrain: bool) -> dict:
     """Re-score, re-select, record drift (and train the round's model)."""
-    try:
-        return run_round(Lake(storage), experiment_id=experiment_id, model_id=model_id,
-                         retrain=retrain)
-    except Exception as e:
-        if is_permanent(e):
-            fail_plainly(e)
-        raise
+    return run_round(Lake(storage), experiment_id=experiment_id, model_id=model_id,
+                     retrain=retrain)
 
 
 @task(name="report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
+@fail_plainly
 def report_task(storage: str | None, experiment_id: str) -> str:
     """Rewrite the experiment's report with the drift-over-rounds section."""
     lake = Lake(storage)
@@ -40,6 +36,7 @@ def report_task(storage: str | None, experiment_id: str) -> str:
 
 
 @flow(name="reselect", log_prints=True)
+@fail_plainly
 def reselect(experiment_id: str | None = None, model_id: str | None = None,
              retrain: bool = True, storage: str | None = None) -> dict:
     """One curriculum round; returns the ids it produced and the drift."""

@@ -12,23 +12,18 @@ scoring.
 
 from __future__ import annotations
 
-import inspect
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
-from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.failures import fail_plainly, retry_transient
-from flows.runners import task_runner
+from flows.failures import fail_plainly
+from flows.runners import PrefectRunner, task_runner
 from pipeline.config import ExperimentConfig, apply_overrides
 from pipeline.config import preset as get_preset
-from pipeline.errors import is_permanent
 from pipeline.lake import Lake
 from pipeline.steps import experiment as steps
 
@@ -59,6 +54,15 @@ class Overrides(BaseModel):
                                 "./storage)")
 
 
+def deployment_command(deployment: str, preset: str, overrides: Overrides, config) -> str:
+    """The `prefect deployment run` command that gives these parameters (for the report)."""
+    o = overrides.model_dump(exclude_none=True)
+    source = (f"-p config='{json.dumps(config.to_dict())}'" if config is not None
+              else f"-p preset={preset}")
+    return (f"prefect deployment run {deployment} {source}"
+            + (f" -p overrides='{json.dumps(o)}'" if o else "") + " --watch")
+
+
 def experiment_config(preset: str, overrides: Overrides,
                       config: ExperimentConfig | None = None) -> ExperimentConfig:
     """``config`` (a whole experiment, as a file describes it) or the preset, then the
@@ -72,61 +76,6 @@ def experiment_config(preset: str, overrides: Overrides,
 _OPTIONS = {steps.baseline: {"retries": 0}, steps.choose: {"retries": 0},
             steps.cell: {"retries": 0}, steps.record: {"cache": False},
             steps.report: {"cache": False}}
-
-
-def step_task(step: Callable, options: dict | None = None):
-    """A Prefect task running ``step(Lake(storage), *args)``, cached on its inputs, the
-    step's source and the lake's identity (``options``: retries and cache, per step)."""
-    options = {"retries": 2, "cache": True, **(options or {})}
-    source = inspect.getsource(step)
-
-    def run(storage: str, args: tuple):
-        try:
-            # the step's log lines (one per epoch) as the task's log: in the UI and --watch
-            return step(Lake(storage), *args, log=get_run_logger().info)
-        except Exception as e:
-            if is_permanent(e):  # said plainly, before the run's state turns Failed
-                fail_plainly(e)
-            raise
-
-    run.__name__ = run.__qualname__ = step.__name__
-
-    def key(context, parameters) -> str:
-        return hash_objects(source, Lake(parameters["storage"]).lake_id)
-
-    policy = INPUTS + CacheKeyFnPolicy(cache_key_fn=key) if options["cache"] else NO_CACHE
-    return task(run, name=step.__name__.replace("_", "-"), description=step.__doc__,
-                cache_policy=policy, persist_result=options["cache"],
-                retries=options["retries"], retry_delay_seconds=2,
-                retry_condition_fn=retry_transient)
-
-
-class PrefectRunner:
-    """Each step a task; ``map`` submits all its calls to the flow's task runner at once, and
-    the step after it waits for them (``wait_for``)."""
-
-    def __init__(self, storage: str, options: dict[Callable, dict] | None = None):
-        self.storage = storage
-        self.options = _OPTIONS if options is None else options
-        self.tasks: dict[Callable, object] = {}
-        self.after: list = []
-
-    def _task(self, step: Callable):
-        if step not in self.tasks:
-            self.tasks[step] = step_task(step, self.options.get(step))
-        return self.tasks[step]
-
-    def call(self, step: Callable, *args):
-        """One step, in the flow's process (a step may fork workers of its own)."""
-        result = self._task(step)(self.storage, args, wait_for=self.after)
-        self.after = []
-        return result
-
-    def map(self, step: Callable, calls: list[tuple]) -> list:
-        futures = [self._task(step).submit(self.storage, args, wait_for=self.after)
-                   for args in calls]
-        self.after = futures
-        return [f.result() for f in futures]
 
 
 def _publish(lake: Lake, exp_id: str) -> None:
@@ -147,27 +96,19 @@ def _publish(lake: Lake, exp_id: str) -> None:
 
 
 @flow(name="smart-augmentation", log_prints=True, task_runner=task_runner())
+@fail_plainly
 def smart_augmentation(preset: Literal["quick", "paper", "gpu"] = "quick",
                        overrides: Overrides = Overrides(),
                        config: ExperimentConfig | None = None) -> str:
     """AVH-guided augmentation selection: the whole experiment; returns the report directory.
     ``config``: a whole experiment (what an experiment file describes: `smartaug config check
     FILE --json`), used instead of the preset; ``overrides`` apply on top of either."""
-    try:
-        # refuse a bad combination before any work
-        cfg = experiment_config(preset, overrides, config)
-        lake = Lake(overrides.storage)
-        o = overrides.model_dump(exclude_none=True)
-        source = (f"-p config='{json.dumps(config.to_dict())}'" if config is not None
-                  else f"-p preset={preset}")
-        command = (f"prefect deployment run smart-augmentation/smart-augmentation {source}"
-                   + (f" -p overrides='{json.dumps(o)}'" if o else "") + " --watch")
-        exp_id, location = steps.experiment(cfg, PrefectRunner(lake.url()), command=command,
-                                            n_shards=steps.score_shards())
-    except Exception as e:
-        if is_permanent(e) and not getattr(e, "_smartaug_logged", False):
-            fail_plainly(e)
-        raise
+    cfg = experiment_config(preset, overrides, config)  # a bad combination: before any work
+    lake = Lake(overrides.storage)
+    command = deployment_command("smart-augmentation/smart-augmentation", preset, overrides,
+                                 config)
+    exp_id, location = steps.experiment(cfg, PrefectRunner(lake.url(), _OPTIONS),
+                                        command=command, n_shards=steps.score_shards())
     _publish(lake, exp_id)
     print(f"report: {location}")
     return location

@@ -16,10 +16,9 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.failures import fail_plainly
-from flows.runners import task_runner
-from flows.smart_augmentation import Overrides, PrefectRunner
+from flows.runners import PrefectRunner, task_runner
+from flows.smart_augmentation import Overrides, deployment_command
 from pipeline.config import StudyConfig, apply_study_overrides, study_preset
-from pipeline.errors import is_permanent
 from pipeline.lake import Lake
 from pipeline.steps import study as steps
 
@@ -59,26 +58,18 @@ def _publish(lake: Lake, sid: str) -> None:
 
 
 @flow(name="study", log_prints=True, task_runner=task_runner())
+@fail_plainly
 def study(preset: Literal["quick", "paper", "gpu"] = "quick", overrides: Overrides = Overrides(),
           config: StudyConfig | None = None) -> str:
     """Which augmentations to keep, at equal budget: pools x budgets x selectors x losses x
     paired seeds, each cell a training; returns the report directory. ``config``: a whole
     study (what a study file describes), used instead of the preset; ``overrides`` apply on
     top of either."""
-    try:
-        cfg = study_config(preset, overrides, config)  # a bad grid: refused before any work
-        lake = Lake(overrides.storage)
-        o = overrides.model_dump(exclude_none=True)
-        source = (f"-p config='{json.dumps(config.to_dict())}'" if config is not None
-                  else f"-p preset={preset}")
-        command = (f"prefect deployment run study/study {source}"
-                   + (f" -p overrides='{json.dumps(o)}'" if o else "") + " --watch")
-        sid, location = steps.study(cfg, PrefectRunner(lake.url(), _OPTIONS), command=command,
-                                    log=print)
-    except Exception as e:
-        if is_permanent(e) and not getattr(e, "_smartaug_logged", False):
-            fail_plainly(e)
-        raise
+    cfg = study_config(preset, overrides, config)  # a bad grid: refused before any work
+    lake = Lake(overrides.storage)
+    command = deployment_command("study/study", preset, overrides, config)
+    sid, location = steps.study(cfg, PrefectRunner(lake.url(), _OPTIONS), command=command,
+                                log=print)
     _publish(lake, sid)
     print(f"report: {location}")
     return location

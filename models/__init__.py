@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from models.common import ModelError
 from models.external import build_external, is_external
 from models.lenet import lenet5, lenet5_wide
 from models.resnet import resnet
 
-__all__ = ["MODELS", "make_model", "save_checkpoint", "load_checkpoint", "weights_sha256"]
+__all__ = ["MODELS", "ModelError", "make_model", "save_checkpoint", "load_checkpoint", "weights_sha256"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet5,
@@ -43,12 +44,12 @@ def make_model(
     The name and arguments are kept on the module (``model.spec``) for ``save_checkpoint``.
     """
     if name not in MODELS and not is_external(name):
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}, "
+        raise ModelError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}, "
                          f"torchvision:NAME, timm:NAME or package.module:factory")
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        raise ModelError(f"num_classes must be >= 2, got {num_classes}")
     if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        raise ModelError(f"in_channels must be >= 1, got {in_channels}")
     if is_external(name):
         model = build_external(name, num_classes, in_channels, image_size, **kwargs)
     else:
@@ -107,24 +108,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """The raw checkpoint dict (spec, state_dict, sha256, extra), sha256 verified."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise ModelError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(
+        raise ModelError(
             f"{path} was refused: it is not a plain checkpoint ({_refusal(e)}). smartaug reads "
             f"checkpoints with PyTorch's safe loader (weights_only=True), which loads tensors "
             f"and plain values and never runs code from a file; it does not retry with the "
             f"unsafe loader. Re-create the model (smartaug baseline) or save a state dict "
             f"(torch.save(model.state_dict(), path))") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is bad
-        raise ValueError(f"{path} is not a readable smartaug checkpoint "
+        raise ModelError(f"{path} is not a readable smartaug checkpoint "
                          f"({type(e).__name__}: {e}); re-create it with smartaug baseline") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a smartaug checkpoint (format {_FORMAT})")
+        raise ModelError(f"{path} is not a smartaug checkpoint (format {_FORMAT})")
     digest = weights_sha256(payload["state_dict"])
     if digest != payload["sha256"]:
-        raise ValueError(
+        raise ModelError(
             f"{path}: weights sha256 {digest[:12]} does not match the recorded "
             f"{payload['sha256'][:12]}; the file is corrupt"
         )
@@ -147,7 +148,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     payload = read_checkpoint(path)
     s = payload["spec"]
     if arch is not None and s.get("name") != arch:
-        raise ValueError(f"{path} names model {s.get('name')!r}, the models table recorded "
+        raise ModelError(f"{path} names model {s.get('name')!r}, the models table recorded "
                          f"{arch!r}: refused (the file was replaced)")
     model = make_model(s["name"], s["num_classes"], s["in_channels"], s["image_size"], **s["kwargs"])
     model.load_state_dict(payload["state_dict"])

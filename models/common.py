@@ -5,6 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pipeline.errors import UserError
+
+
+class ModelError(UserError, ValueError):
+    """A model that cannot be built, loaded or used as asked; the message says why."""
+
 
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` inside the model, so a checkpoint is self-contained.

@@ -30,7 +30,7 @@ import sys
 import torch
 from torch import Tensor, nn
 
-from models.common import Normalize
+from models.common import ModelError, Normalize
 
 __all__ = ["ExternalModel", "build_external", "is_external", "load_weights"]
 
@@ -48,7 +48,7 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
 
         valid = torchvision.models.list_models(module=torchvision.models)
         if ref not in valid:
-            raise ValueError(f"torchvision has no classification model {ref!r}; e.g. "
+            raise ModelError(f"torchvision has no classification model {ref!r}; e.g. "
                              f"{', '.join(sorted(valid)[:8])}, ... "
                              f"(torchvision.models.list_models())")
         return torchvision.models.get_model(ref, weights=None, num_classes=num_classes)
@@ -56,7 +56,7 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
         try:
             import timm
         except ImportError as e:
-            raise ValueError(f"{name}: timm is not installed (pip install 'smartaug[timm]')"
+            raise ModelError(f"{name}: timm is not installed (pip install 'smartaug[timm]')"
                              ) from e
         kw = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels}
         try:
@@ -65,17 +65,17 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
             except TypeError:
                 return timm.create_model(ref, **kw)
         except (RuntimeError, ValueError, AssertionError) as e:
-            raise ValueError(f"{name}: {e}") from e
+            raise ModelError(f"{name}: {e}") from e
     if os.getcwd() not in sys.path:  # like uvicorn's APP:app, a module in the current directory
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(source)
     except ImportError as e:
-        raise ValueError(f"model {name!r}: cannot import module {source!r} ({e}); a model "
+        raise ModelError(f"model {name!r}: cannot import module {source!r} ({e}); a model "
                          f"spec is torchvision:NAME, timm:NAME or package.module:factory") from e
     factory = getattr(module, ref, None)
     if not callable(factory):
-        raise ValueError(f"model {name!r}: module {source!r} has no callable {ref!r}")
+        raise ModelError(f"model {name!r}: module {source!r} has no callable {ref!r}")
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -83,7 +83,7 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
     given = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
     net = factory(**{k: v for k, v in given.items() if k in params})
     if not isinstance(net, nn.Module):
-        raise ValueError(f"model {name!r}: {ref}() returned {type(net).__name__}, not an "
+        raise ModelError(f"model {name!r}: {ref}() returned {type(net).__name__}, not an "
                          f"nn.Module")
     return net
 
@@ -91,7 +91,7 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
 def _last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
     linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"{type(net).__name__} has no nn.Linear layer: smartaug needs a "
+        raise ModelError(f"{type(net).__name__} has no nn.Linear layer: smartaug needs a "
                          f"final nn.Linear that produces the logits (its input are the "
                          f"features AVH is measured on)")
     return linears[-1]
@@ -114,7 +114,7 @@ class ExternalModel(nn.Module):
         net_channels = _first_conv_channels(net) or in_channels
         if net_channels not in (in_channels, 3) or (net_channels == 3 and in_channels not in
                                                       (1, 3)):
-            raise ValueError(f"model {name!r} takes {net_channels}-channel images, the data "
+            raise ModelError(f"model {name!r} takes {net_channels}-channel images, the data "
                              f"has {in_channels}")
         self.repeat = net_channels if net_channels != in_channels else 0
         imagenet = name.startswith(("torchvision:", "timm:"))
@@ -146,7 +146,7 @@ class ExternalModel(nn.Module):
             with torch.no_grad():
                 out = net(x)
         except Exception as e:  # noqa: BLE001 - say which model and input shape failed
-            raise ValueError(f"the network cannot run on {in_channels}x{image_size}x"
+            raise ModelError(f"the network cannot run on {in_channels}x{image_size}x"
                              f"{image_size} images: {type(e).__name__}: {e}") from e
         finally:
             net.train(was)
@@ -159,7 +159,7 @@ class ExternalModel(nn.Module):
             out = self.forward(self._probe(in_channels, image_size))
         self.train(was)
         if out.shape != reference.shape or not torch.allclose(out, reference, atol=1e-4):
-            raise ValueError(f"model {name!r}: its last nn.Linear ({self.head_name}) is not its "
+            raise ModelError(f"model {name!r}: its last nn.Linear ({self.head_name}) is not its "
                              f"final layer (the logits are not that layer's output); smartaug "
                              f"needs the logits to come from a final nn.Linear")
 
@@ -189,29 +189,29 @@ def load_weights(model: nn.Module, path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
-        raise ValueError(f"weights file not found: {path}") from e
+        raise ModelError(f"weights file not found: {path}") from e
     except pickle.UnpicklingError:
-        raise ValueError(f"{path} was refused: not a plain state dict (smartaug loads weights "
+        raise ModelError(f"{path} was refused: not a plain state dict (smartaug loads weights "
                          f"with weights_only=True and never runs code from a file)") from None
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path} is not a readable state dict ({type(e).__name__}: {e})"
+        raise ModelError(f"{path} is not a readable state dict ({type(e).__name__}: {e})"
                          ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
                                                                          dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict (a mapping of names to tensors)")
+        raise ModelError(f"{path} is not a state dict (a mapping of names to tensors)")
     if not isinstance(model, ExternalModel):  # a registered model: its own keys, all of them
         own = model.state_dict()
         for key, value in state.items():
             if key not in own:
-                raise ValueError(f"{path}: key {key!r} is not a parameter of the model")
+                raise ModelError(f"{path}: key {key!r} is not a parameter of the model")
             if own[key].shape != value.shape:
-                raise ValueError(f"{path}: {key!r} has shape {tuple(value.shape)}, the "
+                raise ModelError(f"{path}: {key!r} has shape {tuple(value.shape)}, the "
                                  f"model's is {tuple(own[key].shape)}")
         missing = [k for k in own if k not in state]
         if missing:
-            raise ValueError(f"{path}: no weights for {missing[0]!r} ({len(missing)} missing)")
+            raise ModelError(f"{path}: no weights for {missing[0]!r} ({len(missing)} missing)")
         model.load_state_dict(state)
         return
     own = {f"body.{k}": v for k, v in model.body.state_dict().items()}
@@ -223,14 +223,14 @@ def load_weights(model: nn.Module, path) -> None:
             continue
         target = own.get(f"body.{key}")
         if target is None:
-            raise ValueError(f"{path}: key {key!r} is not a parameter of the network")
+            raise ModelError(f"{path}: key {key!r} is not a parameter of the network")
         if target.shape != value.shape:
-            raise ValueError(f"{path}: {key!r} has shape {tuple(value.shape)}, the network's "
+            raise ModelError(f"{path}: {key!r} has shape {tuple(value.shape)}, the network's "
                              f"is {tuple(target.shape)}")
         body_state[key] = value
     missing = [k for k in model.body.state_dict() if k not in body_state]
     if missing:
-        raise ValueError(f"{path}: no weights for {missing[0]!r} ({len(missing)} missing)")
+        raise ModelError(f"{path}: no weights for {missing[0]!r} ({len(missing)} missing)")
     model.body.load_state_dict(body_state)
     if head_state and all(head_state[k].shape == getattr(model.head, k).shape
                           for k in head_state):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from models.common import Normalize
+from models.common import ModelError, Normalize
 
 
 def _out(size: int, kernel: int, pad: int = 0) -> int:
@@ -35,7 +35,7 @@ class LeNet(nn.Module):
         f1, f2 = hidden
         side = _out(_out(image_size, 5, pad=2) // 2, 5) // 2
         if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for LeNet (needs >= 12)")
+            raise ModelError(f"image_size {image_size} is too small for LeNet (needs >= 12)")
         self.normalize = Normalize(in_channels, mean, std)
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, c1, 5, padding=2, bias=False),

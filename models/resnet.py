@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from models.common import Normalize
+from models.common import ModelError, Normalize
 
 CIFAR10_MEAN = (0.491, 0.482, 0.447)
 CIFAR10_STD = (0.247, 0.243, 0.261)
@@ -48,7 +48,7 @@ class ResNet(nn.Module):
         if len(blocks) != len(widths):
             raise ValueError("blocks and widths need the same length")
         if image_size < 2 ** (len(blocks) - 1):
-            raise ValueError(f"image_size {image_size} is too small for {len(blocks)} stages")
+            raise ModelError(f"image_size {image_size} is too small for {len(blocks)} stages")
         if mean is None and in_channels == 3:
             mean, std = CIFAR10_MEAN, CIFAR10_STD
         self.normalize = Normalize(in_channels, mean, std)

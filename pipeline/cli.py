@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.config import SCORE_COLUMNS
+from pipeline.errors import UserError
 
 app = typer.Typer(
     name="smartaug",
@@ -175,7 +176,7 @@ def demo(
     cfg = _steps(TrainConfig, epochs=epochs, seed=seed)
     try:
         net = build_model(model, ds.num_classes, ds.in_channels, ds.image_size, seed=seed)
-    except ValueError as e:
+    except UserError as e:
         _fail(e)
     train(net, ds.train.images, ds.train.labels, cfg,
           eval_sets={"test": (ds.test.images, ds.test.labels)}, log=err.print)
@@ -211,13 +212,15 @@ def _lake(storage):
 
 
 def _steps(fn, *args, **kwargs):
-    """Run a library step, turning the errors a user can fix (``pipeline.errors``) into
-    `error: ...` + exit code 2."""
-    from pipeline.errors import USER_ERRORS, message
+    """Run a library step, turning the errors a user can fix (``pipeline.errors.UserError``, a
+    full disk) into `error: ...` + exit code 2; anything else is a bug and keeps its traceback."""
+    from pipeline.errors import is_user_error, message
 
     try:
         return fn(*args, **kwargs)
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not is_user_error(e):
+            raise  # a bug: its traceback, not an `error:` line
         _fail(message(e))
 
 
@@ -375,31 +378,81 @@ def select_cmd(
     band: Annotated[tuple[float, float] | None, typer.Option(
         "--band", help="Quantile band LO HI in [0, 1], e.g. 0.02 0.22 (lower AVH = easier).")]
         = None,
-    score_col: Annotated[str, typer.Option(
-        "--score", help=f"Score column: {', '.join(SCORE_COLUMNS)}.")] = "avh",
-    per_class: Annotated[bool, typer.Option(
-        "--per-class", help="Take the band within each class.")] = False,
+    window: Annotated[str | None, typer.Option(
+        "--window", help="Instead: a window of exactly --size (or --fraction) items of the "
+        "hardness ranking, at easiest | offset | median | hardest (the study's positions) or "
+        "at a start quantile in [0, 1].")] = None,
+    coverage: Annotated[bool, typer.Option(
+        "--coverage", help="Instead: exactly --size (or --fraction) items drawn evenly across "
+        "--bins equal-width score bins, the hardest --drop left out.")] = False,
+    stratified: Annotated[bool, typer.Option(
+        "--stratified", help="Instead: exactly --size (or --fraction) random items with the "
+        "run's class mix.")] = False,
     random_matched: Annotated[str | None, typer.Option(
         "--random-matched", help="Instead: a random subset matched to this selection's size "
         "and class mix.")] = None,
     random_fraction: Annotated[float | None, typer.Option(
         "--random-fraction", help="Instead: a random fraction of all items.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Instead: every item.")] = False,
+    size: Annotated[int | None, typer.Option(
+        "--size", min=1, help="Items of a --window, --coverage or --stratified selection.")]
+        = None,
+    fraction: Annotated[float | None, typer.Option(
+        "--fraction", help="Or their share of the run's items, in (0, 1] (the study's "
+        "budget).")] = None,
+    score_col: Annotated[str, typer.Option(
+        "--score", help=f"Score column: {', '.join(SCORE_COLUMNS)}.")] = "avh",
+    per_class: Annotated[bool, typer.Option(
+        "--per-class", help="Within each class (a band), or with the run's class mix (a window "
+        "or coverage).")] = False,
+    drop: Annotated[float, typer.Option("--drop", help="Coverage: the hardest share left out.")]
+        = 0.1,
+    bins: Annotated[int, typer.Option("--bins", min=1, help="Coverage: score bins.")] = 50,
     seed: SeedOpt = 0,
     storage: StorageOpt = None,
 ) -> None:
     """Select items of a scoring run through DuckDB. Prints the selection_id last."""
+    from pipeline.config import POSITIONS
     from pipeline.steps import select as S
 
     lake = _lake(storage)
-    chosen = sum(x is not None and x is not False for x in (band, random_matched,
-                                                              random_fraction, all_ or None))
-    if chosen != 1:
-        _fail(ValueError("give exactly one of --band LO HI, --random-matched ID, "
-                         "--random-fraction F, --all"))
+    ways = {"--band LO HI": band is not None, "--window POSITION": window is not None,
+            "--coverage": coverage, "--stratified": stratified,
+            "--random-matched ID": random_matched is not None,
+            "--random-fraction F": random_fraction is not None, "--all": all_}
+    if sum(ways.values()) != 1:
+        _fail(f"give exactly one of {', '.join(ways)}")
+    sized = window is not None or coverage or stratified
+    given = (size is not None) + (fraction is not None)
+    if sized and given != 1:
+        _fail("--window, --coverage and --stratified take one of --size N or --fraction F")
+    if not sized and given:
+        _fail("--size and --fraction go with --window, --coverage or --stratified")
+    if sized:
+        total = _steps(lake.row, "scoring_runs", scoring_run_id)["n_items"]
+        if fraction is not None and not 0.0 < fraction <= 1.0:
+            _fail(f"--fraction must be in (0, 1], got {fraction}")
+        n = size if size is not None else round(fraction * total)
+        budget = n / total
     if band is not None:
         sid = _steps(S.band, lake, scoring_run_id, band[0], band[1], score=score_col,
                      per_class=per_class)
+    elif window is not None:
+        if window in POSITIONS:
+            lo = POSITIONS[window](budget)
+        else:
+            try:
+                lo = float(window)
+            except ValueError:
+                _fail(f"--window {window!r}: give easiest, offset, median, hardest or a start "
+                      f"quantile in [0, 1]")
+        sid = _steps(S.window, lake, scoring_run_id, n, score=score_col, lo=lo,
+                     per_class=per_class)
+    elif coverage:
+        sid = _steps(S.coverage, lake, scoring_run_id, n, score=score_col, drop=drop, bins=bins,
+                     seed=seed, per_class=per_class)
+    elif stratified:
+        sid = _steps(S.random_stratified, lake, scoring_run_id, n, seed=seed)
     elif random_matched is not None:
         sid = _steps(S.random_subset, lake, scoring_run_id, matched_to=random_matched, seed=seed)
     elif random_fraction is not None:
@@ -516,8 +569,8 @@ def experiment(
     per_class_test: PerClassTestOpt = None,
     epochs: Annotated[int | None, typer.Option(
         min=1, help="Epochs of the baseline and of every retraining run.")] = None,
-    reps: Annotated[int | None, typer.Option(
-        min=1, help="Replications (seeds) per method.")] = None,
+    seeds: Annotated[int | None, typer.Option(
+        min=1, help="Seeds (replications) per method: run r uses seed + r.")] = None,
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     materialize: MaterializeOverride = None,
@@ -543,9 +596,9 @@ def experiment(
         cfg = apply_overrides(base, dataset=dataset, data=data,
                               grayscale=grayscale, image_size=image_size,
                               per_class_train=per_class_train, per_class_test=per_class_test,
-                              epochs=epochs, reps=reps, model=model, device=device,
+                              epochs=epochs, reps=seeds, model=model, device=device,
                               materialize=materialize)
-    except ValueError as e:
+    except UserError as e:
         _fail(e)
     lake = _lake(storage)
     command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
@@ -583,9 +636,8 @@ def study(
     per_class_test: PerClassTestOpt = None,
     epochs: Annotated[int | None, typer.Option(
         min=1, help="Epochs of the baseline and of every cell's training.")] = None,
-    reps: Annotated[int | None, typer.Option(
+    seeds: Annotated[int | None, typer.Option(
         help="Paired seeds per cell (>= 2; the same seeds for every cell).")] = None,
-    seeds: Annotated[int | None, typer.Option(help="Same as --reps.")] = None,
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -602,8 +654,6 @@ def study(
     if config is not None and preset is not None:
         _fail("give --preset or --config, not both (a file starts from a preset with "
               "preset = \"quick\")")
-    if reps is not None and seeds is not None and reps != seeds:
-        _fail(f"--reps {reps} and --seeds {seeds} disagree; give one")
     if config is not None:
         from pipeline.experiment_file import load_study
 
@@ -615,9 +665,9 @@ def study(
         cfg = apply_study_overrides(base, dataset=dataset, data=data, grayscale=grayscale,
                                     image_size=image_size, per_class_train=per_class_train,
                                     per_class_test=per_class_test, epochs=epochs,
-                                    seeds=seeds if seeds is not None else reps, model=model,
+                                    seeds=seeds, model=model,
                                     device=device, materialize=materialize)
-    except ValueError as e:
+    except UserError as e:
         _fail(e)
     if workers is not None and workers < 1:
         _fail(f"--workers must be >= 1, got {workers}")
@@ -646,9 +696,37 @@ def _csv_safe(table):
     return table
 
 
+@app.command()
+def reselect(
+    experiment_id: Annotated[str | None, typer.Option(
+        "--experiment-id", help="The experiment whose band to re-select (default: the newest).")]
+        = None,
+    model_id: Annotated[str | None, typer.Option(
+        "--model-id", help="The model that re-scores the pool (default: the newest of the "
+        "experiment's lineage).")] = None,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain/--no-retrain", help="First fine-tune that model on the current selection "
+        "and use the result (the next curriculum round).")] = False,
+    storage: StorageOpt = None,
+) -> None:
+    """One curriculum round (what the reselect/nightly deployment runs): re-score the pool with
+    the newest model, re-select the experiment's band, record the drift against the previous
+    selection, add a drift-over-rounds section to the report. Prints the selection_id last."""
+    from pipeline.steps.report import write_report
+    from pipeline.steps.reselect import reselect as run_round
+
+    lake = _lake(storage)
+    out = _steps(run_round, lake, experiment_id=experiment_id, model_id=model_id,
+                 retrain=retrain, log=err.print)
+    _steps(write_report, lake, out["experiment_id"])
+    err.print(f"round {out['round']} of experiment {out['experiment_id']}: model "
+              f"{out['model_id']}, scoring run {out['scoring_run_id']}, drift {out['drift']}")
+    print(out["selection_id"])
+
+
 @app.command("export")
 def export_cmd(
-    selection_id: Annotated[str, typer.Argument(help="From `smartaug select`.")],
+    selection_id: Annotated[str, typer.Option("--selection-id", help="From `smartaug select`.")],
     to: Annotated[str, typer.Option("--to", help="A new or empty directory.")],
     fmt: Annotated[str, typer.Option("--format", help="imagefolder (PNGs) | parquet")] =
         "imagefolder",
@@ -667,7 +745,7 @@ def export_cmd(
     print(out_dir)
 
 
-config_app = typer.Typer(help="Experiment files: smartaug experiment --config FILE.",
+config_app = typer.Typer(help="Experiment and study files: smartaug experiment|study --config FILE.",
                          no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -683,15 +761,16 @@ def config_show(name: Annotated[str, typer.Argument(help="quick | paper | gpu")]
 
 @config_app.command("check")
 def config_check(
-    path: Annotated[str, typer.Argument(help="An experiment file.")],
+    path: Annotated[str, typer.Argument(help="An experiment file or a study file.")],
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: the Prefect deployment's `config` parameter.")] = False,
 ) -> None:
-    """Validate an experiment file and print the full config it describes (TOML, or JSON for
-    `prefect deployment run smart-augmentation/smart-augmentation -p config=...`)."""
-    from pipeline.experiment_file import dumps, load_experiment
+    """Validate an experiment or study file (a study file names pools, budgets or seeds) and
+    print the full config it describes (TOML, or JSON for `prefect deployment run
+    smart-augmentation/smart-augmentation -p config=...` or `study/study -p config=...`)."""
+    from pipeline.experiment_file import dumps, load_file
 
-    cfg = _steps(load_experiment, path)
+    cfg = _steps(load_file, path)
     print(json.dumps(cfg.to_dict()) if as_json else dumps(cfg), end="\n" if as_json else "")
 
 

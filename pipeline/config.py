@@ -1,6 +1,6 @@
 """Every frozen config of the pipeline, one per stage, composed into ``ExperimentConfig``, and
-the presets. A leaf: it imports nothing else from ``pipeline`` and no torch, so presets and
-experiment files load into these types anywhere.
+the presets. A leaf: it imports nothing from ``pipeline`` but its errors (``pipeline.errors``,
+a leaf too) and no torch, so presets and experiment files load into these types anywhere.
 
 Score names and their directions live here too (``SCORE_DIRECTIONS``): the scores table's
 columns, the selectable scores and the hardness math all derive from this one mapping.
@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ConfigDict, TypeAdapter
+
+from pipeline.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -44,7 +46,7 @@ LOSS_FNS = {"none": (None,), "additive": ("square", "identity", "exp"),
 
 def _choose(name, options, what: str) -> None:
     if name not in options:
-        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(options))}")
+        raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(sorted(options))}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def parse_policy(policy: str, n_kinds: int = len(AUGMENT_KINDS)) -> int:
             k = 0
         if k >= 1:
             return k
-    raise ValueError(f"unknown policy {policy!r}; valid: one, all, k:N (N >= 1)")
+    raise ConfigError(f"unknown policy {policy!r}; valid: one, all, k:N (N >= 1)")
 
 
 @dataclass(frozen=True)
@@ -112,26 +114,26 @@ class AugmentConfig:
         custom = {n for n, _ in self.space}
         for name, spec in self.space:
             if not _KIND_NAME.match(name):
-                raise ValueError(f"kind name {name!r}: use lower-case letters, digits, '-', "
+                raise ConfigError(f"kind name {name!r}: use lower-case letters, digits, '-', "
                                  f"'_' and '.'")
             try:
                 ok = "transform" in json.loads(spec)
             except (ValueError, TypeError):
                 ok = False
             if not ok:
-                raise ValueError(f"kind {name!r}: not albumentations' serialisation "
+                raise ConfigError(f"kind {name!r}: not albumentations' serialisation "
                                  f"(A.to_dict(transform): a mapping with a 'transform' key)")
         valid = (*BUILTIN_KINDS, *sorted(custom - set(BUILTIN_KINDS)))
         bad = [k for k in self.kinds if k not in valid]
         if bad:
-            raise ValueError(f"unknown augmentation kind(s) {', '.join(map(repr, bad))}; valid: "
+            raise ConfigError(f"unknown augmentation kind(s) {', '.join(map(repr, bad))}; valid: "
                              f"{', '.join(valid)} (or define one in a space file: --space FILE)")
         if not self.kinds or len(set(self.kinds)) != len(self.kinds):
-            raise ValueError(f"kinds must be distinct and not empty; got {list(self.kinds)}")
+            raise ConfigError(f"kinds must be distinct and not empty; got {list(self.kinds)}")
         if not (0 < self.max_angle <= 180):
-            raise ValueError(f"max_angle must be in (0, 180], got {self.max_angle}")
+            raise ConfigError(f"max_angle must be in (0, 180], got {self.max_angle}")
         if not (0 < self.sigma <= 1):
-            raise ValueError(f"sigma must be in (0, 1], got {self.sigma}")
+            raise ConfigError(f"sigma must be in (0, 1], got {self.sigma}")
 
     def to_dict(self) -> dict:
         """The fields; ``space`` only when it defines kinds and ``materialize`` only when not
@@ -168,11 +170,11 @@ class LossSpec:
         if self.fn is None:
             object.__setattr__(self, "fn", LOSS_FNS[self.kind][0])
         if self.kind == "none" and self.fn is not None:
-            raise ValueError("loss kind 'none' takes no function")
+            raise ConfigError("loss kind 'none' takes no function")
         if self.kind != "none":
             _choose(self.fn, LOSS_FNS[self.kind], f"{self.kind} function")
         if not (self.lam >= 0 and self.lam < float("inf")):
-            raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
+            raise ConfigError(f"lam must be a finite number >= 0, got {self.lam}")
 
     @property
     def uses_avh(self) -> bool:
@@ -205,14 +207,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}: a model trained for no "
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}: a model trained for no "
                              f"epoch is untrained")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not (0 <= self.lr < float("inf")):  # 0: frozen weights, a control
-            raise ValueError(f"lr must be a finite number >= 0, got {self.lr}")
+            raise ConfigError(f"lr must be a finite number >= 0, got {self.lr}")
         if not (0 <= self.weight_decay < float("inf")):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         _choose(self.optimizer, ("adam", "sgd"), "optimizer")
 
     def to_dict(self) -> dict:
@@ -240,10 +242,10 @@ class MethodSpec:
         _choose(self.selection, ("none", "all", "band", "random_matched"), "selection")
         if self.selection == "band":
             if self.band is None or len(self.band) != 2:
-                raise ValueError(f"method {self.name}: a band selection needs band=(lo, hi)")
+                raise ConfigError(f"method {self.name}: a band selection needs band=(lo, hi)")
             object.__setattr__(self, "band", (float(self.band[0]), float(self.band[1])))
         if self.selection == "random_matched" and not self.matched_to:
-            raise ValueError(f"method {self.name}: random_matched needs matched_to=METHOD")
+            raise ConfigError(f"method {self.name}: random_matched needs matched_to=METHOD")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -299,15 +301,15 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _choose(self.init, ("scratch", "baseline"), "init")
         if self.reps < 1:
-            raise ValueError(f"reps must be >= 1, got {self.reps}")
+            raise ConfigError(f"reps must be >= 1, got {self.reps}")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names) or not names:
-            raise ValueError(f"method names must be distinct and not empty: {names}")
+            raise ConfigError(f"method names must be distinct and not empty: {names}")
         for m in self.methods:
             if m.matched_to is not None and m.matched_to not in names:
-                raise ValueError(f"method {m.name} matches unknown method {m.matched_to!r}")
+                raise ConfigError(f"method {m.name} matches unknown method {m.matched_to!r}")
         if self.band_grid and self.data.val_fraction <= 0:
-            raise ValueError("a band search needs a validation split: set val_fraction > 0")
+            raise ConfigError("a band search needs a validation split: set val_fraction > 0")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "augment": self.augment.to_dict()}
@@ -351,7 +353,7 @@ class PoolSpec:
 
     def __post_init__(self) -> None:
         if not _KIND_NAME.match(self.name):
-            raise ValueError(f"pool name {self.name!r}: use lower-case letters, digits, '-', "
+            raise ConfigError(f"pool name {self.name!r}: use lower-case letters, digits, '-', "
                              f"'_' and '.'")
 
     def to_dict(self) -> dict:
@@ -405,50 +407,50 @@ class StudyConfig:
         object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
         _choose(self.init, ("scratch", "baseline"), "init")
         if not self.pools:
-            raise ValueError("the study's grid is empty: give at least one pool "
+            raise ConfigError("the study's grid is empty: give at least one pool "
                              "([[pools]] name = ..., augment = {...})")
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):
-            raise ValueError(f"pool names must be distinct, got {names}")
+            raise ConfigError(f"pool names must be distinct, got {names}")
         if not self.budgets:
-            raise ValueError("the study's grid is empty: give at least one budget, a fraction "
+            raise ConfigError("the study's grid is empty: give at least one budget, a fraction "
                              "of the pool in (0, 1], e.g. budgets = [0.1, 0.2, 0.5]")
         bad = [b for b in self.budgets if not 0.0 < b <= 1.0]
         if bad:
-            raise ValueError(f"budget {bad[0]} lies outside (0, 1]: a budget is the fraction "
+            raise ConfigError(f"budget {bad[0]} lies outside (0, 1]: a budget is the fraction "
                              f"of each pool a selector keeps, e.g. budgets = [0.1, 0.2, 0.5]")
         if len(set(self.budgets)) != len(self.budgets):
-            raise ValueError(f"budgets must be distinct, got {list(self.budgets)}")
+            raise ConfigError(f"budgets must be distinct, got {list(self.budgets)}")
         for s in (*self.scores, *self.coverage):
             if s not in SCORE_DIRECTIONS:
-                raise ValueError(f"unknown score {s!r}: scoring runs store "
+                raise ConfigError(f"unknown score {s!r}: scoring runs store "
                                  f"{', '.join(SCORE_COLUMNS)}")
         for p in self.positions:
             _choose(p, POSITIONS, "window position")
         for r in self.references:
             _choose(r, REFERENCES, "reference")
         if not self.losses:
-            raise ValueError(f"give at least one loss; valid: {', '.join(STUDY_LOSSES)}")
+            raise ConfigError(f"give at least one loss; valid: {', '.join(STUDY_LOSSES)}")
         for loss in self.losses:
             _choose(loss, STUDY_LOSSES, "study loss")
         for name in ("scores", "positions", "coverage", "references", "losses"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
-                raise ValueError(f"{name} must be distinct, got {list(values)}")
+                raise ConfigError(f"{name} must be distinct, got {list(values)}")
         if not (self.scores and self.positions) and not self.coverage:
-            raise ValueError("the study's grid is empty: no selector to compare with random "
+            raise ConfigError("the study's grid is empty: no selector to compare with random "
                              "(give scores and positions for windows, or coverage scores)")
         if self.seeds < 2:
-            raise ValueError(f"seeds must be >= 2 for a paired test against random, got "
+            raise ConfigError(f"seeds must be >= 2 for a paired test against random, got "
                              f"{self.seeds} (5 or more give a usable interval)")
         if not 0.0 <= self.coverage_drop < 1.0:
-            raise ValueError(f"coverage_drop must be in [0, 1), got {self.coverage_drop}")
+            raise ConfigError(f"coverage_drop must be in [0, 1), got {self.coverage_drop}")
         if self.coverage_bins < 1:
-            raise ValueError(f"coverage_bins must be >= 1, got {self.coverage_bins}")
+            raise ConfigError(f"coverage_bins must be >= 1, got {self.coverage_bins}")
         if not (0 <= self.avh_lam < float("inf")):
-            raise ValueError(f"avh_lam must be a finite number >= 0, got {self.avh_lam}")
+            raise ConfigError(f"avh_lam must be a finite number >= 0, got {self.avh_lam}")
         if len(self.positions) > 1 and self.data.val_fraction <= 0:
-            raise ValueError("choosing a window's position needs a validation split: set "
+            raise ConfigError("choosing a window's position needs a validation split: set "
                              "data.val_fraction > 0 (the test split is never used to choose)")
 
     def loss_spec(self, loss: str) -> LossSpec:
@@ -497,11 +499,6 @@ def study_preset(name: str) -> StudyConfig:
     p = preset(name)
     return StudyConfig(preset=name, data=p.data, model=p.model, baseline=p.baseline,
                        retrain=p.retrain, init=p.init, seed=p.seed, seeds=5)
-
-
-STUDY_OVERRIDES = (*(o for o in ("dataset", "data", "grayscale", "image_size",
-                                 "per_class_train", "per_class_test", "epochs", "model",
-                                 "device", "materialize")), "seeds")
 
 
 def apply_study_overrides(cfg: StudyConfig, **overrides) -> StudyConfig:
@@ -569,7 +566,7 @@ def preset(name: str) -> ExperimentConfig:
             methods=standard_methods(),
             reps=5,
         )
-    raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
 
 
 OVERRIDES = ("dataset", "data", "grayscale", "image_size", "per_class_train", "per_class_test",
@@ -583,7 +580,7 @@ def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
     reps, model, device, materialize (how the pool is stored: auto, always, never)."""
     unknown = set(overrides) - set(OVERRIDES)
     if unknown:
-        raise ValueError(f"unknown overrides {sorted(unknown)}; valid: {', '.join(OVERRIDES)}")
+        raise ConfigError(f"unknown overrides {sorted(unknown)}; valid: {', '.join(OVERRIDES)}")
     o = {k: v for k, v in overrides.items() if v is not None}
     if o.get("dataset", cfg.data.dataset) != cfg.data.dataset:
         # a preset's subset sizes belong to its own dataset: another one is used whole

@@ -1,26 +1,48 @@
-"""The failures a user can fix, and how each is told.
+"""The failures a user can fix, as one type, and how each is told.
 
-Bad input (a wrong path, an unknown id, an option out of range, a file the safe loader
-refuses), a tampered lake, a full disk: the CLI prints ``error: <message>`` with exit code 2,
-and Prefect fails the run at once with the message as its state (no retry can fix them).
-Every step commits its output atomically, so none of them leaves partial rows behind.
+``UserError`` is the base of every error a user can fix: bad input (a wrong path, an unknown
+id, an option out of range, a file the safe loader refuses), a tampered lake, a config that
+does not validate. The CLI prints ``error: <message>`` with exit code 2 for those, and Prefect
+fails the run at once with the message as its state (no retry can fix them). So does an
+``OSError`` of the machine's own (a full disk, a permission, a missing file). Anything else is
+a bug: the CLI shows its traceback and Prefect may retry it. Every step commits its output
+atomically, so none of them leaves partial rows behind.
+
+A leaf module, like ``pipeline.config``: it imports nothing from ``pipeline``.
 """
 
 from __future__ import annotations
 
 import errno
 
-from pipeline.lake import LakeError
+__all__ = ["ConfigError", "InputError", "UserError", "is_user_error", "message"]
 
-__all__ = ["USER_ERRORS", "is_permanent", "message"]
 
-# ValueError covers DatasetError, ScoringError, SelectionError, SpaceError, ConfigError, the
-# configs' checks and pydantic's ValidationError
-USER_ERRORS: tuple[type[BaseException], ...] = (LakeError, ValueError, OSError)
+class UserError(Exception):
+    """A failure the user can fix; its message says what is wrong and how to fix it."""
 
-# OSErrors no retry fixes: the disk, permissions, a missing or misplaced file
-_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
-                     errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+class ConfigError(UserError, ValueError):
+    """A config, an experiment or study file, or an option cannot be used; the message names
+    the field, the value and what is valid."""
+
+
+class InputError(UserError, ValueError):
+    """An argument or an input file a step cannot use (a label out of range, a weights file
+    that does not fit, a target directory that is not empty)."""
+
+
+# OSErrors of the machine that no retry fixes: the disk, permissions, a missing or misplaced file
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether the user can fix ``e`` (and a retry cannot): a ``UserError``, or an ``OSError``
+    of the disk, a permission or a missing file."""
+    if isinstance(e, UserError):
+        return True
+    return isinstance(e, OSError) and e.errno in _USER_ERRNOS
 
 
 def message(e: BaseException) -> str:
@@ -37,10 +59,3 @@ def message(e: BaseException) -> str:
         if e.strerror:
             return f"{e.strerror}{where}"
     return str(e) or type(e).__name__
-
-
-def is_permanent(e: BaseException) -> bool:
-    """Whether retrying cannot help (bad input, a tampered lake, a full disk)."""
-    if isinstance(e, OSError):  # errno None: raised by smartaug with its own message
-        return e.errno is None or e.errno in _PERMANENT_ERRNOS
-    return isinstance(e, USER_ERRORS)

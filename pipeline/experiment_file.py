@@ -5,8 +5,8 @@ file: ``data.dataset = "imagefolder:DIR"``, ``data.root`` and ``augment.space`` 
 its kinds become the pool's). One typed schema (``pipeline.config``) validates the result; an
 error names the field, the value and what is valid.
 
-``dumps(cfg)`` writes a config as TOML (what ``smartaug config show`` prints); the presets are
-shipped as such files in ``pipeline/presets/``.
+``dumps(cfg)`` writes a config as TOML (what ``smartaug config show`` prints for a preset,
+from its one definition in ``pipeline.config``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import fields
-from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -29,14 +28,12 @@ from pipeline.config import (
     study_preset,
 )
 from pipeline.core.augment import load_space
+from pipeline.errors import ConfigError
 
-__all__ = ["ConfigError", "dumps", "load_experiment", "load_study", "preset_text"]
+__all__ = ["ConfigError", "dumps", "is_study_file", "load_experiment", "load_file", "load_study",
+           "preset_text"]
 
 _SECTIONS = ("data", "augment", "baseline", "retrain")
-
-
-class ConfigError(ValueError):
-    """An experiment file cannot be used; the message names the file, the field and why."""
 
 
 def _read(path: Path) -> dict:
@@ -113,7 +110,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     try:
         base = preset(name).to_dict() if name not in (None, "custom") else \
             ExperimentConfig().to_dict()  # "custom": a config's own name, as to_dict() writes
-    except ValueError as e:
+    except ConfigError as e:
         raise ConfigError(f"{path}: preset: {e}") from e
     base["preset"] = name or "custom"
     _paths(path, data)
@@ -136,7 +133,7 @@ def load_study(path: str | Path) -> StudyConfig:
     try:
         base = study_preset(name).to_dict() if name not in (None, "custom") else \
             StudyConfig().to_dict()
-    except ValueError as e:
+    except ConfigError as e:
         raise ConfigError(f"{path}: preset: {e}") from e
     base["preset"] = name or "custom"
     if "pools" in data and not (isinstance(data["pools"], list)
@@ -197,11 +194,34 @@ def _table(d: dict, name: str, lines: list[str], array: bool = False) -> None:
         _table(v, f"{name}.{k}" if name else k, lines)
 
 
-def dumps(cfg: ExperimentConfig) -> str:
-    """``cfg`` as a TOML experiment file (None values left out: they are the defaults)."""
+def is_study_file(path: str | Path) -> bool:
+    """Whether a file describes a study: it names a key only a study has (``pools``,
+    ``budgets``, ``seeds``, ...)."""
+    data = _read(Path(path))
+    only = {f.name for f in fields(StudyConfig)} - {f.name for f in fields(ExperimentConfig)}
+    return isinstance(data, dict) and bool(only & set(data))
+
+
+def load_file(path: str | Path) -> ExperimentConfig | StudyConfig:
+    """The config an experiment file or a study file describes (``is_study_file``)."""
+    return load_study(path) if is_study_file(path) else load_experiment(path)
+
+
+def dumps(cfg: ExperimentConfig | StudyConfig) -> str:
+    """``cfg`` as a TOML experiment or study file (None values left out: the defaults)."""
     d = cfg.to_dict()
     if d["preset"] not in C.PRESETS:  # a name, not a preset to start from
         del d["preset"]
+    if isinstance(cfg, StudyConfig):
+        pools = d.pop("pools")
+        lines = [f"# smartaug study file ({cfg.preset}): smartaug study --config FILE"]
+        _table({k: v for k, v in d.items() if k not in _SECTIONS}, "", lines)
+        for section in _SECTIONS:
+            if section in d:
+                _table(d[section], section, lines)
+        for p in pools:
+            _table(p, "pools", lines, array=True)
+        return "\n".join(lines) + "\n"
     methods = d.pop("methods")
     lines = [f"# smartaug experiment file ({cfg.preset}): smartaug experiment --config FILE"]
     _table({k: v for k, v in d.items() if k not in _SECTIONS}, "", lines)
@@ -213,8 +233,6 @@ def dumps(cfg: ExperimentConfig) -> str:
 
 
 def preset_text(name: str) -> str:
-    """The shipped file of a preset (``pipeline/presets/NAME.toml``)."""
-    f = resources.files("pipeline").joinpath("presets", f"{name}.toml")
-    if not f.is_file():
-        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(C.PRESETS)}")
-    return f.read_text()
+    """A preset as an experiment file (``smartaug config show NAME``): written from the
+    preset itself (``pipeline.config.preset``, the one definition), so it loads back to it."""
+    return dumps(preset(name))

@@ -37,6 +37,18 @@ def write_image_folder(root: Path, *, classes=("cat", "dog", "eel"), per_class=(
     return root
 
 
+def tiny_config(root: str, *, per_class_train: int, per_class_test: int, epochs: int = 1,
+                val_fraction: float = 1 / 6, **kwargs):
+    """An experiment on a few real Fashion-MNIST images per class, trained for ``epochs`` on
+    the CPU (batches of 64) for the baseline and every method; ``kwargs`` set the rest."""
+    from pipeline.config import DataConfig, ExperimentConfig, TrainConfig
+
+    train = TrainConfig(epochs=epochs, batch_size=64, device="cpu")
+    return ExperimentConfig(preset="test", data=DataConfig(
+        root=root, per_class_train=per_class_train, per_class_test=per_class_test,
+        val_fraction=val_fraction), baseline=train, retrain=train, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def small_lake(tmp_path_factory, fashion_root):
     """A lake with real Fashion-MNIST (50 train / 20 test per class, 20 % validation), a

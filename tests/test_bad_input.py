@@ -18,8 +18,9 @@ from PIL import Image
 from pipeline import cli
 from pipeline.config import AugmentConfig, DataConfig, TrainConfig
 from pipeline.lake import Lake, LakeError
+from pipeline.lake.readers import read_split
 from pipeline.steps.baseline import train_baseline
-from pipeline.steps.ingest import ingest, read_split
+from pipeline.steps.ingest import ingest
 from pipeline.steps.pool import build_pool
 from pipeline.steps.score import score_pool
 from pipeline.steps.select import band
@@ -92,6 +93,7 @@ def world(tmp_path_factory):
     torch.save({key: Payload()}, tmp / "weights-pickled.pt")
     (tmp / "exp-typo.toml").write_text("preset = 'quick'\n[data]\nper_class_trian = 10\n")
     (tmp / "exp-type.toml").write_text("[baseline]\nepochs = 'five'\n")
+    (tmp / "study-bad.toml").write_text("preset = 'quick'\nbudgets = [0.1, 1.5]\n")
     (tmp / "space-not-albu.yaml").write_text("kinds: {grid: {num_steps: 5}}\n")
     (tmp / "space-refused.yaml").write_text(
         "kinds:\n  grid: {__version__: 2.0.8, transform: {__class_fullname__: GridDistortion,"
@@ -207,11 +209,12 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
         "weights file missing": (["baseline", "--dataset-id", d, "--weights", "/no/w.pt"],
                                  ["/no/w.pt"]),
         # export
-        "export to a non-empty directory": (["export", b, "--to", str(w["tmp"])],
+        "export to a non-empty directory": (["export", "--selection-id", b, "--to", str(w["tmp"])],
                                             ["not an empty directory"]),
-        "export an unknown selection": (["export", "nope", "--to", str(w["tmp"] / "new-x")],
+        "export an unknown selection": (["export", "--selection-id", "nope", "--to",
+                                         str(w["tmp"] / "new-x")],
                                         ["no selection 'nope'"]),
-        "export in an unknown format": (["export", b, "--to", str(w["tmp"] / "new-y"),
+        "export in an unknown format": (["export", "--selection-id", b, "--to", str(w["tmp"] / "new-y"),
                                          "--format", "zip"], ["unknown export format 'zip'"]),
         # experiment files
         "config file with an unknown key": (
@@ -222,6 +225,8 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
             ["baseline.epochs = 'five'", "integer"]),
         "config file missing": (["experiment", "--config", "/no/exp.toml"],
                                 ["cannot read the experiment file"]),
+        "reselect an unknown experiment": (["reselect", "--experiment-id", "nope"],
+                                           ["no experiment_id 'nope'"]),
         # out-of-range options
         "baseline --epochs 0": (["baseline", "--dataset-id", d, "--epochs", "0"], ["--epochs"]),
         "augment --workers 0": (["augment", "--dataset-id", d, "--workers", "0"], ["--workers"]),
@@ -243,7 +248,7 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
         "score both ids": (["score", "--model-id", m, "--pool-id", p, "--dataset-id", d],
                            ["exactly one"]),
         "experiment --epochs 0": (["experiment", "--epochs", "0"], ["--epochs"]),
-        "experiment --reps 0": (["experiment", "--reps", "0"], ["--reps"]),
+        "experiment --seeds 0": (["experiment", "--seeds", "0"], ["--seeds"]),
         "image size too small": (["ingest", "--image-size", "3"], ["--image-size"]),
         "unknown option": (["ingest", "--bogus"], ["No such option", "--bogus"]),
         "unknown preset": (["experiment", "--preset", "huge"], ["unknown preset"]),
@@ -258,6 +263,21 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
         "fraction above 1": (["select", "--scoring-run-id", r, "--random-fraction", "1.5"],
                              ["fraction"]),
         "no selection method": (["select", "--scoring-run-id", r], ["exactly one"]),
+        "window without a size": (["select", "--scoring-run-id", r, "--window", "easiest"],
+                                  ["--size N or --fraction F"]),
+        "window at an unknown position": (["select", "--scoring-run-id", r, "--window",
+                                           "middle", "--size", "10"],
+                                          ["'middle'", "easiest, offset, median, hardest"]),
+        "window outside [0, 1]": (["select", "--scoring-run-id", r, "--window", "1.5",
+                                   "--size", "10"], ["outside [0, 1]"]),
+        "coverage larger than the run": (["select", "--scoring-run-id", r, "--coverage",
+                                          "--size", "100000"], ["budget of 100000 items"]),
+        "stratified fraction above 1": (["select", "--scoring-run-id", r, "--stratified",
+                                         "--fraction", "2"], ["--fraction", "(0, 1]"]),
+        "size without a sized selection": (["select", "--scoring-run-id", r, "--all",
+                                            "--size", "3"], ["--size and --fraction go with"]),
+        "coverage drop of 1": (["select", "--scoring-run-id", r, "--coverage", "--size", "10",
+                                "--drop", "1"], ["0 <= drop < 1"]),
         "SQL-looking score name": (["select", "--scoring-run-id", r, "--band", "0.1", "0.2",
                                     "--score", "avh; drop table scores"],
                                    ["unknown score column"]),
@@ -303,6 +323,48 @@ def test_probes_that_succeed_write_what_they_say(world, capsys):
     assert code == 0 and out.split()[-1] == world["b"]
     code, out, _ = smartaug(capsys, "sql", "explain select * from pools", "--storage", root)
     assert code == 0
+
+
+def test_the_study_selectors_from_the_cli(world, capsys, tmp_path):
+    """`select --window/--coverage/--stratified` make the study's selections, of exactly the
+    size asked; `config check` reads a study file; `export --selection-id` exports one."""
+    from pipeline.config import POSITIONS
+    from pipeline.steps import select as S
+
+    lake, r, root = world["lake"], world["r"], str(world["root"])
+    total = lake.row("scoring_runs", r)["n_items"]
+    k = round(0.2 * total)
+
+    def select(*args) -> str:
+        code, out, err = smartaug(capsys, "select", "--scoring-run-id", r, *args,
+                                  "--storage", root)
+        assert code == 0, err
+        return out.split()[-1]
+
+    sid = select("--window", "offset", "--fraction", "0.2")
+    assert lake.count("selections", sid) == k
+    assert sid == S.window(lake, r, k, score="avh", lo=POSITIONS["offset"](k / total))
+    assert select("--window", "0.5", "--size", "7", "--score", "margin") == S.window(
+        lake, r, 7, score="margin", lo=0.5)
+    sid = select("--coverage", "--size", "10", "--bins", "5", "--seed", "3")
+    assert sid == S.coverage(lake, r, 10, bins=5, seed=3) and lake.count("selections", sid) == 10
+    sid = select("--stratified", "--size", "12")
+    labels = lake.read("selections", sid)["label"].to_pylist()
+    assert len(labels) == 12 and sorted(labels.count(c) for c in set(labels)) == [3, 3, 3, 3]
+    (tmp_path / "study.toml").write_text("preset = 'quick'\nbudgets = [0.05]\nseeds = 3\n")
+    code, out, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
+    assert code == 0, err
+    assert "budgets = [0.05]" in out and "seeds = 3" in out and "[[pools]]" in out
+    from pipeline.experiment_file import load_study
+
+    code, _, err = smartaug(capsys, "config", "check", str(world["tmp"] / "study-bad.toml"))
+    assert code == 2 and "error:" in err and "1.5" in err and "Traceback" not in err, err
+    (tmp_path / "again.toml").write_text(out)
+    assert load_study(tmp_path / "again.toml") == load_study(tmp_path / "study.toml")
+    code, out, err = smartaug(capsys, "export", "--selection-id", sid, "--to",
+                              str(tmp_path / "out"), "--no-originals", "--storage", root)
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["n_items"] == 12
 
 
 def test_lake_root_that_is_a_file(tmp_path, capsys):
@@ -501,3 +563,28 @@ def test_space_file_pool_and_its_lineage(world, capsys, tmp_path):
     again = smartaug(capsys, "augment", "--dataset-id", world["d"], "--space", str(space),
                      "--policy", "all", "--workers", "2", "--storage", root)
     assert again[0] == 0 and again[1].split()[-1] == pool  # same space, same pool id
+
+
+def test_a_bug_is_not_a_user_error(world, capsys, monkeypatch):
+    """Only the errors a user can fix print `error:` and exit 2: a plain ValueError from inside
+    a step is a bug, so it keeps its traceback (the CLI lets it through) and Prefect may retry
+    it; a UserError is not retried."""
+    from flows.failures import retry_transient
+    from pipeline.errors import ConfigError, UserError, is_user_error
+    from pipeline.steps import select as S
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(S, "band", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        cli.main(["select", "--scoring-run-id", world["r"], "--band", "0.1", "0.2",
+                  "--storage", str(world["root"])])
+    assert not is_user_error(ValueError("x")) and is_user_error(ConfigError("x"))
+    assert is_user_error(LakeError("x")) and issubclass(S.SelectionError, UserError)
+    assert is_user_error(OSError(28, "No space left on device"))
+    state = type("State", (), {})
+    state.data = ValueError("transient?")
+    assert retry_transient(None, None, state) is True
+    state.data = S.SelectionError("bad band")
+    assert retry_transient(None, None, state) is False

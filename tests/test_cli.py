@@ -58,18 +58,23 @@ def test_chain_on_unseen_imagefolder_twice(tmp_path):
         out.replace('"', "").splitlines() == ["kind,n", "hflip,60", "noise,60", "rotate,60"]
 
 
-def test_cli_errors_are_clear_and_exit_2(tmp_path):
+def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
+    """The installed `smartaug` script once (its exit code and streams as a shell sees them),
+    then the same entry point in this process."""
+    from tests.test_bad_input import smartaug
+
     storage = tmp_path / "storage"
     res = run(storage, "select", "--scoring-run-id", "nope", "--band", "0.1", "0.2", ok=False)
-    assert res.returncode == 2 and "no scoring run 'nope'" in res.stderr
-    res = run(storage, "ingest", "--dataset", f"imagefolder:{tmp_path / 'missing'}", ok=False)
-    assert res.returncode == 2 and "directory not found" in res.stderr
-    res = run(storage, "sql", "select * from no_such_table", ok=False)
-    assert res.returncode == 2 and "no_such_table" in res.stderr
-    res = run(storage, "augment", "--dataset-id", "nope", ok=False)
-    assert res.returncode == 2 and "run the step that produces it" in res.stderr
-    res = run("nosuchproto://bucket/lake", "sql", "select 1", ok=False)
-    assert res.returncode == 2 and "fsspec backend" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and res.stdout == "" and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: ") and "no scoring run 'nope'" in res.stderr
+    for args, words in [
+            (["ingest", "--dataset", f"imagefolder:{tmp_path / 'missing'}"], "directory not found"),
+            (["sql", "select * from no_such_table"], "no_such_table"),
+            (["augment", "--dataset-id", "nope"], "run the step that produces it")]:
+        code, out, err = smartaug(capsys, *args, "--storage", str(storage))
+        assert code == 2 and words in " ".join(err.split()) and "Traceback" not in err, err
+    code, _, err = smartaug(capsys, "sql", "select 1", "--storage", "nosuchproto://bucket/lake")
+    assert code == 2 and "fsspec backend" in err and "Traceback" not in err
 
 
 def test_views_point_the_duckdb_cli_at_any_root(tmp_path):

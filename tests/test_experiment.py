@@ -14,10 +14,8 @@ from scipy import stats
 
 from pipeline.config import (
     BUILTIN_KINDS,
-    DataConfig,
     ExperimentConfig,
     MethodSpec,
-    TrainConfig,
     apply_overrides,
     hardness_band,
     preset,
@@ -28,7 +26,7 @@ from pipeline.lake import Lake, content_id
 from pipeline.steps.experiment import run_experiment
 from pipeline.steps.report import write_report
 from pipeline.steps.retrain import with_band
-from tests.conftest import write_image_folder
+from tests.conftest import tiny_config, write_image_folder
 
 BIN = Path(sys.executable).parent
 
@@ -101,12 +99,8 @@ def test_other_scores_band_the_same_hardness_range():
 @pytest.fixture(scope="module")
 def small_experiment(tmp_path_factory, fashion_root):
     lake = Lake(tmp_path_factory.mktemp("exp"))
-    cfg = ExperimentConfig(
-        preset="test",
-        data=DataConfig(root=fashion_root, per_class_train=60, per_class_test=20,
-                        val_fraction=1 / 6),
-        baseline=TrainConfig(epochs=2, batch_size=64, device="cpu"),
-        retrain=TrainConfig(epochs=2, batch_size=64, device="cpu"),
+    cfg = tiny_config(
+        fashion_root, per_class_train=60, per_class_test=20, epochs=2,
         methods=standard_methods(ablations=True, other_scores=("el2n", "confidence")),
         reps=2, band_grid=((0.0, 0.2), (0.02, 0.22), (0.4, 0.6)))
     exp_id = run_experiment(cfg, lake, log=None)
@@ -193,7 +187,7 @@ def test_experiment_cli_on_an_imagefolder(tmp_path):
                                 size=(36, 30))
     res = subprocess.run([str(BIN / "smartaug"), "experiment", "--preset", "quick",
                           "--dataset", f"imagefolder:{images}", "--grayscale", "--image-size",
-                          "28", "--epochs", "1", "--reps", "2", "--device", "cpu",
+                          "28", "--epochs", "1", "--seeds", "2", "--device", "cpu",
                           "--storage", str(tmp_path / "storage")],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr
@@ -353,12 +347,8 @@ def test_whole_chain_with_a_torchvision_model(tmp_path, fashion_root):
     from pipeline.steps.reselect import reselect
 
     lake = Lake(tmp_path / "lake")
-    cfg = ExperimentConfig(
-        preset="test", model="torchvision:resnet18",
-        data=DataConfig(root=fashion_root, per_class_train=24, per_class_test=8,
-                        val_fraction=1 / 6),
-        baseline=TrainConfig(epochs=1, batch_size=64, device="cpu"),
-        retrain=TrainConfig(epochs=1, batch_size=64, device="cpu"), reps=1)
+    cfg = tiny_config(fashion_root, per_class_train=24, per_class_test=8,
+                      model="torchvision:resnet18", reps=1)
     exp_id = run_experiment(cfg, lake, log=None)
     runs = lake.sql("select method, test_acc from runs where experiment_id = $e",
                     {"e": exp_id}).to_pylist()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import preset
-from pipeline.experiment_file import ConfigError, dumps, load_experiment, preset_text
+from pipeline.experiment_file import ConfigError, load_experiment, preset_text
 from pipeline.lake import Lake
 from tests.conftest import write_image_folder
 
@@ -45,10 +45,12 @@ kinds:
 """
 
 
-def test_presets_are_shipped_files_that_give_the_presets():
+def test_each_preset_as_a_file_loads_back_to_the_preset(tmp_path):
+    """`smartaug config show NAME` prints the preset (its one definition, in pipeline.config)
+    as an experiment file that gives the preset back."""
     for name in ("quick", "paper", "gpu"):
-        text = preset_text(name)
-        assert text == dumps(preset(name))
+        (tmp_path / f"{name}.toml").write_text(preset_text(name))
+        assert load_experiment(tmp_path / f"{name}.toml") == preset(name)
     with pytest.raises(ConfigError, match="unknown preset"):
         preset_text("huge")
 
@@ -109,7 +111,7 @@ def test_experiment_from_the_example_file_with_overrides(tmp_path):
     storage = tmp_path / "lake"
     res = subprocess.run([str(BIN / "smartaug"), "experiment", "--config",
                           str(tmp_path / "exp.toml"), "--per-class-train", "12",
-                          "--per-class-test", "4", "--epochs", "1", "--reps", "1",
+                          "--per-class-test", "4", "--epochs", "1", "--seeds", "1",
                           "--device", "cpu", "--storage", str(storage)],
                          capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]

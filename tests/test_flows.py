@@ -97,7 +97,7 @@ def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, tmp_path):
     # the CLI runs the same list of steps: the same ids and the same figures
     cli = subprocess.run([str(BIN / "smartaug"), "experiment", "--preset", "quick",
                           "--per-class-train", "60", "--per-class-test", "20", "--epochs", "1",
-                          "--reps", "2", "--storage", str(tmp_path / "cli")], env=prefect_env,
+                          "--seeds", "2", "--storage", str(tmp_path / "cli")], env=prefect_env,
                          capture_output=True, text=True, timeout=900)
     assert cli.returncode == 0, cli.stderr[-3000:]
     q = "select run_id, method, rep, selection_id, test_acc, val_acc from runs order by run_id"

@@ -33,14 +33,20 @@ def test_the_gpu_preset():
 
 
 @no_cuda
-def test_a_gpu_asked_for_where_there_is_none(tmp_path):
-    res = subprocess.run([str(BIN / "smartaug"), "experiment", "--preset", "gpu",
-                          "--storage", str(tmp_path / "lake")], capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 2
-    assert "PyTorch sees no CUDA GPU" in res.stderr and "--device cpu" in res.stderr
+def test_a_gpu_asked_for_where_there_is_none(tmp_path, capsys):
+    from tests.test_bad_input import smartaug
+
+    code, _, err = smartaug(capsys, "experiment", "--preset", "gpu", "--storage",
+                            str(tmp_path / "lake"))
+    err = " ".join(err.split())
+    assert code == 2 and "PyTorch sees no CUDA GPU" in err and "--device cpu" in err
     lake = Lake(tmp_path / "lake")
     assert lake.sql("select count(*) n from samples").to_pylist()[0]["n"] == 0  # no work
+
+
+@no_cuda
+@pytest.mark.slow
+def test_the_gpu_benchmark_refuses_a_missing_gpu():
     res = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--device", "cuda"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "no CUDA GPU" in res.stderr
@@ -54,7 +60,7 @@ def test_the_gpu_preset_on_a_generated_imagefolder(tmp_path):
                                 per_class=(6, 3), size=(32, 32), ext=".png")
     res = subprocess.run([str(BIN / "smartaug"), "experiment", "--preset", "gpu",
                           "--dataset", f"imagefolder:{folder}", "--device", "cpu",
-                          "--epochs", "1", "--reps", "1", "--materialize", "never",
+                          "--epochs", "1", "--seeds", "1", "--materialize", "never",
                           "--storage", str(tmp_path / "lake")], capture_output=True,
                          text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -64,17 +70,3 @@ def test_the_gpu_preset_on_a_generated_imagefolder(tmp_path):
     pool = lake.sql("select n_items, materialized from pools").to_pylist()
     assert pool == [{"n_items": 4 * 6 * 4, "materialized": False}]
     assert lake.sql("select distinct arch from models").to_pylist() == [{"arch": "resnet"}]
-
-
-@pytest.mark.slow
-def test_the_gpu_benchmark_runs_on_the_cpu():
-    res = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--device", "cpu",
-                          "--items", "64", "--train-items", "64", "--batch", "32", "--epochs",
-                          "1", "--repeats", "1", "--no-preset"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["device"] == "cpu" and out["score"]["items"] == 64
-    assert out["score_recipes"]["items"] == 64 * 4
-    for part in ("score", "score_recipes", "train"):
-        assert out[part]["ratio"] > 0

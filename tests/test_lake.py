@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.lake import SCHEMAS, Lake, LakeError, content_id, decode_images, encode_images, views_sql
+from tests.conftest import tiny_config
 
 
 def test_views_sql_has_one_view_per_table():
@@ -93,15 +94,12 @@ def test_a_copied_lake_stands_alone(tmp_path, fashion_root):
     relative to the root, so the copy never reads the original's files."""
     import shutil
 
-    from pipeline.config import DataConfig, ExperimentConfig, TrainConfig
+    from pipeline.lake.readers import checkpoint_path
     from pipeline.steps import experiment as steps
-    from pipeline.steps.score import checkpoint_path
     from pipeline.steps.select import band, read_selection
 
-    cfg = ExperimentConfig(
-        preset="test", data=DataConfig(root=fashion_root, per_class_train=40, per_class_test=10),
-        baseline=TrainConfig(epochs=1, batch_size=64, device="cpu"),
-        retrain=TrainConfig(epochs=1, batch_size=64, device="cpu"), reps=1)
+    cfg = tiny_config(fashion_root, per_class_train=40, per_class_test=10, val_fraction=0.0,
+                      reps=1)
     original = Lake(tmp_path / "original")
     runner = steps.LocalRunner(original, log=None)
     d = runner.call(steps.ingest, cfg)

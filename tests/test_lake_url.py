@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.config import DataConfig, ExperimentConfig, TrainConfig, standard_methods
+from pipeline.config import standard_methods
 from pipeline.lake import Lake, LakeError
+from tests.conftest import tiny_config
 
 
 def _scores(n: int, run: str = "r1", start: int = 0) -> dict:
@@ -85,6 +86,7 @@ def test_unknown_protocol_is_a_clear_error():
         Lake("nosuchproto://bucket/lake")
 
 
+@pytest.mark.slow
 def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
     """The whole chain on an object-store lake: sharded scoring publishes one object equal to
     a local one-pass scoring, the report is uploaded, a rerun adds no rows, and a fresh
@@ -94,13 +96,8 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
     from pipeline.steps.report import write_report
     from pipeline.steps.score import commit_pool_shards, load_model, score_pool, score_pool_shard
 
-    cfg = ExperimentConfig(
-        preset="test",
-        data=DataConfig(root=fashion_root, per_class_train=30, per_class_test=10,
-                        val_fraction=1 / 6),
-        baseline=TrainConfig(epochs=1, batch_size=64, device="cpu"),
-        retrain=TrainConfig(epochs=1, batch_size=64, device="cpu"),
-        methods=standard_methods(), reps=1)
+    cfg = tiny_config(fashion_root, per_class_train=30, per_class_test=10,
+                      methods=standard_methods(), reps=1)
     dataset_id = steps.ingest(remote, cfg)
     model_id = steps.baseline(remote, cfg, dataset_id, log=None)
     pool_id = steps.pool(remote, cfg, dataset_id)

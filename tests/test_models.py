@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import models
-from models import load_checkpoint, make_model, save_checkpoint
+from models import ModelError, load_checkpoint, make_model, save_checkpoint
 
 SHAPES = {"lenet5": (1, 28), "lenet5-wide": (1, 28), "resnet": (3, 32)}
 
@@ -58,7 +58,7 @@ def test_bad_inputs(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError):
         load_checkpoint(path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
 
 

@@ -23,7 +23,8 @@ from pipeline.core.augment import (
     rotation_angle,
 )
 from pipeline.lake import Lake
-from pipeline.steps.pool import AUTO_MATERIALIZE_BYTES, PIXEL_COLUMNS, PoolPixels, build_pool, materializes
+from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels
+from pipeline.steps.pool import AUTO_MATERIALIZE_BYTES, build_pool, materializes
 from tests.conftest import write_image_folder
 
 
@@ -224,16 +225,14 @@ def test_regenerate_does_not_depend_on_the_batch():
         assert np.array_equal(regenerate(x, items[i:i + 1], cfg)[0], whole[i])
 
 
-def test_cli_materialize(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_cli_materialize(tmp_path, capsys):
+    from types import SimpleNamespace
 
-    smartaug = str(Path(sys.executable).parent / "smartaug")
+    from tests.test_bad_input import smartaug
 
     def run(*args):
-        return subprocess.run([smartaug, *args, "--storage", str(tmp_path / "lake")],
-                              capture_output=True, text=True, timeout=300)
+        code, out, err = smartaug(capsys, *args, "--storage", str(tmp_path / "lake"))
+        return SimpleNamespace(returncode=code, stdout=out, stderr=" ".join(err.split()))
 
     folder = write_image_folder(tmp_path / "f", per_class=(4, 2), size=(16, 16), seed=1)
     r = run("ingest", "--dataset", f"imagefolder:{folder}")
@@ -243,29 +242,20 @@ def test_cli_materialize(tmp_path):
     assert r.returncode == 0, r.stderr
     pools = Lake(tmp_path / "lake").sql("select materialized from pools").to_pylist()
     assert pools == [{"materialized": False}]
+    pool_id = r.stdout.strip().splitlines()[-1]
     r = run("augment", "--dataset-id", dataset_id, "--materialize", "sometimes")
     assert r.returncode == 2 and "always" in r.stderr and "never" in r.stderr, r.stderr
+    # the same pool asked for with its pixels: refused, never the recipes returned silently
+    files = sorted(p for p in (tmp_path / "lake").rglob("*") if p.is_file())
+    r = run("augment", "--dataset-id", dataset_id, "--materialize", "always", "--workers", "1")
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    assert f"pool {pool_id} already exists" in r.stderr and "as recipes only" in r.stderr
+    assert "--materialize never (or auto)" in r.stderr
+    assert sorted(p for p in (tmp_path / "lake").rglob("*") if p.is_file()) == files
+    for mode in ("never", "auto"):  # as it is stored, or whichever
+        r = run("augment", "--dataset-id", dataset_id, "--materialize", mode, "--workers", "1")
+        assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == pool_id, r.stderr
 
-
-@pytest.mark.slow
-def test_a_million_augmentation_recipe_pool_stays_under_2_gib(fashion_root):
-    """Augment, score and select 1 000 000 augmentations (50 000 Fashion-MNIST images x 20)
-    from recipes, each stage in its own process: peak RSS under 2 GiB in each."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    res = subprocess.run([sys.executable, "benchmarks/bench_scale.py", "--sizes", "1000000"],
-                         cwd=root, capture_output=True, text=True, timeout=1800,
-                         env={**os.environ, "SMARTAUG_DATA": fashion_root})
-    assert res.returncode == 0, res.stderr[-3000:]
-    stages = json.loads(res.stdout.strip().splitlines()[-1])["stages"]
-    assert set(stages) == {"augment", "score", "select"}
-    for name, by_size in stages.items():
-        run = by_size["1000000"]
-        assert 0 < run["rss_mib"] < 2048 and run["worker_rss_mib"] < 2048, (name, run)
 
 
 def _in_daemon(queue):

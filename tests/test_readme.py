@@ -1,7 +1,7 @@
-"""The README's commands work as written: every line of its ``bash`` blocks runs (on a
-generated image folder in place of the README's /data/pets, in a scratch directory), except
-the few listed in SKIPPED with where they are tested; its SQL runs in `smartaug sql` and the
-DuckDB CLI; its Python block runs."""
+"""The README's and docs/'s commands work as written: every line of their ``bash`` blocks runs
+(on a generated image folder in place of /data/pets, in a scratch directory), except the few
+listed in SKIPPED with where they are tested; their SQL runs in `smartaug sql` and the DuckDB
+CLI; their Python blocks and experiment and study files run or load."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ import pytest
 from tests.conftest import write_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
+# the README first (its tour makes the lake the other pages' blocks use), then docs/ in order
+PAGES = [ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in (
+    "cli", "studies", "library", "prefect", "lake", "performance"))]
 README = (ROOT / "README.md").read_text()
+TEXT = "\n".join(p.read_text() for p in PAGES)
 BIN = Path(sys.executable).parent
 
 # line -> why it does not run here (each is exercised elsewhere)
@@ -26,9 +30,7 @@ SKIPPED = {
         "the main job itself; tests/test_flows.py runs the same deployment through a served "
         "deployment on a smaller config",
     "make test   # set up everything, then run the test suite": "this suite",
-    "prefect deployment run smart-augmentation/smart-augmentation -p preset=quick --watch":
-        "the full quick preset under a server: tests/test_flows.py",
-    ".venv/bin/smartaug experiment --preset quick --epochs 10 --reps 5":
+    ".venv/bin/smartaug experiment --preset quick --epochs 10 --seeds 5":
         "the full quick preset for 10 epochs (half an hour on 2 cores); the same command on "
         "an image folder runs below",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api      # what make sets":
@@ -56,7 +58,7 @@ SKIPPED = {" ".join(k.split()): v for k, v in SKIPPED.items()}
 
 
 def blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+    return re.findall(rf"```{lang}\n(.*?)```", TEXT, flags=re.S)
 
 
 def commands(block: str) -> list[str]:
@@ -103,7 +105,15 @@ def test_readme_shell_commands_run(scratch):
     bash = blocks("bash")
     cli = next(b for b in bash if "S=.venv/bin/smartaug" in b)
     out = run_block(scratch, cli)
-    assert "rotate" in out.stdout or "noise" in out.stdout or "hflip" in out.stdout  # its sql
+    assert all(k in out.stdout for k in ("rotate", "noise", "hflip")), out.stdout  # its sql
+    kinds = subprocess.run([str(BIN / "smartaug"), "sql", "select kind, count(*) n from "
+                            "augmentations group by kind order by kind", "--csv"], cwd=d,
+                           capture_output=True, text=True, check=True).stdout.split()[1:]
+    train = subprocess.run([str(BIN / "smartaug"), "sql", "select count(*) from samples "
+                            "where split = 'train'", "--csv"], cwd=d, capture_output=True,
+                           text=True, check=True).stdout.split()[-1]
+    assert [k.split(",")[0].strip('"') for k in kinds] == ["hflip", "noise", "rotate"]
+    assert sum(int(k.split(",")[1]) for k in kinds) == int(train)  # --policy one: one each
     lake_rows = subprocess.run([str(BIN / "smartaug"), "sql", "select count(*) n from selections",
                                 "--csv"], cwd=d, capture_output=True, text=True, check=True)
     assert int(lake_rows.stdout.split()[-1]) > 0
@@ -132,17 +142,28 @@ def test_readme_sql_runs_in_smartaug_sql_and_the_duckdb_cli(scratch):
     d, _ = scratch
     if not (d / "storage" / "scores").exists():
         run_block(scratch, next(b for b in blocks("bash") if "S=.venv/bin/smartaug" in b))
-    text = blocks("sql")[0]
-    queries = [q.strip() for q in text.split(";") if q.strip()]
-    assert len(queries) == 4
+    sql_blocks = blocks("sql")
+    queries = [q.strip() for b in sql_blocks for q in b.split(";") if q.strip()]
+    assert len(sql_blocks) == 2 and len(queries) == 5  # the README's one, docs/lake.md's four
     for q in queries:
         res = subprocess.run([str(BIN / "smartaug"), "sql", "--csv", "--", q], cwd=d,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0 and len(res.stdout.splitlines()) >= 2, (q, res.stderr)
-    duck = subprocess.run([str(BIN / "duckdb"), "-init", "storage/views.sql", "-csv"],
-                          input=text, cwd=d, capture_output=True, text=True, timeout=300)
-    assert duck.returncode == 0 and "Error" not in duck.stdout + duck.stderr, duck.stderr
-    assert "mean_avh" in duck.stdout and "aug_id" in duck.stdout and "angle" in duck.stdout
+    for text, columns in zip(sql_blocks, (("mean_avh", "acc"), ("mean_avh", "aug_id", "angle")),
+                             strict=True):
+        duck = subprocess.run([str(BIN / "duckdb"), "-init", "storage/views.sql", "-csv"],
+                              input=text, cwd=d, capture_output=True, text=True, timeout=300)
+        assert duck.returncode == 0 and "Error" not in duck.stdout + duck.stderr, duck.stderr
+        assert all(c in duck.stdout for c in columns), duck.stdout
+
+
+def test_readme_is_a_front_door():
+    """The README stays short, and links every page of docs/ (which this module runs)."""
+    assert len(README.splitlines()) <= 200
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert pages == sorted(p.name for p in PAGES[1:])
+    for page in pages:
+        assert f"(docs/{page}" in README, page
 
 
 @pytest.mark.slow

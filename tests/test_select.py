@@ -41,7 +41,7 @@ def test_band_size_is_exact(lake):
     sel = S.band(lake, run, 0.02, 0.22)
     got = ids(lake, sel)
     assert got == list(range(200, 2200))  # [q(0.02), q(0.22)) of 0..9999 / 10000
-    assert S.band(lake, run, 0.0, 1.0) and len(ids(lake, S.band(lake, run, 0.0, 1.0))) == 10_000
+    assert ids(lake, S.band(lake, run, 0.0, 1.0)) == list(range(10_000))  # every item
     assert ids(lake, S.band(lake, run, 0.9, 1.0)) == list(range(9000, 10_000))  # max included
     row = S.read_selection(lake, sel).slice(0, 1).to_pylist()[0]
     assert (row["method"], row["score_column"], row["band_lo"], row["band_hi"], row["sql_file"],
@@ -124,3 +124,41 @@ def test_nan_scores_are_left_out(lake):
     run = known_run(lake, scores=[np.nan] * 10 + list(np.arange(100) / 100))
     got = ids(lake, S.band(lake, run, 0.0, 1.0))
     assert got == list(range(10, 110))
+
+
+def test_every_query_that_reads_a_score_reads_the_one_it_is_given(lake):
+    """Every SQL file taking ``$score`` (band, window, coverage, class counts) selects by that
+    column and no other, for every score name the config knows: each column holds its own
+    ranking of the items, so a query reading the wrong one picks other items."""
+    from importlib import resources
+
+    from pipeline.steps.sql import sql_text
+
+    users = sorted(f.name for f in resources.files("pipeline.steps.sql").iterdir()
+                   if f.name.endswith(".sql") and "$score" in sql_text(f.name))
+    assert users == ["band.sql", "class_counts.sql", "coverage.sql", "window.sql"]
+    n = 200
+    rng = np.random.default_rng(0)
+    cols = {c: rng.permutation(n).astype(float) for c in SCORE_COLUMNS}  # a ranking each
+    cols["margin"][:7] = np.nan  # undefined for 7 items: class counts must see it
+    run = "run0000000000009"
+    lake.write("scores", run, {
+        "scoring_run_id": [run] * n, "model_id": ["m"] * n, "pool_id": ["p"] * n,
+        "item_id": [f"item{i:07d}" for i in range(n)], "label": np.arange(n) % 4,
+        "pred": np.zeros(n, np.int64), "correct": np.zeros(n, bool), **cols})
+    lake.write("scoring_runs", run, {
+        "scoring_run_id": [run], "model_id": ["m"], "pool_id": ["p"], "dataset_id": ["d"],
+        "split": [None], "n_items": [n], "n_undefined": [0], "batch_size": [1],
+        "device": ["cpu"], "seconds": [0.0], "created_at": [None], "git_sha": ["t"]})
+    for c in SCORE_COLUMNS:
+        order = np.argsort(cols[c], kind="stable")  # NaN last
+        defined = order[~np.isnan(cols[c][order])]
+        q = np.quantile(cols[c][defined], 0.1)  # linear, as quantile_cont
+        assert ids(lake, S.band(lake, run, 0.0, 0.1, score=c)) == sorted(
+            i for i in defined.tolist() if cols[c][i] < q)
+        hard = defined if S.SCORE_DIRECTIONS[c] > 0 else defined[::-1]
+        assert ids(lake, S.window(lake, run, 20, score=c, lo=0.0)) == sorted(hard[:20].tolist())
+        kept = set(ids(lake, S.coverage(lake, run, 20, score=c, drop=0.5, bins=1)))
+        assert kept <= set(hard[:len(hard) - len(hard) // 2].tolist()) and len(kept) == 20
+        assert sum(S.class_counts(lake, run, c).values()) == len(defined)
+    assert sum(S.class_counts(lake, run).values()) == n

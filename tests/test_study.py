@@ -175,26 +175,28 @@ def _tree(root: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["--reps", "1"], "seeds must be >= 2"),
+    (["--seeds", "1"], "seeds must be >= 2"),
     (["--config", "{dir}/grid.toml"], "budget 1.5 lies outside (0, 1]"),
     (["--config", "{dir}/empty.toml"], "grid is empty: give at least one budget"),
     (["--config", "{dir}/score.toml"], "unknown score 'hardness'"),
     (["--config", "{dir}/pools.toml"], "grid is empty: give at least one pool"),
     (["--workers", "0"], "--workers must be >= 1"),
 ])
-def test_cli_refuses_a_bad_grid_before_any_work(tmp_path, args, msg):
+def test_cli_refuses_a_bad_grid_before_any_work(tmp_path, capsys, args, msg):
+    """Validation, in this process (the CLI's contract, exit 2 and no traceback, is held for
+    every command by tests/test_bad_input.py)."""
+    from tests.test_bad_input import smartaug
+
     (tmp_path / "grid.toml").write_text('preset = "quick"\nbudgets = [0.1, 1.5]\n')
     (tmp_path / "empty.toml").write_text('preset = "quick"\nbudgets = []\n')
     (tmp_path / "score.toml").write_text('preset = "quick"\nscores = ["avh", "hardness"]\n')
     (tmp_path / "pools.toml").write_text('preset = "quick"\npools = []\n')
     storage = tmp_path / "storage"
-    res = subprocess.run([str(BIN / "smartaug"), "study", *[a.format(dir=tmp_path)
-                                                             for a in args],
-                          "--storage", str(storage)], capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 2, res.stderr
-    assert "error:" in res.stderr and msg in " ".join(res.stderr.split()), res.stderr
-    assert "Traceback" not in res.stderr
+    code, _, err = smartaug(capsys, "study", *[a.format(dir=tmp_path) for a in args],
+                            "--storage", str(storage))
+    assert code == 2, err
+    assert "error:" in err and msg in " ".join(err.split()), err
+    assert "Traceback" not in err
     assert _tree(storage) == []
 
 
@@ -336,7 +338,7 @@ def test_cli_study_preset_with_overrides_prints_the_report_last(tmp_path):
                                 per_class=(15, 5), size=(20, 20), mode="L")
     storage = tmp_path / "storage"
     res = subprocess.run([str(BIN / "smartaug"), "study", "--preset", "quick", "--dataset",
-                          f"imagefolder:{images}", "--epochs", "1", "--reps", "2",
+                          f"imagefolder:{images}", "--epochs", "1", "--seeds", "2",
                           "--storage", str(storage)], capture_output=True, text=True,
                          timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]

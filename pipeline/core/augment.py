@@ -47,12 +47,13 @@ import cv2
 import numpy as np
 
 from pipeline.config import AugmentConfig, parse_policy
+from pipeline.errors import UserError
 
 __all__ = ["BUILTIN", "FAST_KINDS", "AugmentConfig", "SpaceError", "apply_chunks", "augment_images",
            "kind_specs", "load_space", "plan", "regenerate", "start_workers"]
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     """An augmentation space (a file, a kind) cannot be used; the message says why."""
 
 

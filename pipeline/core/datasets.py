@@ -33,6 +33,7 @@ from torchvision.datasets.utils import extract_archive
 from torchvision.transforms.v2 import functional as TF
 
 from pipeline.config import DataConfig
+from pipeline.errors import UserError
 from pipeline.lake.files import atomic_path
 
 __all__ = ["Dataset", "DatasetError", "Split", "fingerprint", "load_dataset", "SOURCES"]
@@ -52,7 +53,7 @@ _IDX_FILES = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset cannot be loaded as asked; the message says why and how to fix it."""
 
 

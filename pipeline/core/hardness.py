@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.config import SCORE_DIRECTIONS
+from pipeline.errors import InputError
 
 __all__ = ["angles", "avh", "avc", "hardness_scores", "SCORE_DIRECTIONS"]
 
@@ -51,7 +52,7 @@ def _check_labels(labels: Tensor, n: int, num_classes: int) -> None:
         raise TypeError("labels must be an integer tensor")
     if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)]
-        raise ValueError(
+        raise InputError(
             f"label {int(bad[0])} is out of range for {num_classes} classes "
             f"(valid labels are 0..{num_classes - 1})"
         )

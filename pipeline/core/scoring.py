@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from pipeline.core.hardness import hardness_scores
+from pipeline.errors import UserError
 
 __all__ = ["ScoringError", "prefetch", "score_batches"]
 
 
-class ScoringError(ValueError):
+class ScoringError(UserError, ValueError):
     """The model and the items cannot be scored together; the message says why."""
 
 

@@ -17,6 +17,7 @@ from models import make_model
 from pipeline.config import TrainConfig
 from pipeline.core.hardness import _angles64, _avh64
 from pipeline.core.losses import compute_loss
+from pipeline.errors import InputError
 
 __all__ = ["TrainConfig", "as_batch", "build_model", "evaluate", "train", "resolve_device"]
 
@@ -29,17 +30,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from e
+        raise InputError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU on this "
+            raise InputError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU on this "
                              f"machine (torch {torch.__version__}, CUDA build "
                              f"{torch.version.cuda or 'none'}); use --device cpu, or auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
                              f"CUDA device(s), numbered from 0")
     elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; valid: auto, cpu, cuda, cuda:N")
+        raise InputError(f"unsupported device {device!r}; valid: auto, cpu, cuda, cuda:N")
     return dev
 
 
@@ -99,7 +100,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
                                weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, sgd")
+    raise InputError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, sgd")
 
 
 def train(
@@ -137,7 +138,7 @@ def train(
     n = len(y_all)
     num_classes = model.head.out_features
     if n and (int(y_all.min()) < 0 or int(y_all.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}; got "
+        raise InputError(f"labels must lie in 0..{num_classes - 1}; got "
                          f"{int(y_all.min())}..{int(y_all.max())}")
     opt = _optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)

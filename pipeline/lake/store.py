@@ -23,11 +23,12 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import UserError
 from pipeline.lake.files import atomic_path
 from pipeline.lake.schemas import PARTITION_KEYS, SCHEMAS, views_sql
 from pipeline.lake.writer import PartitionWriter
 
-__all__ = ["Lake", "LakeError", "engine", "query_arrow", "resolve_root", "sandbox"]
+__all__ = ["Lake", "LakeError", "query_arrow", "resolve_root", "sandbox"]
 
 # data table -> (the table recording its row count, the count's columns, what to call it)
 RECORDED_ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -37,23 +38,7 @@ RECORDED_ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 READ_BATCH_ROWS = 4096  # rows per record batch when a partition is streamed
 
-_ENGINE: duckdb.DuckDBPyConnection | None = None
-_ENGINE_FS: set[str] = set()
 _LAKE_ENGINES: dict[str, tuple[duckdb.DuckDBPyConnection, str | None]] = {}
-
-
-def engine(fs=None) -> duckdb.DuckDBPyConnection:
-    """A cursor on the process's in-memory DuckDB instance (created once: a fresh instance
-    per query costs a third of a second of warm-up on 10M rows). In memory, so no file lock;
-    close the cursor after use. ``fs``: an fsspec filesystem (a remote lake's) to read from."""
-    global _ENGINE
-    if _ENGINE is None:
-        _ENGINE = duckdb.connect(":memory:")
-        atexit.register(_close_engine)
-    if fs is not None and _fs_name(fs) not in _ENGINE_FS:
-        _ENGINE.register_filesystem(fs)
-        _ENGINE_FS.add(_fs_name(fs))
-    return _ENGINE.cursor()
 
 
 def sandbox(con: duckdb.DuckDBPyConnection, directories: list[str], temp: str | None = None) -> None:
@@ -76,18 +61,11 @@ def _fs_name(fs) -> str:
 
 def _close_engine() -> None:
     """DuckDB aborts the interpreter at exit if a Python filesystem is still registered."""
-    global _ENGINE
     for con, fs_name in _LAKE_ENGINES.values():
         if fs_name is not None:
             con.unregister_filesystem(fs_name)
         con.close()
     _LAKE_ENGINES.clear()
-    if _ENGINE is not None:
-        for name in _ENGINE_FS:
-            _ENGINE.unregister_filesystem(name)
-        _ENGINE_FS.clear()
-        _ENGINE.close()
-        _ENGINE = None
 
 
 def query_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.Table:
@@ -99,7 +77,7 @@ def query_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.T
     return fetch()
 
 
-class LakeError(RuntimeError):
+class LakeError(UserError, RuntimeError):
     """A lake read or write cannot proceed; the message names the table and id."""
 
 
@@ -294,7 +272,7 @@ class Lake:
 
     def files(self, table: str, key: str) -> list[str]:
         """The partition's files: paths on a local lake, URLs (readable by ``parquet_file``
-        and by DuckDB through ``engine(lake.fs)``) on a remote one.
+        and by DuckDB through ``lake.engine()``) on a remote one.
 
         A data partition whose run recorded its size (a dataset's samples, a pool's
         augmentations, a scoring run's scores) must hold exactly that many rows: files added

@@ -15,8 +15,9 @@ from models import save_checkpoint
 from models.external import load_weights
 from pipeline.config import TrainConfig
 from pipeline.core.train import build_model, evaluate, train
+from pipeline.errors import InputError
 from pipeline.lake import Lake, atomic_path, content_id
-from pipeline.steps.ingest import classes, read_split
+from pipeline.lake.readers import classes, read_split
 
 __all__ = ["register_model", "train_baseline"]
 
@@ -93,4 +94,4 @@ def _file_sha256(path: str) -> str:
         with open(path, "rb") as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError as e:
-        raise ValueError(f"cannot read the weights file {path}: {e.strerror or e}") from e
+        raise InputError(f"cannot read the weights file {path}: {e.strerror or e}") from e

@@ -11,10 +11,10 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
 
 from pipeline.config import ExperimentConfig, identity
 from pipeline.core.train import resolve_device
+from pipeline.errors import ConfigError
 from pipeline.lake import Lake, content_id
 from pipeline.steps import baseline as baseline_
 from pipeline.steps import ingest as ingest_
@@ -22,6 +22,7 @@ from pipeline.steps import pool as pool_
 from pipeline.steps import retrain as retrain_
 from pipeline.steps import score as score_
 from pipeline.steps.report import write_report
+from pipeline.steps.runners import LocalRunner, Runner
 
 __all__ = ["LocalRunner", "Runner", "experiment", "experiment_id", "run_experiment",
            "score_shards"]
@@ -37,7 +38,7 @@ def score_shards() -> int:
     """Shards of the pool's scoring (``SMARTAUG_SCORE_SHARDS``, default 1 = one step)."""
     value = os.environ.get("SMARTAUG_SCORE_SHARDS", "1")
     if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(f"SMARTAUG_SCORE_SHARDS must be a positive integer, got {value!r}")
+        raise ConfigError(f"SMARTAUG_SCORE_SHARDS must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -100,8 +101,9 @@ def cell(lake: Lake, cfg: ExperimentConfig, dataset_id: str, pool_id: str, model
     effective = retrain_.with_band(cfg, chosen["band"])
     m = next(x for x in effective.methods if x.name == method)
     data = retrain_.training_data(lake, dataset_id, pool_id)
-    return retrain_.train_cell(lake, effective, experiment_id(cfg), data, m,
-                               chosen["selections"][method], rep, model_id, log=log)
+    return retrain_.train_cell(lake, effective, experiment_id=experiment_id(cfg), data=data,
+                               method=m, selection_id=chosen["selections"][method], rep=rep,
+                               baseline_model_id=model_id, log=log)
 
 
 def record(lake: Lake, cfg: ExperimentConfig, dataset_id: str, model_id: str, pool_id: str,
@@ -127,12 +129,6 @@ def report(lake: Lake, cfg: ExperimentConfig, exp_id: str, command: str, *,
 # ------------------------------------------------------------------ the order
 
 
-class Runner(Protocol):
-    def call(self, step: Callable, *args): ...
-
-    def map(self, step: Callable, calls: list[tuple]) -> list: ...
-
-
 def experiment(cfg: ExperimentConfig, runner: Runner, *, command: str,
                n_shards: int = 1) -> tuple[str, str]:
     """Run every step of the experiment in order; returns (experiment_id, report location).
@@ -153,19 +149,6 @@ def experiment(cfg: ExperimentConfig, runner: Runner, *, command: str,
                       for rep in range(cfg.reps) for m in cfg.methods])
     exp_id = runner.call(record, cfg, dataset_id, model_id, pool_id, scoring_run_id, chosen)
     return exp_id, runner.call(report, cfg, exp_id, command)
-
-
-class LocalRunner:
-    """Every step in this process, one after another."""
-
-    def __init__(self, lake: Lake, log: Log = print):
-        self.lake, self.log = lake, log
-
-    def call(self, step: Callable, *args):
-        return step(self.lake, *args, log=self.log)
-
-    def map(self, step: Callable, calls: list[tuple]) -> list:
-        return [self.call(step, *args) for args in calls]
 
 
 def run_experiment(cfg: ExperimentConfig, lake: Lake, *, log: Log = print,

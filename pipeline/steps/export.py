@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +20,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.lake import Lake, LakeError, encode_images
+from pipeline.errors import InputError
+from pipeline.lake import Lake, LakeError, atomic_path, encode_images
 from pipeline.lake.provenance import git_sha
-from pipeline.steps.ingest import classes, read_split
-from pipeline.steps.pool import PIXEL_COLUMNS, PoolPixels
+from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels, classes, read_split
 from pipeline.steps.select import read_selection
 from pipeline.steps.sql import sql_text
 
@@ -115,16 +113,13 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
     ``manifest.json``. Written into a temporary directory renamed into place; a non-empty
     ``to`` is refused."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+        raise InputError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     to = Path(to).absolute()
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
-        raise ValueError(f"{to} is not an empty directory: export into a new or empty one")
+        raise InputError(f"{to} is not an empty directory: export into a new or empty one")
     items = selection_items(lake, selection_id, originals=originals)
     info = items.pop("lineage")
-    to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = to.parent / f".{to.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_path(to, directory=True) as tmp:  # an empty `to` is replaced when complete
         paths = _write_items(tmp, items, fmt)
         sel = info["selection"]
         manifest = {
@@ -148,12 +143,6 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
                                                      items["params"], paths, strict=True)],
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-        if to.exists():
-            to.rmdir()  # empty: replaced by the finished export
-        os.replace(tmp, to)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return to
 
 

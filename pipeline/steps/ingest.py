@@ -1,17 +1,15 @@
-"""Step ``ingest``: a dataset (files) -> the datasets and samples tables; and its splits back."""
+"""Step ``ingest``: a dataset (files) -> the datasets and samples tables (read back with
+``pipeline.lake.readers.read_split``)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
-import pyarrow.compute as pc
-
 from pipeline.config import DataConfig
-from pipeline.core.datasets import Split, fingerprint, load_dataset
-from pipeline.lake import Lake, content_id, decode_images, image_columns
+from pipeline.core.datasets import fingerprint, load_dataset
+from pipeline.lake import Lake, content_id, image_columns
 
-__all__ = ["classes", "ingest", "read_split"]
+__all__ = ["ingest"]
 
 
 def ingest(lake: Lake, cfg: DataConfig, *, download: bool = True) -> str:
@@ -40,25 +38,3 @@ def ingest(lake: Lake, cfg: DataConfig, *, download: bool = True) -> str:
         "n_val": [len(ds.val)], "n_test": [len(ds.test)], "height": [h], "width": [w_],
         "channels": [c], "fingerprint": [fp]})
     return dataset_id
-
-
-def classes(lake: Lake, dataset_id: str) -> list[str]:
-    """The class names of an ingested dataset, in label order."""
-    return json.loads(lake.row("datasets", dataset_id)["classes"])
-
-
-def read_split(lake: Lake, dataset_id: str, split: str) -> Split:
-    """One split of an ingested dataset back from the samples table."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; valid: train, val, test")
-    meta = lake.row("datasets", dataset_id)
-    t = lake.read("samples", dataset_id)
-    t = t.filter(pc.equal(t["split"], split))
-    if t.num_rows == 0:
-        images = np.empty((0, meta["height"], meta["width"], meta["channels"]), np.uint8)
-    else:
-        images = np.array(decode_images(t, "sample_id"))  # writable, owns its memory
-    ids = t["sample_id"].to_pylist()
-    source = ids[0].split("/")[0] if ids else ("test" if split == "test" else "train")
-    index = np.asarray([int(i.split("/")[1]) for i in ids], dtype=np.int64)
-    return Split(images, t["label"].to_numpy().astype(np.int64), index, source)

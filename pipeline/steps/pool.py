@@ -1,5 +1,5 @@
-"""Step ``pool``: the train split of a dataset -> its augmentations (the augmentations table);
-and the pixels of a pool's augmentations back (``PoolPixels``).
+"""Step ``pool``: the train split of a dataset -> its augmentations (the augmentations table;
+their pixels read back with ``pipeline.lake.readers.PoolPixels``).
 
 A pool stores one row per augmentation: its recipe (sample_id, k, kind, the kind's spec hash,
 the applied parameters, the item seed) and, when materialised, its pixels. Every augmentation
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -24,28 +23,20 @@ import pyarrow as pa
 
 from pipeline.config import AugmentConfig, identity
 from pipeline.core.augment import (
-    FAST_KINDS,
-    SpaceError,
     apply_chunks,
     chunk_size,
     kind_specs,
     plan,
-    regenerate,
     spec_hash,
-    start_workers,
 )
-from pipeline.lake import Lake, LakeError, content_id, decode_images, encode_images
-from pipeline.steps.ingest import read_split
+from pipeline.lake import Lake, LakeError, content_id, encode_images
+from pipeline.lake.readers import read_split
 
-__all__ = ["AUTO_MATERIALIZE_BYTES", "RECIPE_COLUMNS", "PoolPixels", "build_pool",
-           "materializes"]
+__all__ = ["AUTO_MATERIALIZE_BYTES", "build_pool", "materializes"]
 
 AUTO_MATERIALIZE_BYTES = 256 * 2**20  # ``auto``: pixels stored up to this many bytes of them
 WRITE_ROWS = 65_536  # augmentations per write to the partition ...
 WRITE_BYTES = 64 * 2**20  # ... or fewer, once their pixels take this many bytes
-# what a reader needs to regenerate an augmentation's pixels
-RECIPE_COLUMNS = ["aug_id", "sample_id", "k", "kind", "seed", "spec_hash"]
-PIXEL_COLUMNS = [*RECIPE_COLUMNS, "image", "height", "width", "channels"]
 
 
 def materializes(mode: str, n_items: int, shape: tuple[int, ...]) -> bool:
@@ -61,12 +52,23 @@ def build_pool(lake: Lake, dataset_id: str, cfg: AugmentConfig, *, workers: int 
     """Augment the train split of ``dataset_id`` into the augmentations table; returns pool_id.
 
     The pool id hashes the dataset id and ``cfg`` (but not ``cfg.materialize``: how a pool is
-    stored does not change what it holds): a second call finds it and writes nothing. The
+    stored does not change what it holds): a second call finds it and writes nothing; asking
+    it for the other explicit mode (``always`` for a recipe pool, ``never`` for one with
+    pixels) is refused, never answered with the pool as it is (``auto`` takes it as it is). The
     augmentations stream to the partition chunk by chunk, so memory holds the originals and a
     few chunks, however large the pool.
     """
     pool_id = content_id("pool", {"dataset_id": dataset_id, "config": identity(cfg.to_dict())})
     if lake.has("pools", pool_id):
+        stored = lake.row("pools", pool_id).get("materialized") is not False  # older: pixels
+        if cfg.materialize != "auto" and stored != (cfg.materialize == "always"):
+            have = "with its pixels" if stored else "as recipes only"
+            raise LakeError(
+                f"pool {pool_id} already exists in {lake.url()}, stored {have}; asked for "
+                f"--materialize {cfg.materialize}. A pool's id does not depend on how it is "
+                f"stored, so both cannot be kept in one lake: use --materialize "
+                f"{'always' if stored else 'never'} (or auto) to use it as it is, or build "
+                f"the pool in another --storage")
         return pool_id
     t0 = time.perf_counter()
     split = read_split(lake, dataset_id, "train")
@@ -124,117 +126,3 @@ def build_pool(lake: Lake, dataset_id: str, cfg: AugmentConfig, *, workers: int 
     return pool_id
 
 
-class PoolPixels:
-    """The pixels of a pool's augmentations, from rows of its augmentations table (with
-    ``PIXEL_COLUMNS``): decoded where the pool stores them, else regenerated from the
-    original image and the recipe, bit for bit what a materialised pool of the same config
-    holds. A recipe whose spec hash is not its kind's spec hash today (the space file or
-    albumentations changed since the pool was built) is an error naming the kind, never
-    silently different pixels.
-
-    The train split's originals are read on the first recipe (kept once, as uint8)."""
-
-    def __init__(self, lake: Lake, pool_id: str, *, workers: int | None = None):
-        self.lake, self.pool_id = lake, pool_id
-        self.pool = lake.row("pools", pool_id)
-        self.materialized = self.pool.get("materialized") is not False  # older rows: pixels
-        self.workers = (os.cpu_count() or 1) if workers is None else workers
-        config = json.loads(self.pool["config"])
-        # the seed's kinds cost a few microseconds an item: cheaper made in the reader's own
-        # process (scoring on the CPU: between the model's batches) than shipped to a worker
-        # process and back
-        self.cheap = not config.get("space") and set(config.get("kinds", ())) <= FAST_KINDS
-        if not self.materialized and not self.cheap:
-            start_workers(self.workers)
-        self._originals = None
-        self._rows: dict[str, int] = {}
-        self._cfg: AugmentConfig | None = None
-        self._hashes: dict[str, str] = {}
-        self._checked: set[tuple[str, str]] = set()
-
-    def _load(self) -> None:
-        if self._originals is not None:
-            return
-        d = json.loads(self.pool["config"])
-        self._cfg = AugmentConfig(**{k: (tuple(tuple(x) for x in v) if k == "space" else
-                                         tuple(v) if isinstance(v, list) else v)
-                                     for k, v in d.items()})
-        split = read_split(self.lake, self.pool["dataset_id"], "train")
-        self._originals = split.images
-        self._rows = {s: i for i, s in enumerate(split.sample_ids)}
-        h, w = split.images.shape[1:3]
-        self._hashes = {k: spec_hash(v) for k, v in kind_specs(self._cfg, h, w).items()}
-
-    def _check(self, kinds: list[str], hashes: list[str]) -> None:
-        for kind, h in set(zip(kinds, hashes, strict=True)) - self._checked:
-            now = self._hashes.get(kind)
-            if now != h:
-                raise SpaceError(
-                    f"pool {self.pool_id}: the recipes of kind {kind!r} were made with spec "
-                    f"hash {h}, but kind {kind!r} is now "
-                    + (f"spec hash {now}" if now else "not defined")
-                    + ": its transform changed since the pool was built (a space file edited, "
-                    "or albumentations upgraded), so regenerated pixels would differ from the "
-                    "pool's. Build a new pool (a changed space gives a new pool id), or run "
-                    "with the albumentations the pool was built with")
-            self._checked.add((kind, h))
-
-    def _items(self, batch: pa.RecordBatch | pa.Table) -> list[tuple[int, int, int, str]]:
-        """The plan items (row of the original, k, seed, kind) of ``batch``'s recipes."""
-        self._load()
-        sids = batch.column("sample_id").to_pylist()
-        kinds = batch.column("kind").to_pylist()
-        self._check(kinds, batch.column("spec_hash").to_pylist())
-        try:
-            rows = [self._rows[s] for s in sids]
-        except KeyError as e:
-            raise LakeError(f"pool {self.pool_id}: augmentation of {e.args[0]!r}, which is not "
-                            f"a train image of dataset {self.pool['dataset_id']}") from None
-        return list(zip(rows, batch.column("k").to_pylist(), batch.column("seed").to_pylist(),
-                        kinds, strict=True))
-
-    def recipes(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """Regenerate the pixels of ``batch``'s rows from their recipes: uint8 [N, H, W, C]."""
-        items = self._items(batch)
-        if not items:
-            return np.empty((0, *self._originals.shape[1:]), np.uint8)
-        return regenerate(self._originals, items, self._cfg)
-
-    def stream(self, batches):
-        """(batch, its images) for each of ``batches``, in order. A recipe pool's batches are
-        regenerated in the worker processes, a few batches ahead of the consumer (here, when
-        all its kinds are the seed's cheap ones)."""
-        if self.materialized or self.workers <= 1 or self.cheap:
-            for b in batches:
-                yield b, self.images(b)
-            return
-        self._load()
-        ahead: deque = deque()
-
-        def chunks():
-            for b in batches:
-                if b.column("image").null_count != b.num_rows:
-                    raise LakeError(f"pool {self.pool_id} is recorded as recipes only, but "
-                                    f"its augmentations table holds pixels")
-                ahead.append(b)
-                yield self._items(b)
-
-        for out in apply_chunks(self._originals, chunks(), self._cfg, workers=self.workers,
-                                record=False):
-            yield ahead.popleft(), out
-
-    def images(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """uint8 [N, H, W, C] of ``batch``'s rows: stored pixels decoded, the others
-        regenerated."""
-        col = batch.column("image")
-        nulls = col.null_count
-        if nulls == 0:
-            return decode_images(batch, "aug_id")
-        if nulls == batch.num_rows:
-            return self.recipes(batch)
-        missing = np.asarray(col.is_null())
-        made = self.recipes(batch.filter(pa.array(missing)))
-        out = np.empty((batch.num_rows, *made.shape[1:]), np.uint8)
-        out[missing] = made
-        out[~missing] = decode_images(batch.filter(pa.array(~missing)), "aug_id")
-        return out

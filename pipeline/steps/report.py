@@ -18,8 +18,8 @@ import numpy as np
 
 from pipeline.core.stats import method_stats, paired
 from pipeline.lake import Lake, atomic_path, git_sha
-from pipeline.steps.ingest import classes as dataset_classes
-from pipeline.steps.pool import PoolPixels
+from pipeline.lake.readers import PoolPixels
+from pipeline.lake.readers import classes as dataset_classes
 from pipeline.steps.sql import query
 
 matplotlib.use("Agg")

@@ -21,10 +21,11 @@ from models import load_checkpoint
 from pipeline.config import ExperimentConfig, MethodSpec, config_from_dict
 from pipeline.core.train import train
 from pipeline.lake import Lake, LakeError, content_id
+from pipeline.lake.readers import checkpoint_path
 from pipeline.steps import select as S
 from pipeline.steps.baseline import register_model
 from pipeline.steps.retrain import training_data
-from pipeline.steps.score import checkpoint_path, score_pool
+from pipeline.steps.score import score_pool
 from pipeline.steps.sql import query
 
 __all__ = ["lineage", "reselect"]

@@ -15,10 +15,15 @@ from models import load_checkpoint
 from pipeline.config import ExperimentConfig, MethodSpec, hardness_band
 from pipeline.core.train import build_model, train
 from pipeline.lake import Lake, content_id, decode_images
+from pipeline.lake.readers import (
+    PIXEL_COLUMNS,
+    RECIPE_COLUMNS,
+    PoolPixels,
+    checkpoint_path,
+    classes,
+    read_split,
+)
 from pipeline.steps import select as S
-from pipeline.steps.ingest import classes, read_split
-from pipeline.steps.pool import PIXEL_COLUMNS, RECIPE_COLUMNS, PoolPixels
-from pipeline.steps.score import checkpoint_path
 
 __all__ = ["TrainingData", "band_search", "choose", "select_methods", "train_cell", "with_band"]
 
@@ -74,11 +79,16 @@ def training_data(lake: Lake, dataset_id: str, pool_id: str) -> TrainingData:
     return _training_data(lake.url(), dataset_id, pool_id)
 
 
-def train_cell(lake: Lake, cfg: ExperimentConfig, experiment_id: str, data: TrainingData,
-               m: MethodSpec, selection_id: str | None, rep: int, baseline_model_id: str,
+def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: TrainingData,
+               method: MethodSpec, selection_id: str | None, rep: int, baseline_model_id: str,
                purpose: str = "method", log: Log = print, eval_last: bool = False) -> str:
-    """Train method ``m`` at seed ``cfg.seed + rep`` on originals + its selection and record
-    the run and its history; returns run_id (found, not retrained, when it exists)."""
+    """Train ``method`` at seed ``cfg.seed + rep`` on originals + its selection and record
+    the run and its history; returns run_id (found, not retrained, when it exists).
+    ``experiment_id``: the experiment (or study protocol) the run belongs to; ``data``: the
+    originals and the pool (``training_data``); ``baseline_model_id``: the model fine-tuned
+    (``cfg.init = "baseline"``) or whose dataset gives the shapes; ``purpose``: method,
+    band-search or study; ``eval_last``: evaluate after the last epoch only."""
+    m = method
     seed = cfg.seed + rep
     tcfg = replace(cfg.retrain, loss=m.loss, seed=seed)
     run_id = content_id("run", {"experiment_id": experiment_id, "method": m.to_dict(),
@@ -156,8 +166,9 @@ def band_search(lake: Lake, cfg: ExperimentConfig, experiment_id: str, data: Tra
         except S.SelectionError as e:
             results.append({"band": [lo, hi], "val_acc": None, "error": str(e)})
             continue
-        run_id = train_cell(lake, cfg, experiment_id, data, replace(m, band=(lo, hi)), sel, 0,
-                            baseline_model_id, "band-search", log)
+        run_id = train_cell(lake, cfg, experiment_id=experiment_id, data=data,
+                            method=replace(m, band=(lo, hi)), selection_id=sel, rep=0,
+                            baseline_model_id=baseline_model_id, purpose="band-search", log=log)
         results.append({"band": [lo, hi], "val_acc": lake.row("runs", run_id)["val_acc"],
                         "run_id": run_id})
     scored = [r for r in results if r["val_acc"] is not None]

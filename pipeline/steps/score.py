@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +22,7 @@ from pipeline.core.scoring import ScoringError, prefetch, score_batches
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, content_id, decode_images
 from pipeline.lake.files import publish
-from pipeline.steps.ingest import classes
-from pipeline.steps.pool import PIXEL_COLUMNS, PoolPixels
+from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels, checkpoint_path, classes
 
 __all__ = ["ScoringError", "checkpoint_path", "commit_pool_shards", "load_model",
            "pool_scoring_run_id", "score_pool", "score_pool_shard", "score_split"]
@@ -34,14 +32,6 @@ IMAGE_COLUMNS = ["label", "image", "height", "width", "channels"]
 POOL_COLUMNS = ["label", *PIXEL_COLUMNS]  # a pool's rows: pixels, or recipes to make them
 
 Progress = Callable[[int], None] | None
-
-
-def checkpoint_path(lake: Lake, model_id: str) -> Path:
-    """A local copy of ``model_id``'s checkpoint, always the one under this lake's root (the
-    models row records it relative to the root, so a copied or moved lake reads its own),
-    downloaded once into the cache from a remote lake."""
-    recorded = lake.row("models", model_id)["checkpoint"]
-    return lake.fetch(f"checkpoints/{recorded.rsplit('/', 1)[-1]}")
 
 
 def load_model(lake: Lake, model_id: str, device: torch.device):

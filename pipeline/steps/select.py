@@ -5,24 +5,25 @@ score (``quantile_cont``), over all items or per class (for AVH low = easy: seed
 (M1); ``all_items`` (M0). For the study, every one of exactly ``n`` items: ``window`` (a window
 of the hardness ranking at a position), ``coverage`` (drop the hardest, then draw evenly across
 score bins) and ``random_stratified`` (the pool's class mix, ``class_quotas``). A selection's id
-hashes its run, method, parameters and SQL text."""
+hashes its run, method, parameters and
+its SQL file's normalised text (``sql.sql_hash``: comments and layout do not count)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pyarrow as pa
 
 from pipeline.config import SCORE_COLUMNS, SCORE_DIRECTIONS
+from pipeline.errors import UserError
 from pipeline.lake import Lake, LakeError, content_id, query_arrow
-from pipeline.steps.sql import sql_text
+from pipeline.steps.sql import sql_hash, sql_text
 
 __all__ = ["SelectionError", "all_items", "band", "class_quotas", "coverage", "random_stratified",
            "random_subset", "read_selection", "window"]
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """The selection cannot be made as asked; the message says why and how to fix it."""
 
 
@@ -33,20 +34,25 @@ def _files(lake: Lake, scoring_run_id: str) -> list[str]:
     return lake.files("scores", scoring_run_id)
 
 
+def _query(lake: Lake, sql_file: str, params: dict) -> pa.Table:
+    """Run a selection query (``sql/<sql_file>``) with the table macros it may use."""
+    con = lake.engine()
+    try:
+        con.execute(sql_text("macros.sql"))
+        return query_arrow(con, sql_text(sql_file), params)
+    finally:
+        con.close()
+
+
 def _store(lake: Lake, scoring_run_id: str, method: str, sql_file: str, params: dict,
            query_params: dict, *, score_column: str | None = None, lo=None, hi=None,
            per_class: bool = False, expected: int | None = None) -> str:
-    text = sql_text(sql_file)
     selection_id = content_id("selection", {
         "scoring_run_id": scoring_run_id, "method": method, "params": params,
-        "sql": hashlib.sha256(text.encode()).hexdigest()})
+        "sql": sql_hash(sql_file, "macros.sql")})
     if lake.has("selections", selection_id):
         return selection_id
-    con = lake.engine()
-    try:
-        rows = query_arrow(con, text, query_params)
-    finally:
-        con.close()
+    rows = _query(lake, sql_file, query_params)
     n = rows.num_rows
     if n == 0:
         raise SelectionError(
@@ -123,12 +129,7 @@ def _check_score(score: str) -> None:
 
 def class_counts(lake: Lake, scoring_run_id: str, score: str = "") -> dict[int, int]:
     """Items per class of a run (with ``score``: those whose score is defined)."""
-    con = lake.engine()
-    try:
-        rows = query_arrow(con, sql_text("class_counts.sql"),
-                           {"files": _files(lake, scoring_run_id), "score": score})
-    finally:
-        con.close()
+    rows = _query(lake, "class_counts.sql", {"files": _files(lake, scoring_run_id), "score": score})
     return dict(zip(rows["label"].to_pylist(), rows["n"].to_pylist(), strict=True))
 
 

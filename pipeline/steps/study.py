@@ -2,10 +2,10 @@
 for every pool, the baseline scores it, and every selector picks exactly ``round(budget * N)``
 of its N augmentations at each budget; every cell (pool, budget, selector, loss, seed) trains
 the protocol's model from the originals plus those augmentations and is a row of the ``runs``
-table. Like the experiment, a study is a list of steps run by a runner (``LocalRunner``,
-``ProcessRunner``: the cells spread over worker processes, or the Prefect flow
-``flows/study.py``); every step finds its output when it exists, so a crashed study resumes
-with no repeated work and a finished one does nothing.
+table. Like the experiment, a study is a list of steps run by a runner
+(``pipeline.steps.runners``: ``LocalRunner``; ``ProcessRunner``, the cells spread over worker
+processes; or the Prefect flow, ``flows/study.py``); every step finds its output when it
+exists, so a crashed study resumes with no repeated work and a finished one does nothing.
 
 Selectors (``StudyConfig``): ``random`` (stratified, a fresh draw per seed), ``SCORE@POSITION``
 (a window of the hardness ranking), ``coverage-SCORE`` (a fresh draw per seed), and the
@@ -15,15 +15,14 @@ validation accuracy) is not trained: the report reads it from the windows' runs.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
 
 from pipeline.config import POSITIONS, MethodSpec, StudyConfig, identity
 from pipeline.core.train import resolve_device
+from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id
 from pipeline.steps import baseline as baseline_
 from pipeline.steps import ingest as ingest_
@@ -31,9 +30,9 @@ from pipeline.steps import pool as pool_
 from pipeline.steps import retrain as retrain_
 from pipeline.steps import score as score_
 from pipeline.steps import select as S
-from pipeline.steps.experiment import LocalRunner, Runner
+from pipeline.steps.runners import ProcessRunner, Runner
 
-__all__ = ["ProcessRunner", "plan_cells", "run_study", "study", "study_id"]
+__all__ = ["plan_cells", "run_study", "study", "study_id"]
 
 Log = Callable[[str], None] | None
 
@@ -160,9 +159,11 @@ def cell(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: 
     ``cfg.seed + rep``; returns run_id (found, not retrained, when it exists)."""
     data = retrain_.training_data(lake, dataset_id, pool_id)
     m = MethodSpec(c["selector"], loss=cfg.loss_spec(c["loss"]))
-    return retrain_.train_cell(lake, cfg.protocol(), protocol_id(cfg, dataset_id, model_id),
-                               data, m, c["selection_id"], c["rep"], model_id,
-                               purpose="study", log=log, eval_last=True)
+    return retrain_.train_cell(lake, cfg.protocol(),
+                               experiment_id=protocol_id(cfg, dataset_id, model_id), data=data,
+                               method=m, selection_id=c["selection_id"], rep=c["rep"],
+                               baseline_model_id=model_id, purpose="study", log=log,
+                               eval_last=True)
 
 
 def record(lake: Lake, cfg: StudyConfig, dataset_id: str, model_id: str, pools: dict,
@@ -229,61 +230,6 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
     return sid, runner.call(report, cfg, sid, command)
 
 
-def _single_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _call(root: str, step: Callable, args: tuple):
-    return step(Lake(root), *args, log=None)
-
-
-class ProcessRunner(LocalRunner):
-    """Steps in this process; ``map`` over ``workers`` processes of one thread each (small
-    trainings use one core well and several threads badly). The workers start on the first
-    ``map`` and serve every later one (each keeps the data it read) until ``close``; use it
-    as a context manager."""
-
-    def __init__(self, lake: Lake, workers: int, log: Log = print):
-        super().__init__(lake, log)
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> ProcessRunner:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def map(self, step: Callable, calls: list[tuple]) -> list:
-        if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
-            return super().map(step, calls)
-        if self._pool is None:  # spawn: a clean interpreter, no forked threads
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_single_thread)
-        futures = [self._pool.submit(_call, self.lake.url(), step, args) for args in calls]
-        pending, n_done = set(futures), 0
-        while pending:
-            finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished_:
-                if f.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    self.close()
-                    raise f.exception()
-            n_done += len(finished_)
-            if self.log:
-                self.log(f"{step.__name__}: {n_done}/{len(calls)} done")
-        return [f.result() for f in futures]
-
-
 def default_workers(cfg: StudyConfig) -> int:
     """One worker per core on the CPU; one on a GPU (the cells share the device)."""
     if resolve_device(cfg.retrain.device).type != "cpu":
@@ -299,6 +245,6 @@ def run_study(cfg: StudyConfig, lake: Lake, *, workers: int | None = None, log: 
     command = command or f"smartaug study --preset {cfg.preset}"
     workers = default_workers(cfg) if workers is None else workers
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise InputError(f"workers must be >= 1, got {workers}")
     with ProcessRunner(lake, workers, log) as runner:
         return study(cfg, runner, command=command, log=log)

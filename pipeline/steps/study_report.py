@@ -23,8 +23,8 @@ import numpy as np
 from scipy import stats
 
 from pipeline.core.stats import method_stats, paired
-from pipeline.lake import Lake, atomic_path, git_sha
-from pipeline.steps.ingest import classes as dataset_classes
+from pipeline.lake import Lake, LakeError, atomic_path, git_sha
+from pipeline.lake.readers import classes as dataset_classes
 from pipeline.steps.sql import query
 
 matplotlib.use("Agg")
@@ -255,7 +255,7 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     by_run = {r["run_id"]: r for r in runs}
     missing = [c["run_id"] for c in cells if c["run_id"] not in by_run]
     if missing:
-        raise ValueError(f"study {sid}: {len(missing)} cells have no runs row (e.g. "
+        raise LakeError(f"study {sid}: {len(missing)} cells have no runs row (e.g. "
                          f"{missing[0]}); rerun the study to train them")
     rows, chosen = leaderboard(cfg, cells, by_run)
     names = dataset_classes(lake, row["dataset_id"])

@@ -5,20 +5,8 @@
 -- Parameters: $files (the run's Parquet files), $score (a score column name),
 --             $lo, $hi (quantile levels in [0, 1]), $per_class (boolean).
 with scores as (
-    select
-        item_id,
-        label,
-        case $score
-            when 'avh' then avh
-            when 'avc_true' then avc_true
-            when 'confidence' then confidence
-            when 'margin' then margin
-            when 'loss' then loss
-            when 'entropy' then entropy
-            when 'el2n' then el2n
-            when 'feature_norm' then feature_norm
-        end as score
-    from read_parquet($files)
+    -- the column named $score
+    select item_id, label, columns(lambda c: c = $score) as score from read_parquet($files)
 ),
 
 defined as (

@@ -3,16 +3,8 @@
 with scores as (
     select
         label,
-        case $score
-            when 'avh' then avh
-            when 'avc_true' then avc_true
-            when 'confidence' then confidence
-            when 'margin' then margin
-            when 'loss' then loss
-            when 'entropy' then entropy
-            when 'el2n' then el2n
-            when 'feature_norm' then feature_norm
-        end as score
+        -- any score column when $score is '' (no score: every item counts)
+        columns(lambda c: c = coalesce(nullif($score, ''), 'avh')) as score
     from read_parquet($files)
 )
 

@@ -3,54 +3,20 @@
 -- so many that fewer than the quota remain), cut the remaining hardness range into $bins
 -- equal-width bins, then draw evenly across bins: round r takes the r-th item of every bin
 -- not yet exhausted (bins in a seeded order), items within a bin in a seeded random order.
--- Hardness = score * $direction. Groups as in window.sql. NULL/NaN scores are left out.
+-- Hardness = score * $direction (macros.sql's `ranked`). Groups as in window.sql. NULL/NaN
+-- scores are left out.
 -- Parameters: $files, $score, $direction, $drop (in [0, 1)), $bins (>= 1), $seed,
 --             $per_class, $groups, $quotas.
-with scores as (
+with ranked_hard as (
     select
-        item_id,
-        label,
-        case $score
-            when 'avh' then avh
-            when 'avc_true' then avc_true
-            when 'confidence' then confidence
-            when 'margin' then margin
-            when 'loss' then loss
-            when 'entropy' then entropy
-            when 'el2n' then el2n
-            when 'feature_norm' then feature_norm
-        end as score
-    from read_parquet($files)
-),
-
-defined as (
-    select
-        item_id,
-        label,
-        score,
-        score * $direction as hardness,
-        case when $per_class then label else -1 end as grp
-    from scores
-    where score is not null and not isnan(score)
-),
-
-quotas as (
-    select unnest($groups) as grp, unnest($quotas) as n
-),
-
-ranked as (
-    select
-        d.*,
-        q.n,
-        row_number() over (partition by d.grp order by d.hardness desc, d.item_id) - 1
-            as r_hard,
-        count(*) over (partition by d.grp) as total
-    from defined as d
-    join quotas as q on q.grp = d.grp
+        *,
+        row_number() over (partition by grp order by hardness desc, item_id) - 1 as r_hard
+    from ranked($files, $score, $direction, $per_class, $groups, $quotas)
 ),
 
 kept as (
-    select * from ranked where r_hard >= greatest(least(floor($drop * total), total - n), 0)
+    select * from ranked_hard
+    where r_hard >= greatest(least(floor($drop * total), total - n), 0)
 ),
 
 bounds as (

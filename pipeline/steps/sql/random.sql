@@ -1,11 +1,7 @@
 -- A uniform random subset of $n items of one scoring run (md5 of item_id and seed).
 -- Parameters: $files, $n (integer), $seed (integer).
 with items as (
-    select
-        item_id,
-        label,
-        cast(null as double) as score
-    from read_parquet($files)
+    select item_id, label, cast(null as double) as score from read_parquet($files)
 ),
 
 ranked as (

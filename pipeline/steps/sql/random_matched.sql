@@ -3,11 +3,7 @@
 -- Parameters: $files (the run's Parquet files), $matched_files (the other selection's files),
 --             $seed (integer).
 with items as (
-    select
-        item_id,
-        label,
-        cast(null as double) as score
-    from read_parquet($files)
+    select item_id, label, cast(null as double) as score from read_parquet($files)
 ),
 
 wanted as (
