@@ -59,7 +59,7 @@ def main() -> None:
         calls = [(cfg, dataset_id, pool_id, model_id, c) for c in cells]
         workers = args.workers or steps.default_workers(cfg)
         d = training_data(lake, dataset_id, pool_id)
-        sets = [d.with_selection(lake, c["selection_id"])[:2] for c in cells]
+        sets = [d.with_selection(lake, c.selection_id)[:2] for c in cells]
 
         runner = ProcessRunner(lake, workers, log=None)  # started once, as a study's
 
@@ -70,7 +70,7 @@ def main() -> None:
 
         def bare():
             for c, (x, y) in zip(cells, sets, strict=True):
-                seed = cfg.seed + c["rep"]
+                seed = cfg.seed + c.rep
                 model = build_model("lenet5", 10, 1, 28, seed=seed)
                 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
                 xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()

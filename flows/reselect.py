@@ -1,4 +1,6 @@
-"""Prefect flow ``reselect``: one curriculum round for an experiment (default: the newest).
+"""Prefect flow ``reselect``: one curriculum round for an experiment (default: the newest),
+the same steps ``smartaug reselect`` runs, each a task (``flows.runners.PrefectRunner``; never
+cached: every round starts from the newest model).
 
 The newest model of the lineage (or ``model_id``) re-scores the pool, the experiment's band spec
 re-selects, and the drift against the previous selection lands in the drift table; with
@@ -8,31 +10,15 @@ the next model (``parent_model_id``). The report gains a drift-over-rounds secti
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow
 
-from flows.failures import fail_plainly, retry_transient
+from flows.failures import fail_plainly
+from flows.runners import PrefectRunner
 from pipeline.lake import Lake
-from pipeline.steps.report import write_report
-from pipeline.steps.reselect import reselect as run_round
+from pipeline.steps import reselect as steps
 
-
-@task(name="reselect-round", retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_transient)
-@fail_plainly
-def round_task(storage: str | None, experiment_id: str | None, model_id: str | None,
-               retrain: bool) -> dict:
-    """Re-score, re-select, record drift (and train the round's model)."""
-    return run_round(Lake(storage), experiment_id=experiment_id, model_id=model_id,
-                     retrain=retrain)
-
-
-@task(name="report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
-@fail_plainly
-def report_task(storage: str | None, experiment_id: str) -> str:
-    """Rewrite the experiment's report with the drift-over-rounds section."""
-    lake = Lake(storage)
-    write_report(lake, experiment_id)
-    return lake.url("reports", experiment_id)
+# a round depends on the lake's newest model, not only on its inputs: never cached
+_OPTIONS = {steps.curriculum_round: {"cache": False}, steps.report: {"cache": False}}
 
 
 @flow(name="reselect", log_prints=True)
@@ -40,8 +26,9 @@ def report_task(storage: str | None, experiment_id: str) -> str:
 def reselect(experiment_id: str | None = None, model_id: str | None = None,
              retrain: bool = True, storage: str | None = None) -> dict:
     """One curriculum round; returns the ids it produced and the drift."""
-    out = round_task(storage, experiment_id, model_id, retrain)
-    out["report"] = report_task(storage, out["experiment_id"])
+    runner = PrefectRunner(Lake(storage).url(), _OPTIONS)
+    out = runner.call(steps.curriculum_round, experiment_id, model_id, retrain)
+    out["report"] = runner.call(steps.report, out["experiment_id"])
     print(f"round {out['round']}: selection {out['selection_id']} (previous "
           f"{out['previous_selection_id']}), drift {out['drift']}, "
           f"child model {out['child_model_id']}")

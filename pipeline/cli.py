@@ -163,41 +163,26 @@ def demo(
 
     Prints one line per epoch, then per-class-outcome hardness on the test split.
     """
-    import numpy as np
-    from scipy.stats import mannwhitneyu
-
     from pipeline.config import TrainConfig
-    from pipeline.core.scoring import score_batches
-    from pipeline.core.train import build_model, resolve_device, train
+    from pipeline.steps.demo import demo as run_demo
 
     ds = _load(dataset, data, per_class_train, per_class_test, grayscale, image_size, 0.0, seed)
     err.print(f"{ds.name}: train {len(ds.train)}, test {len(ds.test)}, "
               f"{ds.num_classes} classes, {ds.image_shape}")
     cfg = _steps(TrainConfig, epochs=epochs, seed=seed)
-    try:
-        net = build_model(model, ds.num_classes, ds.in_channels, ds.image_size, seed=seed)
-    except UserError as e:
-        _fail(e)
-    train(net, ds.train.images, ds.train.labels, cfg,
-          eval_sets={"test": (ds.test.images, ds.test.labels)}, log=err.print)
-
-    x, y = ds.test.images, ds.test.labels
-    batches = [(None, y[i : i + 1024], x[i : i + 1024]) for i in range(0, len(y), 1024)]
-    parts = list(score_batches(net, batches, device=resolve_device(cfg.device),
-                               image_shape=ds.image_shape))
-    s = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "item_id"}
-    ok = s["correct"]
+    result = _steps(run_demo, ds, model=model, cfg=cfg, log=err.print)
     table = Table(title=f"test hardness of the {model} baseline ({epochs} epochs, seed {seed})")
     for col in ("score", "correct (mean)", "wrong (mean)", "AUROC wrong vs correct"):
         table.add_column(col, justify="right")
-    for k in ("avh", "loss", "el2n", "entropy", "confidence", "margin", "feature_norm"):
-        a, b = s[k][~ok], s[k][ok]
-        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-        auc = mannwhitneyu(a, b).statistic / (len(a) * len(b)) if len(a) and len(b) else float("nan")
-        table.add_row(k, f"{b.mean():.4f}", f"{a.mean():.4f}" if len(a) else "-", f"{auc:.3f}")
+    for k, r in result["scores"].items():
+        table.add_row(k, _num(r["correct_mean"]), _num(r["wrong_mean"]), _num(r["auroc"], 3))
     out.print(table)
-    out.print(f"test accuracy {ok.mean():.4f}, mean AVH {np.nanmean(s['avh']):.4f} "
+    out.print(f"test accuracy {result['accuracy']:.4f}, mean AVH {result['mean_avh']:.4f} "
               f"(AUROC > 0.5: a higher score marks the errors)")
+
+
+def _num(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
 
 
 StorageOpt = Annotated[str | None, typer.Option(
@@ -712,13 +697,11 @@ def reselect(
     """One curriculum round (what the reselect/nightly deployment runs): re-score the pool with
     the newest model, re-select the experiment's band, record the drift against the previous
     selection, add a drift-over-rounds section to the report. Prints the selection_id last."""
-    from pipeline.steps.report import write_report
-    from pipeline.steps.reselect import reselect as run_round
+    from pipeline.steps import reselect as steps
 
     lake = _lake(storage)
-    out = _steps(run_round, lake, experiment_id=experiment_id, model_id=model_id,
-                 retrain=retrain, log=err.print)
-    _steps(write_report, lake, out["experiment_id"])
+    out = _steps(steps.curriculum_round, lake, experiment_id, model_id, retrain, log=err.print)
+    _steps(steps.report, lake, out["experiment_id"])
     err.print(f"round {out['round']} of experiment {out['experiment_id']}: model "
               f"{out['model_id']}, scoring run {out['scoring_run_id']}, drift {out['drift']}")
     print(out["selection_id"])

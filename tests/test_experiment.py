@@ -223,6 +223,23 @@ def test_reselect_rounds_record_drift_and_child_models(small_experiment):
     assert [x["round"] for x in report["drift"]] == [1, 2]
 
 
+def test_reselect_from_the_cli(small_experiment, capsys):
+    """`smartaug reselect`: a round of the newest experiment, its selection id printed last
+    and the report rewritten with the round in it."""
+    from tests.test_bad_input import smartaug
+
+    lake, _, exp_id, _ = small_experiment
+    rounds = lake.sql("select count(*) n from drift").to_pylist()[0]["n"]
+    code, out, err = smartaug(capsys, "reselect", "--experiment-id", exp_id, "--retrain",
+                              "--storage", str(lake.root))
+    assert code == 0, err
+    sid = out.split()[-1]
+    d = lake.row("drift", sid)
+    assert d["experiment_id"] == exp_id and d["round"] == rounds + 1
+    report = json.loads(lake.local_path(f"reports/{exp_id}/report.json").read_text())
+    assert report["drift"][-1]["round"] == rounds + 1
+
+
 @pytest.mark.parametrize("diff,p,word", [
     (0.02, 0.01, "M2 beats M0: +2.00 points"),
     (0.02, 0.30, "M2 is ahead of, but not significantly (p >= 0.05), M0: +2.00 points"),
@@ -316,9 +333,10 @@ PINNED = {
     "experiment_id": "2a1505aad1ce576f", "dataset_id": "e644bae38121e867",
     "baseline_model_id": "ac92bdd22f3a9fff", "pool_id": "ca32da78b3d7cf88",
     "scoring_run_id": "474427901d6f096c",
-    "selections": {"M0": "fedbc5bc68d90640", "M1": "929b15da9b3b797a", "M2": "0ad3f42b084c193e"},
-    "runs": {"M0/0": "6649815801b74a50", "M0/1": "31f809ad45a37bea", "M1/0": "e9db2b745234d64c",
-             "M1/1": "d0d95ad5953bd643", "M2/0": "bc97be51835668ec", "M2/1": "3f617ed2cbdc3d03"},
+    # selection ids hash the normalised SQL (sql.sql_hash: comments and layout do not count)
+    "selections": {"M0": "4b1bba0f7b289558", "M1": "a2570f782988b99e", "M2": "078f6662a4227132"},
+    "runs": {"M0/0": "6bd25c996e9ba644", "M0/1": "7b65aa71c41e16a7", "M1/0": "4dec3ff173244758",
+             "M1/1": "022a55bc42f08da4", "M2/0": "d28d4f9054d6abb4", "M2/1": "d26ed9eaa3b1ec28"},
     "sizes": {"M0": 550, "M1": 110, "M2": 110}}
 
 

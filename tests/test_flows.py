@@ -246,6 +246,24 @@ def test_bad_overrides_are_refused():
     assert isinstance(paper, ExperimentConfig)
 
 
+def test_every_place_that_names_the_overrides_names_the_same_ones():
+    """pipeline.config.OVERRIDES is the list; the deployments' typed overrides and the CLI's
+    experiment and study options are held to it (the CLI says --seeds for reps)."""
+    import inspect
+
+    from flows.smart_augmentation import Overrides
+    from pipeline import cli
+    from pipeline.config import OVERRIDES
+
+    assert set(Overrides.model_fields) == {*OVERRIDES, "storage"}
+    cli_name = {"reps": "seeds"}
+    for command in (cli.experiment, cli.study):
+        params = set(inspect.signature(command).parameters)
+        assert {cli_name.get(o, o) for o in OVERRIDES} <= params, command.__name__
+        assert params - {cli_name.get(o, o) for o in OVERRIDES} <= {
+            "preset", "config", "storage", "workers"}, command.__name__
+
+
 @pytest.mark.slow
 def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env, tmp_path,
                                                                   s3_endpoint):

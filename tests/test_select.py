@@ -162,3 +162,22 @@ def test_every_query_that_reads_a_score_reads_the_one_it_is_given(lake):
         assert kept <= set(hard[:len(hard) - len(hard) // 2].tolist()) and len(kept) == 20
         assert sum(S.class_counts(lake, run, c).values()) == len(defined)
     assert sum(S.class_counts(lake, run).values()) == n
+
+
+def test_a_comment_or_layout_edit_keeps_a_selection_id(lake, monkeypatch):
+    """Selection ids hash the query's normalised text: an edited comment or re-indented SQL
+    finds the same selection; a change in what the query does makes a new one."""
+    from pipeline.steps import sql
+
+    run = known_run(lake, n=100)
+    first = S.band(lake, run, 0.1, 0.3)
+    text = sql.sql_text("band.sql")
+    for edited in ("-- a new comment\n" + text.replace("\n    ", "\n\t  "),
+                   text.replace("-- Ties at a boundary", "--   ties at a boundary")):
+        monkeypatch.setattr(sql, "sql_text", lambda name, t=edited: t if name == "band.sql"
+                            else sql.resources.files(sql.__name__).joinpath(name).read_text())
+        assert S.band(lake, run, 0.1, 0.3) == first
+    changed = text.replace("order by item_id", "order by item_id desc")
+    monkeypatch.setattr(sql, "sql_text", lambda name: changed if name == "band.sql"
+                        else sql.resources.files(sql.__name__).joinpath(name).read_text())
+    assert S.band(lake, run, 0.1, 0.3) != first

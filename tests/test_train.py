@@ -52,6 +52,31 @@ def test_demo_end_to_end_on_fashion_mnist(fashion_root):
     assert "test accuracy" in res.output and "avh" in res.output
 
 
+def test_demo_auroc_known_answers():
+    import numpy as np
+
+    from pipeline.steps.demo import auroc
+
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0  # every error scores higher
+    assert auroc(np.array([1.0]), np.array([2.0, 3.0])) == 0.0
+    assert auroc(np.array([2.0, np.nan]), np.array([2.0])) == 0.5  # a tie counts a half, NaN out
+    assert np.isnan(auroc(np.array([]), np.array([1.0])))
+
+
+def test_demo_scores_the_errors(fashion_root):
+    """The library side of `smartaug demo`: after a short training, AVH and loss mark the
+    test errors (AUROC well above 0.5) and the accuracy is far above chance."""
+    from pipeline.core.datasets import load_dataset
+    from pipeline.steps.demo import DEMO_SCORES, demo
+
+    ds = load_dataset("fashion-mnist", root=fashion_root, per_class_train=100,
+                      per_class_test=20, seed=0)
+    r = demo(ds, cfg=TrainConfig(epochs=2, device="cpu"), log=None)
+    assert set(r["scores"]) == set(DEMO_SCORES) and 0.5 < r["accuracy"] <= 1.0
+    assert r["scores"]["avh"]["auroc"] > 0.7 and r["scores"]["loss"]["auroc"] > 0.7
+    assert r["scores"]["avh"]["wrong_mean"] > r["scores"]["avh"]["correct_mean"]
+
+
 def test_cli_bad_dataset_path_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["describe", "--data", str(tmp_path / "nope")])
     assert res.exit_code == 2

@@ -25,7 +25,7 @@ from pipeline.steps.sql import query
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
-__all__ = ["verdict", "write_report"]
+__all__ = ["figure_png", "verdict", "write_report", "write_report_files"]
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.steps", "templates"),
                                 autoescape=jinja2.select_autoescape(["html.j2"]),
@@ -35,7 +35,8 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.steps", "t
 # ------------------------------------------------------------------ plots, one per figure
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -71,7 +72,7 @@ def plot_accuracy(runs: list[dict], history: list[dict], colors: dict) -> bytes:
     ax.set(xlabel="epoch", ylabel="test accuracy",
            title="Test accuracy per epoch (faint: runs, bold: mean)")
     ax.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_avh_hist(original: np.ndarray, kinds: np.ndarray, avh: np.ndarray) -> bytes:
@@ -87,7 +88,7 @@ def plot_avh_hist(original: np.ndarray, kinds: np.ndarray, avh: np.ndarray) -> b
     ax.set(xlabel="AVH (baseline model; higher = harder)", ylabel="density",
            title="AVH of the original train images vs the augmentations")
     ax.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_band(pool: list[dict], kept: list[dict], class_names: list[str]) -> bytes:
@@ -103,7 +104,7 @@ def plot_band(pool: list[dict], kept: list[dict], class_names: list[str]) -> byt
         ax.set_xticks(xs, [names[c] if names else c for c in cats], rotation=45, ha="right")
         ax.set_title(f"band composition by {'kind' if key == 'kind' else 'class'}")
         ax.legend()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_gallery(g, imgs) -> bytes:
@@ -116,7 +117,7 @@ def plot_gallery(g, imgs) -> bytes:
         ax.set_title(f"{g['kind'][i].as_py()}\nAVH {g['avh'][i].as_py():.3f}", fontsize=8)
         ax.axis("off")
     fig.suptitle("Easiest (top) and hardest (bottom) augmentations by AVH")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_dynamics(runs: list[dict], history: list[dict], colors: dict) -> bytes:
@@ -132,7 +133,7 @@ def plot_dynamics(runs: list[dict], history: list[dict], colors: dict) -> bytes:
         ax.set(xlabel="epoch", ylabel=label)
         ax.legend()
     fig.suptitle("Test AVH and test feature norm per epoch (method means)")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _plots(lake: Lake, exp: dict, runs: list[dict], history: list[dict],
@@ -282,19 +283,27 @@ def write_report(lake: Lake, experiment_id: str, *, command: str | None = None) 
     """Write report.md, report.html and report.json; returns the report directory (on a
     remote lake, the local copy of what was uploaded to ``lake.url("reports", experiment_id)``)."""
     report, plot_inputs = _collect(lake, experiment_id, command)
-    plots = _plots(lake, *plot_inputs)
-    tables = _tables(report)
-    out = lake.local_path(f"reports/{experiment_id}")
+    return write_report_files(lake, experiment_id, "report", report,
+                              _plots(lake, *plot_inputs), tables=_tables(report))
+
+
+def write_report_files(lake: Lake, key: str, name: str, data: dict, plots: dict[str, bytes],
+                       **context) -> Path:
+    """``reports/<key>/``: ``<name>.json`` (``data``), ``<name>.md`` and a self-contained
+    ``<name>.html`` from the templates ``templates/<name>.{md,html}.j2`` (given ``r`` =
+    ``data``, ``plots``, ``pct`` and ``context``), and ``plots/*.png``; written as one
+    directory that appears whole. Returns it (on a remote lake, the local copy uploaded)."""
+    out = lake.local_path(f"reports/{key}")
     with atomic_path(out, directory=True) as tmp:
         tmp.chmod(0o755)
         (tmp / "plots").mkdir()
-        for name, png in plots.items():
-            (tmp / "plots" / f"{name}.png").write_bytes(png)
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
-        (tmp / "report.md").write_text(_TEMPLATES.get_template("report.md.j2").render(
-            r=report, tables=tables, plots=list(plots), pct=_pct))
-        (tmp / "report.html").write_text(_TEMPLATES.get_template("report.html.j2").render(
-            r=report, tables=tables, pct=_pct,
-            plots={k: base64.b64encode(v).decode() for k, v in plots.items()}))
-    lake.upload(out, f"reports/{experiment_id}")
+        for plot, png in plots.items():
+            (tmp / "plots" / f"{plot}.png").write_bytes(png)
+        (tmp / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
+        (tmp / f"{name}.md").write_text(_TEMPLATES.get_template(f"{name}.md.j2").render(
+            r=data, plots=list(plots), pct=_pct, **context))
+        (tmp / f"{name}.html").write_text(_TEMPLATES.get_template(f"{name}.html.j2").render(
+            r=data, pct=_pct, plots={k: base64.b64encode(v).decode() for k, v in plots.items()},
+            **context))
+    lake.upload(out, f"reports/{key}")
     return out

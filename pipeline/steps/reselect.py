@@ -24,11 +24,12 @@ from pipeline.lake import Lake, LakeError, content_id
 from pipeline.lake.readers import checkpoint_path
 from pipeline.steps import select as S
 from pipeline.steps.baseline import register_model
+from pipeline.steps.report import write_report
 from pipeline.steps.retrain import training_data
 from pipeline.steps.score import score_pool
 from pipeline.steps.sql import query
 
-__all__ = ["lineage", "reselect"]
+__all__ = ["curriculum_round", "lineage", "report", "reselect"]
 
 
 def latest_experiment(lake: Lake) -> str:
@@ -136,3 +137,20 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
     elif log:
         log(f"model {model_id} gives the same selection as before: no drift to record")
     return out
+
+
+# ------------------------------------------------------------------ as steps (the flow's tasks)
+
+
+def curriculum_round(lake: Lake, experiment_id: str | None, model_id: str | None,
+                     retrain: bool, *, log: Callable[[str], None] | None = print) -> dict:
+    """One round (``reselect``) as a step: re-score, re-select, record the drift (and, with
+    ``retrain``, train the round's model first)."""
+    return reselect(lake, experiment_id=experiment_id, model_id=model_id, retrain=retrain,
+                    log=log)
+
+
+def report(lake: Lake, experiment_id: str, *, log: Callable[[str], None] | None = None) -> str:
+    """Rewrite the experiment's report with its drift-over-rounds section; its location."""
+    write_report(lake, experiment_id)
+    return lake.url("reports", experiment_id)

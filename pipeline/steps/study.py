@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 
 from pipeline.config import POSITIONS, MethodSpec, StudyConfig, identity
 from pipeline.core.train import resolve_device
@@ -32,9 +32,32 @@ from pipeline.steps import score as score_
 from pipeline.steps import select as S
 from pipeline.steps.runners import ProcessRunner, Runner
 
-__all__ = ["plan_cells", "run_study", "study", "study_id"]
+__all__ = ["Cell", "plan_cells", "run_study", "study", "study_id"]
 
 Log = Callable[[str], None] | None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training of the grid: ``pool`` (its name; None for ``none``, the originals only),
+    ``budget`` (the fraction of the pool), ``selector`` (``random``, ``SCORE@POSITION``,
+    ``coverage-SCORE``, ``all``, ``none``), ``kind`` (random, window, coverage, reference),
+    ``n_items`` (augmentations), ``loss`` (ce, avh), ``rep`` (seed = the study's seed + rep),
+    ``score`` and ``position`` (a window's, a coverage's score), then, as the study goes,
+    ``selection_id``, ``pool_id`` and ``run_id``."""
+
+    pool: str | None
+    budget: float
+    selector: str
+    kind: str
+    n_items: int
+    loss: str
+    rep: int
+    score: str | None = None
+    position: str | None = None
+    selection_id: str | None = None
+    pool_id: str | None = None
+    run_id: str | None = None
 
 
 def study_id(cfg: StudyConfig) -> str:
@@ -92,7 +115,7 @@ def score(lake: Lake, cfg: StudyConfig, model_id: str, pool_id: str, *, log: Log
     return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device)
 
 
-def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[dict]:
+def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[Cell]:
     """The cells of pool ``name`` (``n_pool`` augmentations), without their selections: one
     per budget x selector x loss x seed, plus the reference ``all`` (``none`` is the study's,
     not a pool's). Raises SelectionError when a budget rounds to no augmentation."""
@@ -100,9 +123,8 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[dict]:
     reps = range(cfg.seeds)
 
     def add(budget, selector, kind, n, **extra):
-        cells.extend({"pool": name, "budget": budget, "selector": selector, "kind": kind,
-                      "n_items": n, "loss": loss, "rep": rep, "score": None, "position": None,
-                      **extra} for loss in cfg.losses for rep in reps)
+        cells.extend(Cell(pool=name, budget=budget, selector=selector, kind=kind, n_items=n,
+                          loss=loss, rep=rep, **extra) for loss in cfg.losses for rep in reps)
 
     for b in cfg.budgets:
         n = round(b * n_pool)
@@ -122,7 +144,7 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[dict]:
 
 
 def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str, *, log: Log = None
-           ) -> list[dict]:
+           ) -> list[Cell]:
     """Every selection of one pool (DuckDB, ``sql/``): its cells, each with its
     ``selection_id``. Windows are deterministic; random and coverage draw once per seed."""
     n_pool = lake.row("scoring_runs", scoring_run_id)["n_items"]
@@ -131,43 +153,43 @@ def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str, *, log:
         S.class_counts(lake, scoring_run_id, c)
     out, memo = [], {}
     for c in cells:
-        seed = cfg.seed + c["rep"]
-        key = (c["kind"], c["budget"], c["score"], c["position"],
-               None if c["kind"] in ("window", "reference") else seed)
+        seed = cfg.seed + c.rep
+        key = (c.kind, c.budget, c.score, c.position,
+               None if c.kind in ("window", "reference") else seed)
         if key in memo:  # the same selection for every loss (and every seed of a window)
-            out.append({**c, "selection_id": memo[key]})
+            out.append(replace(c, selection_id=memo[key]))
             continue
-        if c["kind"] == "random":
-            sel = S.random_stratified(lake, scoring_run_id, c["n_items"], seed=seed)
-        elif c["kind"] == "window":
-            sel = S.window(lake, scoring_run_id, c["n_items"], score=c["score"],
-                           lo=POSITIONS[c["position"]](c["budget"]), per_class=cfg.per_class)
-        elif c["kind"] == "coverage":
-            sel = S.coverage(lake, scoring_run_id, c["n_items"], score=c["score"],
+        if c.kind == "random":
+            sel = S.random_stratified(lake, scoring_run_id, c.n_items, seed=seed)
+        elif c.kind == "window":
+            sel = S.window(lake, scoring_run_id, c.n_items, score=c.score,
+                           lo=POSITIONS[c.position](c.budget), per_class=cfg.per_class)
+        elif c.kind == "coverage":
+            sel = S.coverage(lake, scoring_run_id, c.n_items, score=c.score,
                              drop=cfg.coverage_drop, bins=cfg.coverage_bins, seed=seed,
                              per_class=cfg.per_class)
         else:
             sel = S.all_items(lake, scoring_run_id)
         memo[key] = sel
-        out.append({**c, "selection_id": sel})
+        out.append(replace(c, selection_id=sel))
     return out
 
 
 def cell(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: str,
-         c: dict, *, log: Log = None) -> str:
+         c: Cell, *, log: Log = None) -> str:
     """Train one cell: the protocol's model on the originals + the cell's selection, at seed
     ``cfg.seed + rep``; returns run_id (found, not retrained, when it exists)."""
     data = retrain_.training_data(lake, dataset_id, pool_id)
-    m = MethodSpec(c["selector"], loss=cfg.loss_spec(c["loss"]))
+    m = MethodSpec(c.selector, loss=cfg.loss_spec(c.loss))
     return retrain_.train_cell(lake, cfg.protocol(),
                                experiment_id=protocol_id(cfg, dataset_id, model_id), data=data,
-                               method=m, selection_id=c["selection_id"], rep=c["rep"],
+                               method=m, selection_id=c.selection_id, rep=c.rep,
                                baseline_model_id=model_id, purpose="study", log=log,
                                eval_last=True)
 
 
 def record(lake: Lake, cfg: StudyConfig, dataset_id: str, model_id: str, pools: dict,
-           cells: list[dict], seconds: float, *, log: Log = None) -> str:
+           cells: list[Cell], seconds: float, *, log: Log = None) -> str:
     """Record the study: its config, pools and every cell with its run; returns its id."""
     import json
 
@@ -177,7 +199,7 @@ def record(lake: Lake, cfg: StudyConfig, dataset_id: str, model_id: str, pools: 
             "study_id": [sid], "preset": [cfg.preset],
             "config": [json.dumps(cfg.to_dict(), default=str)], "dataset_id": [dataset_id],
             "baseline_model_id": [model_id], "pools": [json.dumps(pools)],
-            "cells": [json.dumps(cells)], "seconds": [seconds]})
+            "cells": [json.dumps([asdict(c) for c in cells])], "seconds": [seconds]})
     return sid
 
 
@@ -211,20 +233,19 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
         pool_id = runner.call(pool, cfg, dataset_id, p.name)
         scoring_run_id = runner.call(score, cfg, model_id, pool_id)
         pools[p.name] = {"pool_id": pool_id, "scoring_run_id": scoring_run_id}
-        cells += [{**c, "pool_id": pool_id}
+        cells += [replace(c, pool_id=pool_id)
                   for c in runner.call(select, cfg, p.name, scoring_run_id)]
     if "none" in cfg.references:  # originals only: one set of runs for every pool
         first = pools[cfg.pools[0].name]["pool_id"]
-        cells += [{"pool": None, "budget": 0.0, "selector": "none", "kind": "reference",
-                   "n_items": 0, "loss": loss, "rep": rep, "score": None, "position": None,
-                   "selection_id": None, "pool_id": first}
+        cells += [Cell(pool=None, budget=0.0, selector="none", kind="reference", n_items=0,
+                       loss=loss, rep=rep, pool_id=first)
                   for loss in cfg.losses for rep in range(cfg.seeds)]
     # the largest trainings first: the workers finish together
-    order = sorted(range(len(cells)), key=lambda i: -cells[i]["n_items"])
-    run_ids = runner.map(cell, [(cfg, dataset_id, cells[i]["pool_id"], model_id, cells[i])
+    order = sorted(range(len(cells)), key=lambda i: -cells[i].n_items)
+    run_ids = runner.map(cell, [(cfg, dataset_id, cells[i].pool_id, model_id, cells[i])
                                 for i in order])
     for i, run_id in zip(order, run_ids, strict=True):
-        cells[i]["run_id"] = run_id
+        cells[i] = replace(cells[i], run_id=run_id)
     sid = runner.call(record, cfg, dataset_id, model_id, pools, cells,
                       time.perf_counter() - t0)
     return sid, runner.call(report, cfg, sid, command)

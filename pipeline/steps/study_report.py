@@ -11,8 +11,6 @@ the corrected tests show.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections import defaultdict
@@ -23,8 +21,9 @@ import numpy as np
 from scipy import stats
 
 from pipeline.core.stats import method_stats, paired
-from pipeline.lake import Lake, LakeError, atomic_path, git_sha
+from pipeline.lake import Lake, LakeError, git_sha
 from pipeline.lake.readers import classes as dataset_classes
+from pipeline.steps.report import figure_png, write_report_files
 from pipeline.steps.sql import query
 
 matplotlib.use("Agg")
@@ -175,15 +174,6 @@ def study_verdict(rows: list[dict], n_seeds: int) -> str:
 # ------------------------------------------------------------------ plots
 
 
-def _png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
     """Test accuracy against budget per pool: one line per selector (``which``), its 95 %
     interval as a band; the references as horizontal lines."""
@@ -218,7 +208,7 @@ def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
         ax.set_ylabel("test accuracy % (mean, 95 % CI)")
         ax.set_title(f"{pool} pool")
         ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    return figure_png(fig)
 
 
 # ------------------------------------------------------------------ collect and write
@@ -371,79 +361,14 @@ def _kept_tables(r: dict) -> dict[str, list[list[str]]]:
     return out
 
 
-def _md_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows[1:]]
-    return "\n".join(lines)
-
-
-def _html_table(rows: list[list[str]]) -> str:
-    e = html.escape
-    return ("<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in rows[0])
-            + "</tr></thead><tbody>" + "".join(
-                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-            + "</tbody></table>")
-
-
-def _markdown(r: dict, tables: dict, kept: dict, plots: list[str]) -> str:
-    parts = [f"# smartaug study {r['study_id']}", "",
-             f"Reproduce: `{r['command']}` (git {r['git_sha']})", "", f"**Verdict.** {r['verdict']}",
-             "", f"Protocol: {r['protocol']}. Baseline test accuracy "
-             f"{_pct(r['baseline']['test_acc'])} %.", "", f"How positions were chosen: "
-             f"{r['how_chosen']}", "",
-             "Windows: a window of exactly the budget's size in the baseline's hardness "
-             "ranking, starting at the easiest item (easiest), at 2 % (offset, the seed's "
-             "band), centred on the median (median) or ending at the hardest (hardest). "
-             "`*`: significant after Holm. W/T/L: seeds won, tied, lost against random.", ""]
-    parts += ["## Summary: test accuracy % (mean ± std over the seeds; in brackets the paired "
-              "difference to random in points, `*` if significant after Holm)", ""]
-    for key, t in _summary_tables(r).items():
-        parts += [f"### {key}", "", _md_table(t), ""]
-    parts += [f"![{p}](plots/{p}.png)" for p in plots] + [""]
-    for key, t in tables.items():
-        parts += [f"## {key}", "", _md_table(t), ""]
-    parts += ["## Positions chosen on validation", "",
-              _md_table([["pool", "budget", "loss", "score", "chosen", "val acc % by position"],
-                         *([c["pool"], f"{c['budget']:g}", c["loss"], c["score"], c["position"],
-                            ", ".join(f"{p} {_pct(v)}" for p, v in
-                                      c["val_acc_by_position"].items())]
-                           for c in r["chosen_positions"])])
-              if r["chosen_positions"] else "(a single position: nothing to choose)", ""]
-    parts += ["## What each selector kept (% of its augmentations, first seed)", ""]
-    for key, t in kept.items():
-        parts += [f"### {key}", "", _md_table(t), ""]
-    return "\n".join(parts) + "\n"
-
-
-def _html(r: dict, tables: dict, kept: dict, plots: dict[str, bytes]) -> str:
-    e = html.escape
-    body = [f"<h1>smartaug study {e(r['study_id'])}</h1>",
-            f"<p>Reproduce: <code>{e(str(r['command']))}</code> (git {e(r['git_sha'])})</p>",
-            f"<p class=verdict>{e(r['verdict'])}</p>",
-            f"<p>Protocol: {e(r['protocol'])}.</p><p>{e(r['how_chosen'])}</p>"]
-    body += ["<h2>Summary: test accuracy % (mean ± std; in brackets the paired difference to "
-             "random in points, * if significant after Holm)</h2>"]
-    for key, t in _summary_tables(r).items():
-        body += [f"<h3>{e(key)}</h3>", _html_table(t)]
-    body += [f'<img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
-             for k, v in plots.items()]
-    for key, t in tables.items():
-        body += [f"<h2>{e(key)}</h2>", _html_table(t)]
-    if r["chosen_positions"]:
-        body += ["<h2>Positions chosen on validation</h2>", _html_table(
-            [["pool", "budget", "loss", "score", "chosen"],
-             *([c["pool"], f"{c['budget']:g}", c["loss"], c["score"], c["position"]]
-               for c in r["chosen_positions"])])]
-    body += ["<h2>What each selector kept (% of its augmentations, first seed)</h2>"]
-    for key, t in kept.items():
-        body += [f"<h3>{e(key)}</h3>", _html_table(t)]
-    return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<title>smartaug study {e(r['study_id'])}</title><style>"
-            "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
-            "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;"
-            "padding:3px 8px;text-align:right}th{background:#f0f0f0}img{max-width:100%}"
-            ".verdict{background:#eef5ff;padding:.8em;border-left:4px solid #3a7}"
-            "</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+def _chosen_table(r: dict) -> list[list[str]]:
+    """The positions chosen on validation (no rows: a single position, nothing chosen)."""
+    if not r["chosen_positions"]:
+        return []
+    return [["pool", "budget", "loss", "score", "chosen", "val acc % by position"],
+            *([c["pool"], f"{c['budget']:g}", c["loss"], c["score"], c["position"],
+               ", ".join(f"{p} {_pct(v)}" for p, v in c["val_acc_by_position"].items())]
+              for c in r["chosen_positions"])]
 
 
 def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> Path:
@@ -459,15 +384,6 @@ def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> P
         plots[f"{first}_positions"] = plot_budget(
             r["leaderboard"], cfg, lambda x: x["selector"] == "random"
             or (x["score"] == first and x["kind"] == "window"))
-    tables, kept = _tables(r), _kept_tables(r)
-    out = lake.local_path(f"reports/{sid}")
-    with atomic_path(out, directory=True) as tmp:
-        tmp.chmod(0o755)
-        (tmp / "plots").mkdir()
-        for name, png in plots.items():
-            (tmp / "plots" / f"{name}.png").write_bytes(png)
-        (tmp / "study.json").write_text(json.dumps(r, indent=2, default=str))
-        (tmp / "study.md").write_text(_markdown(r, tables, kept, list(plots)))
-        (tmp / "study.html").write_text(_html(r, tables, kept, plots))
-    lake.upload(out, f"reports/{sid}")
-    return out
+    return write_report_files(lake, sid, "study", r, plots, tables=_tables(r),
+                              summary=_summary_tables(r), kept=_kept_tables(r),
+                              chosen=_chosen_table(r))
