@@ -102,13 +102,14 @@ stop:
 	done
 	@if [ -f $(PG_DATA)/postmaster.pid ]; then $(BIN)/python -m flows.database stop --data $(PG_DATA); fi
 
-# Every test, real servers included (about 9 minutes on 2 cores).
+# Every test, real servers included, on one pytest-xdist worker per core (a module's
+# PostgreSQL tests share one worker: --dist loadgroup).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
-# For iterating on a change (about 1.5 minutes): no end-to-end run marked slow, no PostgreSQL.
+# For iterating on a change: no end-to-end run marked slow, no PostgreSQL.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not postgres"
+	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not slow and not postgres"
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

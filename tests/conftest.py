@@ -2,6 +2,11 @@ import os
 import socket
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread a worker (and in every process it starts): two workers on two cores
+    # with two threads each would spin against each other
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 

@@ -26,6 +26,9 @@ from pipeline.steps.score import score_pool
 from pipeline.steps.select import band
 from tests.conftest import write_image_folder
 
+# its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("bad-input")
+
 BIN = Path(sys.executable).parent
 
 

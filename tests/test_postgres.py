@@ -21,7 +21,8 @@ from pipeline.lake import Lake
 from tests.test_flows import ROOT, _free_port, _healthy, _python
 
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.postgres
+# one PostgreSQL and one server for the module: its tests stay on one pytest-xdist worker
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("postgres")]
 
 
 @pytest.fixture(scope="module")

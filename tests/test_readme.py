@@ -16,6 +16,9 @@ import pytest
 
 from tests.conftest import write_image_folder
 
+# its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("readme")
+
 ROOT = Path(__file__).resolve().parent.parent
 # the README first (its tour makes the lake the other pages' blocks use), then docs/ in order
 PAGES = [ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in (
@@ -42,6 +45,10 @@ SKIPPED = {
     ".venv/bin/prefect deployment run smart-augmentation/smart-augmentation "
     "-p overrides='{\"dataset\": \"imagefolder:/data/pets\", \"grayscale\": true, "
     "\"image_size\": 28}' --watch": "tests/test_flows.py runs the deployment with overrides",
+    ".venv/bin/smartaug study --preset quick --dataset imagefolder:/data/pets --grayscale "
+    "--image-size 28 --epochs 1 --seeds 2":
+        "tests/test_study.py::test_cli_study_preset_with_overrides_prints_the_report_last runs "
+        "this very command on a generated image folder (and again: nothing to do)",
     ".venv/bin/smartaug study --preset quick":
         "the full study at the quick preset's size (about 1.5 h on 2 cores; its results are in "
         "the README); tests/test_study.py runs the preset with overrides",

@@ -151,9 +151,15 @@ def test_sigkill_halfway_then_rerun_completes(tmp_path, fashion_root):
         assert res.returncode == 0, res.stderr
         return res.stdout.strip().splitlines()[-1]
 
-    d = cli("ingest", "--per-class-train", "100", "--per-class-test", "10")
-    m = cli("baseline", "--dataset-id", d, "--epochs", "1")
-    p = cli("augment", "--dataset-id", d, "--policy", "k:40")  # 40 000 items
+    from pipeline.config import AugmentConfig, DataConfig, TrainConfig
+    from pipeline.steps.baseline import train_baseline
+    from pipeline.steps.ingest import ingest
+    from pipeline.steps.pool import build_pool
+
+    lake = Lake(storage)  # the steps before, in this process: only scoring is killed
+    d = ingest(lake, DataConfig(root=fashion_root, per_class_train=100, per_class_test=10))
+    m = train_baseline(lake, d, cfg=TrainConfig(epochs=1, device="cpu"), log=None)
+    p = build_pool(lake, d, AugmentConfig(policy="k:40"), workers=2)  # 40 000 items
     proc = subprocess.Popen([str(VENV_BIN / "smartaug"), "score", "--model-id", m, "--pool-id",
                              p, "--batch-size", "16"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

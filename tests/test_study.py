@@ -337,10 +337,11 @@ def test_cli_study_preset_with_overrides_prints_the_report_last(tmp_path):
     images = write_image_folder(tmp_path / "images", classes=("ant", "bee", "cow", "doe"),
                                 per_class=(15, 5), size=(20, 20), mode="L")
     storage = tmp_path / "storage"
+    # the command of the README and docs/studies.md, on a generated image folder
     res = subprocess.run([str(BIN / "smartaug"), "study", "--preset", "quick", "--dataset",
-                          f"imagefolder:{images}", "--epochs", "1", "--seeds", "2",
-                          "--storage", str(storage)], capture_output=True, text=True,
-                         timeout=1200)
+                          f"imagefolder:{images}", "--grayscale", "--image-size", "28",
+                          "--epochs", "1", "--seeds", "2", "--storage", str(storage)],
+                         capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     out = Path(res.stdout.strip().splitlines()[-1])
     report = json.loads((out / "study.json").read_text())
