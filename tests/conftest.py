@@ -99,3 +99,21 @@ def s3_endpoint():
     yield env
     mp.undo()
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(s3_endpoint, tmp_path_factory):
+    """A 2-worker Dask cluster (processes, one thread each, as ``SMARTAUG_TASK_RUNNER=dask:2``
+    starts one), started once for the session; the ``SMARTAUG_TASK_RUNNER`` spec of its
+    scheduler (``dask://HOST:PORT``). Its workers are started after the S3 endpoint's
+    variables are set, so they reach the same object store."""
+    distributed = pytest.importorskip("distributed")
+    mp = pytest.MonkeyPatch()  # the workers' cache of remote checkpoints: this session's
+    mp.setenv("SMARTAUG_CACHE", str(tmp_path_factory.mktemp("dask-cache")))
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    try:
+        yield "dask://" + cluster.scheduler_address.removeprefix("tcp://")
+    finally:
+        cluster.close()
+        mp.undo()

@@ -269,11 +269,11 @@ def test_every_place_that_names_the_overrides_names_the_same_ones():
 
 @pytest.mark.slow
 def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env, tmp_path,
-                                                                  s3_endpoint):
+                                                                  s3_endpoint, dask_cluster):
     """The scale-out set-up: Dask worker processes sharing a lake on an object store (a real
     S3 API) score in shards and retrain; the same selections as one process on local disk."""
     selections = {}
-    for runner in ("threads", "dask:2"):
+    for runner in ("threads", dask_cluster):
         storage = str(tmp_path / "local") if runner == "threads" else "s3://lakes/dask-test"
         o = json.dumps({**TINY, "storage": storage})
         code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
@@ -291,13 +291,13 @@ def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env,
         assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
         assert lake.sql("select count(*) n from scores s join scoring_runs r using "
                         "(scoring_run_id) where r.pool_id is not null").to_pylist()[0]["n"] == 550
-    assert selections["threads"] == selections["dask:2"]
+    assert selections["threads"] == selections[dask_cluster]
     assert len(selections["threads"]["M2"]) == 110
 
 
 @pytest.mark.slow
 def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_path,
-                                                             fashion_root):
+                                                             fashion_root, dask_cluster):
     """The study/study flow's cells spread over a 2-worker Dask cluster: the same cells,
     selections and accuracies as `smartaug study --config` with its worker processes."""
     from pipeline.config import DataConfig, PoolSpec, StudyConfig, TrainConfig
@@ -316,7 +316,7 @@ def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_pa
             "from pipeline.experiment_file import load_study\n"
             f"cfg = load_study({str(tmp_path / 'study.json')!r})\n"
             f"print(study(config=cfg, overrides=Overrides(storage={str(storage)!r})))")
-    out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER="dask:2"), code))
+    out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER=dask_cluster), code))
     flow = json.loads((out / "study.json").read_text())
     cli = subprocess.run([str(BIN / "smartaug"), "study", "--config",
                           str(tmp_path / "study.json"), "--storage", str(tmp_path / "cli")],
