@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import SCORE_COLUMNS
 from pipeline.errors import UserError
@@ -26,8 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+# markup off: every value shown (a class name, a path, a query's cell) is printed as it is,
+# never read as rich markup
+err = Console(stderr=True, soft_wrap=True, markup=False)
+out = Console(markup=False)
 
 DatasetOpt = Annotated[str, typer.Option(
     "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")]
@@ -57,8 +59,13 @@ MODEL_HELP = ("lenet5 | lenet5-wide | resnet | torchvision:NAME (e.g. torchvisio
               "timm:NAME | package.module:factory (your callable returning an nn.Module)")
 
 
+def _error_line(message: str) -> Text:
+    """``error: <message>``, the message as plain text."""
+    return Text("error:", style="bold red") + Text(" " + message)
+
+
 def _fail(e: Exception | str) -> None:
-    err.print("[bold red]error:[/] " + escape(str(e)), highlight=False)
+    err.print(_error_line(str(e)), highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -532,7 +539,7 @@ def sql(
         table.add_column(name)
     for row in result.slice(0, limit).to_pylist():
         table.add_row(*(_cell(v) for v in row.values()))
-    Console(width=max(out.width, 200)).print(table)
+    Console(width=max(out.width, 200), markup=False).print(table)
     if result.num_rows > limit:
         err.print(f"({result.num_rows} rows, {limit} shown; --limit N for more)")
 
@@ -779,7 +786,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         ctx = getattr(e, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-        err.print("[bold red]error:[/] " + escape(e.format_message() + hint), highlight=False)
+        err.print(_error_line(e.format_message() + hint), highlight=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -88,8 +88,10 @@ def _paths(path: Path, data: dict) -> None:
         d["dataset"] = "imagefolder:" + str(here / d["dataset"].split(":", 1)[1])
     if isinstance(d.get("root"), str):
         d["root"] = str(here / d["root"])
+    pools = data.get("pools", [])
     augments = [data.get("augment", {})] + [p.get("augment", {}) for p in
-                                            data.get("pools", []) if isinstance(p, dict)]
+                                            (pools if isinstance(pools, list) else [])
+                                            if isinstance(p, dict)]
     for aug in augments:
         if not isinstance(aug, dict) or "space" not in aug:
             continue
@@ -99,6 +101,9 @@ def _paths(path: Path, data: dict) -> None:
                               f"{space!r}")
         kinds, defined = load_space(here / space)
         aug.setdefault("kinds", list(kinds))
+        if not isinstance(aug["kinds"], list):
+            raise ConfigError(f"{path}: augment.kinds must be a list of kind names, got "
+                              f"{aug['kinds']!r}")
         aug["space"] = [list(d_) for d_ in defined if d_[0] in aug["kinds"]]
 
 

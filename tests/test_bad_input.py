@@ -170,6 +170,9 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
                     f"evil.parquet'"], ["COPY statements are refused"]),
         "sql explain analyze copy": (["sql", f"explain analyze copy (select 1) to "
                                              f"'{w['tmp']}/x.csv'"], ["COPY"]),
+        "sql comments before explain analyze copy": (
+            ["sql", f"/* hi */ -- there\n explain analyze copy (select 1) to '{w['tmp']}/y.csv'"],
+            ["COPY"]),
         "sql attach": (["sql", f"attach '{w['tmp']}/x.db'"], ["ATTACH statements are refused"]),
         "sql create table": (["sql", "create table t as select 1"], ["CREATE"]),
         "sql install": (["sql", "install httpfs"], ["refused"]),
@@ -214,6 +217,9 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
         # export
         "export to a non-empty directory": (["export", "--selection-id", b, "--to", str(w["tmp"])],
                                             ["not an empty directory"]),
+        "export into the lake": (["export", "--selection-id", b, "--to",
+                                  str(w["root"] / "scores" / "scoring_run_id=evil")],
+                                 ["lies inside the lake"]),
         "export an unknown selection": (["export", "--selection-id", "nope", "--to",
                                          str(w["tmp"] / "new-x")],
                                         ["no selection 'nope'"]),
@@ -368,6 +374,39 @@ def test_the_study_selectors_from_the_cli(world, capsys, tmp_path):
                               str(tmp_path / "out"), "--no-originals", "--storage", root)
     assert code == 0, err
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["n_items"] == 12
+
+
+def test_values_are_printed_as_they_are_and_an_empty_storage_is_refused(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Nothing the user supplied is read as rich markup (a cell, a path in a message), and an
+    empty --storage or SMARTAUG_STORAGE is an error, not ./storage."""
+    monkeypatch.chdir(tmp_path)
+    lake = str(tmp_path / "lake")
+    code, out, _ = smartaug(capsys, "sql", "select '[bold]abc[/bold]' as s, '[/x]' as t",
+                            "--storage", lake)
+    assert code == 0 and "[bold]abc[/bold]" in out and "[/x]" in out
+    code, _, err = smartaug(capsys, "ingest", "--dataset", "imagefolder:/no/[/x]/dir",
+                            "--storage", lake)
+    assert code == 2 and "/no/[/x]/dir" in err and "Traceback" not in err
+    for args, env in (([" "], None), ([], "")):
+        if env is not None:
+            monkeypatch.setenv("SMARTAUG_STORAGE", env)
+        code, _, err = smartaug(capsys, "sql", "select 1", *(["--storage", *args] if args else []))
+        assert code == 2 and "empty" in err and "Traceback" not in err, err
+    assert not (tmp_path / "storage").exists()
+
+
+@pytest.mark.parametrize("text, words", [
+    ('preset = "quick"\npools = 5\n', "pools must be a list of tables"),
+    ('preset = "quick"\n[augment]\nkinds = 5\n', "augment.kinds = 5"),
+    ('preset = "quick"\n[augment]\nkinds = 5\nspace = "s.yaml"\n',
+     "augment.kinds must be a list"),
+])
+def test_config_check_of_mistyped_tables(tmp_path, capsys, text, words):
+    (tmp_path / "s.yaml").write_text("kinds: {grid: builtin}\n")
+    (tmp_path / "f.toml").write_text(text)
+    code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "f.toml"))
+    assert code == 2 and words in " ".join(err.split()) and "Traceback" not in err, err
 
 
 def test_lake_root_that_is_a_file(tmp_path, capsys):

@@ -82,7 +82,9 @@ class LakeError(UserError, RuntimeError):
 
 
 READ_ONLY = ("SELECT", "EXPLAIN")  # SELECT covers WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE
-_EXPLAIN = re.compile(r"^\s*explain(\s+analy[sz]e)?\b", re.IGNORECASE)
+# EXPLAIN [ANALYZE] and the comments before it (its own statement follows)
+_EXPLAIN = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*explain(\s+analy[sz]e)?\b",
+                      re.IGNORECASE | re.DOTALL)
 
 
 def read_only_statements(query: str) -> None:
@@ -97,7 +99,11 @@ def read_only_statements(query: str) -> None:
     for st in statements:
         kind = st.type.name
         if kind == "EXPLAIN":
-            read_only_statements(_EXPLAIN.sub("", st.query, count=1))
+            inner = _EXPLAIN.sub("", st.query, count=1)
+            if inner == st.query:  # never parse the same text again
+                raise LakeError("cannot find the statement inside this EXPLAIN; write it as "
+                                "EXPLAIN SELECT ...")
+            read_only_statements(inner)
         elif kind not in READ_ONLY:
             raise LakeError(f"{kind} statements are refused: queries over the lake are "
                             f"read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN). To "
@@ -106,8 +112,19 @@ def read_only_statements(query: str) -> None:
 
 
 def resolve_root(storage: str | os.PathLike | None = None) -> str:
-    """``storage`` if given, else ``SMARTAUG_STORAGE``, else ``./storage``: a path or a URL."""
-    return os.fspath(storage or os.environ.get("SMARTAUG_STORAGE") or "storage")
+    """``storage`` if given, else ``SMARTAUG_STORAGE``, else ``./storage``: a path or a URL.
+    An empty one, given or in the variable, is refused (never read as "the default")."""
+    if storage is None:
+        storage = os.environ.get("SMARTAUG_STORAGE")
+        if storage is not None and not storage.strip():
+            raise LakeError("SMARTAUG_STORAGE is set but empty: set it to the lake's directory "
+                            "or URL, or unset it for ./storage")
+        storage = storage or "storage"
+    root = os.fspath(storage)
+    if not root.strip():
+        raise LakeError("--storage is empty: give the lake's directory or URL, or leave the "
+                        "option out for SMARTAUG_STORAGE or ./storage")
+    return root
 
 
 def _make_root(root: Path) -> None:

@@ -115,6 +115,12 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     to = Path(to).absolute()
+    if lake.local:
+        root = Path(lake.root).resolve()
+        if to.resolve() == root or root in to.resolve().parents:
+            raise InputError(f"{to} lies inside the lake {root}: export outside it (the lake "
+                             f"holds only what smartaug writes, and its views read every "
+                             f"partition under it)")
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise InputError(f"{to} is not an empty directory: export into a new or empty one")
     items = selection_items(lake, selection_id, originals=originals)
