@@ -25,6 +25,21 @@ def fashion_root() -> str:
                 "(make test does this as root) or set SMARTAUG_DATA")
 
 
+def smartaug(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI's entry point (``pipeline.cli.main``) in this process: (exit code, stdout,
+    stderr)."""
+    from pipeline import cli
+
+    capsys.readouterr()
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def write_image_folder(root: Path, *, classes=("cat", "dog", "eel"), per_class=(6, 3),
                        size=(32, 32), ext=".jpg", mode="RGB", seed=0) -> Path:
     """A tiny real ImageFolder tree of JPEG/PNG files with class-dependent colours."""

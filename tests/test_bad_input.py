@@ -24,7 +24,7 @@ from pipeline.steps.ingest import ingest
 from pipeline.steps.pool import build_pool
 from pipeline.steps.score import score_pool
 from pipeline.steps.select import band
-from tests.conftest import write_image_folder
+from tests.conftest import smartaug, write_image_folder
 
 # its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
 pytestmark = pytest.mark.xdist_group("bad-input")
@@ -35,18 +35,6 @@ BIN = Path(sys.executable).parent
 def files(root: Path) -> list[str]:
     """Every file under a lake root, relative, sorted (staging included)."""
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
-
-
-def smartaug(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI's entry point in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def refused(capsys, root: Path, args: list[str], *words: str) -> str:

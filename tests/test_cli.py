@@ -24,7 +24,7 @@ def run(storage, *args, ok=True):
 
 def chain(capsys, storage, images):
     """The README's chain, through the CLI's entry point in this process."""
-    from tests.test_bad_input import smartaug
+    from tests.conftest import smartaug
 
     def last(*args):
         code, out, err = smartaug(capsys, *args, "--storage", str(storage))
@@ -67,7 +67,7 @@ def test_chain_on_unseen_imagefolder_twice(tmp_path, capsys):
 def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
     """The installed `smartaug` script once (its exit code and streams as a shell sees them),
     then the same entry point in this process."""
-    from tests.test_bad_input import smartaug
+    from tests.conftest import smartaug
 
     storage = tmp_path / "storage"
     res = run(storage, "select", "--scoring-run-id", "nope", "--band", "0.1", "0.2", ok=False)

@@ -229,7 +229,7 @@ def test_reselect_rounds_record_drift_and_child_models(small_experiment):
 def test_reselect_from_the_cli(small_experiment, capsys):
     """`smartaug reselect`: a round of the newest experiment, its selection id printed last
     and the report rewritten with the round in it."""
-    from tests.test_bad_input import smartaug
+    from tests.conftest import smartaug
 
     lake, _, exp_id, _ = small_experiment
     rounds = lake.sql("select count(*) n from drift").to_pylist()[0]["n"]

@@ -34,7 +34,7 @@ def test_the_gpu_preset():
 
 @no_cuda
 def test_a_gpu_asked_for_where_there_is_none(tmp_path, capsys):
-    from tests.test_bad_input import smartaug
+    from tests.conftest import smartaug
 
     code, _, err = smartaug(capsys, "experiment", "--preset", "gpu", "--storage",
                             str(tmp_path / "lake"))

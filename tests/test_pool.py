@@ -228,7 +228,7 @@ def test_regenerate_does_not_depend_on_the_batch():
 def test_cli_materialize(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from tests.test_bad_input import smartaug
+    from tests.conftest import smartaug
 
     def run(*args):
         code, out, err = smartaug(capsys, *args, "--storage", str(tmp_path / "lake"))

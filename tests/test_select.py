@@ -9,13 +9,17 @@ from pipeline.steps import select as S
 from pipeline.steps.select import SelectionError
 
 
-def known_run(lake: Lake, run="run0000000000001", n=10_000, classes=10, scores=None):
-    """A scoring run whose avh of item i is i / n (all distinct), class = i % classes."""
-    avh = np.arange(n) / n if scores is None else np.asarray(scores, float)
-    n = len(avh)
-    cols = {c: np.zeros(n) for c in SCORE_COLUMNS}
-    cols["avh"] = avh
-    cols["loss"] = -avh  # reversed order
+def known_run(lake: Lake, run="run0000000000001", n=10_000, classes=10, scores=None,
+              columns=None):
+    """A scoring run whose avh of item i is i / n (all distinct), class = i % classes;
+    ``columns`` (score name -> values) sets every score column instead."""
+    if columns is None:
+        avh = np.arange(n) / n if scores is None else np.asarray(scores, float)
+        columns = {c: np.zeros(len(avh)) for c in SCORE_COLUMNS}
+        columns["avh"] = avh
+        columns["loss"] = -avh  # reversed order
+    n = len(columns["avh"])
+    cols = columns
     lake.write("scores", run, {
         "scoring_run_id": [run] * n, "model_id": ["m"] * n, "pool_id": ["p"] * n,
         "item_id": [f"item{i:07d}" for i in range(n)], "label": np.arange(n) % classes,
@@ -141,15 +145,7 @@ def test_every_query_that_reads_a_score_reads_the_one_it_is_given(lake):
     rng = np.random.default_rng(0)
     cols = {c: rng.permutation(n).astype(float) for c in SCORE_COLUMNS}  # a ranking each
     cols["margin"][:7] = np.nan  # undefined for 7 items: class counts must see it
-    run = "run0000000000009"
-    lake.write("scores", run, {
-        "scoring_run_id": [run] * n, "model_id": ["m"] * n, "pool_id": ["p"] * n,
-        "item_id": [f"item{i:07d}" for i in range(n)], "label": np.arange(n) % 4,
-        "pred": np.zeros(n, np.int64), "correct": np.zeros(n, bool), **cols})
-    lake.write("scoring_runs", run, {
-        "scoring_run_id": [run], "model_id": ["m"], "pool_id": ["p"], "dataset_id": ["d"],
-        "split": [None], "n_items": [n], "n_undefined": [0], "batch_size": [1],
-        "device": ["cpu"], "seconds": [0.0], "created_at": [None], "git_sha": ["t"]})
+    run = known_run(lake, "run0000000000009", classes=4, columns=cols)
     for c in SCORE_COLUMNS:
         order = np.argsort(cols[c], kind="stable")  # NaN last
         defined = order[~np.isnan(cols[c][order])]

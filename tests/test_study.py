@@ -185,7 +185,7 @@ def _tree(root: Path) -> list[str]:
 def test_cli_refuses_a_bad_grid_before_any_work(tmp_path, capsys, args, msg):
     """Validation, in this process (the CLI's contract, exit 2 and no traceback, is held for
     every command by tests/test_bad_input.py)."""
-    from tests.test_bad_input import smartaug
+    from tests.conftest import smartaug
 
     (tmp_path / "grid.toml").write_text('preset = "quick"\nbudgets = [0.1, 1.5]\n')
     (tmp_path / "empty.toml").write_text('preset = "quick"\nbudgets = []\n')

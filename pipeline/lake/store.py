@@ -114,16 +114,13 @@ def read_only_statements(query: str) -> None:
 def resolve_root(storage: str | os.PathLike | None = None) -> str:
     """``storage`` if given, else ``SMARTAUG_STORAGE``, else ``./storage``: a path or a URL.
     An empty one, given or in the variable, is refused (never read as "the default")."""
-    if storage is None:
-        storage = os.environ.get("SMARTAUG_STORAGE")
-        if storage is not None and not storage.strip():
-            raise LakeError("SMARTAUG_STORAGE is set but empty: set it to the lake's directory "
-                            "or URL, or unset it for ./storage")
-        storage = storage or "storage"
-    root = os.fspath(storage)
+    given = storage is not None
+    root = os.fspath(storage) if given else os.environ.get("SMARTAUG_STORAGE", "storage")
     if not root.strip():
         raise LakeError("--storage is empty: give the lake's directory or URL, or leave the "
-                        "option out for SMARTAUG_STORAGE or ./storage")
+                        "option out for SMARTAUG_STORAGE or ./storage" if given else
+                        "SMARTAUG_STORAGE is set but empty: set it to the lake's directory or "
+                        "URL, or unset it for ./storage")
     return root
 
 

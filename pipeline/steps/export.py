@@ -116,8 +116,8 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
         raise InputError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     to = Path(to).absolute()
     if lake.local:
-        root = Path(lake.root).resolve()
-        if to.resolve() == root or root in to.resolve().parents:
+        root, real = Path(lake.root).resolve(), to.resolve()
+        if real == root or root in real.parents:
             raise InputError(f"{to} lies inside the lake {root}: export outside it (the lake "
                              f"holds only what smartaug writes, and its views read every "
                              f"partition under it)")
