@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -24,14 +24,62 @@ from models.external import build_external, is_external
 from models.lenet import lenet5, lenet5_wide
 from models.resnet import resnet
 
-__all__ = ["MODELS", "ModelError", "make_model", "save_checkpoint", "load_checkpoint", "weights_sha256"]
+__all__ = ["MODELS", "ModelError", "TRUST_ENV", "check_trusted", "make_model", "save_checkpoint",
+           "load_checkpoint", "weights_sha256"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet5,
     "lenet5-wide": lenet5_wide,
     "resnet": resnet,
 }
+# the keyword arguments each registered model takes (beyond num_classes, in_channels,
+# image_size); a checkpoint's spec may hold these and no others
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "lenet5": ("channels", "hidden", "mean", "std"),
+    "lenet5-wide": ("channels", "hidden", "mean", "std"),
+    "resnet": ("blocks", "widths", "mean", "std"),
+}
+EXTERNAL_OPTIONS = ("mean", "std")
+TRUST_ENV = "SMARTAUG_TRUST_MODELS"  # comma-separated package.module:factory names
 _FORMAT = "smartaug-checkpoint/1"
+
+
+def _library_model(name: str) -> bool:
+    """torchvision:NAME and timm:NAME build from those libraries' registries (a name, never
+    an import path), like the built-in models."""
+    return name.startswith(("torchvision:", "timm:"))
+
+
+def check_trusted(name: str, trust: str | Iterable[str] | None = ()) -> None:
+    """Refuse to rebuild model ``name`` unless it is a built-in, a torchvision or timm model,
+    or code the user named for this run: in ``trust`` (the run's ``--model`` or config) or in
+    the ``SMARTAUG_TRUST_MODELS`` allow-list. A name read from the lake alone never chooses
+    what is imported."""
+    if not isinstance(name, str):
+        raise ModelError(f"a checkpoint's model name must be a string, got {type(name).__name__}")
+    if name in MODELS or _library_model(name):
+        return
+    trusted = {trust} if isinstance(trust, str) else set(trust or ())
+    trusted |= {t.strip() for t in os.environ.get(TRUST_ENV, "").split(",") if t.strip()}
+    if name in trusted:
+        return
+    raise ModelError(
+        f"the checkpoint names model {name!r}, code outside smartaug; smartaug does not import "
+        f"code because a lake names it. If you trust it, name it for this run (--model {name}, "
+        f"or --trust-model {name}) or add it to {TRUST_ENV} (comma-separated)")
+
+
+def _check_options(name: str, kwargs: dict) -> None:
+    """A spec's keyword arguments must be ones the model takes, with plain values."""
+    valid = MODEL_OPTIONS.get(name, EXTERNAL_OPTIONS)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ModelError(f"model {name!r} takes no argument {unknown[0]!r}; valid: "
+                         f"{', '.join(valid)}")
+    for key, value in kwargs.items():
+        if value is not None and not (isinstance(value, list | tuple) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+            raise ModelError(f"model {name!r}: {key} = {value!r} is not a list of numbers")
 
 
 def make_model(
@@ -50,10 +98,15 @@ def make_model(
         raise ModelError(f"num_classes must be >= 2, got {num_classes}")
     if in_channels < 1:
         raise ModelError(f"in_channels must be >= 1, got {in_channels}")
+    _check_options(name, kwargs)
     if is_external(name):
         model = build_external(name, num_classes, in_channels, image_size, **kwargs)
     else:
-        model = MODELS[name](num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+        try:
+            model = MODELS[name](num_classes, in_channels=in_channels, image_size=image_size,
+                                 **kwargs)
+        except (TypeError, ValueError) as e:  # arguments of the right names, wrong values
+            raise ModelError(f"model {name!r} cannot be built with {kwargs}: {e}") from None
     model.spec = {
         "name": name,
         "num_classes": int(num_classes),
@@ -141,16 +194,31 @@ def _refusal(e: Exception) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    arch: str | None = None) -> nn.Module:
+                    arch: str | None = None, trust: str | Iterable[str] | None = ()
+                    ) -> nn.Module:
     """Rebuild the model saved by ``save_checkpoint``, in eval mode, with identical outputs.
-    ``arch``: the model name the caller trusts (the models table's); a checkpoint naming
-    another model (whose code would be imported to rebuild it) is refused before building."""
+    ``arch``: the model name the models table recorded; a checkpoint naming another is
+    refused. Code outside smartaug is imported only when named in ``trust`` or in
+    ``SMARTAUG_TRUST_MODELS`` (``check_trusted``), and the spec's arguments are checked
+    against the model's before anything is built."""
     payload = read_checkpoint(path)
     s = payload["spec"]
-    if arch is not None and s.get("name") != arch:
-        raise ModelError(f"{path} names model {s.get('name')!r}, the models table recorded "
+    if not isinstance(s, dict):
+        raise ModelError(f"{path}: the checkpoint's model spec is not a table")
+    name = s.get("name")
+    if arch is not None and name != arch:
+        raise ModelError(f"{path} names model {name!r}, the models table recorded "
                          f"{arch!r}: refused (the file was replaced)")
-    model = make_model(s["name"], s["num_classes"], s["in_channels"], s["image_size"], **s["kwargs"])
+    check_trusted(name, trust)
+    sizes = [s.get(k) for k in ("num_classes", "in_channels", "image_size")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+        raise ModelError(f"{path}: the checkpoint's num_classes, in_channels and image_size "
+                         f"must be integers, got {sizes}")
+    kwargs = s.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ModelError(f"{path}: the checkpoint's model arguments are not a table")
+    _check_options(name, kwargs)
+    model = make_model(name, *sizes, **kwargs)
     model.load_state_dict(payload["state_dict"])
     model.sha256 = payload["sha256"]
     return model.to(map_location).eval()

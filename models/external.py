@@ -66,6 +66,9 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
                 return timm.create_model(ref, **kw)
         except (RuntimeError, ValueError, AssertionError) as e:
             raise ModelError(f"{name}: {e}") from e
+    if not all(p.isidentifier() for p in source.split(".")) or not ref.isidentifier():
+        raise ModelError(f"model {name!r}: a model of yours is package.module:factory, an "
+                         f"absolute module path and a name (no relative or file paths)")
     if os.getcwd() not in sys.path:  # like uvicorn's APP:app, a module in the current directory
         sys.path.insert(0, os.getcwd())
     try:
@@ -81,7 +84,17 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
     except (TypeError, ValueError):
         params = {}
     given = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
-    net = factory(**{k: v for k, v in given.items() if k in params})
+    required = [p.name for p in params.values() if p.default is p.empty and p.name not in given
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if required:
+        raise ModelError(f"model {name!r}: {ref}() requires {', '.join(required)}, which smartaug "
+                         f"cannot give (it passes num_classes, in_channels and image_size when "
+                         f"the signature names them); give the others defaults")
+    try:
+        net = factory(**{k: v for k, v in given.items() if k in params})
+    except Exception as e:  # noqa: BLE001 - the user's code failed: say where, not a traceback
+        raise ModelError(f"model {name!r}: {ref}(num_classes={num_classes}, ...) raised "
+                         f"{type(e).__name__}: {e}") from e
     if not isinstance(net, nn.Module):
         raise ModelError(f"model {name!r}: {ref}() returned {type(net).__name__}, not an "
                          f"nn.Module")
@@ -125,41 +138,39 @@ class ExternalModel(nn.Module):
         if std is None:
             std = default_std[:in_channels] if in_channels == 3 else (sum(default_std) / 3,)
         self.normalize = Normalize(in_channels, mean, std)
-        reference = self._reference_output(net, in_channels, image_size)
+        self._check_head_is_last(net, head, head_name, in_channels, image_size, name)
         net.set_submodule(head_name, nn.Identity())
         self.body = net
         self.head_name = head_name
         self.head = head if head.out_features == num_classes else nn.Linear(head.in_features,
                                                                              num_classes)
-        if reference is not None and head.out_features == num_classes:
-            self._check_head_is_last(reference, in_channels, image_size, name)
 
     def _probe(self, in_channels: int, image_size: int) -> Tensor:
         g = torch.Generator().manual_seed(0)
         return torch.rand(2, in_channels, image_size, image_size, generator=g)
 
-    def _reference_output(self, net, in_channels, image_size):
-        x = self._prepare(self._probe(in_channels, image_size))
+    def _check_head_is_last(self, net, head, head_name, in_channels, image_size, name):
+        """Run the network once: it must return one tensor, the output of its last
+        ``nn.Linear`` (what smartaug's head replaces), unchanged."""
+        seen = []
+        hook = head.register_forward_hook(lambda module, args, out: seen.append(out))
         was = net.training
         net.eval()
         try:
             with torch.no_grad():
-                out = net(x)
+                out = net(self._prepare(self._probe(in_channels, image_size)))
         except Exception as e:  # noqa: BLE001 - say which model and input shape failed
             raise ModelError(f"the network cannot run on {in_channels}x{image_size}x"
                              f"{image_size} images: {type(e).__name__}: {e}") from e
         finally:
+            hook.remove()
             net.train(was)
-        return out if isinstance(out, Tensor) else None
-
-    def _check_head_is_last(self, reference, in_channels, image_size, name):
-        was = self.training
-        self.eval()
-        with torch.no_grad():
-            out = self.forward(self._probe(in_channels, image_size))
-        self.train(was)
-        if out.shape != reference.shape or not torch.allclose(out, reference, atol=1e-4):
-            raise ModelError(f"model {name!r}: its last nn.Linear ({self.head_name}) is not its "
+        if not isinstance(out, Tensor):
+            raise ModelError(f"model {name!r}: its forward returns {type(out).__name__}, not "
+                             f"a tensor of logits; smartaug needs forward(x) -> logits [N, C]")
+        last = seen[-1] if seen else None
+        if last is None or last.shape != out.shape or not torch.allclose(last, out, atol=1e-4):
+            raise ModelError(f"model {name!r}: its last nn.Linear ({head_name}) is not its "
                              f"final layer (the logits are not that layer's output); smartaug "
                              f"needs the logits to come from a final nn.Linear")
 

@@ -195,6 +195,10 @@ def _num(v: float | None, digits: int = 4) -> str:
 StorageOpt = Annotated[str | None, typer.Option(
     "--storage", help="Lake root: a directory or an fsspec URL such as s3://bucket/lake "
     "(default: SMARTAUG_STORAGE, else ./storage).")]
+TrustOpt = Annotated[list[str] | None, typer.Option(
+    "--trust-model", help="A model of yours (package.module:factory) whose checkpoints this "
+    "run may rebuild, importing its code; repeatable (also SMARTAUG_TRUST_MODELS). A model "
+    "name read from the lake alone is never imported.")]
 
 
 def _lake(storage):
@@ -342,6 +346,7 @@ def score(
     split: Annotated[str, typer.Option(help="train | val | test (with --dataset-id)")] = "train",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 512,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    trust_model: TrustOpt = None,
     storage: StorageOpt = None,
 ) -> None:
     """Score a pool (or a split of the originals) by AVH and the other hardness scores.
@@ -355,12 +360,14 @@ def score(
         total = _steps(lake.row, "pools", pool_id)["n_items"]
         with _Bar("score", total) as bar:
             scoring_run_id = _steps(score_pool, lake, model_id, pool_id,
-                                    batch_size=batch_size, device=device, progress=bar)
+                                    batch_size=batch_size, device=device, progress=bar,
+                                    trust=tuple(trust_model or ()))
     else:
         meta = _steps(lake.row, "datasets", dataset_id)
         with _Bar("score", meta.get(f"n_{split}")) as bar:
             scoring_run_id = _steps(score_split, lake, model_id, dataset_id, split,
-                                    batch_size=batch_size, device=device, progress=bar)
+                                    batch_size=batch_size, device=device, progress=bar,
+                                    trust=tuple(trust_model or ()))
     print(scoring_run_id)
 
 
@@ -699,6 +706,7 @@ def reselect(
     retrain: Annotated[bool, typer.Option(
         "--retrain/--no-retrain", help="First fine-tune that model on the current selection "
         "and use the result (the next curriculum round).")] = False,
+    trust_model: TrustOpt = None,
     storage: StorageOpt = None,
 ) -> None:
     """One curriculum round (what the reselect/nightly deployment runs): re-score the pool with
@@ -707,7 +715,8 @@ def reselect(
     from pipeline.steps import reselect as steps
 
     lake = _lake(storage)
-    out = _steps(steps.curriculum_round, lake, experiment_id, model_id, retrain, log=err.print)
+    out = _steps(steps.curriculum_round, lake, experiment_id, model_id, retrain, log=err.print,
+                 trust=tuple(trust_model or ()))
     _steps(steps.report, lake, out["experiment_id"])
     err.print(f"round {out['round']} of experiment {out['experiment_id']}: model "
               f"{out['model_id']}, scoring run {out['scoring_run_id']}, drift {out['drift']}")

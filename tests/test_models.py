@@ -93,7 +93,22 @@ def _mynets(tmp_path, monkeypatch):
         "    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
         "def softmaxed(num_classes):\n"
         "    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), "
-        "nn.Linear(8, num_classes), nn.Softmax(1))\n")
+        "nn.Linear(8, num_classes), nn.Softmax(1))\n"
+        "def raises(num_classes):\n"
+        "    raise RuntimeError('no GPU for this one')\n"
+        "def needs(num_classes, depth):\n"
+        "    return tiny(num_classes, 1)\n"
+        "class Pair(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.net = tiny(10, 1)\n"
+        "    def forward(self, x):\n"
+        "        return self.net(x), x\n"
+        "def pair():\n"
+        "    return Pair()\n"
+        "def scaled():\n"  # the last Linear (7 outputs) is followed by another layer
+        "    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), "
+        "nn.Linear(8, 7), nn.Tanh())\n")
     monkeypatch.chdir(tmp_path)
 
 
@@ -118,8 +133,13 @@ def test_your_model_on_the_features_head_protocol(name, tmp_path, monkeypatch):
     s = hardness_scores(m.head(f), f, m.head.weight, torch.tensor([0, 1, 2, 3]))
     assert ((s["avh"] > 0) & (s["avh"] < 1)).all()
     save_checkpoint(m, tmp_path / "m.pt")
-    again = load_checkpoint(tmp_path / "m.pt", arch=name)
+    again = load_checkpoint(tmp_path / "m.pt", arch=name, trust=name)
     assert torch.equal(again(x), m(x))
+    if name.startswith("mynets:"):  # your code is imported only when you name it
+        with pytest.raises(ValueError, match="does not import code because a lake names it"):
+            load_checkpoint(tmp_path / "m.pt", arch=name)
+        monkeypatch.setenv("SMARTAUG_TRUST_MODELS", f"other:x, {name}")
+        assert torch.equal(load_checkpoint(tmp_path / "m.pt")(x), m(x))
     with pytest.raises(ValueError, match="names model .* recorded 'lenet5'"):
         load_checkpoint(tmp_path / "m.pt", arch="lenet5")
 
@@ -133,6 +153,12 @@ def test_models_that_cannot_be_adapted(tmp_path, monkeypatch):
     _mynets(tmp_path, monkeypatch)
     for name, words in (("mynets:nolinear", "has no nn.Linear"),
                         ("mynets:softmaxed", "is not its final layer"),
+                        ("mynets:scaled", "is not its final layer"),
+                        ("mynets:raises", "raises.* raised RuntimeError: no GPU for this one"),
+                        ("mynets:needs", "requires depth, which smartaug cannot give"),
+                        ("mynets:pair", "its forward returns tuple, not a tensor"),
+                        (".mynets:tiny", "absolute module path"),
+                        ("mynets/tiny.py:tiny", "absolute module path"),
                         ("nomodule:factory", "cannot import module 'nomodule'"),
                         ("mynets:absent", "has no callable 'absent'"),
                         ("torchvision:nope", "no classification model 'nope'"),
@@ -157,3 +183,36 @@ def test_models_that_cannot_be_adapted(tmp_path, monkeypatch):
     torch.save({"conv1.weight": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="refused"):
         load_weights(m, tmp_path / "evil.pt")
+
+
+def test_a_checkpoint_never_chooses_the_code_that_rebuilds_it(tmp_path, monkeypatch, capfd):
+    """A spec rewritten to name any module:attr is refused before anything is imported or
+    called (the weights' sha256 still holds); its arguments are checked against the model's."""
+    import tempfile
+
+    import torch
+
+    from models import load_checkpoint, make_model, save_checkpoint
+
+    save_checkpoint(make_model("lenet5", 4, 1, 28), tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for name in ("tempfile:mkdtemp", "this:x", "os:system"):
+        torch.save({**payload, "spec": {**payload["spec"], "name": name}}, tmp_path / "x.pt")
+        with pytest.raises(ValueError, match=f"names model '{name}'.*does not import code"):
+            load_checkpoint(tmp_path / "x.pt", arch=name)
+    assert list(scratch.iterdir()) == [] and "Zen" not in capfd.readouterr().out
+    assert "this" not in __import__("sys").modules
+    for kwargs, words in (({"evil": 1}, "takes no argument 'evil'; valid: channels, hidden"),
+                          ({"mean": "x"}, "mean = 'x' is not a list of numbers"),
+                          ({"mean": [0.1, 0.2]}, "cannot be built")):
+        torch.save({**payload, "spec": {**payload["spec"], "kwargs": kwargs}}, tmp_path / "k.pt")
+        with pytest.raises(ValueError, match=words):
+            load_checkpoint(tmp_path / "k.pt")
+    torch.save({**payload, "spec": {**payload["spec"], "num_classes": "4"}}, tmp_path / "n.pt")
+    with pytest.raises(ValueError, match="must be integers"):
+        load_checkpoint(tmp_path / "n.pt")
+    with pytest.raises(ValueError, match="takes no argument 'evil'"):
+        make_model("lenet5", 4, 1, 28, evil=1)

@@ -64,21 +64,21 @@ def pool(lake: Lake, cfg: ExperimentConfig, dataset_id: str, *, log: Log = None)
 def score_originals(lake: Lake, cfg: ExperimentConfig, model_id: str, dataset_id: str, *,
                     log: Log = None) -> list[str]:
     """Score the original train and test images (for the report)."""
-    return [score_.score_split(lake, model_id, dataset_id, split, device=cfg.retrain.device)
+    return [score_.score_split(lake, model_id, dataset_id, split, device=cfg.retrain.device, trust=cfg.model)
             for split in ("train", "test")]
 
 
 def score(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str, *, log: Log = None
           ) -> str:
     """Score the pool by AVH and the other hardness scores."""
-    return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device)
+    return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device, trust=cfg.model)
 
 
 def score_shard(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str, shard: int,
                 n_shards: int, *, log: Log = print) -> str:
     """Score one shard of the pool into the staging area."""
     return score_.score_pool_shard(lake, model_id, pool_id, shard, n_shards,
-                                   device=cfg.retrain.device)
+                                   device=cfg.retrain.device, trust=cfg.model)
 
 
 def commit_shards(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str,

@@ -26,7 +26,7 @@ from pipeline.steps import select as S
 from pipeline.steps.baseline import register_model
 from pipeline.steps.report import write_report
 from pipeline.steps.retrain import training_data
-from pipeline.steps.score import score_pool
+from pipeline.steps.score import Trust, score_pool
 from pipeline.steps.sql import query
 
 __all__ = ["curriculum_round", "lineage", "report", "reselect"]
@@ -60,7 +60,7 @@ def _items(lake: Lake, selection_id: str) -> set[str]:
 
 def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_model_id: str,
                 dataset_id: str, pool_id: str, selection_id: str,
-                log: Callable[[str], None] | None = print) -> str:
+                log: Callable[[str], None] | None = print, *, trust: Trust = ()) -> str:
     """Fine-tune the parent on originals + the selection with the method's loss; register the
     result as a child model. Returns its model_id (found, not retrained, when it exists)."""
     tcfg = replace(cfg.retrain, loss=method.loss, seed=cfg.seed)
@@ -71,7 +71,7 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
     data = training_data(lake, dataset_id, pool_id)
     x, y, n_aug = data.with_selection(lake, selection_id)
     model = load_checkpoint(checkpoint_path(lake, parent_model_id),
-                            arch=lake.row("models", parent_model_id)["arch"])
+                            arch=lake.row("models", parent_model_id)["arch"], trust=trust)
     t0 = time.perf_counter()
     if log:
         log(f"curriculum round: fine-tuning {parent_model_id} on {len(y)} images "
@@ -87,10 +87,13 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
 
 
 def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | None = None,
-             retrain: bool = False, log: Callable[[str], None] | None = print) -> dict:
+             retrain: bool = False, log: Callable[[str], None] | None = print,
+             trust: Trust = ()) -> dict:
     """One curriculum round for an experiment (default: the newest). Returns what it did:
     model_id, scoring_run_id, selection_id, previous_selection_id, drift (or None when the
-    selection did not change) and child_model_id (when ``retrain``)."""
+    selection did not change) and child_model_id (when ``retrain``). The experiment's config
+    is read from the lake, so its model is imported only when ``trust`` (or
+    ``SMARTAUG_TRUST_MODELS``) names it (``models.check_trusted``)."""
     exp_id = experiment_id or latest_experiment(lake)
     exp = lake.row("experiments", exp_id)
     cfg = config_from_dict(json.loads(exp["config"]))
@@ -111,9 +114,10 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
     child = None
     if retrain:  # the next round's model: fine-tuned on the current selection
         child = train_round(lake, cfg, method, model_id, exp["dataset_id"], exp["pool_id"],
-                            previous, log)
+                            previous, log, trust=trust)
         model_id = child
-    scoring_run_id = score_pool(lake, model_id, exp["pool_id"], device=cfg.retrain.device)
+    scoring_run_id = score_pool(lake, model_id, exp["pool_id"], device=cfg.retrain.device,
+                                trust=trust)
     selection_id = S.band(lake, scoring_run_id, band[0], band[1], score=method.score,
                           per_class=method.per_class)
     out = {"experiment_id": exp_id, "model_id": model_id, "scoring_run_id": scoring_run_id,
@@ -143,11 +147,12 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
 
 
 def curriculum_round(lake: Lake, experiment_id: str | None, model_id: str | None,
-                     retrain: bool, *, log: Callable[[str], None] | None = print) -> dict:
+                     retrain: bool, *, log: Callable[[str], None] | None = print,
+                     trust: Trust = ()) -> dict:
     """One round (``reselect``) as a step: re-score, re-select, record the drift (and, with
     ``retrain``, train the round's model first)."""
     return reselect(lake, experiment_id=experiment_id, model_id=model_id, retrain=retrain,
-                    log=log)
+                    log=log, trust=trust)
 
 
 def report(lake: Lake, experiment_id: str, *, log: Callable[[str], None] | None = None) -> str:

@@ -99,7 +99,8 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
     x, y, n_aug = data.with_selection(lake, selection_id)
     if cfg.init == "baseline":  # fine-tune a fresh copy of the registered baseline
         model = load_checkpoint(checkpoint_path(lake, baseline_model_id),
-                                arch=lake.row("models", baseline_model_id)["arch"])
+                                arch=lake.row("models", baseline_model_id)["arch"],
+                                trust=cfg.model)
     else:
         meta = lake.row("datasets", lake.row("models", baseline_model_id)["dataset_id"])
         model = build_model(cfg.model, len(classes(lake, meta["dataset_id"])), meta["channels"],

@@ -32,14 +32,16 @@ IMAGE_COLUMNS = ["label", "image", "height", "width", "channels"]
 POOL_COLUMNS = ["label", *PIXEL_COLUMNS]  # a pool's rows: pixels, or recipes to make them
 
 Progress = Callable[[int], None] | None
+Trust = str | tuple[str, ...] | None
 
 
-def load_model(lake: Lake, model_id: str, device: torch.device):
+def load_model(lake: Lake, model_id: str, device: torch.device, trust: Trust = ()):
     """The registered checkpoint of ``model_id`` on ``device`` (eval mode, batch norms folded
-    into the layers before them: same scores, faster) and its models row."""
+    into the layers before them: same scores, faster) and its models row. ``trust``: the
+    model names (code outside smartaug) this run may import (``models.check_trusted``)."""
     row = lake.row("models", model_id)
     path = checkpoint_path(lake, model_id)
-    model = load_checkpoint(path, map_location=device, arch=row["arch"])
+    model = load_checkpoint(path, map_location=device, arch=row["arch"], trust=trust)
     if model.sha256 != row["sha256"]:
         raise ScoringError(f"checkpoint {path} has sha256 {model.sha256[:12]}, the models "
                            f"table recorded {row['sha256'][:12]}")
@@ -125,9 +127,9 @@ def _record_run(lake: Lake, scoring_run_id: str, model_id: str, *, pool_id, data
 def _run(lake: Lake, model_id: str, scoring_run_id: str, items: Iterator[pa.RecordBatch],
          id_column: str, *, pool_id: str | None, dataset_id: str, split: str | None,
          batch_size: int, device: torch.device, progress: Progress,
-         pixels: PoolPixels | None = None) -> str:
+         pixels: PoolPixels | None = None, trust: Trust = ()) -> str:
     t0 = time.perf_counter()
-    model, _ = load_model(lake, model_id, device)
+    model, _ = load_model(lake, model_id, device, trust)
     with lake.writer("scores", scoring_run_id) as w:
         n, n_undefined = _score_into(w, model, items, id_column, scoring_run_id=scoring_run_id,
                                      model_id=model_id, pool_id=pool_id, device=device,
@@ -154,10 +156,11 @@ def pool_scoring_run_id(model_id: str, pool_id: str, device: str = "auto") -> st
 
 
 def score_pool(lake: Lake, model_id: str, pool_id: str, *, batch_size: int = 512,
-               device: str = "auto", progress: Progress = None) -> str:
+               device: str = "auto", progress: Progress = None, trust: Trust = ()) -> str:
     """Score every augmentation of ``pool_id`` with ``model_id``; returns scoring_run_id.
 
     Same model and pool (and precision) = same id: a finished run is found, not redone.
+    ``trust``: a model outside smartaug this run may import (``models.check_trusted``).
     """
     _check_batch_size(batch_size)
     pool = lake.row("pools", pool_id)
@@ -170,11 +173,12 @@ def score_pool(lake: Lake, model_id: str, pool_id: str, *, batch_size: int = 512
     return _run(lake, model_id, scoring_run_id, items, "aug_id", pool_id=pool_id,
                 dataset_id=pool["dataset_id"], split=None, batch_size=batch_size,
                 device=resolve_device(device), progress=progress,
-                pixels=PoolPixels(lake, pool_id))
+                pixels=PoolPixels(lake, pool_id), trust=trust)
 
 
 def score_split(lake: Lake, model_id: str, dataset_id: str, split: str, *,
-                batch_size: int = 512, device: str = "auto", progress: Progress = None) -> str:
+                batch_size: int = 512, device: str = "auto", progress: Progress = None,
+                trust: Trust = ()) -> str:
     """Score the original images of one split (``item_id = sample_id``); returns its run id."""
     _check_batch_size(batch_size)
     if split not in ("train", "val", "test"):
@@ -200,7 +204,7 @@ def score_split(lake: Lake, model_id: str, dataset_id: str, split: str, *,
 
     return _run(lake, model_id, scoring_run_id, items(), "sample_id", pool_id=None,
                 dataset_id=dataset_id, split=split, batch_size=batch_size,
-                device=resolve_device(device), progress=progress)
+                device=resolve_device(device), progress=progress, trust=trust)
 
 
 def _shard_row_groups(lake: Lake, pool_id: str, shard: int, n_shards: int):
@@ -212,7 +216,7 @@ def _shard_row_groups(lake: Lake, pool_id: str, shard: int, n_shards: int):
 
 
 def score_pool_shard(lake: Lake, model_id: str, pool_id: str, shard: int, n_shards: int, *,
-                     batch_size: int = 512, device: str = "auto") -> str:
+                     batch_size: int = 512, device: str = "auto", trust: Trust = ()) -> str:
     """Score one of ``n_shards`` slices of the pool into a staging area (complete shards
     survive a crash and are not redone); ``commit_pool_shards`` turns them into the run."""
     if not 0 <= shard < n_shards:
@@ -224,7 +228,7 @@ def score_pool_shard(lake: Lake, model_id: str, pool_id: str, shard: int, n_shar
         return scoring_run_id
     check_classes(lake, model_id, lake.row("pools", pool_id)["dataset_id"])
     dev = resolve_device(device)
-    model, _ = load_model(lake, model_id, dev)
+    model, _ = load_model(lake, model_id, dev, trust)
     items = (batch for f, g in _shard_row_groups(lake, pool_id, shard, n_shards)
              for batch in lake.parquet_file(f).iter_batches(
                  batch_size=batch_size, row_groups=[g], columns=POOL_COLUMNS))

@@ -112,7 +112,7 @@ def pool(lake: Lake, cfg: StudyConfig, dataset_id: str, name: str, *, log: Log =
 def score(lake: Lake, cfg: StudyConfig, model_id: str, pool_id: str, *, log: Log = None
           ) -> str:
     """Score a pool with the baseline (AVH and the other hardness scores)."""
-    return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device)
+    return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device, trust=cfg.model)
 
 
 def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[Cell]:
