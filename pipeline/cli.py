@@ -723,6 +723,24 @@ def reselect(
     print(out["selection_id"])
 
 
+@app.command()
+def verify(storage: StorageOpt = None) -> None:
+    """Check every partition of the lake against the manifest its commit wrote (files, sizes,
+    sha256), every recorded row count, and every checkpoint against its models row. Exit 2
+    naming each bad partition; exit 0 when all hold."""
+    from pipeline.steps.verify import verify as check
+
+    lake = _lake(storage)
+    result = _steps(check, lake)
+    for problem in result.problems:
+        err.print(_error_line(problem))
+    if not result.ok:
+        _fail(f"{len(result.problems)} problem(s) in {lake.url()} (partitions checked: "
+              f"{result.partitions}, checkpoints: {result.checkpoints})")
+    print(f"ok: {result.partitions} partitions and {result.checkpoints} checkpoint(s) of "
+          f"{lake.url()} match what smartaug wrote")
+
+
 @app.command("export")
 def export_cmd(
     selection_id: Annotated[str, typer.Option("--selection-id", help="From `smartaug select`.")],

@@ -618,3 +618,75 @@ def test_a_bug_is_not_a_user_error(world, capsys, monkeypatch):
     assert retry_transient(None, None, state) is True
     state.data = S.SelectionError("bad band")
     assert retry_transient(None, None, state) is False
+
+
+def _edit_value(part: Path, column: str, value) -> None:
+    """Rewrite a partition's first file with one value of ``column`` changed (what an edit by
+    hand does): same file name, same row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = next(part.glob("*.parquet"))
+    t = pq.read_table(f)
+    col = t.column(column).to_pylist()
+    col[0] = value
+    pq.write_table(t.set_column(t.schema.get_field_index(column), column,
+                                pa.array(col, t.schema.field(column).type)), f)
+
+
+def test_verify_names_each_tampered_partition_and_reads_refuse_them(world, tmp_path, capsys):
+    """`smartaug verify` exits 0 on an untouched lake and 2 naming each edited partition; a
+    step that reads an edited partition refuses it (its sha256 differs from its commit's)."""
+    copy = _lake_copy(world, tmp_path)
+    lake, r, p, b = world["lake"], world["r"], world["p"], world["b"]
+    code, out, err = smartaug(capsys, "verify", "--storage", str(copy))
+    assert code == 0 and out.startswith("ok:") and "Traceback" not in err, err
+    n_partitions = int(out.split()[1])
+    assert n_partitions == sum(len(lake.partitions(t)) for t in lake_tables())
+    scores = copy / "scores" / f"scoring_run_id={r}"
+    _edit_value(scores, "avh", 0.123)
+    refused(capsys, copy, ["select", "--scoring-run-id", r, "--band", "0.1", "0.3", "--storage",
+                           str(copy)], f"scoring_run_id={r}", "was edited")
+    # one byte of a sample's pixels, a selection duplicated, a partition put in by hand
+    f = next((copy / "samples" / f"dataset_id={world['d']}").glob("*.parquet"))
+    data = bytearray(f.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    sel = copy / "selections" / f"selection_id={b}"
+    shutil.copy(next(sel.glob("*.parquet")), sel / "part-99999.parquet")
+    (copy / "scores" / "scoring_run_id=evil").mkdir()
+    (copy / "scores" / "scoring_run_id=evil" / "part-00000.parquet").write_bytes(
+        next(scores.glob("*.parquet")).read_bytes())
+    text = refused(capsys, copy, ["verify", "--storage", str(copy)], "4 problem(s)")
+    for words in (f"scoring_run_id={r}: file part-00000.parquet was edited",
+                  f"dataset_id={world['d']}: file part-00000.parquet was edited (its sha256",
+                  f"selection_id={b}: file part-99999.parquet was not written by smartaug",
+                  "scoring_run_id=evil has no _manifest.json"):
+        assert words in text, (words, text)
+    pool = _lake_copy(world, tmp_path / "pool")
+    _edit_value(pool / "augmentations" / f"pool_id={p}", "seed", 12345)
+    refused(capsys, pool, ["export", "--selection-id", b, "--to", str(tmp_path / "x"),
+                           "--storage", str(pool)], f"pool_id={p}", "was edited")
+
+
+def lake_tables():
+    from pipeline.lake import TABLES
+
+    return TABLES
+
+
+def test_a_run_whose_data_was_removed_is_not_reported_done(world, tmp_path, capsys):
+    """`rm -r storage/scores`: score refuses the run (it is recorded, its scores are gone)
+    and says how to rebuild it, instead of printing the old id with nothing scored."""
+    copy = _lake_copy(world, tmp_path)
+    shutil.rmtree(copy / "scores")
+    Lake(copy)  # opening a lake recreates its empty tables
+    refused(capsys, copy, ["score", "--model-id", world["m"], "--pool-id", world["p"],
+                           "--device", "cpu", "--storage", str(copy)],
+            f"scoring run {world['r']} is recorded", "scores partition is missing",
+            f"scoring_runs/scoring_run_id={world['r']}")
+    shutil.rmtree(copy / "scoring_runs" / f"scoring_run_id={world['r']}")
+    code, out, err = smartaug(capsys, "score", "--model-id", world["m"], "--pool-id",
+                              world["p"], "--device", "cpu", "--storage", str(copy))
+    assert code == 0 and out.split()[-1] == world["r"], err
+    assert Lake(copy).count("scores", world["r"]) == world["lake"].count("scores", world["r"])

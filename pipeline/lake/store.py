@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
+from pipeline.lake import manifest
 from pipeline.lake.files import atomic_path
 from pipeline.lake.schemas import PARTITION_KEYS, SCHEMAS, views_sql
 from pipeline.lake.writer import PartitionWriter
@@ -36,6 +37,7 @@ RECORDED_ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "augmentations": ("pools", ("n_items",), "pool"),
     "scores": ("scoring_runs", ("n_items",), "scoring run"),
 }
+RECORDED_BY = {meta: data for data, (meta, _, _) in RECORDED_ROWS.items()}
 READ_BATCH_ROWS = 4096  # rows per record batch when a partition is streamed
 
 _LAKE_ENGINES: dict[str, tuple[duckdb.DuckDBPyConnection, str | None]] = {}
@@ -275,7 +277,19 @@ class Lake:
         return self.fs.exists(f"{location}/part-00000.parquet")
 
     def has(self, table: str, key: str) -> bool:
-        return self.complete(self.partition_dir(table, key))
+        """Whether the partition ``key`` of ``table`` is committed. A run's record (a dataset,
+        pool or scoring run) whose data partition is gone is an error, never "done"."""
+        if not self.complete(self.partition_dir(table, key)):
+            return False
+        data = RECORDED_BY.get(table)
+        if data is not None and not self.complete(self.partition_dir(data, key)):
+            what = RECORDED_ROWS[data][2]
+            raise LakeError(
+                f"{what} {key} is recorded in {table} but its {data} partition is missing "
+                f"({self.url(data, f'{PARTITION_KEYS[data]}={key}')}: removed outside "
+                f"smartaug); remove {self.url(table, f'{PARTITION_KEYS[table]}={key}')} too, "
+                f"then run the step again to rebuild it")
+        return True
 
     def parquet_files(self, location: Path | str) -> list[str]:
         """The Parquet files of a committed partition directory, sorted."""
@@ -313,7 +327,49 @@ class Lake:
                         f"modified outside smartaug ({self.url(table, f'{PARTITION_KEYS[table]}={key}')}"
                         f" should hold only the files smartaug wrote); remove the partition "
                         f"and its {meta} row to redo the step")
+        self.check_partition(table, key, full=self.local)
         return files, held
+
+    def check_partition(self, table: str, key: str, *, full: bool = True) -> int:
+        """Check a committed partition against its manifest (``manifest.check``): the same
+        files, sizes and, with ``full``, sha256 (each local file hashed once per process).
+        Returns the rows the manifest records; raises LakeError naming the partition."""
+        loc = self.partition_dir(table, key)
+        where = f"{table} partition {self.url(table, f'{PARTITION_KEYS[table]}={key}')}"
+        if self.local:
+            found = {p.name: p.stat().st_size for p in Path(loc).glob("*.parquet")}
+            path = Path(loc) / manifest.MANIFEST
+            text = path.read_bytes() if path.is_file() else None
+            digest = manifest.local_digest(Path(loc)) if full else None
+        else:
+            self.fs.invalidate_cache(str(loc))
+            listing = self.fs.ls(str(loc), detail=True)
+            found = {e["name"].rsplit("/", 1)[-1]: e["size"] for e in listing
+                     if e["name"].endswith(".parquet")}
+            names = {e["name"].rsplit("/", 1)[-1] for e in listing}
+            text = (self.fs.cat_file(f"{loc}/{manifest.MANIFEST}")
+                    if manifest.MANIFEST in names else None)
+
+            def digest(name):
+                with self.fs.open(f"{loc}/{name}", "rb") as fh:
+                    return manifest.file_sha256(fh)
+
+            digest = digest if full else None
+        try:
+            recorded = None if text is None else manifest.parse(text, where)
+            manifest.check(recorded, table, key, found, where, digest=digest)
+        except manifest.ManifestError as e:
+            raise LakeError(str(e)) from None
+        return int(recorded["rows"])
+
+    def partitions(self, table: str) -> list[str]:
+        """The keys of ``table``'s committed partitions, sorted."""
+        prefix = f"{PARTITION_KEYS[table]}="
+        if self.local:
+            names = [p.name for p in self.root.joinpath(table).iterdir() if p.is_dir()]
+        else:
+            names = [e.rsplit("/", 1)[-1] for e in self.fs.ls(self.location(table), detail=False)]
+        return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
 
     def parquet_file(self, f: str) -> pq.ParquetFile:
         return pq.ParquetFile(f) if self.local else pq.ParquetFile(self.fs.open(f, "rb"))

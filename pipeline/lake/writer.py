@@ -1,6 +1,6 @@
 """The one way rows enter the lake: ``with lake.writer(table, key) as w: w.write(columns)``.
 Rows stream into staging; the block's end commits the partition in one step (a rename, or one
-upload), an exception aborts it. Rows get the provenance columns the caller does not give."""
+upload) with its manifest (``manifest``), an exception aborts it. Rows get the provenance columns the caller does not give."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.lake import manifest
 from pipeline.lake.files import publish
 from pipeline.lake.provenance import provenance
 from pipeline.lake.schemas import SCHEMAS
@@ -96,12 +97,15 @@ class PartitionWriter:
         if self._nfile == 0:  # an empty partition still records that the step ran
             pq.write_table(self.schema.empty_table(), self.tmp / "part-00000.parquet",
                            compression="zstd")
+        manifest.write(self.tmp, self.table, self.key)  # committed with the files
         if self.lake.local:
             return publish(self.tmp, Path(self.target), overwrite=False)
         try:  # one object, one PUT: readers see the whole partition or none of it
             final = f"{self.target}/part-00000.parquet"
             if self.lake.fs.exists(final):
-                return False
+                return False  # the manifest goes first: a partition is never seen without it
+            self.lake.fs.put_file(str(self.tmp / manifest.MANIFEST),
+                                  f"{self.target}/{manifest.MANIFEST}")
             self.lake.fs.put_file(str(self.tmp / "part-00000.parquet"), final)
             return True
         finally:
