@@ -53,9 +53,11 @@ def make_lake(root: Path, n: int, seed: int = 0):
                      "spec_hash": ["bench"] * m, "params": ['{"flipped": true}'] * m,
                      **image_columns(imgs[idx])})
     names = json.dumps([f"class{c}" for c in range(10)])
+    with lake.writer("samples", "bench"):  # the pool holds the pixels: no originals needed
+        pass
     lake.write("datasets", "bench", {
         "dataset_id": ["bench"], "name": ["bench"], "config": ["{}"], "classes": [names],
-        "n_train": [n], "n_val": [0], "n_test": [0], "height": [28], "width": [28],
+        "n_train": [0], "n_val": [0], "n_test": [0], "height": [28], "width": [28],
         "channels": [1], "fingerprint": ["bench"], "created_at": [None], "git_sha": ["bench"]})
     lake.write("pools", pool_id, {"pool_id": [pool_id], "dataset_id": ["bench"],
                                   "config": ["{}"], "n_items": [n], "materialized": [True],

@@ -49,6 +49,10 @@ def _choose(name, options, what: str) -> None:
         raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(sorted(options))}")
 
 
+MIN_IMAGE_SIZE = 8  # the smallest square resize (the CLI's --image-size takes the same range)
+MAX_PER_IMAGE = 1000  # k:N's largest N: augmentations of one image in one pool
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images, how many, in what shape. ``None`` = all / unchanged.
@@ -67,6 +71,23 @@ class DataConfig:
     val_fraction: float = 0.0  # stratified, carved from the (subset) train split
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("per_class_train", "per_class_test"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 (or unset for all), got "
+                                  f"{value!r}")
+        if self.image_size is not None and not (isinstance(self.image_size, int)
+                                                and MIN_IMAGE_SIZE <= self.image_size <= 1024):
+            raise ConfigError(f"image_size must be an integer in [{MIN_IMAGE_SIZE}, 1024] (or "
+                              f"unset for the images' own), got {self.image_size!r}")
+        if not (isinstance(self.val_fraction, int | float) and 0.0 <= self.val_fraction < 1.0):
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ConfigError(f"dataset must be a name or imagefolder:PATH, got "
+                              f"{self.dataset!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -82,9 +103,10 @@ def parse_policy(policy: str, n_kinds: int = len(AUGMENT_KINDS)) -> int:
             k = int(policy[2:])
         except ValueError:
             k = 0
-        if k >= 1:
+        if 1 <= k <= MAX_PER_IMAGE:
             return k
-    raise ConfigError(f"unknown policy {policy!r}; valid: one, all, k:N (N >= 1)")
+    raise ConfigError(f"unknown policy {policy!r}; valid: one, all, k:N "
+                      f"(1 <= N <= {MAX_PER_IMAGE})")
 
 
 @dataclass(frozen=True)
@@ -244,6 +266,10 @@ class MethodSpec:
             if self.band is None or len(self.band) != 2:
                 raise ConfigError(f"method {self.name}: a band selection needs band=(lo, hi)")
             object.__setattr__(self, "band", (float(self.band[0]), float(self.band[1])))
+            lo, hi = self.band
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ConfigError(f"method {self.name}: band [{lo}, {hi}] must satisfy "
+                                  f"0 <= lo < hi <= 1 (quantiles of the score)")
         if self.selection == "random_matched" and not self.matched_to:
             raise ConfigError(f"method {self.name}: random_matched needs matched_to=METHOD")
 

@@ -12,7 +12,6 @@ from its one definition in ``pipeline.config``).
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pipeline.config import (
 )
 from pipeline.core.augment import load_space
 from pipeline.errors import ConfigError
+from pipeline.textfile import parse, short
 
 __all__ = ["ConfigError", "dumps", "is_study_file", "load_experiment", "load_file", "load_study",
            "preset_text"]
@@ -41,21 +41,8 @@ def _read(path: Path) -> dict:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read the experiment file {path}: {e.strerror or e}") from e
-    try:
-        if path.suffix == ".toml":
-            return tomllib.loads(text)
-        if path.suffix == ".json":
-            return json.loads(text)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-            return {} if data is None else data
-    except (tomllib.TOMLDecodeError, ValueError) as e:
-        raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {e}") from e
-    except Exception as e:  # noqa: BLE001 - yaml's errors
-        raise ConfigError(f"{path} is not valid YAML: {e}") from e
-    raise ConfigError(f"{path}: an experiment file ends in .toml, .yaml, .yml or .json")
+    data = parse(text, path, "experiment")
+    return {} if data is None else data
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -76,7 +63,7 @@ def _table_of_keys(path: Path, what: str) -> dict:
     for section in _SECTIONS:
         if section in data and not isinstance(data[section], dict):
             raise ConfigError(f"{path}: {section} must be a table ([{section}]), got "
-                              f"{data[section]!r}")
+                              f"{short(data[section])}")
     return data
 
 
@@ -85,9 +72,15 @@ def _paths(path: Path, data: dict) -> None:
     here = path.parent.absolute()
     d = data.get("data", {})
     if isinstance(d.get("dataset"), str) and d["dataset"].startswith("imagefolder:"):
-        d["dataset"] = "imagefolder:" + str(here / d["dataset"].split(":", 1)[1])
+        folder = here / d["dataset"].split(":", 1)[1]
+        if not folder.is_dir():
+            raise ConfigError(f"{path}: data.dataset = {d['dataset']!r}: no directory {folder} "
+                              f"(a path relative to the file, holding train/CLASS/*.png)")
+        d["dataset"] = f"imagefolder:{folder}"
     if isinstance(d.get("root"), str):
         d["root"] = str(here / d["root"])
+        if not Path(d["root"]).is_dir():
+            raise ConfigError(f"{path}: data.root = {short(d['root'])}: no such directory")
     pools = data.get("pools", [])
     augments = [data.get("augment", {})] + [p.get("augment", {}) for p in
                                             (pools if isinstance(pools, list) else [])
@@ -160,7 +153,7 @@ def _describe(err: dict, root: type = C.ExperimentConfig) -> str:
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"unknown key {where!r}; valid: {', '.join(_valid_keys(err['loc'], root))}"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where} = {value!r}: {msg}" if where else msg
+    return f"{where} = {short(value)}: {msg}" if where else msg
 
 
 def _valid_keys(loc, root: type = C.ExperimentConfig) -> list[str]:

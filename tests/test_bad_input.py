@@ -22,7 +22,7 @@ from pipeline.lake.readers import read_split
 from pipeline.steps.baseline import train_baseline
 from pipeline.steps.ingest import ingest
 from pipeline.steps.pool import build_pool
-from pipeline.steps.score import score_pool
+from pipeline.steps.score import score_pool, score_split
 from pipeline.steps.select import band
 from tests.conftest import smartaug, write_image_folder
 
@@ -66,6 +66,8 @@ def world(tmp_path_factory):
     p = build_pool(lake, d, AugmentConfig(policy="all"), workers=1)
     r = score_pool(lake, m, p, batch_size=32, device="cpu")
     b = band(lake, r, 0.25, 0.75)
+    r_val = score_split(lake, m, d, "val", batch_size=32, device="cpu")
+    b_val = band(lake, r_val, 0.0, 0.5)
     d3 = ingest(lake, DataConfig(f"imagefolder:{three}", grayscale=True))
     p3 = build_pool(lake, d3, AugmentConfig(), workers=1)
     import torch
@@ -89,8 +91,28 @@ def world(tmp_path_factory):
     (tmp / "space-refused.yaml").write_text(
         "kinds:\n  grid: {__version__: 2.0.8, transform: {__class_fullname__: GridDistortion,"
         " num_steps: -5, p: 1.0}}\n")
+    files = {  # the user's files, each wrong in one way
+        "space-crop.yaml": "kinds:\n  crop: {__version__: 2.0.8, transform: {__class_fullname__: "
+                           "RandomCrop, height: 64, width: 64, p: 1.0}}\n",
+        "deep.json": "[" * 100_000 + "]" * 100_000,
+        "deep.yaml": "[" * 100_000 + "]" * 100_000,
+        "laughs.yaml": "a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']\n"
+                       + "".join(f"{c}: &{c} [*{p_}, *{p_}, *{p_}, *{p_}, *{p_}, *{p_}, *{p_}, "
+                                 f"*{p_}, *{p_}]\n" for p_, c in zip("abcdefgh", "bcdefghi")),
+        "twice.yaml": "preset: quick\nseed: 1\nseed: 2\n",
+        "twice.json": '{"preset": "quick", "seed": 1, "seed": 2}',
+        "negative.toml": "preset = 'quick'\n[data]\nper_class_train = -5\n",
+        "val.toml": "preset = 'quick'\n[data]\nval_fraction = 2.0\n",
+        "size.toml": "preset = 'quick'\n[data]\nimage_size = 2\n",
+        "band.toml": "preset = 'quick'\n[[methods]]\nname = 'b'\nselection = 'band'\n"
+                     "band = [0.5, 0.2]\n",
+        "nope.toml": "preset = 'quick'\n[data]\ndataset = 'imagefolder:nope'\n",
+        "policy.toml": "preset = 'quick'\n[augment]\npolicy = 'k:99999999999'\n",
+    }
+    for name, text in files.items():
+        (tmp / name).write_text(text)
     return {"tmp": tmp, "root": root, "lake": lake, "d": d, "m": m, "p": p, "r": r, "b": b,
-            "d3": d3, "p3": p3, "four": four}
+            "d3": d3, "p3": p3, "four": four, "b_val": b_val}
 
 
 def _images(tmp: Path, name: str, mutate) -> Path:
@@ -128,7 +150,22 @@ def _float_image(root):
     Image.fromarray(np.zeros((28, 28), np.float32)).save(root / "train" / "a" / "float.tif")
 
 
+def _huge_png(root):
+    """A PNG whose header says 15000 x 15000 (PIL refuses to decode it: a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", 15000, 15000, 8, 0, 0, 0, 0)
+    (root / "train" / "a" / "huge.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
 DATASET_PROBES = {
+    "decompression bomb": (_huge_png, ["huge.png", "too large to decode", "resize it first"]),
     "truncated image": (_truncate, ["cannot read image", "001.png"]),
     "zero-byte image": (_zero_byte, ["cannot read image", "002.png"]),
     "renamed text file": (_text_as_png, ["cannot read image", "notes.png"]),
@@ -224,6 +261,41 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
                                 ["cannot read the experiment file"]),
         "reselect an unknown experiment": (["reselect", "--experiment-id", "nope"],
                                            ["no experiment_id 'nope'"]),
+        # the user's files: checked when loaded, strictly in every format
+        "space transform larger than the images": (
+            ["augment", "--dataset-id", d, "--space", str(w["tmp"] / "space-crop.yaml")],
+            ["kind 'crop' (RandomCrop) cannot be applied to 28x28x1 images"]),
+        "JSON nested 100 000 deep": (["config", "check", str(w["tmp"] / "deep.json")],
+                                     ["nested deeper than"]),
+        "YAML nested 100 000 deep": (["config", "check", str(w["tmp"] / "deep.yaml")],
+                                     ["nested deeper than"]),
+        "YAML billion laughs": (["config", "check", str(w["tmp"] / "laughs.yaml")],
+                                ["aliases are not accepted"]),
+        "YAML key given twice": (["config", "check", str(w["tmp"] / "twice.yaml")],
+                                 ["'seed' is given twice"]),
+        "JSON key given twice": (["config", "check", str(w["tmp"] / "twice.json")],
+                                 ["'seed' is given twice"]),
+        "config per_class_train -5": (["config", "check", str(w["tmp"] / "negative.toml")],
+                                      ["per_class_train must be an integer >= 1", "-5"]),
+        "config val_fraction 2.0": (["config", "check", str(w["tmp"] / "val.toml")],
+                                    ["val_fraction must be in [0, 1)", "2.0"]),
+        "config image_size 2": (["config", "check", str(w["tmp"] / "size.toml")],
+                                ["image_size must be an integer in [8, 1024]"]),
+        "config band upside down": (["config", "check", str(w["tmp"] / "band.toml")],
+                                    ["band [0.5, 0.2] must satisfy 0 <= lo < hi <= 1"]),
+        "config image folder missing": (["config", "check", str(w["tmp"] / "nope.toml")],
+                                        ["imagefolder:nope", "no directory"]),
+        "config policy too large": (["config", "check", str(w["tmp"] / "policy.toml")],
+                                    ["k:99999999999", "1 <= N <= 1000"]),
+        "augment policy too large": (["augment", "--dataset-id", d, "--policy",
+                                      "k:99999999999"], ["1 <= N <= 1000"]),
+        # results that would be silently wrong
+        "random matched to another set of items": (
+            ["select", "--scoring-run-id", r, "--random-matched", w["b_val"]],
+            ["was drawn from the val split of dataset", f"scores pool {p}"]),
+        "a training that diverges": (["baseline", "--dataset-id", d, "--lr", "1e30",
+                                      "--epochs", "2", "--device", "cpu"],
+                                     ["the training diverged", "--lr"]),
         # out-of-range options
         "baseline --epochs 0": (["baseline", "--dataset-id", d, "--epochs", "0"], ["--epochs"]),
         "augment --workers 0": (["augment", "--dataset-id", d, "--workers", "0"], ["--workers"]),
@@ -295,7 +367,8 @@ def _probes(w) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
-PROBE_NAMES = list(_probes({**{k: "x" for k in ("d", "m", "p", "r", "b", "d3", "p3", "four")},
+PROBE_NAMES = list(_probes({**{k: "x" for k in ("d", "m", "p", "r", "b", "d3", "p3", "four",
+                                                  "b_val")},
                            "tmp": Path("tmp"), "root": Path("root")}))
 
 
@@ -304,15 +377,16 @@ def test_probe(world, capsys, probe):
     if "GPU" in probe and __import__("torch").cuda.is_available():
         pytest.skip("this machine has a GPU")
     args, words = _probes(world)[probe]
-    refused(capsys, world["root"], [*args, "--storage", str(world["root"])], *words)
+    lake = [] if args[0] == "config" else ["--storage", str(world["root"])]
+    refused(capsys, world["root"], [*args, *lake], *words)
 
 
 def test_probes_that_succeed_write_what_they_say(world, capsys):
     """The table's control: the same commands with good values work (the probes fail for the
     reason they name, not for another)."""
     root = str(world["root"])
-    code, out, _ = smartaug(capsys, "sql", "select count(*) as n from scores", "--csv",
-                            "--storage", root)
+    code, out, _ = smartaug(capsys, "sql", f"select count(*) as n from scores where "
+                            f"scoring_run_id = '{world['r']}'", "--csv", "--storage", root)
     assert code == 0
     assert out.replace('"', "").split() == ["n", str(world["lake"].count("scores", world["r"]))]
     code, out, _ = smartaug(capsys, "select", "--scoring-run-id", world["r"], "--band", "0.25",
@@ -690,3 +764,51 @@ def test_a_run_whose_data_was_removed_is_not_reported_done(world, tmp_path, caps
                               world["p"], "--device", "cpu", "--storage", str(copy))
     assert code == 0 and out.split()[-1] == world["r"], err
     assert Lake(copy).count("scores", world["r"]) == world["lake"].count("scores", world["r"])
+
+
+def test_an_export_killed_midway_leaves_nothing_the_next_run_keeps(world, tmp_path, capsys):
+    """The temporary directory of a killed export (its process gone) is removed by the next
+    write beside it; one of a live process is left alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.tmp-{dead.pid}-0123abcd"
+    (stale / "a").mkdir(parents=True)
+    (stale / "a" / "x.png").write_bytes(b"partial")
+    live = tmp_path / f".other.tmp-{os.getppid()}-89abcdef"
+    live.mkdir()
+    code, out, err = smartaug(capsys, "export", "--selection-id", world["b"], "--to",
+                              str(tmp_path / "out"), "--no-originals", "--storage",
+                              str(world["root"]))
+    assert code == 0, err
+    assert not stale.exists() and live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.tmp-"
+                                                                 f"{os.getppid()}-89abcdef", "out"])
+
+
+def test_a_lake_that_names_code_runs_none(world, tmp_path, capsys, monkeypatch):
+    """A models row and its checkpoint rewritten (manifests and the weights' sha256 kept
+    consistent, as anyone with write access can) to name ``tempfile:mkdtemp`` or ``this:x``:
+    scoring imports and calls nothing and exits 2; naming it for the run is what trusts it."""
+    import tempfile
+
+    import torch
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for name in ("tempfile:mkdtemp", "this:x"):
+        copy = _lake_copy(world, tmp_path / name.replace(":", "-"))
+        lake = Lake(copy)
+        row = lake.row("models", world["m"])
+        shutil.rmtree(copy / "models" / f"model_id={world['m']}")
+        lake.write("models", world["m"], {k: [v] for k, v in {**row, "arch": name}.items()})
+        ckpt = copy / "checkpoints" / f"{world['m']}.pt"
+        payload = torch.load(ckpt, weights_only=True)
+        torch.save({**payload, "spec": {**payload["spec"], "name": name}}, ckpt)
+        code, _, _ = smartaug(capsys, "verify", "--storage", str(copy))
+        assert code == 0  # consistent: nothing for verify to find
+        refused(capsys, copy, ["score", "--model-id", world["m"], "--dataset-id", world["d"],
+                               "--split", "test", "--device", "cpu", "--storage", str(copy)],
+                f"names model '{name}'", "does not import code because a lake names it",
+                f"--trust-model {name}", "SMARTAUG_TRUST_MODELS")
+    assert list(scratch.iterdir()) == [] and "this" not in sys.modules

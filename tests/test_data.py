@@ -110,5 +110,5 @@ def test_missing_or_wrong_paths_say_how_to_fix(tmp_path):
         load_dataset("fashion-mnist", root=tmp_path, download=False)
     with pytest.raises(DatasetError, match="valid: fashion-mnist"):
         load_dataset("svhn")
-    with pytest.raises(DatasetError, match="val_fraction"):
+    with pytest.raises(ValueError, match="val_fraction"):
         load_dataset("fashion-mnist", root=tmp_path, val_fraction=1.0)

@@ -54,7 +54,8 @@ def test_remote_partition_is_one_object_written_whole(remote):
         assert not fs.exists(f"{base}/scores/scoring_run_id=r1")
     assert w.committed
     assert fs.glob(f"{base}/scores/scoring_run_id=r1/*") == \
-        [f"{base}/scores/scoring_run_id=r1/part-00000.parquet"]
+        [f"{base}/scores/scoring_run_id=r1/{n}" for n in ("_manifest.json", "part-00000.parquet")]
+    remote.check_partition("scores", "r1", full=True)  # what verify does: sha256 over the wire
     assert remote.count("scores", "r1") == 50
     back = remote.read("scores", "r1")
     assert back["item_id"].to_pylist() == [f"i{k:05d}" for k in range(50)]

@@ -4,8 +4,10 @@ work; and whole studies on real Fashion-MNIST: cells as runs, resumed with no re
 cell equal to the same training done by hand, the leaderboard's shape, the CLI and the file."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -424,3 +426,55 @@ def test_a_study_without_validation_images_is_refused_before_training(tmp_path):
              for t in ("samples", "models", "pools", "runs")}
     assert count["samples"] > 0  # ingested: the dataset said what it holds
     assert count["models"] == count["pools"] == count["runs"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_workers_die_with_a_killed_study_and_write_nothing_after(tmp_path, fashion_root, sig):
+    """`study --workers 2` killed mid-grid: its worker processes (and multiprocessing's
+    resource tracker) end within seconds, and no cell is committed after the kill."""
+    import psutil
+
+    f = tmp_path / "study.toml"
+    f.write_text(f"""preset = "quick"
+budgets = [0.25, 0.5]
+scores = ["avh"]
+positions = ["easiest", "hardest"]
+coverage = []
+seeds = 8
+references = ["none"]
+[data]
+root = "{fashion_root}"
+per_class_train = 20
+per_class_test = 5
+[retrain]
+epochs = 3
+[baseline]
+epochs = 1
+""")
+    storage = tmp_path / "lake"
+    proc = subprocess.Popen([str(BIN / "smartaug"), "study", "--config", str(f), "--workers",
+                             "2", "--storage", str(storage)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def runs() -> set[str]:
+        d = storage / "runs"
+        return {p.name for p in d.glob("run_id=*")} if d.is_dir() else set()
+
+    try:
+        deadline = time.time() + 600
+        while len(runs()) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the study ended before it could be killed"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 2
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        at_kill = runs()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+        time.sleep(1)
+        assert runs() == at_kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -47,10 +47,13 @@ import cv2
 import numpy as np
 
 from pipeline.config import AugmentConfig, parse_policy
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
+from pipeline.orphans import watch_parent
+from pipeline.textfile import parse
 
 __all__ = ["BUILTIN", "FAST_KINDS", "AugmentConfig", "SpaceError", "apply_chunks", "augment_images",
-           "kind_specs", "load_space", "plan", "regenerate", "start_workers"]
+           "check_kinds", "kind_specs", "load_space", "plan", "regenerate",
+           "start_workers"]
 
 
 class SpaceError(UserError, ValueError):
@@ -129,18 +132,15 @@ def load_space(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[tuple[st
     """A space file (YAML or JSON): ``kinds: {name: builtin | A.to_dict(transform)}``.
     Returns (kind names in file order, the defined kinds as (name, canonical JSON)); each
     transform is rebuilt with ``A.from_dict`` here, so a bad one fails now, by name."""
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise SpaceError(f"cannot read the space file {path}: {e.strerror or e}") from e
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise SpaceError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}:"
-                         f" {e}") from e
+        data = parse(text, path, "space", "JSON" if path.suffix == ".json" else "YAML")
+    except ConfigError as e:
+        raise SpaceError(str(e)) from None
     example = "kinds: {rotate: builtin, grid: <A.to_dict(A.GridDistortion(p=1.0))>}"
     if not isinstance(data, dict) or not isinstance(data.get("kinds"), dict) or not data["kinds"]:
         raise SpaceError(f"{path}: expected a mapping with a non-empty 'kinds' mapping, e.g. "
@@ -392,7 +392,14 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig, *, record: bool = True
             for i, row, s in zip(idx, rows, seeds, strict=True):
                 t = _transform(kind, cfg, shape)
                 t.set_random_state(*_generators(s))
-                out[i] = _fit(t(image=images[row])["image"], shape, kind)
+                try:
+                    res = t(image=images[row])["image"]
+                except Exception as e:  # noqa: BLE001 - the space's transform, not ours
+                    raise SpaceError(
+                        f"kind {kind!r} ({type(t).__name__}) cannot be applied to "
+                        f"{'x'.join(map(str, shape))} images: {type(e).__name__}: {e}; change "
+                        f"its parameters in the space file") from None
+                out[i] = _fit(res, shape, kind)
                 if record:
                     applied[i] = json.dumps(_scalars([(type(t).__name__, t.params)]))
     if not record:
@@ -431,6 +438,13 @@ def _transform(kind: str, cfg: AugmentConfig, shape) -> A.BasicTransform:
     return cache[key]
 
 
+def check_kinds(image: np.ndarray, cfg: AugmentConfig) -> None:
+    """Apply every kind once to ``image`` (one of the pool's), so that a transform that cannot
+    work on these images (a crop larger than they are) fails before any work, by name."""
+    items = [(0, k, 0, kind) for k, kind in enumerate(cfg.kinds)]
+    _apply(image[None], items, cfg, record=False)
+
+
 def _fit(res: np.ndarray, shape, kind: str) -> np.ndarray:
     """Back to the pool's image shape: resized when a transform changed height or width,
     refused when it changed the number of channels."""
@@ -449,7 +463,8 @@ def _fit(res: np.ndarray, shape, kind: str) -> np.ndarray:
     return res
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
+    watch_parent(parent)  # it ends when the process that forked it does
     # A worker forked from a process with a Python SIGTERM handler (Prefect's flow engine
     # installs one) inherits it, and Pool.terminate() at exit then waits forever for a worker
     # that does not die: workers take the default action, so terminate() ends them.
@@ -471,7 +486,7 @@ def _pool(workers: int):
     augmenting a few thousand images). Tasks carry their own images."""
     pool = _POOLS.get(workers)
     if pool is None:
-        pool = mp.get_context("fork").Pool(workers, _worker_init)
+        pool = mp.get_context("fork").Pool(workers, _worker_init, (os.getpid(),))
         atexit.register(pool.terminate)
         _POOLS[workers] = pool
     return pool

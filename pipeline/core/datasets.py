@@ -281,6 +281,11 @@ def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
                     with Image.open(f) as im:
                         im.load()
                         img = im.copy()
+                except Image.DecompressionBombError as e:
+                    raise DatasetError(
+                        f"imagefolder: image {f} is too large to decode ({e}); smartaug reads "
+                        f"images up to {Image.MAX_IMAGE_PIXELS} pixels: resize it first"
+                    ) from None
                 except (UnidentifiedImageError, OSError, ValueError) as e:
                     raise DatasetError(f"imagefolder: cannot read image {f}: {e}") from e
                 img = _eight_bit(img, f)

@@ -17,9 +17,14 @@ from models import make_model
 from pipeline.config import TrainConfig
 from pipeline.core.hardness import _angles64, _avh64
 from pipeline.core.losses import compute_loss
-from pipeline.errors import InputError
+from pipeline.errors import InputError, UserError
 
-__all__ = ["TrainConfig", "as_batch", "build_model", "evaluate", "train", "resolve_device"]
+__all__ = ["TrainConfig", "TrainingError", "as_batch", "build_model", "evaluate", "train",
+           "resolve_device"]
+
+
+class TrainingError(UserError, RuntimeError):
+    """A training that cannot give a usable model (its loss or weights went non-finite)."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -90,8 +95,9 @@ def evaluate(model: nn.Module, images: Tensor | np.ndarray, labels: Tensor | np.
         fnorm += float(f.float().norm(dim=1).sum())
     model.train(was_training)
     n = max(len(y_all), 1)
-    return {"acc": correct / n, "loss": loss / n, "avh": avh_sum / max(avh_n, 1),
-            "feature_norm": fnorm / n}
+    # no sample with a defined AVH (all features zero or non-finite): undefined, never 0.0
+    return {"acc": correct / n, "loss": loss / n,
+            "avh": avh_sum / avh_n if avh_n else float("nan"), "feature_norm": fnorm / n}
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -166,6 +172,11 @@ def train(
             opt.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
+        if not torch.isfinite(loss_sum):  # one check an epoch: the sum is read below anyway
+            raise TrainingError(
+                f"the training diverged: its loss became {float(loss_sum)} in epoch {epoch} "
+                f"(lr {cfg.lr}, {cfg.optimizer}); nothing was registered. Lower the learning "
+                f"rate (--lr), or check the starting weights")
         row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_acc": float(correct) / n,
                "seconds": time.perf_counter() - t0,
                "weight_norm_mean": float(model.head.weight.detach().norm(dim=1).mean())}
@@ -181,5 +192,10 @@ def train(
             log(f"epoch {epoch:3d}/{cfg.epochs} loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.4f} {extra} ({row['seconds']:.1f}s, "
                 f"{n / row['seconds']:.0f} img/s)")
+    bad = next((k for k, v in model.state_dict().items()
+                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise TrainingError(f"the trained model's {bad} holds non-finite values; nothing was "
+                            f"registered. Check the starting weights, or lower the learning rate")
     model.eval()
     return history

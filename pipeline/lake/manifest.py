@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
 
-__all__ = ["MANIFEST", "ManifestError", "check", "describe", "file_sha256", "write"]
+__all__ = ["MANIFEST", "ManifestError", "check_manifest", "describe", "file_sha256", "local_digest",
+           "parse_manifest", "write_manifest"]
 
 MANIFEST = "_manifest.json"
 FORMAT = "smartaug-partition/1"
@@ -48,14 +49,14 @@ def describe(directory: Path, table: str, key: str) -> dict:
             "rows": sum(f["rows"] for f in files.values()), "files": files}
 
 
-def write(directory: Path, table: str, key: str) -> dict:
+def write_manifest(directory: Path, table: str, key: str) -> dict:
     """Write ``directory``'s manifest into it (before the directory is published)."""
     manifest = describe(directory, table, key)
     (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
 
-def parse(text: str | bytes, where: str) -> dict:
+def parse_manifest(text: str | bytes, where: str) -> dict:
     try:
         manifest = json.loads(text)
     except ValueError as e:
@@ -66,12 +67,12 @@ def parse(text: str | bytes, where: str) -> dict:
     return manifest
 
 
-def check(manifest: dict | None, table: str, key: str, found: dict[str, int], where: str, *,
+def check_manifest(manifest: dict | None, table: str, key: str, found: dict[str, int], where: str, *,
           digest=None) -> None:
     """Compare a partition with its manifest: ``found`` maps each Parquet file's name to its
     size; ``digest(name)`` (when given) returns the file's sha256. Raises ManifestError."""
-    redo = (f"the lake was modified outside smartaug; remove the partition (and the row that "
-            f"records it) to redo the step, or restore it from a copy")
+    redo = ("the lake was modified outside smartaug; remove the partition (and the row that "
+            "records it) to redo the step, or restore it from a copy")
     if manifest is None:
         raise ManifestError(f"{where} has no {MANIFEST}: {redo}")
     if (manifest.get("table"), manifest.get("key")) != (table, key):

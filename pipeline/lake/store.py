@@ -24,8 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
-from pipeline.lake import manifest
-from pipeline.lake.files import atomic_path
+from pipeline.lake.files import atomic_path, process_alive
+from pipeline.lake.manifest import (
+    MANIFEST,
+    ManifestError,
+    check_manifest,
+    file_sha256,
+    local_digest,
+    parse_manifest,
+)
 from pipeline.lake.schemas import PARTITION_KEYS, SCHEMAS, views_sql
 from pipeline.lake.writer import PartitionWriter
 
@@ -143,16 +150,6 @@ def _make_root(root: Path) -> None:
                         f"--storage DIR (SMARTAUG_STORAGE) naming a directory you can write") from e
 
 
-def _process_alive(process_id: int) -> bool:
-    try:
-        os.kill(process_id, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return True
-
-
 class Lake:
     """The tables under one storage root. ``Lake()`` uses ``resolve_root()``.
 
@@ -239,7 +236,7 @@ class Lake:
                 owner = int(parts[-2])
             except (IndexError, ValueError):
                 continue
-            if not _process_alive(owner):
+            if not process_alive(owner):
                 shutil.rmtree(d, ignore_errors=True)
 
     def shards_location(self, scoring_run_id: str) -> Path | str:
@@ -331,34 +328,34 @@ class Lake:
         return files, held
 
     def check_partition(self, table: str, key: str, *, full: bool = True) -> int:
-        """Check a committed partition against its manifest (``manifest.check``): the same
+        """Check a committed partition against its manifest (``pipeline.lake.manifest``): the same
         files, sizes and, with ``full``, sha256 (each local file hashed once per process).
         Returns the rows the manifest records; raises LakeError naming the partition."""
         loc = self.partition_dir(table, key)
         where = f"{table} partition {self.url(table, f'{PARTITION_KEYS[table]}={key}')}"
         if self.local:
             found = {p.name: p.stat().st_size for p in Path(loc).glob("*.parquet")}
-            path = Path(loc) / manifest.MANIFEST
+            path = Path(loc) / MANIFEST
             text = path.read_bytes() if path.is_file() else None
-            digest = manifest.local_digest(Path(loc)) if full else None
+            digest = local_digest(Path(loc)) if full else None
         else:
             self.fs.invalidate_cache(str(loc))
             listing = self.fs.ls(str(loc), detail=True)
             found = {e["name"].rsplit("/", 1)[-1]: e["size"] for e in listing
                      if e["name"].endswith(".parquet")}
             names = {e["name"].rsplit("/", 1)[-1] for e in listing}
-            text = (self.fs.cat_file(f"{loc}/{manifest.MANIFEST}")
-                    if manifest.MANIFEST in names else None)
+            text = (self.fs.cat_file(f"{loc}/{MANIFEST}")
+                    if MANIFEST in names else None)
 
             def digest(name):
                 with self.fs.open(f"{loc}/{name}", "rb") as fh:
-                    return manifest.file_sha256(fh)
+                    return file_sha256(fh)
 
             digest = digest if full else None
         try:
-            recorded = None if text is None else manifest.parse(text, where)
-            manifest.check(recorded, table, key, found, where, digest=digest)
-        except manifest.ManifestError as e:
+            recorded = None if text is None else parse_manifest(text, where)
+            check_manifest(recorded, table, key, found, where, digest=digest)
+        except ManifestError as e:
             raise LakeError(str(e)) from None
         return int(recorded["rows"])
 

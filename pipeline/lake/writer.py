@@ -1,9 +1,11 @@
 """The one way rows enter the lake: ``with lake.writer(table, key) as w: w.write(columns)``.
 Rows stream into staging; the block's end commits the partition in one step (a rename, or one
-upload) with its manifest (``manifest``), an exception aborts it. Rows get the provenance columns the caller does not give."""
+upload) with its manifest (``pipeline.lake.manifest``), an exception aborts it. Rows get the
+provenance columns the caller does not give."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,10 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.lake import manifest
 from pipeline.lake.files import publish
+from pipeline.lake.manifest import MANIFEST, write_manifest
 from pipeline.lake.provenance import provenance
 from pipeline.lake.schemas import SCHEMAS
+from pipeline.orphans import EXIT_CODE, orphaned
 
 __all__ = ["PartitionWriter"]
 
@@ -94,18 +97,21 @@ class PartitionWriter:
 
     def _commit(self) -> bool:
         self._close_file()
+        if orphaned():  # a worker whose parent died: its results are nobody's, write nothing
+            self._abort()
+            os._exit(EXIT_CODE)
         if self._nfile == 0:  # an empty partition still records that the step ran
             pq.write_table(self.schema.empty_table(), self.tmp / "part-00000.parquet",
                            compression="zstd")
-        manifest.write(self.tmp, self.table, self.key)  # committed with the files
+        write_manifest(self.tmp, self.table, self.key)  # committed with the files
         if self.lake.local:
             return publish(self.tmp, Path(self.target), overwrite=False)
         try:  # one object, one PUT: readers see the whole partition or none of it
             final = f"{self.target}/part-00000.parquet"
             if self.lake.fs.exists(final):
                 return False  # the manifest goes first: a partition is never seen without it
-            self.lake.fs.put_file(str(self.tmp / manifest.MANIFEST),
-                                  f"{self.target}/{manifest.MANIFEST}")
+            self.lake.fs.put_file(str(self.tmp / MANIFEST),
+                                  f"{self.target}/{MANIFEST}")
             self.lake.fs.put_file(str(self.tmp / "part-00000.parquet"), final)
             return True
         finally:

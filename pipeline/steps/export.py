@@ -34,6 +34,8 @@ FORMATS = ("imagefolder", "parquet")
 
 def _lineage(lake: Lake, selection_id: str) -> dict:
     rows = read_selection(lake, selection_id)
+    if rows.num_rows == 0:
+        raise LakeError(f"selection {selection_id} is empty: nothing to export")
     first = rows.slice(0, 1).to_pylist()[0]
     run = lake.row("scoring_runs", first["scoring_run_id"])
     if run["pool_id"] is None:

@@ -24,6 +24,7 @@ import pyarrow as pa
 from pipeline.config import AugmentConfig, identity
 from pipeline.core.augment import (
     apply_chunks,
+    check_kinds,
     chunk_size,
     kind_specs,
     plan,
@@ -74,6 +75,8 @@ def build_pool(lake: Lake, dataset_id: str, cfg: AugmentConfig, *, workers: int 
     split = read_split(lake, dataset_id, "train")
     shape = split.images.shape[1:]
     h, w, c = shape
+    if len(split.labels):
+        check_kinds(split.images[0], cfg)
     items = plan(split.sample_ids, cfg)
     keep_pixels = materializes(cfg.materialize, len(items), shape)
     hashes = {k: spec_hash(v) for k, v in kind_specs(cfg, h, w).items()}

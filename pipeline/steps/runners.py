@@ -7,11 +7,13 @@ each (``smartaug study``). The Prefect flows' runner is ``flows.runners.PrefectR
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Protocol
 
 from pipeline.lake import Lake
+from pipeline.orphans import watch_parent
 
 __all__ = ["LocalRunner", "ProcessRunner", "Runner"]
 
@@ -37,7 +39,9 @@ class LocalRunner:
         return [self.call(step, *args) for args in calls]
 
 
-def _single_thread() -> None:
+def _worker_start(parent: int) -> None:
+    """A worker: one torch thread, and it ends when its parent does (``pipeline.orphans``)."""
+    watch_parent(parent)
     import torch
 
     torch.set_num_threads(1)
@@ -51,7 +55,8 @@ class ProcessRunner(LocalRunner):
     """Steps in this process; ``map`` over ``workers`` processes of one thread each (small
     trainings use one core well and several threads badly). The workers start on the first
     ``map`` and serve every later one (each keeps the data it read) until ``close``; use it
-    as a context manager."""
+    as a context manager. A worker ends within a fraction of a second of this process's death
+    (even by SIGKILL) and never commits a partition after it."""
 
     def __init__(self, lake: Lake, workers: int, log: Log = print):
         super().__init__(lake, log)
@@ -75,7 +80,7 @@ class ProcessRunner(LocalRunner):
         if self._pool is None:  # spawn: a clean interpreter, no forked threads
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_single_thread)
+                initializer=_worker_start, initargs=(os.getpid(),))
         futures = [self._pool.submit(_call, self.lake.url(), step, args) for args in calls]
         pending, n_done = set(futures), 0
         while pending:

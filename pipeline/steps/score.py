@@ -21,8 +21,8 @@ from pipeline.config import SCORE_COLUMNS
 from pipeline.core.scoring import ScoringError, prefetch, score_batches
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, content_id, decode_images
-from pipeline.lake import manifest
 from pipeline.lake.files import publish
+from pipeline.lake.manifest import write_manifest
 from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels, checkpoint_path, classes
 
 __all__ = ["ScoringError", "checkpoint_path", "commit_pool_shards", "load_model",
@@ -283,5 +283,5 @@ def _publish_shards(lake: Lake, scoring_run_id: str, dirs: list) -> None:
     for k, d in enumerate(dirs):
         for j, f in enumerate(lake.parquet_files(d)):
             (tmp / f"part-{k:05d}-{j:05d}.parquet").hardlink_to(f)
-    manifest.write(tmp, "scores", scoring_run_id)
+    write_manifest(tmp, "scores", scoring_run_id)
     publish(tmp, lake.partition_dir("scores", scoring_run_id), overwrite=False)

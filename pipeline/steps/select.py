@@ -106,6 +106,7 @@ def random_subset(lake: Lake, scoring_run_id: str, *, size: int | None = None,
     if matched_to is not None:
         if not lake.has("selections", matched_to):
             raise SelectionError(f"no selection {matched_to!r} to match in {lake.url()}")
+        _same_items(lake, scoring_run_id, matched_to)
         params = {"matched_to": matched_to, "seed": int(seed)}
         return _store(lake, scoring_run_id, "random", "random_matched.sql", params,
                       {"files": files, "matched_files": lake.files("selections", matched_to),
@@ -120,6 +121,26 @@ def random_subset(lake: Lake, scoring_run_id: str, *, size: int | None = None,
     params = {"n": int(size), "seed": int(seed)}
     return _store(lake, scoring_run_id, "random", "random.sql", params,
                   {"files": files, **params})
+
+
+def _same_items(lake: Lake, scoring_run_id: str, matched_to: str) -> None:
+    """A matched subset draws from the items the other selection was drawn from: its scoring
+    run must cover the same pool (or the same split of the same dataset)."""
+    rows = read_selection(lake, matched_to).column("scoring_run_id")
+    if len(rows) == 0:
+        raise SelectionError(f"selection {matched_to} is empty: nothing to match")
+    other = rows[0].as_py()
+    keys = ("pool_id", "dataset_id", "split")
+    mine, theirs = (lake.row("scoring_runs", r) for r in (scoring_run_id, other))
+    if any(mine[k] != theirs[k] for k in keys):
+        def items(row):
+            return (f"pool {row['pool_id']}" if row["pool_id"] else
+                    f"the {row['split']} split") + f" of dataset {row['dataset_id']}"
+
+        raise SelectionError(
+            f"selection {matched_to} was drawn from {items(theirs)} (scoring run {other}), "
+            f"scoring run {scoring_run_id} scores {items(mine)}: a subset matched to its "
+            f"class mix would compare different items. Match a selection of the same pool")
 
 
 def _check_score(score: str) -> None:
