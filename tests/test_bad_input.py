@@ -812,3 +812,40 @@ def test_a_lake_that_names_code_runs_none(world, tmp_path, capsys, monkeypatch):
                 f"names model '{name}'", "does not import code because a lake names it",
                 f"--trust-model {name}", "SMARTAUG_TRUST_MODELS")
     assert list(scratch.iterdir()) == [] and "this" not in sys.modules
+
+
+MYMODS = """from torch import nn
+def tiny(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.ReLU(), nn.Linear(16, num_classes))
+def raises(num_classes):
+    raise RuntimeError("no GPU for this one")
+def needs(num_classes, depth):
+    return tiny(num_classes)
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = tiny(4)
+    def forward(self, x):
+        return self.net(x), x
+def pair():
+    return Pair()
+def squashed(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 7), nn.Tanh())
+"""
+
+
+@pytest.mark.parametrize("name, words", [
+    ("mymods:raises", ["raises(num_classes=4, ...) raised RuntimeError: no GPU for this one"]),
+    ("mymods:needs", ["requires depth, which smartaug cannot give"]),
+    (".mymods:tiny", ["absolute module path"]),
+    ("mymods:pair", ["its forward returns tuple, not a tensor of logits"]),
+    ("mymods:squashed", ["last nn.Linear (1) is not its final layer"]),
+])
+def test_models_of_yours_that_cannot_work(world, capsys, monkeypatch, tmp_path, name, words):
+    """Your model's own failures are error lines naming the model, never tracebacks."""
+    (tmp_path / "mymods.py").write_text(MYMODS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    refused(capsys, world["root"], ["baseline", "--dataset-id", world["d"], "--model", name,
+                                    "--epochs", "1", "--device", "cpu", "--storage",
+                                    str(world["root"])], f"'{name}'", *words)

@@ -27,6 +27,7 @@ TINY = {
     "score": ["--items", "2000", "--repeats", "1", "--rss-items", "0"],
     "select": ["--rows", "20000", "--repeats", "1"],
     "train": ["--images", "500", "--epochs", "1", "--repeats", "1"],
+    "verify": ["--per-class", "20", "--repeats", "1"],
 }
 
 
@@ -53,3 +54,5 @@ def test_benchmark_smoke(name, fashion_root):
         assert all(out[part]["ratio"] > 0 for part in ("score", "score_recipes", "train"))
         return
     assert out["name"] == name and out["ratio"] > 0 and out["target"] > 0, out
+    if name == "verify":
+        assert set(out["steps"]) == {"score", "select", "export"}

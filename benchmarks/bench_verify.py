@@ -1,0 +1,89 @@
+"""What checking partitions on read costs: each step that reads the lake (score a pool, select
+a band, export a selection) timed with its reads checked against their manifests (sha256 of
+every file, as a fresh process does) and with the check switched off, on real Fashion-MNIST
+(``--per-class`` train images a class, one augmentation each, materialised).
+
+ratio = the step without checks / the step with them, the lowest of the three steps (target
+>= 0.95: checking costs under 5 % of a step). Alternating, medians; JSON on the last line.
+
+    python benchmarks/bench_verify.py [--per-class 1000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from _timing import alternate
+
+from pipeline.config import AugmentConfig, DataConfig, TrainConfig
+from pipeline.lake import Lake, manifest
+from pipeline.steps.baseline import train_baseline
+from pipeline.steps.export import export
+from pipeline.steps.ingest import ingest
+from pipeline.steps.pool import build_pool
+from pipeline.steps.score import score_pool
+from pipeline.steps.select import band
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-verify-"))
+    try:
+        lake = Lake(tmp / "lake")
+        d = ingest(lake, DataConfig(per_class_train=args.per_class, per_class_test=20),
+                   download=False)
+        m = train_baseline(lake, d, cfg=TrainConfig(epochs=1, device="cpu"), log=None)
+        p = build_pool(lake, d, AugmentConfig(materialize="always"))
+        r = score_pool(lake, m, p, device="cpu")
+        b = band(lake, r, 0.02, 0.22)
+        checking = Lake.check_partition
+
+        def fresh(table: str, key: str):
+            def clear():
+                shutil.rmtree(lake.partition_dir(table, key), ignore_errors=True)
+            return clear
+
+        out = tmp / "export"
+        steps = {
+            "score": (lambda: score_pool(lake, m, p, device="cpu"),
+                      lambda: [fresh("scores", r)(), fresh("scoring_runs", r)()]),
+            "select": (lambda: band(lake, r, 0.02, 0.22),
+                       lambda: fresh("selections", b)()),
+            "export": (lambda: export(lake, b, out, originals=True),
+                       lambda: shutil.rmtree(out, ignore_errors=True)),
+        }
+        result = {"name": "verify", "per_class": args.per_class,
+                  "pool_items": lake.count("augmentations", p), "steps": {}}
+        for name, (step, undo) in steps.items():
+            def checked(step=step, undo=undo):
+                undo()
+                manifest._SEEN.clear()  # as a fresh process: every file hashed
+                step()
+
+            def unchecked(step=step, undo=undo):
+                undo()
+                Lake.check_partition = lambda self, table, key, full=True: 0
+                try:
+                    step()
+                finally:
+                    Lake.check_partition = checking
+
+            bare, pipeline = alternate(unchecked, checked, args.repeats)
+            result["steps"][name] = {"unchecked_s": round(bare, 4), "checked_s": round(pipeline, 4),
+                                     "ratio": round(bare / pipeline, 4)}
+        result["ratio"] = min(s["ratio"] for s in result["steps"].values())
+        result["target"] = 0.95
+        print(json.dumps(result))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
