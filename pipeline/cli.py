@@ -724,14 +724,21 @@ def reselect(
 
 
 @app.command()
-def verify(storage: StorageOpt = None) -> None:
+def verify(
+    adopt: Annotated[bool, typer.Option(
+        "--adopt", help="First write a manifest of its files as they are for each partition "
+        "that has none (a lake made before manifests existed, that you trust).")] = False,
+    storage: StorageOpt = None,
+) -> None:
     """Check every partition of the lake against the manifest its commit wrote (files, sizes,
     sha256), every recorded row count, and every checkpoint against its models row. Exit 2
     naming each bad partition; exit 0 when all hold."""
     from pipeline.steps.verify import verify as check
 
     lake = _lake(storage)
-    result = _steps(check, lake)
+    result = _steps(check, lake, adopt=adopt)
+    if result.adopted:
+        err.print(f"adopted {result.adopted} partition(s) without a manifest, as they are")
     for problem in result.problems:
         err.print(_error_line(problem))
     if not result.ok:

@@ -98,7 +98,7 @@ def world(tmp_path_factory):
         "deep.yaml": "[" * 100_000 + "]" * 100_000,
         "laughs.yaml": "a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']\n"
                        + "".join(f"{c}: &{c} [*{p_}, *{p_}, *{p_}, *{p_}, *{p_}, *{p_}, *{p_}, "
-                                 f"*{p_}, *{p_}]\n" for p_, c in zip("abcdefgh", "bcdefghi")),
+                                 f"*{p_}, *{p_}]\n" for p_, c in zip("abcdefgh", "bcdefghi", strict=True)),
         "twice.yaml": "preset: quick\nseed: 1\nseed: 2\n",
         "twice.json": '{"preset": "quick", "seed": 1, "seed": 2}',
         "negative.toml": "preset = 'quick'\n[data]\nper_class_train = -5\n",
@@ -737,6 +737,10 @@ def test_verify_names_each_tampered_partition_and_reads_refuse_them(world, tmp_p
                   f"selection_id={b}: file part-99999.parquet was not written by smartaug",
                   "scoring_run_id=evil has no _manifest.json"):
         assert words in text, (words, text)
+    gone = _lake_copy(world, tmp_path / "gone")
+    next((gone / "selections" / f"selection_id={b}").glob("*.parquet")).unlink()
+    refused(capsys, gone, ["export", "--selection-id", b, "--to", str(tmp_path / "y"),
+                           "--storage", str(gone)], f"selection_id={b}", "is missing")
     pool = _lake_copy(world, tmp_path / "pool")
     _edit_value(pool / "augmentations" / f"pool_id={p}", "seed", 12345)
     refused(capsys, pool, ["export", "--selection-id", b, "--to", str(tmp_path / "x"),
@@ -849,3 +853,16 @@ def test_models_of_yours_that_cannot_work(world, capsys, monkeypatch, tmp_path, 
     refused(capsys, world["root"], ["baseline", "--dataset-id", world["d"], "--model", name,
                                     "--epochs", "1", "--device", "cpu", "--storage",
                                     str(world["root"])], f"'{name}'", *words)
+
+
+def test_a_lake_from_before_manifests_is_adopted_only_when_asked(world, tmp_path, capsys):
+    copy = _lake_copy(world, tmp_path)
+    for m in copy.glob("*/*/_manifest.json"):
+        m.unlink()
+    text = refused(capsys, copy, ["verify", "--storage", str(copy)], "has no _manifest.json")
+    assert text.count("has no _manifest.json") == len(list(world["root"].glob(
+        "*/*/_manifest.json")))
+    code, out, err = smartaug(capsys, "verify", "--adopt", "--storage", str(copy))
+    assert code == 0 and "adopted" in err and out.startswith("ok:"), err
+    assert sorted(p.relative_to(copy) for p in copy.glob("*/*/_manifest.json")) == sorted(
+        p.relative_to(world["root"]) for p in world["root"].glob("*/*/_manifest.json"))

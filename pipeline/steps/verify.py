@@ -10,6 +10,7 @@ from pathlib import Path
 
 from models import ModelError, read_checkpoint
 from pipeline.lake import PARTITION_KEYS, TABLES, Lake, LakeError
+from pipeline.lake.manifest import MANIFEST, write_manifest
 from pipeline.lake.readers import checkpoint_path
 from pipeline.lake.store import RECORDED_ROWS
 
@@ -22,6 +23,7 @@ class Verification:
 
     partitions: int = 0
     checkpoints: int = 0
+    adopted: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -36,8 +38,10 @@ def _entries(lake: Lake, table: str) -> list[str]:
     return sorted(e.rsplit("/", 1)[-1] for e in lake.fs.ls(lake.location(table), detail=False))
 
 
-def verify(lake: Lake, *, checkpoints: bool = True) -> Verification:
-    """Check the whole lake; never stops at the first problem."""
+def verify(lake: Lake, *, checkpoints: bool = True, adopt: bool = False) -> Verification:
+    """Check the whole lake; never stops at the first problem. ``adopt``: first give a
+    manifest of its files as they are to each partition that has none (a local lake written
+    before manifests existed; only for a lake you trust as it is)."""
     result = Verification()
     for table in TABLES:
         prefix = f"{PARTITION_KEYS[table]}="
@@ -50,6 +54,10 @@ def verify(lake: Lake, *, checkpoints: bool = True) -> Verification:
                 continue
             key = name[len(prefix):]
             result.partitions += 1
+            where = Path(str(lake.partition_dir(table, key)))
+            if adopt and lake.local and where.is_dir() and not (where / MANIFEST).exists():
+                write_manifest(where, table, key)
+                result.adopted += 1
             try:
                 if not lake.complete(lake.partition_dir(table, key)):
                     raise LakeError(f"{lake.url(table, name)} holds no committed partition")
