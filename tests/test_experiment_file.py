@@ -58,6 +58,9 @@ def test_each_preset_as_a_file_loads_back_to_the_preset(tmp_path):
 def test_the_example_file_as_it_stands(tmp_path):
     pets = tmp_path / "pets"
     (tmp_path / "exp.toml").write_text(EXAMPLE.replace("/data/pets", "pets"))
+    with pytest.raises(ValueError, match="data.dataset = 'imagefolder:pets': no directory"):
+        load_experiment(tmp_path / "exp.toml")  # checked when the file is loaded
+    pets.mkdir()
     (tmp_path / "space.yaml").write_text(SPACE)
     cfg = load_experiment(tmp_path / "exp.toml")
     assert cfg.model == "torchvision:resnet18" and cfg.reps == 2 and cfg.preset == "quick"
@@ -74,9 +77,9 @@ def test_the_example_file_as_it_stands(tmp_path):
 
     import yaml
 
-    data = tomllib.loads(EXAMPLE)
+    data = tomllib.loads(EXAMPLE.replace("/data/pets", str(pets)))
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
-    assert load_experiment(tmp_path / "exp.yaml").data.dataset == "imagefolder:/data/pets"
+    assert load_experiment(tmp_path / "exp.yaml").data.dataset == f"imagefolder:{pets}"
 
 
 @pytest.mark.parametrize("text,words", [

@@ -188,6 +188,7 @@ def test_readme_experiment_file_is_accepted(tmp_path):
 
     (tmp_path / "exp.toml").write_text(next(b for b in blocks("toml") if "budgets" not in b))
     (tmp_path / "space.yaml").write_text(blocks("yaml")[0])
+    (tmp_path / "pets").mkdir()
     cfg = load_experiment(tmp_path / "exp.toml")
     assert cfg.model == "torchvision:resnet18" and cfg.augment.kinds == ("rotate", "grid")
     assert cfg.data.dataset == f"imagefolder:{tmp_path / 'pets'}"
