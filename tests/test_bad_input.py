@@ -721,6 +721,10 @@ def test_verify_names_each_tampered_partition_and_reads_refuse_them(world, tmp_p
     _edit_value(scores, "avh", 0.123)
     refused(capsys, copy, ["select", "--scoring-run-id", r, "--band", "0.1", "0.3", "--storage",
                            str(copy)], f"scoring_run_id={r}", "was edited")
+    text = refused(capsys, copy, ["verify", "--storage", str(copy)], "1 problem(s)",
+                   f"scores partition {copy}/scores/scoring_run_id={r}: file part-00000.parquet "
+                   f"was edited")
+    assert text.count("error:") == 2  # that partition, then the summary
     # one byte of a sample's pixels, a selection duplicated, a partition put in by hand
     f = next((copy / "samples" / f"dataset_id={world['d']}").glob("*.parquet"))
     data = bytearray(f.read_bytes())
