@@ -386,6 +386,31 @@ class PoolSpec:
         return {"name": self.name, "augment": self.augment.to_dict()}
 
 
+@dataclass(frozen=True)
+class Hypothesis:
+    """A comparison declared before the study runs: ``selector`` against ``random`` on
+    ``pool`` at ``budget`` (and ``loss``), decided at ``margin`` (the smallest difference in
+    accuracy that matters, a fraction: 0.005 = half a point) by the paired difference's
+    interval and an equivalence test (``pipeline.core.stats.decide``)."""
+
+    selector: str
+    pool: str
+    budget: float
+    margin: float
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.margin, int | float) and 0 < self.margin < 1):
+            raise ConfigError(f"hypothesis {self.selector} on {self.pool} at {self.budget}: "
+                              f"margin must be in (0, 1), a fraction of accuracy (0.005 = half "
+                              f"a point), got {self.margin!r}")
+        object.__setattr__(self, "budget", float(self.budget))
+        object.__setattr__(self, "margin", float(self.margin))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _default_pools() -> tuple[PoolSpec, ...]:
     return (PoolSpec("seed", seed_pool()), PoolSpec("wide", wide_pool()))
 
@@ -425,8 +450,39 @@ class StudyConfig:
     references: tuple[str, ...] = REFERENCES
     losses: tuple[str, ...] = ("ce",)
     avh_lam: float = 1.0
+    primary: Hypothesis | None = None
+    secondary: tuple[Hypothesis, ...] = ()
+
+    def selectors(self) -> list[str]:
+        """The grid's selectors other than ``random`` and the references."""
+        windows = [f"{s}@{p}" for s in self.scores for p in self.positions]
+        chosen = [f"{s}@val" for s in self.scores] if len(self.positions) > 1 else []
+        return [*windows, *chosen, *(f"coverage-{s}" for s in self.coverage)]
+
+    def hypotheses(self) -> list[tuple[str, Hypothesis]]:
+        """(role, hypothesis): the primary first, then the secondaries."""
+        return ([("primary", self.primary)] if self.primary else []) + [
+            ("secondary", h) for h in self.secondary]
+
+    def _check_hypotheses(self) -> None:
+        pools, selectors = [p.name for p in self.pools], self.selectors()
+        seen = set()
+        for role, h in self.hypotheses():
+            where = f"{role} hypothesis ({h.selector}, pool {h.pool}, budget {h.budget:g})"
+            for value, valid, what in ((h.selector, selectors, "selector"),
+                                       (h.pool, pools, "pool"),
+                                       (h.budget, list(self.budgets), "budget"),
+                                       (h.loss, list(self.losses), "loss")):
+                if value not in valid:
+                    raise ConfigError(f"{where}: {what} {value!r} is not in the study's grid; "
+                                      f"valid: {', '.join(map(str, valid))}")
+            key = (h.selector, h.pool, h.budget, h.loss)
+            if key in seen:
+                raise ConfigError(f"{where} is declared twice")
+            seen.add(key)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "secondary", tuple(self.secondary))
         for name in ("pools", "budgets", "scores", "positions", "coverage", "references",
                      "losses"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -478,6 +534,7 @@ class StudyConfig:
         if len(self.positions) > 1 and self.data.val_fraction <= 0:
             raise ConfigError("choosing a window's position needs a validation split: set "
                              "data.val_fraction > 0 (the test split is never used to choose)")
+        self._check_hypotheses()
 
     def loss_spec(self, loss: str) -> LossSpec:
         return LossSpec() if loss == "ce" else LossSpec("additive", "square", lam=self.avh_lam)
@@ -490,11 +547,18 @@ class StudyConfig:
                                 methods=(MethodSpec("study"),), reps=self.seeds, seed=self.seed)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "pools": [p.to_dict() for p in self.pools]}
+        """The fields; ``primary`` and ``secondary`` only when declared (a study without
+        hypotheses keeps its id)."""
+        d = {**asdict(self), "pools": [p.to_dict() for p in self.pools]}
+        if self.primary is None:
+            del d["primary"]
+        if not self.secondary:
+            del d["secondary"]
+        return d
 
 
 for _cls in (DataConfig, AugmentConfig, LossSpec, TrainConfig, MethodSpec, ExperimentConfig,
-             PoolSpec, StudyConfig):
+             PoolSpec, Hypothesis, StudyConfig):
     _cls.__pydantic_config__ = _STRICT  # pydantic reads it: an unknown key is an error
 
 

@@ -124,7 +124,8 @@ def load_study(path: str | Path) -> StudyConfig:
     at that experiment preset's size (``study_preset``); ``[data]``, ``[baseline]`` and
     ``[retrain]`` merge into it key by key; ``[[pools]]`` (name + ``[pools.augment]``, whose
     ``space`` may name a space file), ``budgets``, ``scores``, ``positions``, ``coverage``,
-    ``losses``, ``seeds`` ... replace its values."""
+    ``losses``, ``seeds`` ... replace its values; ``[primary]`` and ``[[secondary]]`` declare
+    the hypotheses (``pipeline.config.Hypothesis``)."""
     path = Path(path)
     data = _table_of_keys(path, "preset, data, pools, budgets, scores, seeds, ...")
     name = data.pop("preset", None)
@@ -161,7 +162,7 @@ def _valid_keys(loc, root: type = C.ExperimentConfig) -> list[str]:
     cls = root
     by_field = {"data": C.DataConfig, "augment": C.AugmentConfig, "baseline": C.TrainConfig,
                 "retrain": C.TrainConfig, "methods": C.MethodSpec, "loss": C.LossSpec,
-                "pools": C.PoolSpec}
+                "pools": C.PoolSpec, "primary": C.Hypothesis, "secondary": C.Hypothesis}
     for part in loc[:-1]:
         cls = by_field.get(str(part), cls)
     return [f.name for f in fields(cls)]
@@ -212,11 +213,16 @@ def dumps(cfg: ExperimentConfig | StudyConfig) -> str:
         del d["preset"]
     if isinstance(cfg, StudyConfig):
         pools = d.pop("pools")
+        primary, secondary = d.pop("primary", None), d.pop("secondary", [])
         lines = [f"# smartaug study file ({cfg.preset}): smartaug study --config FILE"]
         _table({k: v for k, v in d.items() if k not in _SECTIONS}, "", lines)
         for section in _SECTIONS:
             if section in d:
                 _table(d[section], section, lines)
+        if primary is not None:
+            _table(primary, "primary", lines)
+        for h in secondary:
+            _table(h, "secondary", lines, array=True)
         for p in pools:
             _table(p, "pools", lines, array=True)
         return "\n".join(lines) + "\n"

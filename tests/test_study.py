@@ -268,8 +268,17 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
     assert len(groups) == len(rows)
     assert ("wide", 0.5, "avh@val", "avh") in groups and ("seed", 0.0, "none", "ce") in groups
     for r in rows:
-        if r["selector"] == "random":
-            assert r["diff_vs_random"] == 0
+        assert [x["seed"] for x in r["seeds"]] == [0, 1] and r["run_ids"] == [
+            x["run_id"] for x in r["seeds"]]
+        assert r["test_acc_mean"] == pytest.approx(np.mean([x["test_acc"] for x in r["seeds"]]))
+        if r["selector"] == "random":  # what the others are compared with: no test of its own
+            assert r["role"] == "random" and r["diff_vs_random"] is None
+            assert r["p_value"] is None and r["p_holm"] is None
+        if r["chosen_on"]:  # the runs of a fixed position: never counted twice in a family
+            assert r["role"] == "chosen-on-validation" and r["p_holm"] is None
+            assert r["same_runs_as"] in {x["selector"] for x in rows}
+        if r["role"] == "exploratory":
+            assert r["p_holm"] is not None and r["q_bh"] is not None and r["p_maxt"] > 0
         if r["kind"] in ("window", "coverage"):
             rnd = next(x for x in rows if (x["pool"], x["budget"], x["loss"], x["selector"])
                        == (r["pool"], r["budget"], r["loss"], "random"))
@@ -288,6 +297,9 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
                                                                  ch["loss"]))
         assert row["test_acc_mean"] == fixed["test_acc_mean"]
     kept = {(k["pool"], k["budget"], k["selector"]): k for k in report["kept"]}
+    assert {(r["pool"], r["budget"], r["selector"]) for r in rows if r["selection_ids"]} == set(
+        kept)  # a position chosen on validation and its fixed row: each its own entry
+    assert report["hypotheses"] == [] and "exploratory" in report["verdict"]
     assert sum(kept[("wide", 0.2, "random")]["by_kind"].values()) == pytest.approx(1)
     assert report["verdict"] and (Path(location) / "study.html").exists()
     assert (Path(location) / "plots" / "accuracy_vs_budget.png").stat().st_size > 1000

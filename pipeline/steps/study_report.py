@@ -12,15 +12,21 @@ the corrected tests show.
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-from scipy import stats
 
-from pipeline.core.stats import method_stats, paired
+from pipeline.core.stats import (
+    benjamini_hochberg,
+    decide,
+    holm,
+    max_t,
+    method_stats,
+    paired,
+    t_interval,
+)
 from pipeline.lake import Lake, LakeError, git_sha
 from pipeline.lake.readers import classes as dataset_classes
 from pipeline.steps.report import figure_png, write_report_files
@@ -29,37 +35,24 @@ from pipeline.steps.sql import query
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
-__all__ = ["holm", "leaderboard", "study_verdict", "write_study_report"]
+__all__ = ["exploratory", "holm", "hypotheses", "leaderboard", "statement", "study_verdict",
+           "write_study_report"]
 
 ALPHA = 0.05
+MAXT_PERMUTATIONS = 10_000  # or every sign flip, when there are fewer
 
 
-def holm(pvalues: list[float | None]) -> list[float | None]:
-    """Holm's step-down adjustment of a family of p-values (None = no test: left out of the
-    family, and None in the result)."""
-    idx = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])
-    m = len(idx)
-    out: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        out[i] = running
-    return out
+def _seeds(cells, by_run, base_seed: int) -> list[dict]:
+    """Every seed's figures of a row (what anyone needs to recompute it): seed, replicate,
+    test and validation accuracy, run and selection ids."""
+    return [{"seed": base_seed + c["rep"], "rep": c["rep"], "replicate": 0,
+             "test_acc": by_run[c["run_id"]]["test_acc"], "val_acc": by_run[c["run_id"]]["val_acc"],
+             "run_id": c["run_id"], "selection_id": c["selection_id"]}
+            for c in sorted(cells, key=lambda c: c["rep"])]
 
 
-def _diff_ci(a: dict[int, float], b: dict[int, float]) -> list[float] | None:
-    reps = sorted(set(a) & set(b))
-    d = np.asarray([a[r] - b[r] for r in reps])
-    if len(d) < 2:
-        return None
-    sd = d.std(ddof=1)
-    if sd == 0:
-        return [float(d.mean())] * 2
-    return [float(x) for x in stats.t.interval(0.95, len(d) - 1, loc=d.mean(),
-                                               scale=sd / math.sqrt(len(d)))]
-
-
-def _row(pool, budget, selector, loss, cells, by_run, random_accs, **extra) -> dict:
+def _row(pool, budget, selector, loss, cells, by_run, random_accs, base_seed: int = 0,
+         **extra) -> dict:
     test = {c["rep"]: by_run[c["run_id"]]["test_acc"] for c in cells}
     val = [by_run[c["run_id"]]["val_acc"] for c in cells]
     s = method_stats(list(test.values()))
@@ -73,37 +66,102 @@ def _row(pool, budget, selector, loss, cells, by_run, random_accs, **extra) -> d
            "kind": cells[0]["kind"], "score": cells[0]["score"],
            "position": cells[0]["position"], "chosen_on": None,
            "selection_ids": sorted({c["selection_id"] for c in cells if c["selection_id"]}),
-           "run_ids": [c["run_id"] for c in sorted(cells, key=lambda c: c["rep"])], **extra}
-    if random_accs is not None:
+           "run_ids": [c["run_id"] for c in sorted(cells, key=lambda c: c["rep"])],
+           "seeds": _seeds(cells, by_run, base_seed), "role": "exploratory",
+           "q_bh": None, "p_maxt": None, "zero_variance": False, **extra}
+    if selector == "random":
+        row["role"] = "random"  # what every comparison is against: no test of its own
+    elif random_accs is not None:
         p = paired(test, random_accs)
         d = {r: test[r] - random_accs[r] for r in sorted(set(test) & set(random_accs))}
-        row.update(diff_vs_random=p["mean_diff"], diff_ci95=_diff_ci(test, random_accs),
-                   p_value=p["p_value"], wins=sum(v > 0 for v in d.values()),
-                   ties=sum(v == 0 for v in d.values()), losses=sum(v < 0 for v in d.values()))
-        if selector == "random":
-            row.update(p_value=None)
+        row.update(diff_vs_random=p["mean_diff"], diff_ci95=t_interval(list(d.values())),
+                   p_value=p["p_value"], zero_variance=p["zero_variance"],
+                   wins=sum(v > 0 for v in d.values()), ties=sum(v == 0 for v in d.values()),
+                   losses=sum(v < 0 for v in d.values()))
     return row
 
 
-def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict]) -> tuple[list, list]:
-    """The leaderboard rows (one per pool, budget, selector, loss) and the positions chosen on
-    validation."""
+def _diffs(row: dict, random_row: dict) -> dict[int, float]:
+    """seed -> the row's test accuracy minus random's, over the seeds both have."""
+    rnd = {s["seed"]: s["test_acc"] for s in random_row["seeds"]}
+    return {s["seed"]: s["test_acc"] - rnd[s["seed"]] for s in row["seeds"] if s["seed"] in rnd}
+
+
+def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
+    """The declared hypotheses, each decided (``pipeline.core.stats.decide``) from its row's
+    per-seed differences to random: the primary with a 95 % interval, the k secondaries with
+    Bonferroni's 1 - 0.05 / k among themselves (Holm's p as a column)."""
+    declared = ([("primary", cfg["primary"])] if cfg.get("primary") else []) + [
+        ("secondary", h) for h in cfg.get("secondary") or []]
+    k = sum(role == "secondary" for role, _ in declared)
+    out = []
+    for role, h in declared:
+        key = (h["pool"], h["budget"], h["selector"], h.get("loss", "ce"))
+        row = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"]) == key)
+        rnd = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"])
+                   == (*key[:2], "random", key[3]))
+        d = _diffs(row, rnd)
+        level = 0.95 if role == "primary" else 1 - ALPHA / k
+        dec = decide(list(d.values()), h["margin"], level)
+        row["role"] = role
+        out.append({"role": role, "selector": h["selector"], "pool": h["pool"],
+                    "budget": h["budget"], "loss": key[3], "margin": h["margin"],
+                    "n_seeds": dec["n_seeds"], "seeds": sorted(d), "diff": dec["diff"],
+                    "ci95": dec["ci"], "ci_level": level, "p_value": row["p_value"],
+                    "p_equivalence": dec["p_equivalence"], "decision": dec["decision"]})
+    secondary = [h for h in out if h["role"] == "secondary"]
+    for h, p in zip(secondary, holm([h["p_value"] for h in secondary]), strict=True):
+        h["p_holm_secondary"] = p
+    for h in out:
+        h["statement"] = statement(h)
+    return out
+
+
+def statement(h: dict) -> str:
+    """What the decision says, from its numbers (never more)."""
+    lo, hi = h["ci95"] if h["ci95"] else (float("nan"), float("nan"))
+    m = 100 * h["margin"]
+    ci = (f"{h['ci_level'] * 100:.3g} % interval [{100 * lo:+.2f}, {100 * hi:+.2f}] points "
+          f"over {h['n_seeds']} seeds")
+    what = f"{h['selector']} vs random on the {h['pool']} pool at budget {h['budget']:g}"
+    text = {
+        "better": f"better than random by more than the {m:.2g}-point margin: the {ci} lies "
+                  f"above +{m:.2g}",
+        "worse": f"worse than random by more than the {m:.2g}-point margin: the {ci} lies "
+                 f"below -{m:.2g}",
+        "equivalent": f"equivalent to random within +-{m:.2g} points: the {ci} lies inside "
+                      f"the margin",
+        "smaller-than-margin": f"different from random, but by less than the {m:.2g}-point "
+                               f"margin: the {ci} excludes 0 and lies inside +-{m:.2g}",
+        "undecided": f"undecided: the {ci} spans the +-{m:.2g}-point margin",
+    }[h["decision"]]
+    if h["ci95"] and h["ci95"][0] == h["ci95"][1]:
+        text += " (every seed gave the same difference: the interval is a point, not a measured spread)"
+    return f"{h['role'].capitalize()} hypothesis, {what}: {text}."
+
+
+def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict]
+                ) -> tuple[list, list, list]:
+    """The leaderboard rows (one per pool, budget, selector, loss), the positions chosen on
+    validation and the declared hypotheses, decided."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for c in cells:
         groups[(c["pool"], c["budget"], c["selector"], c["loss"])].append(c)
     pools = [p["name"] for p in cfg["pools"]]
     rows, chosen = [], []
+    base = cfg["seed"]
     for pool in pools:
         for loss in cfg["losses"]:
             for budget in cfg["budgets"]:
                 rnd = groups[(pool, budget, "random", loss)]
                 rnd_accs = {c["rep"]: by_run[c["run_id"]]["test_acc"] for c in rnd}
-                rows.append(_row(pool, budget, "random", loss, rnd, by_run, rnd_accs))
+                rows.append(_row(pool, budget, "random", loss, rnd, by_run, rnd_accs, base))
                 for s in cfg["scores"]:
                     options = {}
                     for p in cfg["positions"]:
                         g = groups[(pool, budget, f"{s}@{p}", loss)]
-                        rows.append(_row(pool, budget, f"{s}@{p}", loss, g, by_run, rnd_accs))
+                        rows.append(_row(pool, budget, f"{s}@{p}", loss, g, by_run, rnd_accs,
+                                         base))
                         options[p] = rows[-1]["val_acc_mean"]
                     if len(cfg["positions"]) > 1 and all(v is not None
                                                          for v in options.values()):
@@ -111,32 +169,48 @@ def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict]) -> tuple[
                             "positions"].index(p)))
                         g = groups[(pool, budget, f"{s}@{best}", loss)]
                         rows.append(_row(pool, budget, f"{s}@val", loss, g, by_run, rnd_accs,
-                                         chosen_on="validation"))
+                                         base, chosen_on="validation",
+                                         same_runs_as=f"{s}@{best}"))
                         rows[-1]["kind"] = "window, position chosen on validation"
+                        rows[-1]["role"] = "chosen-on-validation"
                         chosen.append({"pool": pool, "budget": budget, "loss": loss,
                                        "score": s, "position": best,
                                        "val_acc_by_position": options})
                 for s in cfg["coverage"]:
                     g = groups[(pool, budget, f"coverage-{s}", loss)]
-                    rows.append(_row(pool, budget, f"coverage-{s}", loss, g, by_run, rnd_accs))
+                    rows.append(_row(pool, budget, f"coverage-{s}", loss, g, by_run, rnd_accs,
+                                     base))
             for ref, budget in (("none", 0.0), ("all", 1.0)):
                 g = groups[(None if ref == "none" else pool, budget, ref, loss)]
                 if g:
-                    rows.append(_row(pool, budget, ref, loss, g, by_run, None))
-    family = [i for i, r in enumerate(rows) if r["p_value"] is not None]
-    adjusted = holm([rows[i]["p_value"] for i in family])
-    for i, p in zip(family, adjusted, strict=True):
-        rows[i]["p_holm"] = p
-        rows[i]["significant"] = p < ALPHA
-    for r in rows:
-        if r["selector"] == "random":
-            r["p_holm"] = 1.0  # the baseline of every comparison: no difference by definition
-    return rows, chosen
+                    rows.append(_row(pool, budget, ref, loss, g, by_run, None, base))
+                    rows[-1]["role"] = "reference"
+    decided = hypotheses(cfg, rows)
+    exploratory(rows, seed=cfg["seed"])
+    return rows, chosen, decided
 
 
-def study_verdict(rows: list[dict], n_seeds: int) -> str:
-    """One paragraph that claims only what the Holm-corrected paired tests show."""
-    tested = [r for r in rows if r["p_value"] is not None]
+def exploratory(rows: list[dict], *, seed: int = 0) -> None:
+    """The exploratory family: every tested row that is not a declared hypothesis, each
+    counted once (an ``@val`` row reuses a fixed position's runs: it is left out). Holm,
+    Benjamini-Hochberg and Westfall-Young max-T (sign flips of the seeds, the rows'
+    correlation kept) over it; ``significant`` = Holm's p < 0.05."""
+    family = [i for i, r in enumerate(rows) if r["p_value"] is not None
+              and r["role"] == "exploratory"]
+    ps = [rows[i]["p_value"] for i in family]
+    randoms = {(r["pool"], r["budget"], r["loss"]): r for r in rows if r["role"] == "random"}
+    diffs = [_diffs(rows[i], randoms[(rows[i]["pool"], rows[i]["budget"], rows[i]["loss"])])
+             for i in family]
+    for i, p, q, t in zip(family, holm(ps), benjamini_hochberg(ps),
+                          max_t(diffs, permutations=MAXT_PERMUTATIONS, seed=seed), strict=True):
+        rows[i].update(p_holm=p, q_bh=q, p_maxt=t, significant=p < ALPHA)
+
+
+def study_verdict(rows: list[dict], n_seeds: int, decided: list[dict] | None = None) -> str:
+    """The declared hypotheses' statements, then one paragraph on the exploratory rows that
+    claims only what their Holm-corrected paired tests show."""
+    decided = decided or []
+    tested = [r for r in rows if r["p_value"] is not None and r["role"] == "exploratory"]
     m = len(tested)
     wins = [r for r in tested if r["significant"] and r["diff_vs_random"] > 0]
     losses = [r for r in tested if r["significant"] and r["diff_vs_random"] < 0]
@@ -147,27 +221,26 @@ def study_verdict(rows: list[dict], n_seeds: int) -> str:
                 f"{r['budget']:g}: {100 * r['diff_vs_random']:+.2f} points "
                 f"[{100 * lo:+.2f}, {100 * hi:+.2f}], Holm p = {r['p_holm']:.3g}")
 
-    parts = [f"Over {n_seeds} paired seeds and {m} comparisons with random at the same "
-             f"budget (Holm-corrected, alpha {ALPHA}):"]
+    parts = [h["statement"] for h in decided]
+    if not decided:
+        parts.append("No hypothesis was declared before the run: every comparison is "
+                     "exploratory.")
+    parts.append(f"Exploratory: over {n_seeds} paired seeds and {m} comparisons with random at "
+                 f"the same budget (Holm-corrected, alpha {ALPHA}),")
     if wins:
         wins.sort(key=lambda r: -r["diff_vs_random"])
         parts.append(f"{len(wins)} selector(s) beat random: " + "; ".join(map(show, wins[:6]))
                      + ("; ..." if len(wins) > 6 else "") + ".")
     else:
-        parts.append("no hardness-based selector beat random anywhere.")
+        parts.append("no hardness-based selector beat random.")
     if losses:
         losses.sort(key=lambda r: r["diff_vs_random"])
         parts.append(f"{len(losses)} lost to random, the largest: "
                      + "; ".join(map(show, losses[:3])) + ".")
     else:
         parts.append("None lost to random either.")
-    chosen = [r for r in tested if r["chosen_on"]]
-    if chosen:
-        won = sum(r["significant"] and r["diff_vs_random"] > 0 for r in chosen)
-        parts.append(f"With the window position chosen on validation (the honest version of "
-                     f"a band), {won} of {len(chosen)} pool/budget/score cells beat random.")
-    parts.append("Every other difference is within seed-to-seed noise at this number of "
-                 "seeds.")
+    parts.append("A difference that is not significant is not shown to be absent: only a "
+                 "declared hypothesis decided 'equivalent' says that.")
     return " ".join(parts)
 
 
@@ -215,26 +288,31 @@ def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
 
 
 def _kept(lake: Lake, rows: list[dict], class_names: list[str]) -> list[dict]:
-    """What each selector kept, by kind and class (its first seed's selection)."""
-    first = {r["selection_ids"][0]: r for r in rows if r["selection_ids"]}
-    if not first:
+    """What each selector kept, by kind and class (its first seed's selection), one entry per
+    row (a position chosen on validation and its fixed-position row each get theirs)."""
+    tested = [r for r in rows if r["selection_ids"]]
+    if not tested:
         return []
-    counts = query(lake, "study_kept", ids=list(first)).to_pylist()
-    out: dict[str, dict] = {}
-    for c in counts:
-        r = first[c["selection_id"]]
-        k = out.setdefault(c["selection_id"], {
-            "pool": r["pool"], "budget": r["budget"], "selector": r["selector"],
-            "selection_id": c["selection_id"], "n": 0, "by_kind": {}, "by_class": {}})
-        k["n"] += c["n"]
-        k["by_kind"][c["kind"]] = k["by_kind"].get(c["kind"], 0) + c["n"]
-        name = class_names[c["label"]] if 0 <= c["label"] < len(class_names) else str(c["label"])
-        k["by_class"][name] = k["by_class"].get(name, 0) + c["n"]
-    for k in out.values():
-        k["by_kind"] = {a: v / k["n"] for a, v in sorted(k["by_kind"].items())}
-        k["by_class"] = {a: k["by_class"].get(a, 0) / k["n"] for a in class_names}
-    order = {r["selection_ids"][0]: i for i, r in enumerate(rows) if r["selection_ids"]}
-    return sorted(out.values(), key=lambda k: order[k["selection_id"]])
+    counts = query(lake, "study_kept", ids=sorted({r["selection_ids"][0] for r in tested}))
+    by_selection: dict[str, list[dict]] = defaultdict(list)
+    for c in counts.to_pylist():
+        by_selection[c["selection_id"]].append(c)
+    out = []
+    for r in tested:
+        sid = r["selection_ids"][0]
+        k = {"pool": r["pool"], "budget": r["budget"], "selector": r["selector"],
+             "loss": r["loss"], "selection_id": sid, "n": 0, "by_kind": {}, "by_class": {}}
+        for c in by_selection[sid]:
+            k["n"] += c["n"]
+            k["by_kind"][c["kind"]] = k["by_kind"].get(c["kind"], 0) + c["n"]
+            name = (class_names[c["label"]] if 0 <= c["label"] < len(class_names)
+                    else str(c["label"]))
+            k["by_class"][name] = k["by_class"].get(name, 0) + c["n"]
+        if k["n"]:
+            k["by_kind"] = {a: v / k["n"] for a, v in sorted(k["by_kind"].items())}
+            k["by_class"] = {a: k["by_class"].get(a, 0) / k["n"] for a in class_names}
+            out.append(k)
+    return out
 
 
 def _collect(lake: Lake, sid: str, command: str | None) -> dict:
@@ -247,7 +325,7 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     if missing:
         raise LakeError(f"study {sid}: {len(missing)} cells have no runs row (e.g. "
                          f"{missing[0]}); rerun the study to train them")
-    rows, chosen = leaderboard(cfg, cells, by_run)
+    rows, chosen, decided = leaderboard(cfg, cells, by_run)
     names = dataset_classes(lake, row["dataset_id"])
     baseline = lake.row("models", row["baseline_model_id"])
     return {
@@ -269,8 +347,20 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
                        "validation split is held out of the train split; test accuracy is "
                        "never used to choose). Fixed positions are shown for reference; Holm's "
                        "correction counts every comparison, chosen or not."),
-        "leaderboard": rows, "chosen_positions": chosen, "kept": _kept(lake, rows, names),
-        "classes": names, "verdict": study_verdict(rows, cfg["seeds"]),
+        "hypotheses": decided, "leaderboard": rows, "chosen_positions": chosen,
+        "kept": _kept(lake, rows, names), "classes": names,
+        "verdict": study_verdict(rows, cfg["seeds"], decided),
+        "statistics": (
+            "Hypotheses (declared in the study file before any run): the paired difference to "
+            "random over the seeds, its t interval (95 % for the primary; 1 - 0.05/k for the k "
+            "secondaries, Bonferroni among themselves) and two one-sided t-tests at +-margin "
+            "(p_equivalence); the decision follows from the interval and the margin. "
+            "Exploratory rows (every other comparison, an @val row left out as it reuses a "
+            "fixed position's runs): paired t-test p, Holm, Benjamini-Hochberg q and "
+            "Westfall-Young max-T over sign-flipped seeds (every flip when 2^seeds <= "
+            f"{MAXT_PERMUTATIONS}, else {MAXT_PERMUTATIONS} seeded ones). Equal differences on "
+            "every seed (zero_variance): the interval is a point and p is 0 for a non-zero "
+            "shift."),
     }
 
 
@@ -281,7 +371,7 @@ def _pct(x) -> str:
 def _tables(r: dict) -> dict[str, list[list[str]]]:
     """Markdown/HTML tables: one leaderboard per pool and budget (references after)."""
     head = ["selector", "loss", "n", "test acc % (mean ± std)", "95 % CI", "Δ vs random (pp)",
-            "Δ 95 % CI", "p", "p (Holm)", "W/T/L"]
+            "Δ 95 % CI", "p", "p (Holm)", "q (BH)", "p (max-T)", "W/T/L", "role"]
     out: dict[str, list[list[str]]] = {}
     for row in r["leaderboard"]:
         key = (f"{row['pool']} pool, budget {row['budget']:g}" if row["kind"] != "reference"
@@ -297,10 +387,11 @@ def _tables(r: dict) -> dict[str, list[list[str]]]:
             "" if not row["diff_ci95"] else
             f"[{100 * row['diff_ci95'][0]:+.2f}, {100 * row['diff_ci95'][1]:+.2f}]",
             "" if row["p_value"] is None else f"{row['p_value']:.3g}",
-            "" if row["p_holm"] is None or row["selector"] == "random"
-            else f"{row['p_holm']:.3g}",
-            "" if row["wins"] is None or row["selector"] == "random"
-            else f"{row['wins']}/{row['ties']}/{row['losses']}"])
+            "" if row["p_holm"] is None else f"{row['p_holm']:.3g}",
+            "" if row["q_bh"] is None else f"{row['q_bh']:.3g}",
+            "" if row["p_maxt"] is None else f"{row['p_maxt']:.3g}",
+            "" if row["wins"] is None else f"{row['wins']}/{row['ties']}/{row['losses']}",
+            row["role"] + (" (zero variance)" if row["zero_variance"] else "")])
     for t in out.values():
         t[1:] = sorted(t[1:], key=lambda x: -float(x[3].split(" ")[0]))
     return out
@@ -348,6 +439,24 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
     return out
 
 
+def _hypotheses_table(r: dict) -> list[list[str]]:
+    """The declared hypotheses and their decisions (no rows: none declared)."""
+    if not r["hypotheses"]:
+        return []
+    out = [["role", "selector", "pool", "budget", "margin (pp)", "seeds", "Δ vs random (pp)",
+            "interval", "p (equivalence)", "decision"]]
+    for h in r["hypotheses"]:
+        lo, hi = h["ci95"] or (None, None)
+        out.append([h["role"], h["selector"], h["pool"], f"{h['budget']:g}",
+                    f"±{100 * h['margin']:.2g}", str(h["n_seeds"]),
+                    "" if h["diff"] is None else f"{100 * h['diff']:+.2f}",
+                    "" if lo is None else
+                    f"{100 * h['ci_level']:.3g} %: [{100 * lo:+.2f}, {100 * hi:+.2f}]",
+                    "" if h["p_equivalence"] is None else f"{h['p_equivalence']:.3g}",
+                    h["decision"]])
+    return out
+
+
 def _kept_tables(r: dict) -> dict[str, list[list[str]]]:
     out: dict[str, list[list[str]]] = {}
     for k in r["kept"]:
@@ -386,4 +495,4 @@ def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> P
             or (x["score"] == first and x["kind"] == "window"))
     return write_report_files(lake, sid, "study", r, plots, tables=_tables(r),
                               summary=_summary_tables(r), kept=_kept_tables(r),
-                              chosen=_chosen_table(r))
+                              chosen=_chosen_table(r), hypotheses=_hypotheses_table(r))

@@ -1,0 +1,184 @@
+"""The study decides: declared hypotheses, their intervals, equivalence tests and decisions,
+the exploratory family's corrections, and a study.json anyone can recompute."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from pipeline.core.stats import (
+    benjamini_hochberg,
+    decide,
+    max_t,
+    paired,
+    t_interval,
+    tost,
+)
+from tests.conftest import smartaug
+
+
+@pytest.mark.parametrize("d, decision", [
+    ([0.020, 0.021, 0.019, 0.020, 0.020], "better"),
+    ([-0.020, -0.021, -0.019, -0.020, -0.020], "worse"),
+    ([0.001, -0.001, 0.0005, -0.0005, 0.0], "equivalent"),
+    ([0.0020, 0.0021, 0.0019, 0.0020, 0.0020], "smaller-than-margin"),
+    ([0.01, -0.01, 0.02, -0.015, 0.005], "undecided"),
+    ([0.01], "undecided"),  # one seed: no interval
+])
+def test_each_decision_from_its_interval(d, decision):
+    out = decide(d, 0.005)
+    assert out["decision"] == decision and out["n_seeds"] == len(d)
+    if len(d) > 1:
+        lo, hi = out["ci"]
+        assert lo <= np.mean(d) <= hi
+
+
+def test_known_answers():
+    # t interval of [1, 2, 3]: 2 +- t(0.975, 2) / sqrt(3), t(0.975, 2) = 4.302653
+    lo, hi = t_interval([1, 2, 3])
+    assert (lo, hi) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)))
+    # TOST of [1, 2, 3] at +-5: the upper test decides, t = -3 / (1 / sqrt 3); with 2 degrees
+    # of freedom the t CDF is 1/2 + t / (2 sqrt(2 + t^2))
+    t = -3 * math.sqrt(3)
+    assert tost([1, 2, 3], 5) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)))
+    assert tost([0.001, 0.001], 0.005) == 0.0 and tost([0.01, 0.01], 0.005) == 1.0
+    assert benjamini_hochberg([0.01, 0.04, 0.03, 0.005, None]) == pytest.approx(
+        [0.02, 0.04, 0.04, 0.02, None])
+    # a constant non-zero shift is the strongest evidence there is, not "no test"
+    p = paired({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.5, 2: 0.6})
+    assert p["p_value"] == 0.0 and p["zero_variance"] and p["mean_diff"] == pytest.approx(0.1)
+    assert paired({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})["p_value"] == 1.0
+
+
+def test_max_t_is_the_exact_sign_flip_test_and_keeps_correlation():
+    # 3 seeds: all 8 sign flips. A constant shift is beaten only by itself and its mirror.
+    assert max_t([{0: 0.01, 1: 0.01, 2: 0.01}]) == [0.25]
+    # a second, identical row changes nothing (perfectly correlated), where Bonferroni doubles
+    assert max_t([{0: 0.01, 1: 0.01, 2: 0.01}] * 2) == [0.25, 0.25]
+    rows = [{s: v for s, v in enumerate(r)} for r in np.random.default_rng(0).normal(
+        0, 0.01, size=(6, 5))]
+    adjusted = max_t(rows)  # 32 flips: each p a multiple of 1/32, at least 2/32 (+- itself)
+    assert all(2 / 32 <= a <= 1 and (32 * a) == round(32 * a) for a in adjusted)
+    # more seeds than flips allowed: sampled, reproducibly, from the seed given
+    many = [{s: 0.01 * ((s % 3) - 1) + 0.003 for s in range(16)}]
+    assert max_t(many, permutations=2000, seed=1) == max_t(many, permutations=2000, seed=1)
+
+
+STUDY = """preset = "quick"
+budgets = [0.25]
+scores = ["avh"]
+positions = ["easiest", "offset"]
+coverage = []
+seeds = 3
+references = []
+
+[data]
+dataset = "imagefolder:images"
+grayscale = true
+image_size = 28
+per_class_train = 12
+per_class_test = 5
+val_fraction = 0.25
+
+[baseline]
+epochs = 2
+batch_size = 16
+
+[retrain]
+epochs = 2
+batch_size = 16
+
+[primary]
+selector = "avh@offset"
+pool = "seed"
+budget = 0.25
+margin = 0.005
+
+[[secondary]]
+selector = "avh@easiest"
+pool = "seed"
+budget = 0.25
+margin = 0.01
+
+[[pools]]
+name = "seed"
+[pools.augment]
+policy = "one"
+"""
+
+
+@pytest.mark.slow
+def test_a_study_with_declared_hypotheses_anyone_can_recompute(tmp_path, capsys, fashion_root):
+    (tmp_path / "study.toml").write_text(STUDY.replace(
+        'dataset = "imagefolder:images"\ngrayscale = true\nimage_size = 28\n'
+        'per_class_train = 12', f'root = "{fashion_root}"\nper_class_train = 40'))
+    code, out, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
+                              "--storage", str(tmp_path / "lake"))
+    assert code == 0, err
+    report = json.loads((Path(out.split()[-1]) / "study.json").read_text())
+    rows = report["leaderboard"]
+    hyps = report["hypotheses"]
+    assert [(h["role"], h["selector"]) for h in hyps] == [("primary", "avh@offset"),
+                                                         ("secondary", "avh@easiest")]
+    random = next(r for r in rows if r["selector"] == "random")
+    rnd = {s["seed"]: s for s in random["seeds"]}
+    for r in rows:  # every figure from the per-seed values alone
+        for s in r["seeds"]:
+            assert {"seed", "replicate", "test_acc", "val_acc"} <= set(s)
+        if r["diff_vs_random"] is None:
+            continue
+        d = [s["test_acc"] - rnd[s["seed"]]["test_acc"] for s in r["seeds"]]
+        assert r["diff_vs_random"] == pytest.approx(np.mean(d))
+        assert r["diff_ci95"] == pytest.approx(list(sps.t.interval(
+            0.95, len(d) - 1, loc=np.mean(d), scale=np.std(d, ddof=1) / math.sqrt(len(d))))
+            if np.ptp(d) > 0 else [np.mean(d)] * 2)
+        if np.ptp(d) > 0:
+            assert r["p_value"] == pytest.approx(sps.ttest_rel(
+                [s["test_acc"] for s in r["seeds"]],
+                [rnd[s["seed"]]["test_acc"] for s in r["seeds"]]).pvalue)
+    for h, level in zip(hyps, (0.95, 0.95), strict=True):
+        row = next(r for r in rows if (r["pool"], r["budget"], r["selector"])
+                   == (h["pool"], h["budget"], h["selector"]))
+        assert row["role"] == h["role"] and row["p_holm"] is None  # not exploratory
+        d = [s["test_acc"] - rnd[s["seed"]]["test_acc"] for s in row["seeds"]]
+        again = decide(d, h["margin"], level)
+        assert h["n_seeds"] == 3 and h["diff"] == pytest.approx(np.mean(d))
+        assert h["ci95"] == pytest.approx(again["ci"]) and h["decision"] == again["decision"]
+        assert h["decision"] in ("better", "worse", "equivalent", "smaller-than-margin",
+                                 "undecided")
+        assert h["statement"] in report["verdict"] and f"{100 * h['margin']:.2g}" in h[
+            "statement"]
+    md = (Path(out.split()[-1]) / "study.md").read_text()
+    assert "## Hypotheses declared before the run" in md and "exploratory" in md
+    assert len({round(h["diff"], 9) for h in hyps} | {h["ci95"][0] for h in hyps}) > 1
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("[primary]\nselector = 'avh@middle'\npool = 'seed'\nbudget = 0.25\nmargin = 0.005\n",
+     "selector 'avh@middle' is not in the study's grid"),
+    ("[primary]\nselector = 'avh@offset'\npool = 'wide'\nbudget = 0.25\nmargin = 0.005\n",
+     "pool 'wide' is not in the study's grid"),
+    ("[primary]\nselector = 'avh@offset'\npool = 'seed'\nbudget = 0.3\nmargin = 0.005\n",
+     "budget 0.3 is not in the study's grid"),
+    ("[primary]\nselector = 'avh@offset'\npool = 'seed'\nbudget = 0.25\nmargin = 0\n",
+     "margin must be in (0, 1)"),
+    ("[primary]\nselector = 'avh@offset'\npool = 'seed'\nbudget = 0.25\nmargin = -0.01\n",
+     "margin must be in (0, 1)"),
+    ("[primary]\nselector = 'random'\npool = 'seed'\nbudget = 0.25\nmargin = 0.01\n",
+     "selector 'random' is not in the study's grid"),
+])
+def test_a_hypothesis_outside_the_grid_is_refused_before_any_training(tmp_path, capsys,
+                                                                       extra, words):
+    (tmp_path / "images").mkdir()
+    text = STUDY.split("[primary]")[0] + extra + "[[pools]]\nname = 'seed'\n"
+    (tmp_path / "study.toml").write_text(text)
+    lake = tmp_path / "lake"
+    code, _, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
+                            "--storage", str(lake))
+    assert code == 2 and words in " ".join(err.split()) and "Traceback" not in err, err
+    assert not lake.exists() or not any((lake / "models").glob("model_id=*"))
