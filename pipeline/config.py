@@ -386,6 +386,17 @@ class PoolSpec:
         return {"name": self.name, "augment": self.augment.to_dict()}
 
 
+def sequential_looks(seeds: int, max_seeds: int | None = None,
+                     seeds_per_round: int | None = None) -> list[int]:
+    """The seeds at each look of a study that adds seeds until decided: ``seeds``, then a
+    round of ``seeds_per_round`` (default ``seeds``) more at a time, up to ``max_seeds``."""
+    top, step = max_seeds or seeds, seeds_per_round or seeds
+    out = [seeds]
+    while out[-1] < top:
+        out.append(min(out[-1] + step, top))
+    return out
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """A comparison declared before the study runs: ``selector`` against ``random`` on
@@ -452,6 +463,12 @@ class StudyConfig:
     avh_lam: float = 1.0
     primary: Hypothesis | None = None
     secondary: tuple[Hypothesis, ...] = ()
+    max_seeds: int | None = None  # seeds until decided: at most this many (None = seeds)
+    seeds_per_round: int | None = None  # seeds added per round (None = seeds)
+
+    def looks(self) -> list[int]:
+        """The seeds at each look of the sequential design (``sequential_looks``)."""
+        return sequential_looks(self.seeds, self.max_seeds, self.seeds_per_round)
 
     def selectors(self) -> list[str]:
         """The grid's selectors other than ``random`` and the references."""
@@ -535,6 +552,16 @@ class StudyConfig:
             raise ConfigError("choosing a window's position needs a validation split: set "
                              "data.val_fraction > 0 (the test split is never used to choose)")
         self._check_hypotheses()
+        if self.max_seeds is not None:
+            if self.max_seeds < self.seeds:
+                raise ConfigError(f"max_seeds ({self.max_seeds}) must be >= seeds "
+                                  f"({self.seeds}): the study starts at seeds and adds more, in "
+                                  f"rounds, up to max_seeds")
+            if self.max_seeds > self.seeds and not self.hypotheses():
+                raise ConfigError("max_seeds adds seeds until the declared hypotheses are "
+                                  "decided: declare a [primary] (or [[secondary]]) hypothesis")
+        if self.seeds_per_round is not None and self.seeds_per_round < 1:
+            raise ConfigError(f"seeds_per_round must be >= 1, got {self.seeds_per_round}")
 
     def loss_spec(self, loss: str) -> LossSpec:
         return LossSpec() if loss == "ce" else LossSpec("additive", "square", lam=self.avh_lam)
@@ -550,10 +577,9 @@ class StudyConfig:
         """The fields; ``primary`` and ``secondary`` only when declared (a study without
         hypotheses keeps its id)."""
         d = {**asdict(self), "pools": [p.to_dict() for p in self.pools]}
-        if self.primary is None:
-            del d["primary"]
-        if not self.secondary:
-            del d["secondary"]
+        for name in ("primary", "secondary", "max_seeds", "seeds_per_round"):
+            if not d[name]:
+                del d[name]
         return d
 
 

@@ -155,6 +155,8 @@ def test_a_study_with_declared_hypotheses_anyone_can_recompute(tmp_path, capsys,
             "statement"]
     md = (Path(out.split()[-1]) / "study.md").read_text()
     assert "## Hypotheses declared before the run" in md and "exploratory" in md
+    assert "![paired_differences](plots/paired_differences.png)" in md
+    assert (Path(out.split()[-1]) / "plots" / "paired_differences.png").stat().st_size > 1000
     assert len({round(h["diff"], 9) for h in hyps} | {h["ci95"][0] for h in hyps}) > 1
 
 
@@ -182,3 +184,54 @@ def test_a_hypothesis_outside_the_grid_is_refused_before_any_training(tmp_path, 
                             "--storage", str(lake))
     assert code == 2 and words in " ".join(err.split()) and "Traceback" not in err, err
     assert not lake.exists() or not any((lake / "models").glob("model_id=*"))
+
+
+def test_spending_levels_known_answers():
+    from pipeline.core.stats import spending_levels
+
+    assert spending_levels([5]) == pytest.approx([0.95])
+    levels = spending_levels([10, 20])  # O'Brien-Fleming-type: alpha(1/2) = 2 - 2 Phi(2.772)
+    first = 2 - 2 * sps.norm.cdf(sps.norm.ppf(0.975) / math.sqrt(0.5))
+    assert levels == pytest.approx([1 - first, 1 - (0.05 - first)])
+    assert sum(1 - x for x in spending_levels([5, 10, 15, 20, 25, 30])) == pytest.approx(0.05)
+
+
+@pytest.mark.slow
+def test_seeds_are_added_until_decided_only_where_the_hypotheses_need_them(tmp_path, capsys,
+                                                                          fashion_root):
+    text = STUDY.replace('dataset = "imagefolder:images"\ngrayscale = true\nimage_size = 28\n'
+                         'per_class_train = 12', f'root = "{fashion_root}"\nper_class_train = 40')
+    text = text.replace("seeds = 3\n", "seeds = 2\nmax_seeds = 4\nseeds_per_round = 1\n")
+    text = text.replace("margin = 0.005", "margin = 0.0001")  # too small to decide at 4 seeds
+    text = text.split("[[secondary]]")[0] + "[[pools]]" + text.split("[[pools]]")[1]
+    (tmp_path / "study.toml").write_text(text)
+    code, out, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
+                              "--storage", str(tmp_path / "lake"))
+    assert code == 0, err
+    report = json.loads((Path(out.split()[-1]) / "study.json").read_text())
+    seeds = {r["selector"]: [s["seed"] for s in r["seeds"]] for r in report["leaderboard"]}
+    assert seeds["avh@offset"] == seeds["random"] == [0, 1, 2, 3]  # the hypothesis' cells
+    assert seeds["avh@easiest"] == [0, 1]  # exploratory: the study's seeds only
+    (h,) = report["hypotheses"]
+    assert h["n_seeds"] == 4 and h["looks"] == [2, 3, 4] and h["look"] == 3
+    assert h["decision"] == "undecided" and h["why_seeds"] == "max_seeds (4) reached"
+    assert "undecided at 2 seeds; adding seeds 2..2" in err
+    assert "undecided at 3 seeds; adding seeds 3..3" in err
+    again = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"), "--storage",
+                     str(tmp_path / "lake"))
+    assert again[0] == 0 and "nothing to do" in again[2]
+
+
+@pytest.mark.parametrize("top, words", [
+    ("max_seeds = 2\n", "max_seeds (2) must be >= seeds (3)"),
+    ("seeds_per_round = 0\n", "seeds_per_round must be >= 1"),
+])
+def test_a_sequential_design_that_cannot_run_is_refused(tmp_path, capsys, top, words):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "study.toml").write_text(top + STUDY)
+    code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
+    assert code == 2 and words in " ".join(err.split()) and "Traceback" not in err, err
+    (tmp_path / "plain.toml").write_text("max_seeds = 10\n" + STUDY.split("[primary]")[0]
+                                         + "[[pools]]\nname = 'seed'\n")
+    code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "plain.toml"))
+    assert code == 2 and "declare a [primary]" in " ".join(err.split()), err

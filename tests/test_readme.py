@@ -186,7 +186,8 @@ def test_readme_python_block_runs(fashion_root, tmp_path):
 def test_readme_experiment_file_is_accepted(tmp_path):
     from pipeline.experiment_file import load_experiment
 
-    (tmp_path / "exp.toml").write_text(next(b for b in blocks("toml") if "budgets" not in b))
+    (tmp_path / "exp.toml").write_text(next(b for b in blocks("toml") if "budgets" not in b
+                                            and "[primary]" not in b))
     (tmp_path / "space.yaml").write_text(blocks("yaml")[0])
     (tmp_path / "pets").mkdir()
     cfg = load_experiment(tmp_path / "exp.toml")
@@ -198,8 +199,16 @@ def test_readme_study_file_is_accepted(tmp_path):
     from pipeline.config import study_preset
     from pipeline.experiment_file import load_study
 
-    (tmp_path / "study.toml").write_text(next(b for b in blocks("toml") if "budgets" in b))
+    study = next(b for b in blocks("toml") if "budgets" in b)
+    hypotheses = next(b for b in blocks("toml") if "[primary]" in b)
+    (tmp_path / "study.toml").write_text(study)
     cfg = load_study(tmp_path / "study.toml")
+    (tmp_path / "decided.toml").write_text(study.replace("budgets = [0.05, 0.1, 0.2]",
+                                                         "budgets = [0.05, 0.1, 0.2, 0.5]")
+                                           + hypotheses)
+    decided = load_study(tmp_path / "decided.toml")
+    assert (decided.primary.selector, decided.primary.margin) == ("avh@offset", 0.005)
+    assert [h.selector for h in decided.secondary] == ["loss@easiest"]
     assert cfg.budgets == (0.05, 0.1, 0.2) and [p.name for p in cfg.pools] == ["seed", "wide"]
     assert cfg.pools == study_preset("quick").pools and cfg.data == study_preset("quick").data
 

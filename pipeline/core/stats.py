@@ -12,9 +12,10 @@ import warnings
 import numpy as np
 from scipy import stats
 
-__all__ = ["DECISIONS", "benjamini_hochberg", "decide", "holm", "max_t", "method_stats",
-           "paired", "t_interval", "tost"]
+__all__ = ["ALPHA", "DECISIONS", "benjamini_hochberg", "decide", "decide_sequential", "holm",
+           "max_t", "method_stats", "paired", "spending_levels", "t_interval", "tost"]
 
+ALPHA = 0.05  # every test's and interval's error rate (95 % intervals)
 DECISIONS = ("better", "worse", "equivalent", "smaller-than-margin", "undecided")
 
 
@@ -160,3 +161,30 @@ def max_t(diffs: list[dict[int, float]], *, permutations: int = 10_000, seed: in
         flips[0] = 1.0  # the observed signs are one of the permutations
     maxima = np.array([_t_stats(d * f, mask).max() for f in flips])
     return [float((maxima >= t - 1e-9).mean()) for t in observed]
+
+
+def spending_levels(looks: list[int], alpha: float = 0.05) -> list[float]:
+    """The interval level at each look of a group-sequential design that adds seeds in
+    rounds (``looks``: the seeds at each look, the last the most there can be): Lan-DeMets
+    alpha spending with the O'Brien-Fleming-type function alpha(t) = 2 - 2 Phi(z_{1-alpha/2}
+    / sqrt(t)), t = seeds / the last look's seeds; look k is judged at level 1 - (alpha(t_k) -
+    alpha(t_{k-1})), what it spends (a union bound over the looks: the error rate stays at
+    most alpha). One look: level 1 - alpha."""
+    z = stats.norm.ppf(1 - alpha / 2)
+    spent, levels = 0.0, []
+    for n in looks:
+        t = n / looks[-1]
+        total = float(2 - 2 * stats.norm.cdf(z / math.sqrt(t)))
+        levels.append(1 - max(total - spent, 1e-12))
+        spent = total
+    return levels
+
+
+def decide_sequential(d, margin: float, looks: list[int], alpha: float = 0.05) -> dict:
+    """``decide`` at the look the seeds of ``d`` reach (``spending_levels``): with ``looks``
+    = [5, 10, ..., 30] and 10 differences, look 2's level. Adds ``look`` (1-based) and
+    ``looks`` (how many there can be)."""
+    reached = [i for i, n in enumerate(looks) if n <= len(d)]
+    k = reached[-1] if reached else 0
+    out = decide(d, margin, spending_levels(looks, alpha)[k])
+    return {**out, "look": k + 1, "looks": len(looks)}

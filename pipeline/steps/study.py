@@ -19,8 +19,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from statistics import mean
 
 from pipeline.config import POSITIONS, MethodSpec, StudyConfig, identity
+from pipeline.core.stats import ALPHA, decide_sequential
 from pipeline.core.train import resolve_device
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id
@@ -31,6 +33,7 @@ from pipeline.steps import retrain as retrain_
 from pipeline.steps import score as score_
 from pipeline.steps import select as S
 from pipeline.steps.runners import ProcessRunner, Runner
+from pipeline.steps.sql import query
 
 __all__ = ["Cell", "plan_cells", "run_study", "study", "study_id"]
 
@@ -115,12 +118,14 @@ def score(lake: Lake, cfg: StudyConfig, model_id: str, pool_id: str, *, log: Log
     return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device, trust=cfg.model)
 
 
-def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[Cell]:
+def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = None
+               ) -> list[Cell]:
     """The cells of pool ``name`` (``n_pool`` augmentations), without their selections: one
-    per budget x selector x loss x seed, plus the reference ``all`` (``none`` is the study's,
-    not a pool's). Raises SelectionError when a budget rounds to no augmentation."""
+    per budget x selector x loss x seed (``reps``, default the study's seeds), plus the
+    reference ``all`` (``none`` is the study's, not a pool's). Raises SelectionError when a
+    budget rounds to no augmentation."""
     cells = []
-    reps = range(cfg.seeds)
+    reps = range(cfg.seeds) if reps is None else reps
 
     def add(budget, selector, kind, n, **extra):
         cells.extend(Cell(pool=name, budget=budget, selector=selector, kind=kind, n_items=n,
@@ -143,12 +148,16 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int) -> list[Cell]:
     return cells
 
 
-def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str, *, log: Log = None
+def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str,
+           reps: range | None = None, only: frozenset | None = None, *, log: Log = None
            ) -> list[Cell]:
     """Every selection of one pool (DuckDB, ``sql/``): its cells, each with its
-    ``selection_id``. Windows are deterministic; random and coverage draw once per seed."""
+    ``selection_id``. Windows are deterministic; random and coverage draw once per seed.
+    ``reps`` and ``only`` ((budget, selector, loss) keys): the cells of a later round."""
     n_pool = lake.row("scoring_runs", scoring_run_id)["n_items"]
-    cells = plan_cells(cfg, name, n_pool)
+    cells = plan_cells(cfg, name, n_pool, reps)
+    if only is not None:
+        cells = [c for c in cells if (c.budget, c.selector, c.loss) in only]
     for c in cfg.scores + cfg.coverage:  # a score the run lacks: refused before any training
         S.class_counts(lake, scoring_run_id, c)
     out, memo = [], {}
@@ -240,15 +249,73 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
         cells += [Cell(pool=None, budget=0.0, selector="none", kind="reference", n_items=0,
                        loss=loss, rep=rep, pool_id=first)
                   for loss in cfg.losses for rep in range(cfg.seeds)]
-    # the largest trainings first: the workers finish together
-    order = sorted(range(len(cells)), key=lambda i: -cells[i].n_items)
-    run_ids = runner.map(cell, [(cfg, dataset_id, cells[i].pool_id, model_id, cells[i])
-                                for i in order])
-    for i, run_id in zip(order, run_ids, strict=True):
-        cells[i] = replace(cells[i], run_id=run_id)
+    cells = _train(runner, cfg, dataset_id, model_id, cells)
+    looks = cfg.looks()
+    for n in looks[1:]:  # seeds until decided: rounds for the undecided hypotheses only
+        needed = runner.call(undecided, cfg, cells)
+        if not needed:
+            break
+        have = max(c.rep for c in cells) + 1
+        if log:
+            log(f"round: {len(needed)} hypothesis cell group(s) undecided at {have} seeds; "
+                f"adding seeds {have}..{n - 1}")
+        for p in cfg.pools:
+            keys = frozenset((b, s, loss) for pool, b, s, loss in needed if pool == p.name)
+            if keys:
+                new = runner.call(select, cfg, p.name, pools[p.name]["scoring_run_id"],
+                                  range(have, n), keys)
+                cells += _train(runner, cfg, dataset_id, model_id,
+                                [replace(c, pool_id=pools[p.name]["pool_id"]) for c in new])
     sid = runner.call(record, cfg, dataset_id, model_id, pools, cells,
                       time.perf_counter() - t0)
     return sid, runner.call(report, cfg, sid, command)
+
+
+def _train(runner: Runner, cfg: StudyConfig, dataset_id: str, model_id: str,
+           cells: list[Cell]) -> list[Cell]:
+    """Train ``cells`` (the largest first: the workers finish together); with their run ids."""
+    order = sorted(range(len(cells)), key=lambda i: -cells[i].n_items)
+    run_ids = runner.map(cell, [(cfg, dataset_id, cells[i].pool_id, model_id, cells[i])
+                                for i in order])
+    out = list(cells)
+    for i, run_id in zip(order, run_ids, strict=True):
+        out[i] = replace(out[i], run_id=run_id)
+    return out
+
+
+def undecided(lake: Lake, cfg: StudyConfig, cells: list[Cell], *, log: Log = None
+              ) -> list[tuple]:
+    """The (pool, budget, selector, loss) cell groups the still-undecided hypotheses need
+    (their selector, every position of an ``@val`` one, and random), judged as the report
+    judges them (``pipeline.core.stats.decide_sequential``) on the test accuracies so far."""
+    rows = query(lake, "study_runs", ids=[c.run_id for c in cells]).to_pylist()
+    accs = {r["run_id"]: r["test_acc"] for r in rows}
+    k = len(cfg.secondary)
+    looks = cfg.looks()
+    needed: list[tuple] = []
+    for role, h in cfg.hypotheses():
+        def by_seed(selector, h=h):
+            return {c.rep: accs[c.run_id] for c in cells if (c.pool, c.budget, c.selector,
+                    c.loss) == (h.pool, h.budget, selector, h.loss)}
+
+        selectors = [h.selector]
+        if h.selector.endswith("@val"):  # the position is chosen on validation each time
+            score = h.selector.split("@")[0]
+            selectors = [f"{score}@{p}" for p in cfg.positions]
+            val = {r["run_id"]: r["val_acc"] for r in rows}
+            means = {p: mean(val[c.run_id] for c in cells if (c.pool, c.budget, c.selector,
+                     c.loss) == (h.pool, h.budget, f"{score}@{p}", h.loss))
+                     for p in cfg.positions}  # as the report chooses: ties to the first
+            best = max(cfg.positions, key=lambda p: (means[p], -cfg.positions.index(p)))
+            mine = by_seed(f"{score}@{best}")
+        else:
+            mine = by_seed(h.selector)
+        rnd = by_seed("random")
+        d = [mine[r] - rnd[r] for r in sorted(set(mine) & set(rnd))]
+        alpha = ALPHA if role == "primary" else ALPHA / k
+        if decide_sequential(d, h.margin, looks, alpha)["decision"] == "undecided":
+            needed += [(h.pool, h.budget, s, h.loss) for s in (*selectors, "random")]
+    return sorted(set(needed))
 
 
 def default_workers(cfg: StudyConfig) -> int:

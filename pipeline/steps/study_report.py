@@ -18,9 +18,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from pipeline.config import sequential_looks
 from pipeline.core.stats import (
+    ALPHA,
     benjamini_hochberg,
-    decide,
+    decide_sequential,
     holm,
     max_t,
     method_stats,
@@ -38,7 +40,6 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interacti
 __all__ = ["exploratory", "holm", "hypotheses", "leaderboard", "statement", "study_verdict",
            "write_study_report"]
 
-ALPHA = 0.05
 MAXT_PERMUTATIONS = 10_000  # or every sign flip, when there are fewer
 
 
@@ -94,6 +95,7 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
     declared = ([("primary", cfg["primary"])] if cfg.get("primary") else []) + [
         ("secondary", h) for h in cfg.get("secondary") or []]
     k = sum(role == "secondary" for role, _ in declared)
+    looks = sequential_looks(cfg["seeds"], cfg.get("max_seeds"), cfg.get("seeds_per_round"))
     out = []
     for role, h in declared:
         key = (h["pool"], h["budget"], h["selector"], h.get("loss", "ce"))
@@ -101,14 +103,22 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
         rnd = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"])
                    == (*key[:2], "random", key[3]))
         d = _diffs(row, rnd)
-        level = 0.95 if role == "primary" else 1 - ALPHA / k
-        dec = decide(list(d.values()), h["margin"], level)
+        alpha = ALPHA if role == "primary" else ALPHA / k
+        dec = decide_sequential(list(d.values()), h["margin"], looks, alpha)
         row["role"] = role
+        if len(looks) == 1:
+            why = "one look: the study's seeds"
+        elif dec["decision"] != "undecided":
+            why = f"decided at look {dec['look']} of {len(looks)}: no more seeds needed"
+        else:
+            why = f"max_seeds ({looks[-1]}) reached" if dec["look"] == len(looks) else \
+                f"stopped at look {dec['look']} of {len(looks)}, undecided (run it again)"
         out.append({"role": role, "selector": h["selector"], "pool": h["pool"],
                     "budget": h["budget"], "loss": key[3], "margin": h["margin"],
                     "n_seeds": dec["n_seeds"], "seeds": sorted(d), "diff": dec["diff"],
-                    "ci95": dec["ci"], "ci_level": level, "p_value": row["p_value"],
-                    "p_equivalence": dec["p_equivalence"], "decision": dec["decision"]})
+                    "ci95": dec["ci"], "ci_level": dec["ci_level"], "p_value": row["p_value"],
+                    "p_equivalence": dec["p_equivalence"], "decision": dec["decision"],
+                    "alpha": alpha, "look": dec["look"], "looks": looks, "why_seeds": why})
     secondary = [h for h in out if h["role"] == "secondary"]
     for h, p in zip(secondary, holm([h["p_value"] for h in secondary]), strict=True):
         h["p_holm_secondary"] = p
@@ -121,8 +131,9 @@ def statement(h: dict) -> str:
     """What the decision says, from its numbers (never more)."""
     lo, hi = h["ci95"] if h["ci95"] else (float("nan"), float("nan"))
     m = 100 * h["margin"]
-    ci = (f"{h['ci_level'] * 100:.3g} % interval [{100 * lo:+.2f}, {100 * hi:+.2f}] points "
-          f"over {h['n_seeds']} seeds")
+    ci = (f"{h['ci_level'] * 100:.4g} % interval [{100 * lo:+.2f}, {100 * hi:+.2f}] points "
+          f"over {h['n_seeds']} seeds" + (f" (look {h['look']} of {len(h['looks'])})"
+                                          if len(h.get("looks", [])) > 1 else ""))
     what = f"{h['selector']} vs random on the {h['pool']} pool at budget {h['budget']:g}"
     text = {
         "better": f"better than random by more than the {m:.2g}-point margin: the {ci} lies "
@@ -284,6 +295,42 @@ def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
     return figure_png(fig)
 
 
+def plot_forest(rows: list[dict], decided: list[dict], cfg: dict) -> bytes:
+    """Per pool: each arm's paired difference to random (points) with its interval, the
+    declared hypotheses on top with their decision and margin band, then the exploratory rows
+    (95 % t intervals, uncorrected), ``@val`` rows left out (their fixed row is there)."""
+    pools = [p["name"] for p in cfg["pools"]]
+    tested = {p: [r for r in rows if r["pool"] == p and r["diff_ci95"] and r["role"] in
+                  ("primary", "secondary", "exploratory")] for p in pools}
+    height = max(3.0, 0.28 * max(len(v) for v in tested.values()) + 1.5)
+    fig, axes = plt.subplots(1, len(pools), figsize=(7 * len(pools), height), squeeze=False)
+    by_key = {(h["pool"], h["budget"], h["selector"], h["loss"]): h for h in decided}
+    for ax, pool in zip(axes[0], pools, strict=True):
+        rs = sorted(tested[pool], key=lambda r: (r["role"] == "exploratory", r["budget"],
+                                                 r["selector"]))
+        for i, r in enumerate(rs):
+            h = by_key.get((r["pool"], r["budget"], r["selector"], r["loss"]))
+            lo, hi = h["ci95"] if h else r["diff_ci95"]
+            y = len(rs) - 1 - i
+            colour = "black" if h else "tab:blue"
+            ax.plot([100 * lo, 100 * hi], [y, y], color=colour, lw=2.2 if h else 1.2)
+            ax.plot([100 * (h["diff"] if h else r["diff_vs_random"])], [y], "o", color=colour)
+            if h:
+                ax.axhspan(y - 0.45, y + 0.45, color="#eee", zorder=0)
+                m = 100 * h["margin"]
+                ax.plot([-m, -m], [y - 0.45, y + 0.45], color="tab:red", lw=1)
+                ax.plot([m, m], [y - 0.45, y + 0.45], color="tab:red", lw=1)
+                ax.text(100 * hi, y, f"  {h['decision']}", va="center", fontsize=8)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(rs)), [
+            f"{r['selector']} @ {r['budget']:g}" + (f" [{r['role']}]" if r["role"] !=
+                                                    "exploratory" else "")
+            for r in reversed(rs)], fontsize=7)
+        ax.set_xlabel("test accuracy difference to random, points (interval; red: ±margin)")
+        ax.set_title(f"{pool} pool: paired differences to random")
+    return figure_png(fig)
+
+
 # ------------------------------------------------------------------ collect and write
 
 
@@ -352,9 +399,13 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
         "verdict": study_verdict(rows, cfg["seeds"], decided),
         "statistics": (
             "Hypotheses (declared in the study file before any run): the paired difference to "
-            "random over the seeds, its t interval (95 % for the primary; 1 - 0.05/k for the k "
-            "secondaries, Bonferroni among themselves) and two one-sided t-tests at +-margin "
-            "(p_equivalence); the decision follows from the interval and the margin. "
+            "random over the seeds, its t interval and two one-sided t-tests at +-margin "
+            "(p_equivalence); the decision follows from the interval and the margin. Alpha is "
+            "0.05 for the primary and 0.05/k for each of the k secondaries (Bonferroni among "
+            "themselves); with max_seeds the study adds seeds in rounds to the cells the "
+            "undecided hypotheses need, and look j of a design is judged at the level its "
+            "Lan-DeMets O'Brien-Fleming-type spending function spends there (a union bound "
+            "over the looks keeps the error rate at alpha); one look: 95 %. "
             "Exploratory rows (every other comparison, an @val row left out as it reuses a "
             "fixed position's runs): paired t-test p, Holm, Benjamini-Hochberg q and "
             "Westfall-Young max-T over sign-flipped seeds (every flip when 2^seeds <= "
@@ -444,7 +495,7 @@ def _hypotheses_table(r: dict) -> list[list[str]]:
     if not r["hypotheses"]:
         return []
     out = [["role", "selector", "pool", "budget", "margin (pp)", "seeds", "Δ vs random (pp)",
-            "interval", "p (equivalence)", "decision"]]
+            "interval", "p (equivalence)", "decision", "seeds: why"]]
     for h in r["hypotheses"]:
         lo, hi = h["ci95"] or (None, None)
         out.append([h["role"], h["selector"], h["pool"], f"{h['budget']:g}",
@@ -453,7 +504,7 @@ def _hypotheses_table(r: dict) -> list[list[str]]:
                     "" if lo is None else
                     f"{100 * h['ci_level']:.3g} %: [{100 * lo:+.2f}, {100 * hi:+.2f}]",
                     "" if h["p_equivalence"] is None else f"{h['p_equivalence']:.3g}",
-                    h["decision"]])
+                    h["decision"], h.get("why_seeds", "")])
     return out
 
 
@@ -485,7 +536,8 @@ def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> P
     remote lake, the local copy of what was uploaded)."""
     r = _collect(lake, sid, command)
     cfg = r["config"]
-    plots = {"accuracy_vs_budget": plot_budget(
+    plots = {"paired_differences": plot_forest(r["leaderboard"], r["hypotheses"], cfg),
+             "accuracy_vs_budget": plot_budget(
         r["leaderboard"], cfg, lambda x: x["selector"] == "random" or x["chosen_on"]
         or x["kind"] == "coverage")}
     if cfg["scores"] and len(cfg["positions"]) > 1:
