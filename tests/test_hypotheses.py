@@ -156,6 +156,12 @@ def test_a_study_with_declared_hypotheses_anyone_can_recompute(tmp_path, capsys,
     md = (Path(out.split()[-1]) / "study.md").read_text()
     assert "## Hypotheses declared before the run" in md and "exploratory" in md
     assert "![paired_differences](plots/paired_differences.png)" in md
+    assert "## What each arm cost (seconds on cpu" in md
+    costs = {r["selector"]: r["cost"] for r in rows}
+    assert costs["random"]["baseline_s"] == costs["random"]["scoring_s"] == 0  # only its own
+    assert costs["avh@offset"]["baseline_s"] > 0 and costs["avh@offset"]["scoring_s"] > 0
+    assert all(c["retraining_s"] > 0 and c["total_s"] == pytest.approx(sum(
+        v for k, v in c.items() if k != "total_s")) for c in costs.values())
     assert (Path(out.split()[-1]) / "plots" / "paired_differences.png").stat().st_size > 1000
     assert len({round(h["diff"], 9) for h in hyps} | {h["ci95"][0] for h in hyps}) > 1
 

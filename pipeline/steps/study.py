@@ -61,6 +61,7 @@ class Cell:
     selection_id: str | None = None
     pool_id: str | None = None
     run_id: str | None = None
+    selection_seconds: float | None = None  # what making its selection cost (0: shared)
 
 
 def study_id(cfg: StudyConfig) -> str:
@@ -166,8 +167,9 @@ def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str,
         key = (c.kind, c.budget, c.score, c.position,
                None if c.kind in ("window", "reference") else seed)
         if key in memo:  # the same selection for every loss (and every seed of a window)
-            out.append(replace(c, selection_id=memo[key]))
+            out.append(replace(c, selection_id=memo[key], selection_seconds=0.0))
             continue
+        t0 = time.perf_counter()
         if c.kind == "random":
             sel = S.random_stratified(lake, scoring_run_id, c.n_items, seed=seed)
         elif c.kind == "window":
@@ -180,7 +182,7 @@ def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str,
         else:
             sel = S.all_items(lake, scoring_run_id)
         memo[key] = sel
-        out.append(replace(c, selection_id=sel))
+        out.append(replace(c, selection_id=sel, selection_seconds=time.perf_counter() - t0))
     return out
 
 

@@ -236,6 +236,9 @@ def study_verdict(rows: list[dict], n_seeds: int, decided: list[dict] | None = N
     if not decided:
         parts.append("No hypothesis was declared before the run: every comparison is "
                      "exploratory.")
+    if not m:
+        parts.append("No other comparison was made: nothing exploratory to report.")
+        return " ".join(parts)
     parts.append(f"Exploratory: over {n_seeds} paired seeds and {m} comparisons with random at "
                  f"the same budget (Holm-corrected, alpha {ALPHA}),")
     if wins:
@@ -362,6 +365,44 @@ def _kept(lake: Lake, rows: list[dict], class_names: list[str]) -> list[dict]:
     return out
 
 
+def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
+           scoring_s: dict[str, float]) -> None:
+    """Each row's cost in seconds: the baseline and the pool's scoring (what a hardness
+    selector needs first; random and the references need neither), its selections and its
+    retrainings over its seeds."""
+    by_group: dict[tuple, list[dict]] = defaultdict(list)
+    for c in cells:
+        by_group[(c["pool"], c["budget"], c["selector"], c["loss"])].append(c)
+    for r in rows:
+        if r["chosen_on"]:  # the runs of its fixed position, plus that position's choice
+            group = by_group[(r["pool"], r["budget"], r["same_runs_as"], r["loss"])]
+        else:
+            pool = None if r["selector"] == "none" else r["pool"]
+            group = by_group[(pool, r["budget"], r["selector"], r["loss"])]
+        hardness = r["kind"] in ("window", "coverage") or r["chosen_on"] is not None
+        cost = {"baseline_s": baseline_s if hardness else 0.0,
+                "scoring_s": scoring_s.get(r["pool"], 0.0) if hardness else 0.0,
+                "selection_s": sum(c.get("selection_seconds") or 0.0 for c in group),
+                "retraining_s": sum(by_run[c["run_id"]]["seconds"] or 0.0 for c in group)}
+        cost["total_s"] = sum(cost.values())
+        r["cost"] = cost
+
+
+def _device(cfg: dict) -> str:
+    """Where the cells trained (as this process resolves the study's device)."""
+    import torch
+
+    from pipeline.core.train import resolve_device
+
+    try:
+        dev = resolve_device(cfg["retrain"]["device"])
+    except ValueError:
+        return str(cfg["retrain"]["device"])
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return "cpu (one thread per worker process)"
+
+
 def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     row = lake.row("studies", sid)
     cfg = json.loads(row["config"])
@@ -375,11 +416,15 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     rows, chosen, decided = leaderboard(cfg, cells, by_run)
     names = dataset_classes(lake, row["dataset_id"])
     baseline = lake.row("models", row["baseline_model_id"])
+    pools = json.loads(row["pools"])
+    scoring = {name: lake.row("scoring_runs", p["scoring_run_id"])["seconds"]
+               for name, p in pools.items()}
+    _costs(rows, cells, by_run, baseline["seconds"], scoring)
     return {
         "study_id": sid, "command": command, "git_sha": git_sha(), "config": cfg,
         "dataset_id": row["dataset_id"], "baseline_model_id": row["baseline_model_id"],
         "baseline": {"test_acc": baseline["test_acc"], "val_acc": baseline["val_acc"]},
-        "pools": json.loads(row["pools"]), "n_cells": len(cells),
+        "pools": pools, "n_cells": len(cells), "device": _device(cfg),
         "n_trainings": len({c["run_id"] for c in cells}),
         "seconds": row["seconds"],
         "protocol": (f"every cell trains {cfg['model']} ({cfg['init']}) for "
@@ -508,6 +553,20 @@ def _hypotheses_table(r: dict) -> list[list[str]]:
     return out
 
 
+def _cost_table(r: dict) -> list[list[str]]:
+    """Seconds each arm cost (the hypotheses' and random's, and every other arm's)."""
+    out = [["pool", "budget", "selector", "loss", "seeds", "baseline s", "scoring s",
+            "selection s", "retraining s", "total s"]]
+    for x in r["leaderboard"]:
+        c = x.get("cost")
+        if c is None:
+            continue
+        out.append([str(x["pool"]), f"{x['budget']:g}", x["selector"], x["loss"],
+                    str(x["n_seeds"]), *(f"{c[k]:.1f}" for k in (
+                        "baseline_s", "scoring_s", "selection_s", "retraining_s", "total_s"))])
+    return out
+
+
 def _kept_tables(r: dict) -> dict[str, list[list[str]]]:
     out: dict[str, list[list[str]]] = {}
     for k in r["kept"]:
@@ -547,4 +606,5 @@ def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> P
             or (x["score"] == first and x["kind"] == "window"))
     return write_report_files(lake, sid, "study", r, plots, tables=_tables(r),
                               summary=_summary_tables(r), kept=_kept_tables(r),
-                              chosen=_chosen_table(r), hypotheses=_hypotheses_table(r))
+                              chosen=_chosen_table(r), hypotheses=_hypotheses_table(r),
+                              cost=_cost_table(r))
