@@ -146,6 +146,10 @@ def statement(h: dict) -> str:
                                f"margin: the {ci} excludes 0 and lies inside +-{m:.2g}",
         "undecided": f"undecided: the {ci} spans the +-{m:.2g}-point margin",
     }[h["decision"]]
+    if h["decision"] == "undecided" and (lo > 0 or hi < 0):
+        text += (f"; it excludes 0, so {'the selector beats' if lo > 0 else 'random beats'} "
+                 f"{'random' if lo > 0 else 'the selector'}, by an amount not shown to reach "
+                 f"the margin")
     if h["ci95"] and h["ci95"][0] == h["ci95"][1]:
         text += " (every seed gave the same difference: the interval is a point, not a measured spread)"
     return f"{h['role'].capitalize()} hypothesis, {what}: {text}."
