@@ -17,6 +17,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import torch
 
 from pipeline.config import sequential_looks
 from pipeline.core.stats import (
@@ -29,6 +30,7 @@ from pipeline.core.stats import (
     paired,
     t_interval,
 )
+from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, LakeError, git_sha
 from pipeline.lake.readers import classes as dataset_classes
 from pipeline.steps.report import figure_png, write_report_files
@@ -394,10 +396,6 @@ def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
 
 def _device(cfg: dict) -> str:
     """Where the cells trained (as this process resolves the study's device)."""
-    import torch
-
-    from pipeline.core.train import resolve_device
-
     try:
         dev = resolve_device(cfg["retrain"]["device"])
     except ValueError:
