@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipeline import cli
 from pipeline.config import AugmentConfig, DataConfig, TrainConfig
-from pipeline.lake import Lake, LakeError
+from pipeline.lake import TABLES, Lake, LakeError
 from pipeline.lake.readers import read_split
 from pipeline.steps.baseline import train_baseline
 from pipeline.steps.ingest import ingest
@@ -716,7 +716,7 @@ def test_verify_names_each_tampered_partition_and_reads_refuse_them(world, tmp_p
     code, out, err = smartaug(capsys, "verify", "--storage", str(copy))
     assert code == 0 and out.startswith("ok:") and "Traceback" not in err, err
     n_partitions = int(out.split()[1])
-    assert n_partitions == sum(len(lake.partitions(t)) for t in lake_tables())
+    assert n_partitions == sum(len(lake.partitions(t)) for t in TABLES)
     scores = copy / "scores" / f"scoring_run_id={r}"
     _edit_value(scores, "avh", 0.123)
     refused(capsys, copy, ["select", "--scoring-run-id", r, "--band", "0.1", "0.3", "--storage",
@@ -749,12 +749,6 @@ def test_verify_names_each_tampered_partition_and_reads_refuse_them(world, tmp_p
     _edit_value(pool / "augmentations" / f"pool_id={p}", "seed", 12345)
     refused(capsys, pool, ["export", "--selection-id", b, "--to", str(tmp_path / "x"),
                            "--storage", str(pool)], f"pool_id={p}", "was edited")
-
-
-def lake_tables():
-    from pipeline.lake import TABLES
-
-    return TABLES
 
 
 def test_a_run_whose_data_was_removed_is_not_reported_done(world, tmp_path, capsys):

@@ -324,20 +324,25 @@ class Lake:
                         f"modified outside smartaug ({self.url(table, f'{PARTITION_KEYS[table]}={key}')}"
                         f" should hold only the files smartaug wrote); remove the partition "
                         f"and its {meta} row to redo the step")
-        self.check_partition(table, key, full=self.local)
+        self.check_partition(table, key, full=self.local, files=files)
         return files, held
 
-    def check_partition(self, table: str, key: str, *, full: bool = True) -> int:
+    def check_partition(self, table: str, key: str, *, full: bool = True,
+                        files: list[str] | None = None) -> int:
         """Check a committed partition against its manifest (``pipeline.lake.manifest``): the same
         files, sizes and, with ``full``, sha256 (each local file hashed once per process).
-        Returns the rows the manifest records; raises LakeError naming the partition."""
+        ``files``: its Parquet files when the caller has listed them (a local lake). Returns
+        the rows the manifest records; raises LakeError naming the partition."""
         loc = self.partition_dir(table, key)
         where = f"{table} partition {self.url(table, f'{PARTITION_KEYS[table]}={key}')}"
+        digest = None
         if self.local:
-            found = {p.name: p.stat().st_size for p in Path(loc).glob("*.parquet")}
+            paths = [Path(f) for f in files] if files is not None else Path(loc).glob("*.parquet")
+            found = {p.name: p.stat().st_size for p in paths}
             path = Path(loc) / MANIFEST
             text = path.read_bytes() if path.is_file() else None
-            digest = local_digest(Path(loc)) if full else None
+            if full:
+                digest = local_digest(Path(loc))
         else:
             self.fs.invalidate_cache(str(loc))
             listing = self.fs.ls(str(loc), detail=True)
@@ -346,12 +351,10 @@ class Lake:
             names = {e["name"].rsplit("/", 1)[-1] for e in listing}
             text = (self.fs.cat_file(f"{loc}/{MANIFEST}")
                     if MANIFEST in names else None)
-
-            def digest(name):
-                with self.fs.open(f"{loc}/{name}", "rb") as fh:
-                    return file_sha256(fh)
-
-            digest = digest if full else None
+            if full:
+                def digest(name):
+                    with self.fs.open(f"{loc}/{name}", "rb") as fh:
+                        return file_sha256(fh)
         try:
             recorded = None if text is None else parse_manifest(text, where)
             check_manifest(recorded, table, key, found, where, digest=digest)
@@ -359,14 +362,18 @@ class Lake:
             raise LakeError(str(e)) from None
         return int(recorded["rows"])
 
-    def partitions(self, table: str) -> list[str]:
-        """The keys of ``table``'s committed partitions, sorted."""
-        prefix = f"{PARTITION_KEYS[table]}="
+    def entries(self, table: str) -> list[str]:
+        """The names in ``table``'s directory (partitions, ``_empty``, anything else), sorted."""
         if self.local:
-            names = [p.name for p in self.root.joinpath(table).iterdir() if p.is_dir()]
-        else:
-            names = [e.rsplit("/", 1)[-1] for e in self.fs.ls(self.location(table), detail=False)]
-        return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+            base = self.root.joinpath(table)
+            return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+        return sorted(e.rsplit("/", 1)[-1] for e in self.fs.ls(self.location(table),
+                                                               detail=False))
+
+    def partitions(self, table: str) -> list[str]:
+        """The keys of ``table``'s partitions, sorted."""
+        prefix = f"{PARTITION_KEYS[table]}="
+        return [n[len(prefix):] for n in self.entries(table) if n.startswith(prefix)]
 
     def parquet_file(self, f: str) -> pq.ParquetFile:
         return pq.ParquetFile(f) if self.local else pq.ParquetFile(self.fs.open(f, "rb"))

@@ -31,13 +31,6 @@ class Verification:
         return not self.problems
 
 
-def _entries(lake: Lake, table: str) -> list[str]:
-    if lake.local:
-        base = Path(lake.location(table))
-        return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-    return sorted(e.rsplit("/", 1)[-1] for e in lake.fs.ls(lake.location(table), detail=False))
-
-
 def verify(lake: Lake, *, checkpoints: bool = True, adopt: bool = False) -> Verification:
     """Check the whole lake; never stops at the first problem. ``adopt``: first give a
     manifest of its files as they are to each partition that has none (a local lake written
@@ -45,7 +38,7 @@ def verify(lake: Lake, *, checkpoints: bool = True, adopt: bool = False) -> Veri
     result = Verification()
     for table in TABLES:
         prefix = f"{PARTITION_KEYS[table]}="
-        for name in _entries(lake, table):
+        for name in lake.entries(table):
             if name == "_empty":
                 continue
             if not name.startswith(prefix):
