@@ -67,10 +67,10 @@ def main() -> None:
                   "pool_items": lake.count("augmentations", p), "steps": {}}
         spent: list[float] = []
 
-        def timed_check(self, table, key, full=True):
+        def timed_check(self, table, key, **options):
             t0 = time.perf_counter()
             try:
-                return checking(self, table, key, full=full)
+                return checking(self, table, key, **options)
             finally:
                 spent.append(time.perf_counter() - t0)
 
@@ -91,7 +91,7 @@ def main() -> None:
 
             def unchecked(step=step, undo=undo):
                 undo()
-                Lake.check_partition = lambda self, table, key, full=True: 0
+                Lake.check_partition = lambda self, table, key, **options: 0
                 try:
                     step()
                 finally:
