@@ -70,6 +70,7 @@ class DataConfig:
     image_size: int | None = None  # square resize, pixels per side
     val_fraction: float = 0.0  # stratified, carved from the (subset) train split
     seed: int = 0
+    val_split: int = 0  # which validation split: 0 the seed's, r > 0 another draw (a replicate)
 
     def __post_init__(self) -> None:
         for name in ("per_class_train", "per_class_test"):
@@ -87,9 +88,17 @@ class DataConfig:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise ConfigError(f"dataset must be a name or imagefolder:PATH, got "
                               f"{self.dataset!r}")
+        if isinstance(self.val_split, bool) or not isinstance(self.val_split, int) \
+                or self.val_split < 0:
+            raise ConfigError(f"val_split must be an integer >= 0, got {self.val_split!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``val_split`` only when it is not the seed's own (0): every id made
+        before it existed stays."""
+        d = asdict(self)
+        if not d["val_split"]:
+            del d["val_split"]
+        return d
 
 
 def parse_policy(policy: str, n_kinds: int = len(AUGMENT_KINDS)) -> int:
@@ -338,7 +347,7 @@ class ExperimentConfig:
             raise ConfigError("a band search needs a validation split: set val_fraction > 0")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "augment": self.augment.to_dict()}
+        return {**asdict(self), "data": self.data.to_dict(), "augment": self.augment.to_dict()}
 
 
 # ------------------------------------------------------------------ the study
@@ -422,6 +431,9 @@ class Hypothesis:
         return asdict(self)
 
 
+CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never a reported one
+
+
 def _default_pools() -> tuple[PoolSpec, ...]:
     return (PoolSpec("seed", seed_pool()), PoolSpec("wide", wide_pool()))
 
@@ -438,8 +450,17 @@ class StudyConfig:
     position per score is also chosen on validation), ``coverage`` (per listed score: drop the
     hardest ``coverage_drop``, then sample evenly across ``coverage_bins`` equal-width score
     bins), and the ``references`` (``none``: originals only, ``all``: the whole pool).
-    Windows and coverage are over the whole pool, or within each class with the pool's class
-    mix when ``per_class``. Seeds: ``seed`` .. ``seed + seeds - 1``, the same for every cell.
+    Windows and coverage are drawn within each class to the pool's class mix, like random
+    (``per_class``, the default: hardness is then not confounded with rebalancing the
+    classes); with ``per_class = false`` they are over the whole pool and an unstratified
+    random, ``random-unstratified``, is trained beside them. Seeds: ``seed`` .. ``seed +
+    seeds - 1``, the same for every cell (up to ``max_seeds`` for the hypotheses' cells).
+    ``SCORE@val`` positions are chosen on the validation accuracy of ``choose_seeds`` other
+    trainings per position (seeds from ``seed + CHOOSE_SEED_OFFSET``, never reported on test;
+    0: no ``@val`` rows). ``baselines`` = B repeats the baseline's training (seed ``seed +
+    b``), the pools' seeds (``+ b``) and the validation split (``DataConfig.val_split = b``)
+    B times, each replicate scored and selected on its own, the hypotheses tested over
+    replicates and seeds (``pipeline.core.stats.two_level``).
     """
 
     preset: str = "custom"
@@ -457,7 +478,7 @@ class StudyConfig:
     coverage: tuple[str, ...] = ("avh",)
     coverage_drop: float = 0.1
     coverage_bins: int = 50
-    per_class: bool = False
+    per_class: bool = True
     references: tuple[str, ...] = REFERENCES
     losses: tuple[str, ...] = ("ce",)
     avh_lam: float = 1.0
@@ -465,6 +486,8 @@ class StudyConfig:
     secondary: tuple[Hypothesis, ...] = ()
     max_seeds: int | None = None  # seeds until decided: at most this many (None = seeds)
     seeds_per_round: int | None = None  # seeds added per round (None = seeds)
+    baselines: int = 1  # replicates of the baseline, the pools' seeds and the validation split
+    choose_seeds: int = 3  # seeds (apart from the reported ones) that choose SCORE@val
 
     def looks(self) -> list[int]:
         """The seeds at each look of the sequential design (``sequential_looks``)."""
@@ -473,8 +496,12 @@ class StudyConfig:
     def selectors(self) -> list[str]:
         """The grid's selectors other than ``random`` and the references."""
         windows = [f"{s}@{p}" for s in self.scores for p in self.positions]
-        chosen = [f"{s}@val" for s in self.scores] if len(self.positions) > 1 else []
+        chosen = [f"{s}@val" for s in self.scores] if self.chooses() else []
         return [*windows, *chosen, *(f"coverage-{s}" for s in self.coverage)]
+
+    def chooses(self) -> bool:
+        """Whether the study has ``SCORE@val`` rows (positions to choose, seeds to choose on)."""
+        return len(self.positions) > 1 and self.choose_seeds > 0
 
     def hypotheses(self) -> list[tuple[str, Hypothesis]]:
         """(role, hypothesis): the primary first, then the secondaries."""
@@ -548,7 +575,7 @@ class StudyConfig:
             raise ConfigError(f"coverage_bins must be >= 1, got {self.coverage_bins}")
         if not (0 <= self.avh_lam < float("inf")):
             raise ConfigError(f"avh_lam must be a finite number >= 0, got {self.avh_lam}")
-        if len(self.positions) > 1 and self.data.val_fraction <= 0:
+        if self.chooses() and self.data.val_fraction <= 0:
             raise ConfigError("choosing a window's position needs a validation split: set "
                              "data.val_fraction > 0 (the test split is never used to choose)")
         self._check_hypotheses()
@@ -562,6 +589,18 @@ class StudyConfig:
                                   "decided: declare a [primary] (or [[secondary]]) hypothesis")
         if self.seeds_per_round is not None and self.seeds_per_round < 1:
             raise ConfigError(f"seeds_per_round must be >= 1, got {self.seeds_per_round}")
+        if max(self.seeds, self.max_seeds or 0) > CHOOSE_SEED_OFFSET:
+            raise ConfigError(f"at most {CHOOSE_SEED_OFFSET} seeds (seeds from "
+                              f"seed + {CHOOSE_SEED_OFFSET} choose window positions)")
+        for name, low in (("baselines", 1), ("choose_seeds", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"{name} must be an integer >= {low}, got {value!r}" + (
+                        ": each replicate trains its own baseline, pools and validation split "
+                        "(1: one of each)" if name == "baselines" else
+                        ": the trainings per window position that choose SCORE@val (0: no "
+                        "@val rows)"))
 
     def loss_spec(self, loss: str) -> LossSpec:
         return LossSpec() if loss == "ce" else LossSpec("additive", "square", lam=self.avh_lam)
@@ -576,10 +615,15 @@ class StudyConfig:
     def to_dict(self) -> dict:
         """The fields; ``primary`` and ``secondary`` only when declared (a study without
         hypotheses keeps its id)."""
-        d = {**asdict(self), "pools": [p.to_dict() for p in self.pools]}
+        d = {**asdict(self), "data": self.data.to_dict(),
+             "pools": [p.to_dict() for p in self.pools]}
         for name in ("primary", "secondary", "max_seeds", "seeds_per_round"):
             if not d[name]:
                 del d[name]
+        if d["baselines"] == 1:
+            del d["baselines"]
+        if len(self.positions) < 2:  # nothing to choose
+            del d["choose_seeds"]
         return d
 
 

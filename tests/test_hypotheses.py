@@ -241,3 +241,98 @@ def test_a_sequential_design_that_cannot_run_is_refused(tmp_path, capsys, top, w
                                          + "[[pools]]\nname = 'seed'\n")
     code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "plain.toml"))
     assert code == 2 and "declare a [primary]" in " ".join(err.split()), err
+
+
+def test_two_level_known_answers():
+    from pipeline.core.stats import decide_paired, detectable, two_level, units
+
+    # one replicate: the paired t over the seeds, exactly
+    d = {(0, 0): 0.01, (0, 1): 0.03, (0, 2): 0.02}
+    one = two_level(d)
+    assert one["ci"] == pytest.approx(t_interval([0.01, 0.03, 0.02]))
+    assert one["p_value"] == pytest.approx(sps.ttest_1samp([0.01, 0.03, 0.02], 0).pvalue)
+    assert one["n_replicates"] == 1 and one["n_seeds"] == 3 and one["sd_between"] is None
+    # three replicates of two seeds: the units are the replicates' means (0.02, 0.0, 0.04),
+    # the interval has 2 degrees of freedom: 0.02 +- 4.302653 * 0.02 / sqrt(3)
+    d = {(0, 0): 0.01, (0, 1): 0.03, (1, 0): -0.01, (1, 1): 0.01, (2, 0): 0.03, (2, 1): 0.05}
+    assert units(d) == pytest.approx({0: 0.02, 1: 0.0, 2: 0.04})
+    tl = two_level(d)
+    half = 4.302653 * 0.02 / math.sqrt(3)
+    assert tl["diff"] == pytest.approx(0.02) and tl["ci"] == pytest.approx([0.02 - half,
+                                                                           0.02 + half])
+    assert tl["df"] == 2 and tl["n_seeds"] == 2 and tl["n_replicates"] == 3
+    # variance components: within = sqrt(mean of the per-replicate variances) = sqrt(2e-4);
+    # between = sqrt(var of the means - within^2 / 2) = sqrt(4e-4 - 1e-4)
+    assert tl["sd_within"] == pytest.approx(math.sqrt(2e-4))
+    assert tl["sd_between"] == pytest.approx(math.sqrt(3e-4))
+    # a decision over replicates: 6 runs, but only 3 units; it is the replicates' interval
+    dec = decide_paired(d, 0.005, [2])
+    assert dec["ci"] == pytest.approx(tl["ci"]) and dec["decision"] == "undecided"
+    assert dec["n_seeds"] == 2 and dec["n_replicates"] == 3
+    # the smallest detectable difference: (t_0.975 + t_0.8, 2 df) * sd / sqrt(3)
+    assert detectable([0.02, 0.0, 0.04]) == pytest.approx(
+        (sps.t.ppf(0.975, 2) + sps.t.ppf(0.8, 2)) * 0.02 / math.sqrt(3))
+    assert dec["detectable"] == pytest.approx(detectable([0.02, 0.0, 0.04]))
+    assert detectable([0.01]) is None and detectable([0.01, 0.01]) is None
+
+
+@pytest.mark.slow
+def test_replicated_baselines_are_analysed_over_replicates(tmp_path, capsys, fashion_root):
+    """baselines = 2: two validation splits, baselines, pools and selections; the hypotheses
+    over the replicates' means, recomputed from study.json alone."""
+    text = STUDY.replace('dataset = "imagefolder:images"\ngrayscale = true\nimage_size = 28\n'
+                         'per_class_train = 12', f'root = "{fashion_root}"\nper_class_train = 30')
+    text = text.replace("seeds = 3\n", "seeds = 2\nbaselines = 2\nchoose_seeds = 1\n")
+    (tmp_path / "study.toml").write_text(text)
+    lake_dir = tmp_path / "lake"
+    code, out, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
+                              "--storage", str(lake_dir))
+    assert code == 0, err
+    report = json.loads((Path(out.split()[-1]) / "study.json").read_text())
+    (pool,) = report["pools"].values()
+    reps = pool["replicates"]
+    assert [r["replicate"] for r in reps] == [0, 1]
+    for key in ("dataset_id", "baseline_model_id", "pool_id", "scoring_run_id"):
+        assert reps[0][key] != reps[1][key]  # each replicate its own
+    assert len(report["baselines"]) == 2
+
+    from pipeline.lake import Lake
+    from pipeline.lake.readers import read_split
+
+    lake = Lake(lake_dir)
+    vals = [set(read_split(lake, r["dataset_id"], "val").sample_ids) for r in reps]
+    trains = [set(read_split(lake, r["dataset_id"], "train").sample_ids) for r in reps]
+    assert vals[0] != vals[1] and vals[0] | trains[0] == vals[1] | trains[1]  # another split
+    rows = report["leaderboard"]
+    random = next(r for r in rows if r["selector"] == "random")
+    rnd = {(s["replicate"], s["seed"]): s["test_acc"] for s in random["seeds"]}
+    for r in rows:
+        assert {(s["replicate"], s["seed"]) for s in r["seeds"]} == {(0, 0), (0, 1), (1, 0),
+                                                                     (1, 1)}
+    for h in report["hypotheses"]:
+        row = next(r for r in rows if (r["pool"], r["budget"], r["selector"])
+                   == (h["pool"], h["budget"], h["selector"]))
+        means = [np.mean([s["test_acc"] - rnd[(b, s["seed"])] for s in row["seeds"]
+                          if s["replicate"] == b]) for b in (0, 1)]
+        assert h["n_replicates"] == 2 and h["n_seeds"] == 2
+        assert h["diff"] == pytest.approx(np.mean(means))
+        if np.ptp(means) > 0:  # 1 degree of freedom: the replicates' interval
+            assert h["ci95"] == pytest.approx(list(sps.t.interval(
+                0.95, 1, loc=np.mean(means), scale=np.std(means, ddof=1) / math.sqrt(2))))
+        assert h["decision"] == decide(means, h["margin"])["decision"]
+        assert "in each of 2 replicates" in h["statement"]
+    # SCORE@val is chosen per replicate, on that replicate's choosing trainings
+    assert sorted((c["replicate"], c["score"]) for c in report["chosen_positions"]) == [
+        (0, "avh"), (1, "avh")]
+
+
+def test_zero_baselines_are_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    for bad, words in (("baselines = 0\n", "baselines must be an integer >= 1, got 0"),
+                       ("choose_seeds = -1\n", "choose_seeds must be an integer >= 0")):
+        (tmp_path / "study.toml").write_text(bad + STUDY)
+        lake = tmp_path / "lake"
+        code, _, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
+                                "--storage", str(lake))
+        assert code == 2 and words in " ".join(err.split()) and "Traceback" not in err, err
+        assert not lake.exists() or not any((lake / "models").glob("model_id=*"))

@@ -216,7 +216,7 @@ def tiny_study(root: str, **change) -> StudyConfig:
                    "rotate", "noise", "hflip", "vflip", "rotate180", "crop", "cutout", "blur",
                    "heavy-noise")))),
         budgets=(0.2, 0.5), scores=("avh", "margin"), positions=("easiest", "hardest"),
-        coverage=("el2n",), seeds=2), **change)
+        coverage=("el2n",), seeds=2, choose_seeds=1), **change)
 
 
 KEYS = {"pool", "budget", "selector", "loss", "n_items", "n_seeds", "test_acc_mean",
@@ -237,8 +237,11 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
     study = lake.row("studies", sid)
     cells = json.loads(study["cells"])
     # 2 pools x 2 budgets x (random + 2 scores x 2 positions + coverage) x 2 losses x 2 seeds,
-    # + all per pool and none once (x 2 losses x 2 seeds)
-    assert len(cells) == 2 * 2 * 6 * 2 * 2 + (2 + 1) * 2 * 2
+    # + all per pool and none once (x 2 losses x 2 seeds), + the trainings that choose
+    # SCORE@val (2 pools x 2 budgets x 2 scores x 2 positions x 2 losses x 1 seed)
+    assert len(cells) == 2 * 2 * 6 * 2 * 2 + (2 + 1) * 2 * 2 + 2 * 2 * 2 * 2 * 2
+    choosing = [c for c in cells if c["choose"]]
+    assert len(choosing) == 32 and {c["rep"] for c in choosing} == {1000}
     runs = {r["run_id"]: r for r in lake.sql("select * from runs").to_pylist()}
     assert set(runs) == {c["run_id"] for c in cells}
     pool_n = {name: lake.row("pools", p["pool_id"])["n_items"]
@@ -285,10 +288,16 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
             assert r["diff_vs_random"] == pytest.approx(r["test_acc_mean"]
                                                         - rnd["test_acc_mean"])
             assert r["p_holm"] is None or r["p_holm"] >= (r["p_value"] or 0)
-    # the position of SCORE@val: the best mean validation accuracy, never the test's
+    # the position of SCORE@val: the best mean validation accuracy of the choosing trainings
+    # (seed 1000, never a reported one), never the test's
+    assert len(report["chosen_positions"]) == 2 * 2 * 2 * 2
     for ch in report["chosen_positions"]:
         best = max(ch["val_acc_by_position"].values())
-        assert ch["val_acc_by_position"][ch["position"]] == best
+        assert ch["val_acc_by_position"][ch["position"]] == best and ch["choose_seeds"] == [1000]
+        for p, v in ch["val_acc_by_position"].items():
+            (c,) = [c for c in choosing if (c["pool"], c["budget"], c["loss"], c["selector"])
+                    == (ch["pool"], ch["budget"], ch["loss"], f"{ch['score']}@{p}")]
+            assert v == runs[c["run_id"]]["val_acc"]
         row = next(r for r in rows if r["selector"] == f"{ch['score']}@val" and
                    (r["pool"], r["budget"], r["loss"]) == (ch["pool"], ch["budget"],
                                                            ch["loss"]))
@@ -301,6 +310,9 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
         kept)  # a position chosen on validation and its fixed row: each its own entry
     assert report["hypotheses"] == [] and "exploratory" in report["verdict"]
     assert sum(kept[("wide", 0.2, "random")]["by_kind"].values()) == pytest.approx(1)
+    for k in report["kept"]:  # windows and coverage keep the pool's class mix, like random
+        if k["selector"] not in ("all", "none"):
+            assert k["by_class"] == kept[(k["pool"], k["budget"], "random")]["by_class"]
     assert report["verdict"] and (Path(location) / "study.html").exists()
     assert (Path(location) / "plots" / "accuracy_vs_budget.png").stat().st_size > 1000
     md = (Path(location) / "study.md").read_text()
@@ -344,6 +356,30 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
     assert set(after) == set(runs)
     assert all(after[r]["created_at"] == t for r, t in kept_at.items())  # not retrained
     assert all(after[r]["test_acc"] == runs[r]["test_acc"] for r in lost)  # deterministic
+
+
+@pytest.mark.slow
+def test_unstratified_windows_get_an_unstratified_random_beside_them(tmp_path, fashion_root):
+    from pipeline.steps.study import run_study
+
+    cfg = tiny_study(fashion_root, pools=(PoolSpec("seed", AugmentConfig()),), budgets=(0.2,),
+                     scores=("avh",), positions=("offset",), coverage=(), references=(),
+                     per_class=False)
+    lake = Lake(tmp_path / "lake")
+    sid, location = run_study(cfg, lake, workers=2, log=None)
+    report = json.loads((Path(location) / "study.json").read_text())
+    rows = {r["selector"]: r for r in report["leaderboard"]}
+    assert set(rows) == {"random", "random-unstratified", "avh@offset"}
+    control = rows["random-unstratified"]
+    assert control["role"] == "control" and control["p_holm"] is None  # outside the family
+    assert control["diff_vs_random"] is not None and rows["avh@offset"]["p_holm"] is not None
+    cells = json.loads(lake.row("studies", sid)["cells"])
+    for c in cells:  # a plain uniform draw, fresh per seed, of exactly the budget
+        if c["selector"] == "random-unstratified":
+            sel = S.read_selection(lake, c["selection_id"]).to_pylist()
+            assert len(sel) == 48 and {x["sql_file"] for x in sel} == {"random.sql"}
+            assert {x["params"] for x in sel} == {json.dumps({"n": 48, "seed": c["rep"]})}
+    assert "unstratified" in report["protocol"]
 
 
 @pytest.mark.slow

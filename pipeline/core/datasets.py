@@ -442,8 +442,8 @@ def load_dataset(
         raise DatasetError(f"{name}: images are {x_tr.shape[1]}x{x_tr.shape[2]}; "
                            f"pass image_size to make them square")
 
-    is_val = _stratified_val(y_tr, cfg.val_fraction, len(classes),
-                             np.random.default_rng([cfg.seed, 2]))
+    is_val = _stratified_val(y_tr, cfg.val_fraction, len(classes), np.random.default_rng(
+        [cfg.seed, 2] if not cfg.val_split else [cfg.seed, 2, cfg.val_split]))
 
     def split(x, y, idx, mask, source):
         return Split(np.ascontiguousarray(x[mask], dtype=np.uint8),

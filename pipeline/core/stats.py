@@ -1,7 +1,9 @@
 """Statistics over seeds: mean, sample std and t interval of a method's accuracies; paired
 differences between two methods trained on the same seeds, their interval, equivalence test
-(TOST) and the decision a declared hypothesis gets; the family corrections of exploratory rows
-(Holm, Benjamini-Hochberg, Westfall-Young max-T over sign-flipped paired differences)."""
+(TOST) and the decision a declared hypothesis gets; the two-level analysis when the baseline,
+pool and validation split are replicated (``two_level``); the smallest difference a design
+could detect (``detectable``); the family corrections of exploratory rows (Holm,
+Benjamini-Hochberg, Westfall-Young max-T over sign-flipped paired differences)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import warnings
 import numpy as np
 from scipy import stats
 
-__all__ = ["ALPHA", "DECISIONS", "benjamini_hochberg", "decide", "decide_sequential", "holm",
-           "max_t", "method_stats", "paired", "spending_levels", "t_interval", "tost"]
+__all__ = ["ALPHA", "DECISIONS", "POWER", "benjamini_hochberg", "decide", "decide_paired",
+           "decide_sequential", "detectable", "holm", "max_t", "method_stats", "paired",
+           "spending_levels", "t_interval", "tost", "two_level", "units"]
 
 ALPHA = 0.05  # every test's and interval's error rate (95 % intervals)
 DECISIONS = ("better", "worse", "equivalent", "smaller-than-margin", "undecided")
+POWER = 0.8  # the power ``detectable`` states a design's smallest detectable difference at
 
 
 def method_stats(accs: list[float]) -> dict:
@@ -180,11 +184,91 @@ def spending_levels(looks: list[int], alpha: float = 0.05) -> list[float]:
     return levels
 
 
-def decide_sequential(d, margin: float, looks: list[int], alpha: float = 0.05) -> dict:
-    """``decide`` at the look the seeds of ``d`` reach (``spending_levels``): with ``looks``
-    = [5, 10, ..., 30] and 10 differences, look 2's level. Adds ``look`` (1-based) and
-    ``looks`` (how many there can be)."""
-    reached = [i for i, n in enumerate(looks) if n <= len(d)]
+def decide_sequential(d, margin: float, looks: list[int], alpha: float = 0.05, *,
+                      n_seeds: int | None = None) -> dict:
+    """``decide`` at the look the seeds reach (``spending_levels``): with ``looks`` = [5, 10,
+    ..., 30] and 10 seeds, look 2's level. ``n_seeds``: the seeds per replicate when ``d``
+    holds replicate means (default ``len(d)``). Adds ``look`` (1-based) and ``looks`` (how
+    many there can be)."""
+    n = len(d) if n_seeds is None else n_seeds
+    reached = [i for i, x in enumerate(looks) if x <= n]
     k = reached[-1] if reached else 0
     out = decide(d, margin, spending_levels(looks, alpha)[k])
     return {**out, "look": k + 1, "looks": len(looks)}
+
+
+# ------------------------------------------------------------------ replicates
+
+
+def units(d: dict[tuple[int, int], float]) -> dict[int, float]:
+    """The independent units of a paired analysis over ``d`` ((replicate, seed) ->
+    difference): with one replicate, its seeds (seed -> difference); with more, the
+    replicates (replicate -> its mean difference over its seeds). Seeds inside a replicate
+    share its baseline, pool and validation split: they are repeated measures of it, not
+    independent of each other."""
+    reps = sorted({r for r, _ in d})
+    if len(reps) <= 1:
+        return {s: v for (_, s), v in sorted(d.items())}
+    return {r: float(np.mean([v for (q, _), v in d.items() if q == r])) for r in reps}
+
+
+def two_level(d: dict[tuple[int, int], float], level: float = 0.95) -> dict:
+    """The paired difference over replicates and seeds (``d``: (replicate, seed) ->
+    selector - random), as a two-level model: diff_rs = mu + u_r + e_rs, the replicate's
+    effect u_r random. The mean of the replicate means estimates mu and their t interval
+    (replicates - 1 degrees of freedom) is the balanced random-effects model's exact
+    interval, whatever the two variances; with one replicate it is the paired t over the
+    seeds. Returns diff, ci, p_value (one-sample t of the units; 0 / 1 when they are all
+    equal, ``zero_variance``), n_replicates, n_seeds (per replicate, the fewest), df, and
+    the variance components: sd_within (seeds inside a replicate) and sd_between (of the
+    replicates' true means, ANOVA estimate truncated at 0; None with one replicate)."""
+    u = np.asarray(list(units(d).values()), dtype=float)
+    by_rep: dict[int, list[float]] = {}
+    for (r, _), v in d.items():
+        by_rep.setdefault(r, []).append(v)
+    per = min((len(v) for v in by_rep.values()), default=0)
+    within = [np.var(v, ddof=1) for v in by_rep.values() if len(v) > 1]
+    sd_within = float(np.sqrt(np.mean(within))) if within else None
+    sd_between = None
+    if len(by_rep) > 1 and len(u) > 1:
+        var_b = float(np.var(u, ddof=1)) - (sd_within ** 2 / per if sd_within else 0.0)
+        sd_between = float(np.sqrt(max(var_b, 0.0)))
+    p, zero = None, False
+    if len(u) > 1:
+        if np.ptp(u) <= 1e-12:
+            zero = True
+            p = 0.0 if abs(float(u.mean())) > 1e-12 else 1.0
+        else:
+            p = float(stats.ttest_1samp(u, 0.0).pvalue)
+    return {"diff": float(u.mean()) if len(u) else None, "ci": t_interval(u, level),
+            "p_value": p, "zero_variance": zero, "n_replicates": len(by_rep),
+            "n_seeds": per, "df": len(u) - 1, "sd_within": sd_within,
+            "sd_between": sd_between}
+
+
+def detectable(u, level: float = 0.95, power: float = POWER) -> float | None:
+    """The smallest true difference a design with units like ``u`` detects with ``power``
+    by an interval at ``level`` (two-sided): (t_{(1+level)/2} + t_power) * sd / sqrt(n),
+    n - 1 degrees of freedom, sd the units' observed spread (None under 2 units or with no
+    spread). An equivalence test at margin m needs about the same distance between the true
+    difference and m."""
+    u = np.asarray(u, dtype=float)
+    if len(u) < 2 or np.ptp(u) == 0:
+        return None
+    df = len(u) - 1
+    return float((stats.t.ppf((1 + level) / 2, df) + stats.t.ppf(power, df))
+                 * u.std(ddof=1) / math.sqrt(len(u)))
+
+
+def decide_paired(d: dict[tuple[int, int], float], margin: float, looks: list[int],
+                  alpha: float = 0.05) -> dict:
+    """A declared hypothesis decided on ``d`` ((replicate, seed) -> selector - random):
+    ``decide_sequential`` over the two-level units (``units``) at the look its seeds per
+    replicate reach, with the variance components of ``two_level`` and the smallest
+    difference the design detects at that look's level (``detectable``)."""
+    u = list(units(d).values())
+    tl = two_level(d)
+    out = decide_sequential(u, margin, looks, alpha, n_seeds=tl["n_seeds"])
+    return {**out, "n_seeds": tl["n_seeds"], "n_replicates": tl["n_replicates"],
+            "df": tl["df"], "sd_within": tl["sd_within"], "sd_between": tl["sd_between"],
+            "detectable": detectable(u, out["ci_level"])}

@@ -7,22 +7,25 @@ table. Like the experiment, a study is a list of steps run by a runner
 processes; or the Prefect flow, ``flows/study.py``); every step finds its output when it
 exists, so a crashed study resumes with no repeated work and a finished one does nothing.
 
-Selectors (``StudyConfig``): ``random`` (stratified, a fresh draw per seed), ``SCORE@POSITION``
-(a window of the hardness ranking), ``coverage-SCORE`` (a fresh draw per seed), and the
-references ``none`` and ``all``. ``SCORE@val`` (which window position, chosen per score on
-validation accuracy) is not trained: the report reads it from the windows' runs.
+Selectors (``StudyConfig``): ``random`` (stratified, a fresh draw per seed;
+``random-unstratified`` beside it when windows are not stratified), ``SCORE@POSITION`` (a
+window of the hardness ranking), ``coverage-SCORE`` (a fresh draw per seed), and the
+references ``none`` and ``all``. ``SCORE@val`` is not a selection of its own: per score, the
+position whose ``choose_seeds`` choosing trainings (seeds never reported) score best on
+validation, reported with that position's runs. With ``baselines`` = B, everything from the
+dataset's validation split to the selections is made B times (replicates), and every cell
+is trained in each.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from statistics import mean
 
-from pipeline.config import POSITIONS, MethodSpec, StudyConfig, identity
-from pipeline.core.stats import ALPHA, decide_sequential
+from pipeline.config import CHOOSE_SEED_OFFSET, POSITIONS, MethodSpec, StudyConfig, identity
 from pipeline.core.train import resolve_device
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id
@@ -34,6 +37,7 @@ from pipeline.steps import score as score_
 from pipeline.steps import select as S
 from pipeline.steps.runners import ProcessRunner, Runner
 from pipeline.steps.sql import query
+from pipeline.steps.study_report import leaderboard, write_study_report
 
 __all__ = ["Cell", "plan_cells", "run_study", "study", "study_id"]
 
@@ -46,7 +50,9 @@ class Cell:
     ``budget`` (the fraction of the pool), ``selector`` (``random``, ``SCORE@POSITION``,
     ``coverage-SCORE``, ``all``, ``none``), ``kind`` (random, window, coverage, reference),
     ``n_items`` (augmentations), ``loss`` (ce, avh), ``rep`` (seed = the study's seed + rep),
-    ``score`` and ``position`` (a window's, a coverage's score), then, as the study goes,
+    ``score`` and ``position`` (a window's, a coverage's score), ``replicate`` (which
+    baseline, pools and validation split), ``choose`` (a training that only chooses a
+    ``SCORE@val`` position: never reported on test), then, as the study goes,
     ``selection_id``, ``pool_id`` and ``run_id``."""
 
     pool: str | None
@@ -62,6 +68,8 @@ class Cell:
     pool_id: str | None = None
     run_id: str | None = None
     selection_seconds: float | None = None  # what making its selection cost (0: shared)
+    replicate: int = 0
+    choose: bool = False
 
 
 def study_id(cfg: StudyConfig) -> str:
@@ -88,29 +96,38 @@ def finished(lake: Lake, cfg: StudyConfig, *, log: Log = None) -> str | None:
     return None
 
 
-def ingest(lake: Lake, cfg: StudyConfig, *, log: Log = None) -> str:
-    """Load the dataset into the samples table."""
-    return ingest_.ingest(lake, cfg.data)
+def data_of(cfg: StudyConfig, b: int = 0):
+    """Replicate ``b``'s data: the study's, with validation split ``b`` (0: the seed's own)."""
+    return cfg.data if b == 0 else replace(cfg.data, val_split=b)
 
 
-def baseline(lake: Lake, cfg: StudyConfig, dataset_id: str, *, log: Log = print) -> str:
-    """Train and register the baseline model that scores every pool (a study that must
-    choose window positions on validation is refused first when the split came out empty)."""
+def ingest(lake: Lake, cfg: StudyConfig, b: int = 0, *, log: Log = None) -> str:
+    """Load replicate ``b``'s dataset (its validation split) into the samples table."""
+    return ingest_.ingest(lake, data_of(cfg, b))
+
+
+def baseline(lake: Lake, cfg: StudyConfig, dataset_id: str, b: int = 0, *, log: Log = print
+             ) -> str:
+    """Train and register replicate ``b``'s baseline model (seed ``seed + b``) that scores
+    its pools (a study that must choose window positions on validation is refused first
+    when the split came out empty)."""
     meta = lake.row("datasets", dataset_id)
-    if len(cfg.positions) > 1 and not meta["n_val"]:
+    if cfg.chooses() and not meta["n_val"]:
         raise S.SelectionError(
             f"dataset {dataset_id} has no validation images ({meta['n_train']} train images, "
             f"val_fraction {cfg.data.val_fraction:g}), so no window position can be chosen "
             f"without the test split: give more images per class (--per-class-train) or a "
             f"larger data.val_fraction, or a single position")
     return baseline_.train_baseline(lake, dataset_id, arch=cfg.model,
-                                    cfg=replace(cfg.baseline, seed=cfg.seed), log=log)
+                                    cfg=replace(cfg.baseline, seed=cfg.seed + b), log=log)
 
 
-def pool(lake: Lake, cfg: StudyConfig, dataset_id: str, name: str, *, log: Log = None) -> str:
-    """Generate one of the study's pools."""
+def pool(lake: Lake, cfg: StudyConfig, dataset_id: str, name: str, b: int = 0, *,
+         log: Log = None) -> str:
+    """Generate one of the study's pools (replicate ``b``: its seed + ``b``)."""
     spec = next(p for p in cfg.pools if p.name == name)
-    return pool_.build_pool(lake, dataset_id, spec.augment)
+    return pool_.build_pool(lake, dataset_id, replace(spec.augment,
+                                                      seed=spec.augment.seed + b))
 
 
 def score(lake: Lake, cfg: StudyConfig, model_id: str, pool_id: str, *, log: Log = None
@@ -123,14 +140,16 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = No
                ) -> list[Cell]:
     """The cells of pool ``name`` (``n_pool`` augmentations), without their selections: one
     per budget x selector x loss x seed (``reps``, default the study's seeds), plus the
-    reference ``all`` (``none`` is the study's, not a pool's). Raises SelectionError when a
-    budget rounds to no augmentation."""
+    reference ``all`` (``none`` is the study's, not a pool's) and, in the first round, the
+    trainings that choose ``SCORE@val`` positions. Raises SelectionError when a budget rounds
+    to no augmentation."""
     cells = []
+    first = reps is None
     reps = range(cfg.seeds) if reps is None else reps
 
-    def add(budget, selector, kind, n, **extra):
+    def add(budget, selector, kind, n, seeds=reps, **extra):
         cells.extend(Cell(pool=name, budget=budget, selector=selector, kind=kind, n_items=n,
-                          loss=loss, rep=rep, **extra) for loss in cfg.losses for rep in reps)
+                          loss=loss, rep=rep, **extra) for loss in cfg.losses for rep in seeds)
 
     for b in cfg.budgets:
         n = round(b * n_pool)
@@ -139,9 +158,14 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = No
                                    f"no augmentation at all; raise the budget to at least "
                                    f"{1 / n_pool:.2g}")
         add(b, "random", "random", n)
+        if not cfg.per_class:  # unstratified windows get an unstratified random beside them
+            add(b, "random-unstratified", "random", n)
         for s in cfg.scores:
             for p in cfg.positions:
                 add(b, f"{s}@{p}", "window", n, score=s, position=p)
+                if first and cfg.chooses():
+                    add(b, f"{s}@{p}", "window", n, score=s, position=p, choose=True,
+                        seeds=range(CHOOSE_SEED_OFFSET, CHOOSE_SEED_OFFSET + cfg.choose_seeds))
         for s in cfg.coverage:
             add(b, f"coverage-{s}", "coverage", n, score=s)
     if "all" in cfg.references:
@@ -164,13 +188,14 @@ def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str,
     out, memo = [], {}
     for c in cells:
         seed = cfg.seed + c.rep
-        key = (c.kind, c.budget, c.score, c.position,
-               None if c.kind in ("window", "reference") else seed)
+        key = (c.selector, c.budget, None if c.kind in ("window", "reference") else seed)
         if key in memo:  # the same selection for every loss (and every seed of a window)
             out.append(replace(c, selection_id=memo[key], selection_seconds=0.0))
             continue
         t0 = time.perf_counter()
-        if c.kind == "random":
+        if c.selector == "random-unstratified":
+            sel = S.random_subset(lake, scoring_run_id, size=c.n_items, seed=seed)
+        elif c.kind == "random":
             sel = S.random_stratified(lake, scoring_run_id, c.n_items, seed=seed)
         elif c.kind == "window":
             sel = S.window(lake, scoring_run_id, c.n_items, score=c.score,
@@ -192,32 +217,38 @@ def cell(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: 
     ``cfg.seed + rep``; returns run_id (found, not retrained, when it exists)."""
     data = retrain_.training_data(lake, dataset_id, pool_id)
     m = MethodSpec(c.selector, loss=cfg.loss_spec(c.loss))
-    return retrain_.train_cell(lake, cfg.protocol(),
+    return retrain_.train_cell(lake, replace(cfg, data=data_of(cfg, c.replicate)).protocol(),
                                experiment_id=protocol_id(cfg, dataset_id, model_id), data=data,
                                method=m, selection_id=c.selection_id, rep=c.rep,
                                baseline_model_id=model_id, purpose="study", log=log,
                                eval_last=True)
 
 
-def record(lake: Lake, cfg: StudyConfig, dataset_id: str, model_id: str, pools: dict,
-           cells: list[Cell], seconds: float, *, log: Log = None) -> str:
-    """Record the study: its config, pools and every cell with its run; returns its id."""
-    import json
-
+def record(lake: Lake, cfg: StudyConfig, replicates: list[dict], cells: list[Cell],
+           seconds: float, *, log: Log = None) -> str:
+    """Record the study: its config, pools (with, for B > 1 replicates, each replicate's
+    dataset, baseline, pool and scoring run) and every cell with its run; returns its id."""
     sid = study_id(cfg)
+    first = replicates[0]
+    pools = {name: dict(ids) for name, ids in first["pools"].items()}
+    if len(replicates) > 1:
+        for name in pools:
+            pools[name]["replicates"] = [
+                {"replicate": r["replicate"], "dataset_id": r["dataset_id"],
+                 "baseline_model_id": r["baseline_model_id"], **r["pools"][name]}
+                for r in replicates]
     if not lake.has("studies", sid):
         lake.write("studies", sid, {
             "study_id": [sid], "preset": [cfg.preset],
-            "config": [json.dumps(cfg.to_dict(), default=str)], "dataset_id": [dataset_id],
-            "baseline_model_id": [model_id], "pools": [json.dumps(pools)],
+            "config": [json.dumps(cfg.to_dict(), default=str)],
+            "dataset_id": [first["dataset_id"]], "baseline_model_id": [first["baseline_model_id"]],
+            "pools": [json.dumps(pools)],
             "cells": [json.dumps([asdict(c) for c in cells])], "seconds": [seconds]})
     return sid
 
 
 def report(lake: Lake, cfg: StudyConfig, sid: str, command: str, *, log: Log = None) -> str:
     """Write the study's report; returns its location."""
-    from pipeline.steps.study_report import write_study_report
-
     write_study_report(lake, sid, command=command)
     return lake.url("reports", sid)
 
@@ -237,48 +268,56 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
             log(f"study {study_id(cfg)} is complete; nothing to do")
         return study_id(cfg), done
     t0 = time.perf_counter()
-    dataset_id = runner.call(ingest, cfg)
-    model_id = runner.call(baseline, cfg, dataset_id)
-    pools, cells = {}, []
-    for p in cfg.pools:
-        pool_id = runner.call(pool, cfg, dataset_id, p.name)
-        scoring_run_id = runner.call(score, cfg, model_id, pool_id)
-        pools[p.name] = {"pool_id": pool_id, "scoring_run_id": scoring_run_id}
-        cells += [replace(c, pool_id=pool_id)
-                  for c in runner.call(select, cfg, p.name, scoring_run_id)]
-    if "none" in cfg.references:  # originals only: one set of runs for every pool
-        first = pools[cfg.pools[0].name]["pool_id"]
-        cells += [Cell(pool=None, budget=0.0, selector="none", kind="reference", n_items=0,
-                       loss=loss, rep=rep, pool_id=first)
-                  for loss in cfg.losses for rep in range(cfg.seeds)]
-    cells = _train(runner, cfg, dataset_id, model_id, cells)
-    looks = cfg.looks()
-    for n in looks[1:]:  # seeds until decided: rounds for the undecided hypotheses only
+    replicates, cells = [], []
+    for b in range(cfg.baselines):  # replicate b: its split, baseline, pools and selections
+        dataset_id = runner.call(ingest, cfg, b)
+        model_id = runner.call(baseline, cfg, dataset_id, b)
+        pools = {}
+        for p in cfg.pools:
+            pool_id = runner.call(pool, cfg, dataset_id, p.name, b)
+            scoring_run_id = runner.call(score, cfg, model_id, pool_id)
+            pools[p.name] = {"pool_id": pool_id, "scoring_run_id": scoring_run_id}
+            cells += [replace(c, pool_id=pool_id, replicate=b)
+                      for c in runner.call(select, cfg, p.name, scoring_run_id)]
+        if "none" in cfg.references:  # originals only: one set of runs for every pool
+            first = pools[cfg.pools[0].name]["pool_id"]
+            cells += [Cell(pool=None, budget=0.0, selector="none", kind="reference", n_items=0,
+                           loss=loss, rep=rep, pool_id=first, replicate=b)
+                      for loss in cfg.losses for rep in range(cfg.seeds)]
+        replicates.append({"replicate": b, "dataset_id": dataset_id,
+                           "baseline_model_id": model_id, "pools": pools})
+    cells = _train(runner, cfg, replicates, cells)
+    for n in cfg.looks()[1:]:  # seeds until decided: rounds for the undecided hypotheses only
         needed = runner.call(undecided, cfg, cells)
         if not needed:
             break
-        have = max(c.rep for c in cells) + 1
+        have = max(c.rep for c in cells if not c.choose) + 1
         if log:
             log(f"round: {len(needed)} hypothesis cell group(s) undecided at {have} seeds; "
-                f"adding seeds {have}..{n - 1}")
-        for p in cfg.pools:
-            keys = frozenset((b, s, loss) for pool, b, s, loss in needed if pool == p.name)
-            if keys:
-                new = runner.call(select, cfg, p.name, pools[p.name]["scoring_run_id"],
-                                  range(have, n), keys)
-                cells += _train(runner, cfg, dataset_id, model_id,
-                                [replace(c, pool_id=pools[p.name]["pool_id"]) for c in new])
-    sid = runner.call(record, cfg, dataset_id, model_id, pools, cells,
-                      time.perf_counter() - t0)
+                f"adding seeds {have}..{n - 1}" + (f" in each of {cfg.baselines} replicates"
+                                                   if cfg.baselines > 1 else ""))
+        new = []
+        for r in replicates:
+            for p in cfg.pools:
+                keys = frozenset((b, s, loss) for pool, b, s, loss in needed if pool == p.name)
+                if keys:
+                    ids = r["pools"][p.name]
+                    new += [replace(c, pool_id=ids["pool_id"], replicate=r["replicate"])
+                            for c in runner.call(select, cfg, p.name, ids["scoring_run_id"],
+                                                 range(have, n), keys)]
+        cells += _train(runner, cfg, replicates, new)
+    sid = runner.call(record, cfg, replicates, cells, time.perf_counter() - t0)
     return sid, runner.call(report, cfg, sid, command)
 
 
-def _train(runner: Runner, cfg: StudyConfig, dataset_id: str, model_id: str,
-           cells: list[Cell]) -> list[Cell]:
-    """Train ``cells`` (the largest first: the workers finish together); with their run ids."""
+def _train(runner: Runner, cfg: StudyConfig, replicates: list[dict], cells: list[Cell]
+           ) -> list[Cell]:
+    """Train ``cells`` (the largest first: the workers finish together), each in its
+    replicate (``replicates``: dataset and baseline); with their run ids."""
     order = sorted(range(len(cells)), key=lambda i: -cells[i].n_items)
-    run_ids = runner.map(cell, [(cfg, dataset_id, cells[i].pool_id, model_id, cells[i])
-                                for i in order])
+    run_ids = runner.map(cell, [
+        (cfg, replicates[cells[i].replicate]["dataset_id"], cells[i].pool_id,
+         replicates[cells[i].replicate]["baseline_model_id"], cells[i]) for i in order])
     out = list(cells)
     for i, run_id in zip(order, run_ids, strict=True):
         out[i] = replace(out[i], run_id=run_id)
@@ -288,35 +327,20 @@ def _train(runner: Runner, cfg: StudyConfig, dataset_id: str, model_id: str,
 def undecided(lake: Lake, cfg: StudyConfig, cells: list[Cell], *, log: Log = None
               ) -> list[tuple]:
     """The (pool, budget, selector, loss) cell groups the still-undecided hypotheses need
-    (their selector, every position of an ``@val`` one, and random), judged as the report
-    judges them (``pipeline.core.stats.decide_sequential``) on the test accuracies so far."""
+    (their selector, every position of an ``@val`` one, and random), judged by the report's
+    own ``leaderboard`` on the test accuracies so far."""
     rows = query(lake, "study_runs", ids=[c.run_id for c in cells]).to_pylist()
-    accs = {r["run_id"]: r["test_acc"] for r in rows}
-    k = len(cfg.secondary)
-    looks = cfg.looks()
+    _, _, decided = leaderboard(cfg.to_dict(), [asdict(c) for c in cells],
+                                {r["run_id"]: r for r in rows}, family=False)
     needed: list[tuple] = []
-    for role, h in cfg.hypotheses():
-        def by_seed(selector, h=h):
-            return {c.rep: accs[c.run_id] for c in cells if (c.pool, c.budget, c.selector,
-                    c.loss) == (h.pool, h.budget, selector, h.loss)}
-
-        selectors = [h.selector]
-        if h.selector.endswith("@val"):  # the position is chosen on validation each time
-            score = h.selector.split("@")[0]
+    for h in decided:
+        if h["decision"] != "undecided":
+            continue
+        selectors = [h["selector"]]
+        if h["selector"].endswith("@val"):  # reported with its chosen position's runs
+            score = h["selector"].split("@")[0]
             selectors = [f"{score}@{p}" for p in cfg.positions]
-            val = {r["run_id"]: r["val_acc"] for r in rows}
-            means = {p: mean(val[c.run_id] for c in cells if (c.pool, c.budget, c.selector,
-                     c.loss) == (h.pool, h.budget, f"{score}@{p}", h.loss))
-                     for p in cfg.positions}  # as the report chooses: ties to the first
-            best = max(cfg.positions, key=lambda p: (means[p], -cfg.positions.index(p)))
-            mine = by_seed(f"{score}@{best}")
-        else:
-            mine = by_seed(h.selector)
-        rnd = by_seed("random")
-        d = [mine[r] - rnd[r] for r in sorted(set(mine) & set(rnd))]
-        alpha = ALPHA if role == "primary" else ALPHA / k
-        if decide_sequential(d, h.margin, looks, alpha)["decision"] == "undecided":
-            needed += [(h.pool, h.budget, s, h.loss) for s in (*selectors, "random")]
+        needed += [(h["pool"], h["budget"], s, h["loss"]) for s in (*selectors, "random")]
     return sorted(set(needed))
 
 

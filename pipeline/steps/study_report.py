@@ -2,11 +2,13 @@
 study.md, a self-contained study.html and the plots.
 
 Per (pool, budget, selector, loss): test accuracy mean, std and 95 % t interval over the paired
-seeds; the paired difference to ``random`` at the same pool, budget and loss, its 95 % t
-interval and the paired t-test's p, Holm-corrected over every comparison of the study; the
-seeds won, tied and lost. ``SCORE@val``: per score, the window position with the best mean
-validation accuracy (test accuracy is never used to choose). The verdict claims only what
-the corrected tests show.
+seeds; the paired difference to ``random`` at the same pool, budget, loss and replicate, its
+95 % t interval and t-test's p (over seeds with one replicate, over the replicates' means with
+several: ``pipeline.core.stats.two_level``); the seeds won, tied and lost. Declared hypotheses
+are decided; every other comparison is exploratory, with Holm, Benjamini-Hochberg and max-T
+over its family. ``SCORE@val``: per score and replicate, the window position whose choosing
+trainings (seeds never reported) have the best mean validation accuracy (test accuracy is
+never used to choose). The verdict claims only what the tests show.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ import matplotlib
 import numpy as np
 import torch
 
-from pipeline.config import sequential_looks
+from pipeline.config import CHOOSE_SEED_OFFSET, sequential_looks
 from pipeline.core.stats import (
     ALPHA,
+    POWER,
     benjamini_hochberg,
-    decide_sequential,
+    decide_paired,
+    detectable,
     holm,
     max_t,
     method_stats,
-    paired,
-    t_interval,
+    two_level,
+    units,
 )
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, LakeError, git_sha
@@ -45,23 +49,30 @@ __all__ = ["exploratory", "holm", "hypotheses", "leaderboard", "statement", "stu
 MAXT_PERMUTATIONS = 10_000  # or every sign flip, when there are fewer
 
 
+def _key(c: dict) -> tuple[int, int]:
+    """A cell's place in the paired design: (replicate, rep)."""
+    return c.get("replicate", 0), c["rep"]
+
+
 def _seeds(cells, by_run, base_seed: int) -> list[dict]:
     """Every seed's figures of a row (what anyone needs to recompute it): seed, replicate,
     test and validation accuracy, run and selection ids."""
-    return [{"seed": base_seed + c["rep"], "rep": c["rep"], "replicate": 0,
+    return [{"seed": base_seed + c["rep"], "rep": c["rep"], "replicate": c.get("replicate", 0),
              "test_acc": by_run[c["run_id"]]["test_acc"], "val_acc": by_run[c["run_id"]]["val_acc"],
              "run_id": c["run_id"], "selection_id": c["selection_id"]}
-            for c in sorted(cells, key=lambda c: c["rep"])]
+            for c in sorted(cells, key=_key)]
 
 
 def _row(pool, budget, selector, loss, cells, by_run, random_accs, base_seed: int = 0,
          **extra) -> dict:
-    test = {c["rep"]: by_run[c["run_id"]]["test_acc"] for c in cells}
+    test = {_key(c): by_run[c["run_id"]]["test_acc"] for c in cells}
     val = [by_run[c["run_id"]]["val_acc"] for c in cells]
-    s = method_stats(list(test.values()))
+    s = method_stats(list(units(test).values()))  # the interval over the independent units
     row = {"pool": pool, "budget": budget, "selector": selector, "loss": loss,
-           "n_items": cells[0]["n_items"], "n_seeds": len(test),
-           "test_acc_mean": s["test_acc_mean"], "test_acc_std": s["test_acc_std"],
+           "n_items": cells[0]["n_items"], "n_seeds": len({k[1] for k in test}),
+           "n_replicates": len({k[0] for k in test}),
+           "test_acc_mean": s["test_acc_mean"],
+           "test_acc_std": float(np.std(list(test.values()), ddof=1)) if len(test) > 1 else 0.0,
            "ci95": [max(0.0, s["ci95"][0]), min(1.0, s["ci95"][1])],  # accuracies
            "val_acc_mean": float(np.mean(val)) if all(v is not None for v in val) else None,
            "diff_vs_random": None, "diff_ci95": None, "p_value": None, "p_holm": None,
@@ -75,25 +86,29 @@ def _row(pool, budget, selector, loss, cells, by_run, random_accs, base_seed: in
     if selector == "random":
         row["role"] = "random"  # what every comparison is against: no test of its own
     elif random_accs is not None:
-        p = paired(test, random_accs)
-        d = {r: test[r] - random_accs[r] for r in sorted(set(test) & set(random_accs))}
-        row.update(diff_vs_random=p["mean_diff"], diff_ci95=t_interval(list(d.values())),
-                   p_value=p["p_value"], zero_variance=p["zero_variance"],
+        d = {k: test[k] - random_accs[k] for k in sorted(set(test) & set(random_accs))}
+        tl = two_level(d)
+        row.update(diff_vs_random=tl["diff"], diff_ci95=tl["ci"], p_value=tl["p_value"],
+                   zero_variance=tl["zero_variance"], sd_between=tl["sd_between"],
                    wins=sum(v > 0 for v in d.values()), ties=sum(v == 0 for v in d.values()),
                    losses=sum(v < 0 for v in d.values()))
+    if selector == "random-unstratified":
+        row["role"] = "control"  # what stratifying random changes: outside every family
     return row
 
 
-def _diffs(row: dict, random_row: dict) -> dict[int, float]:
-    """seed -> the row's test accuracy minus random's, over the seeds both have."""
-    rnd = {s["seed"]: s["test_acc"] for s in random_row["seeds"]}
-    return {s["seed"]: s["test_acc"] - rnd[s["seed"]] for s in row["seeds"] if s["seed"] in rnd}
+def _diffs(row: dict, random_row: dict) -> dict[tuple[int, int], float]:
+    """(replicate, seed) -> the row's test accuracy minus random's, where both have it."""
+    rnd = {(s["replicate"], s["seed"]): s["test_acc"] for s in random_row["seeds"]}
+    return {(s["replicate"], s["seed"]): s["test_acc"] - rnd[(s["replicate"], s["seed"])]
+            for s in row["seeds"] if (s["replicate"], s["seed"]) in rnd}
 
 
 def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
-    """The declared hypotheses, each decided (``pipeline.core.stats.decide``) from its row's
-    per-seed differences to random: the primary with a 95 % interval, the k secondaries with
-    Bonferroni's 1 - 0.05 / k among themselves (Holm's p as a column)."""
+    """The declared hypotheses, each decided (``pipeline.core.stats.decide_paired``) from its
+    row's per-seed differences to random (over the replicates' means when there are several):
+    the primary at alpha 0.05, the k secondaries at 0.05 / k (Bonferroni among themselves;
+    Holm's p as a column), each look of a sequential design at its spent level."""
     declared = ([("primary", cfg["primary"])] if cfg.get("primary") else []) + [
         ("secondary", h) for h in cfg.get("secondary") or []]
     k = sum(role == "secondary" for role, _ in declared)
@@ -106,7 +121,7 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
                    == (*key[:2], "random", key[3]))
         d = _diffs(row, rnd)
         alpha = ALPHA if role == "primary" else ALPHA / k
-        dec = decide_sequential(list(d.values()), h["margin"], looks, alpha)
+        dec = decide_paired(d, h["margin"], looks, alpha)
         row["role"] = role
         if len(looks) == 1:
             why = "one look: the study's seeds"
@@ -117,10 +132,13 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
                 f"stopped at look {dec['look']} of {len(looks)}, undecided (run it again)"
         out.append({"role": role, "selector": h["selector"], "pool": h["pool"],
                     "budget": h["budget"], "loss": key[3], "margin": h["margin"],
-                    "n_seeds": dec["n_seeds"], "seeds": sorted(d), "diff": dec["diff"],
+                    "n_seeds": dec["n_seeds"], "n_replicates": dec["n_replicates"],
+                    "seeds": sorted({s for _, s in d}), "diff": dec["diff"],
                     "ci95": dec["ci"], "ci_level": dec["ci_level"], "p_value": row["p_value"],
                     "p_equivalence": dec["p_equivalence"], "decision": dec["decision"],
-                    "alpha": alpha, "look": dec["look"], "looks": looks, "why_seeds": why})
+                    "alpha": alpha, "look": dec["look"], "looks": looks, "why_seeds": why,
+                    "detectable": dec["detectable"], "power": POWER, "df": dec["df"],
+                    "sd_within": dec["sd_within"], "sd_between": dec["sd_between"]})
     secondary = [h for h in out if h["role"] == "secondary"]
     for h, p in zip(secondary, holm([h["p_value"] for h in secondary]), strict=True):
         h["p_holm_secondary"] = p
@@ -133,9 +151,11 @@ def statement(h: dict) -> str:
     """What the decision says, from its numbers (never more)."""
     lo, hi = h["ci95"] if h["ci95"] else (float("nan"), float("nan"))
     m = 100 * h["margin"]
+    over = f"{h['n_seeds']} seeds" + (f" in each of {h['n_replicates']} replicates"
+                                      if h.get("n_replicates", 1) > 1 else "")
     ci = (f"{h['ci_level'] * 100:.4g} % interval [{100 * lo:+.2f}, {100 * hi:+.2f}] points "
-          f"over {h['n_seeds']} seeds" + (f" (look {h['look']} of {len(h['looks'])})"
-                                          if len(h.get("looks", [])) > 1 else ""))
+          f"over {over}" + (f" (look {h['look']} of {len(h['looks'])})"
+                            if len(h.get("looks", [])) > 1 else ""))
     what = f"{h['selector']} vs random on the {h['pool']} pool at budget {h['budget']:g}"
     text = {
         "better": f"better than random by more than the {m:.2g}-point margin: the {ci} lies "
@@ -154,45 +174,78 @@ def statement(h: dict) -> str:
                  f"the margin")
     if h["ci95"] and h["ci95"][0] == h["ci95"][1]:
         text += " (every seed gave the same difference: the interval is a point, not a measured spread)"
+    if h.get("detectable") is not None:
+        text += (f". At this size it detects a true difference of "
+                 f"{100 * h['detectable']:.2g} points with {100 * h['power']:.0f} % power, "
+                 f"not a smaller one")
     return f"{h['role'].capitalize()} hypothesis, {what}: {text}."
 
 
-def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict]
+def _choose(cfg: dict, choosing: list[dict], by_run: dict, replicate: int) -> tuple | None:
+    """The position with the best mean validation accuracy over replicate ``replicate``'s
+    choosing trainings (``choosing``: their cells; ties to the first position), and the
+    means by position; None when there is nothing to choose on."""
+    means = {}
+    for p in cfg["positions"]:
+        v = [by_run[c["run_id"]]["val_acc"] for c in choosing
+             if c["position"] == p and c.get("replicate", 0) == replicate]
+        if not v or any(x is None for x in v):
+            return None
+        means[p] = float(np.mean(v))
+    best = max(cfg["positions"], key=lambda p: (means[p], -cfg["positions"].index(p)))
+    return best, means
+
+
+def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict], *, family: bool = True
                 ) -> tuple[list, list, list]:
     """The leaderboard rows (one per pool, budget, selector, loss), the positions chosen on
-    validation and the declared hypotheses, decided."""
+    validation and the declared hypotheses, decided; ``family``: with the exploratory
+    family's corrections (the rounds of a sequential study need only the hypotheses)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    choosing: dict[tuple, list[dict]] = defaultdict(list)
     for c in cells:
-        groups[(c["pool"], c["budget"], c["selector"], c["loss"])].append(c)
+        key = (c["pool"], c["budget"], c["score"] if c.get("choose") else c["selector"],
+               c["loss"])
+        (choosing if c.get("choose") else groups)[key].append(c)
     pools = [p["name"] for p in cfg["pools"]]
+    n_replicates = cfg.get("baselines", 1)
     rows, chosen = [], []
     base = cfg["seed"]
     for pool in pools:
         for loss in cfg["losses"]:
             for budget in cfg["budgets"]:
                 rnd = groups[(pool, budget, "random", loss)]
-                rnd_accs = {c["rep"]: by_run[c["run_id"]]["test_acc"] for c in rnd}
+                rnd_accs = {_key(c): by_run[c["run_id"]]["test_acc"] for c in rnd}
                 rows.append(_row(pool, budget, "random", loss, rnd, by_run, rnd_accs, base))
+                if groups.get((pool, budget, "random-unstratified", loss)):
+                    rows.append(_row(pool, budget, "random-unstratified", loss,
+                                     groups[(pool, budget, "random-unstratified", loss)],
+                                     by_run, rnd_accs, base))
                 for s in cfg["scores"]:
-                    options = {}
                     for p in cfg["positions"]:
                         g = groups[(pool, budget, f"{s}@{p}", loss)]
                         rows.append(_row(pool, budget, f"{s}@{p}", loss, g, by_run, rnd_accs,
                                          base))
-                        options[p] = rows[-1]["val_acc_mean"]
-                    if len(cfg["positions"]) > 1 and all(v is not None
-                                                         for v in options.values()):
-                        best = max(cfg["positions"], key=lambda p: (options[p], -cfg[
-                            "positions"].index(p)))
-                        g = groups[(pool, budget, f"{s}@{best}", loss)]
+                    ch = choosing.get((pool, budget, s, loss))
+                    picks = [_choose(cfg, ch, by_run, b) for b in range(n_replicates)] \
+                        if ch else []
+                    if picks and all(picks):
+                        g = [c for b, (best, _) in enumerate(picks) for c in
+                             groups[(pool, budget, f"{s}@{best}", loss)]
+                             if c.get("replicate", 0) == b]
+                        same = sorted({f"{s}@{best}" for best, _ in picks})
                         rows.append(_row(pool, budget, f"{s}@val", loss, g, by_run, rnd_accs,
                                          base, chosen_on="validation",
-                                         same_runs_as=f"{s}@{best}"))
-                        rows[-1]["kind"] = "window, position chosen on validation"
-                        rows[-1]["role"] = "chosen-on-validation"
-                        chosen.append({"pool": pool, "budget": budget, "loss": loss,
-                                       "score": s, "position": best,
-                                       "val_acc_by_position": options})
+                                         same_runs_as=", ".join(same)))
+                        rows[-1].update(kind="window, position chosen on validation",
+                                        role="chosen-on-validation",
+                                        position=picks[0][0] if len(same) == 1 else None,
+                                        choose_run_ids=[c["run_id"] for c in ch])
+                        chosen += [{"pool": pool, "budget": budget, "loss": loss, "score": s,
+                                    "replicate": b, "position": best,
+                                    "choose_seeds": sorted({base + c["rep"] for c in ch}),
+                                    "val_acc_by_position": means}
+                                   for b, (best, means) in enumerate(picks)]
                 for s in cfg["coverage"]:
                     g = groups[(pool, budget, f"coverage-{s}", loss)]
                     rows.append(_row(pool, budget, f"coverage-{s}", loss, g, by_run, rnd_accs,
@@ -203,7 +256,8 @@ def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict]
                     rows.append(_row(pool, budget, ref, loss, g, by_run, None, base))
                     rows[-1]["role"] = "reference"
     decided = hypotheses(cfg, rows)
-    exploratory(rows, seed=cfg["seed"])
+    if family:
+        exploratory(rows, seed=cfg["seed"])
     return rows, chosen, decided
 
 
@@ -216,11 +270,14 @@ def exploratory(rows: list[dict], *, seed: int = 0) -> None:
               and r["role"] == "exploratory"]
     ps = [rows[i]["p_value"] for i in family]
     randoms = {(r["pool"], r["budget"], r["loss"]): r for r in rows if r["role"] == "random"}
-    diffs = [_diffs(rows[i], randoms[(rows[i]["pool"], rows[i]["budget"], rows[i]["loss"])])
-             for i in family]
-    for i, p, q, t in zip(family, holm(ps), benjamini_hochberg(ps),
-                          max_t(diffs, permutations=MAXT_PERMUTATIONS, seed=seed), strict=True):
-        rows[i].update(p_holm=p, q_bh=q, p_maxt=t, significant=p < ALPHA)
+    diffs = [units(_diffs(rows[i], randoms[(rows[i]["pool"], rows[i]["budget"],
+                                            rows[i]["loss"])])) for i in family]
+    level = 1 - ALPHA / max(len(family), 1)  # Holm's first step: Bonferroni's level
+    for i, p, q, t, d in zip(family, holm(ps), benjamini_hochberg(ps),
+                             max_t(diffs, permutations=MAXT_PERMUTATIONS, seed=seed), diffs,
+                             strict=True):
+        rows[i].update(p_holm=p, q_bh=q, p_maxt=t, significant=p < ALPHA,
+                       detectable=detectable(list(d.values()), level))
 
 
 def study_verdict(rows: list[dict], n_seeds: int, decided: list[dict] | None = None) -> str:
@@ -259,6 +316,12 @@ def study_verdict(rows: list[dict], n_seeds: int, decided: list[dict] | None = N
                      + "; ".join(map(show, losses[:3])) + ".")
     else:
         parts.append("None lost to random either.")
+    sizes = [r["detectable"] for r in tested if r.get("detectable") is not None]
+    if sizes:
+        parts.append(f"At this size a corrected exploratory test detects, with "
+                     f"{100 * POWER:.0f} % power, a true difference of about "
+                     f"{100 * float(np.median(sizes)):.2g} points (median over the rows; "
+                     f"{100 * min(sizes):.2g} to {100 * max(sizes):.2g}), not a smaller one.")
     parts.append("A difference that is not significant is not shown to be absent: only a "
                  "declared hypothesis decided 'equivalent' says that.")
     return " ".join(parts)
@@ -373,23 +436,17 @@ def _kept(lake: Lake, rows: list[dict], class_names: list[str]) -> list[dict]:
 
 def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
            scoring_s: dict[str, float]) -> None:
-    """Each row's cost in seconds: the baseline and the pool's scoring (what a hardness
+    """Each row's cost in seconds: the baselines and the pool's scorings (what a hardness
     selector needs first; random and the references need neither), its selections and its
-    retrainings over its seeds."""
-    by_group: dict[tuple, list[dict]] = defaultdict(list)
-    for c in cells:
-        by_group[(c["pool"], c["budget"], c["selector"], c["loss"])].append(c)
+    retrainings over its seeds (an ``@val`` row: its position's and the choosing ones)."""
+    by_id = {c["run_id"]: c for c in cells}
     for r in rows:
-        if r["chosen_on"]:  # the runs of its fixed position, plus that position's choice
-            group = by_group[(r["pool"], r["budget"], r["same_runs_as"], r["loss"])]
-        else:
-            pool = None if r["selector"] == "none" else r["pool"]
-            group = by_group[(pool, r["budget"], r["selector"], r["loss"])]
+        ids = r["run_ids"] + r.get("choose_run_ids", [])
         hardness = r["kind"] in ("window", "coverage") or r["chosen_on"] is not None
         cost = {"baseline_s": baseline_s if hardness else 0.0,
                 "scoring_s": scoring_s.get(r["pool"], 0.0) if hardness else 0.0,
-                "selection_s": sum(c.get("selection_seconds") or 0.0 for c in group),
-                "retraining_s": sum(by_run[c["run_id"]]["seconds"] or 0.0 for c in group)}
+                "selection_s": sum(by_id[i].get("selection_seconds") or 0.0 for i in ids),
+                "retraining_s": sum(by_run[i]["seconds"] or 0.0 for i in ids)}
         cost["total_s"] = sum(cost.values())
         r["cost"] = cost
 
@@ -419,13 +476,21 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     names = dataset_classes(lake, row["dataset_id"])
     baseline = lake.row("models", row["baseline_model_id"])
     pools = json.loads(row["pools"])
-    scoring = {name: lake.row("scoring_runs", p["scoring_run_id"])["seconds"]
-               for name, p in pools.items()}
-    _costs(rows, cells, by_run, baseline["seconds"], scoring)
+    reps = {name: p.get("replicates") or [{"replicate": 0, "dataset_id": row["dataset_id"],
+                                           "baseline_model_id": row["baseline_model_id"], **p}]
+            for name, p in pools.items()}
+    scoring = {name: sum(lake.row("scoring_runs", x["scoring_run_id"])["seconds"] for x in r)
+               for name, r in reps.items()}
+    models = {x["baseline_model_id"] for r in reps.values() for x in r}
+    baselines = {m: lake.row("models", m) for m in sorted(models)}
+    _costs(rows, cells, by_run, sum(b["seconds"] for b in baselines.values()), scoring)
+    n_reps = cfg.get("baselines", 1)
     return {
         "study_id": sid, "command": command, "git_sha": git_sha(), "config": cfg,
         "dataset_id": row["dataset_id"], "baseline_model_id": row["baseline_model_id"],
         "baseline": {"test_acc": baseline["test_acc"], "val_acc": baseline["val_acc"]},
+        "baselines": [{"model_id": m, "test_acc": b["test_acc"], "val_acc": b["val_acc"]}
+                      for m, b in baselines.items()],
         "pools": pools, "n_cells": len(cells), "device": _device(cfg),
         "n_trainings": len({c["run_id"] for c in cells}),
         "seconds": row["seconds"],
@@ -434,19 +499,36 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
                      f"{cfg['retrain']['optimizer']} lr {cfg['retrain']['lr']:g}) on the "
                      f"train split's originals plus the cell's augmentations, at seeds "
                      f"{cfg['seed']}..{cfg['seed'] + cfg['seeds'] - 1} (model init and batch "
-                     f"order; random and coverage draw afresh per seed); accuracy after the "
-                     f"last epoch"),
-        "how_chosen": ("SCORE@val rows: per pool, budget, loss and score, the window position "
-                       "with the highest mean validation accuracy over the seeds (the "
-                       "validation split is held out of the train split; test accuracy is "
-                       "never used to choose). Fixed positions are shown for reference; Holm's "
-                       "correction counts every comparison, chosen or not."),
+                     f"order; random and coverage draw afresh per seed; more for the declared "
+                     f"hypotheses up to max_seeds); accuracy after the last epoch. Windows "
+                     f"and coverage are "
+                     + ("drawn within each class to the pool's class mix, like random"
+                        if cfg.get("per_class", False) else
+                        "drawn over the whole pool (unstratified; random-unstratified beside "
+                        "them)")
+                     + (f". {n_reps} replicates: each its own validation split, baseline "
+                        f"(seed {cfg['seed']}..{cfg['seed'] + n_reps - 1}), pools (their seed "
+                        f"+ replicate) and selections, every cell trained in each"
+                        if n_reps > 1 else ". One replicate: one baseline, pool and "
+                        "validation split (the seeds measure retraining noise only)")),
+        "how_chosen": (f"SCORE@val rows: per pool, budget, loss, score and replicate, the "
+                       f"window position with the highest mean validation accuracy over "
+                       f"{cfg.get('choose_seeds', 0)} choosing trainings per position at seeds "
+                       f"from {cfg['seed'] + CHOOSE_SEED_OFFSET}, never reported on test (the "
+                       f"validation split is held out of the train split; test accuracy is "
+                       f"never used to choose); the row reports that position's runs at the "
+                       f"study's seeds, so it is left out of the exploratory family (its "
+                       f"fixed-position row is in it)."),
         "hypotheses": decided, "leaderboard": rows, "chosen_positions": chosen,
         "kept": _kept(lake, rows, names), "classes": names,
         "verdict": study_verdict(rows, cfg["seeds"], decided),
         "statistics": (
             "Hypotheses (declared in the study file before any run): the paired difference to "
-            "random over the seeds, its t interval and two one-sided t-tests at +-margin "
+            "random over the seeds (with several replicates, a two-level analysis: each "
+            "replicate's mean difference over its seeds is a unit and the t interval is over "
+            "the replicates, replicates - 1 degrees of freedom, the balanced random-effects "
+            "model's exact interval; sd_within and sd_between give the two variances), its t "
+            "interval and two one-sided t-tests at +-margin "
             "(p_equivalence); the decision follows from the interval and the margin. Alpha is "
             "0.05 for the primary and 0.05/k for each of the k secondaries (Bonferroni among "
             "themselves); with max_seeds the study adds seeds in rounds to the cells the "
@@ -458,7 +540,9 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
             "Westfall-Young max-T over sign-flipped seeds (every flip when 2^seeds <= "
             f"{MAXT_PERMUTATIONS}, else {MAXT_PERMUTATIONS} seeded ones). Equal differences on "
             "every seed (zero_variance): the interval is a point and p is 0 for a non-zero "
-            "shift."),
+            "shift. Detectable: the smallest true difference each hypothesis' design finds "
+            f"with {100 * POWER:.0f} % power at its level, (t_(1+level)/2 + t_power) * sd / "
+            "sqrt(units), from the observed spread."),
     }
 
 
@@ -502,7 +586,7 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
     score) are left to the full tables."""
     cfg = r["config"]
     out: dict[str, list[list[str]]] = {}
-    shown = ["random", *(f"{s}@val" for s in cfg["scores"]),
+    shown = ["random", "random-unstratified", *(f"{s}@val" for s in cfg["scores"]),
              *(f"{s}@offset" for s in cfg["scores"][:1]),
              *(f"coverage-{s}" for s in cfg["coverage"])]
     for pool in [p["name"] for p in cfg["pools"]]:
@@ -586,8 +670,10 @@ def _chosen_table(r: dict) -> list[list[str]]:
     """The positions chosen on validation (no rows: a single position, nothing chosen)."""
     if not r["chosen_positions"]:
         return []
-    return [["pool", "budget", "loss", "score", "chosen", "val acc % by position"],
-            *([c["pool"], f"{c['budget']:g}", c["loss"], c["score"], c["position"],
+    return [["pool", "budget", "loss", "score", "replicate", "chosen", "choosing seeds",
+             "val acc % by position"],
+            *([c["pool"], f"{c['budget']:g}", c["loss"], c["score"], str(c["replicate"]),
+               c["position"], f"{c['choose_seeds'][0]}..{c['choose_seeds'][-1]}",
                ", ".join(f"{p} {_pct(v)}" for p, v in c["val_acc_by_position"].items())]
               for c in r["chosen_positions"])]
 
