@@ -71,3 +71,18 @@ def test_the_names_the_config_accepts_are_the_ones_the_core_implements():
             text = sql_text(f.name)
             listed = [c for c in SCORE_COLUMNS if f"'{c}'" in text and c != "avh"]
             assert not listed, (f.name, listed)
+
+
+def test_fields_added_later_keep_every_id_made_before_them():
+    from pipeline.config import DataConfig, StudyConfig, study_from_dict
+
+    cfg = preset("quick")
+    assert "val_split" not in cfg.to_dict()["data"]  # the experiment's id is as it was
+    assert DataConfig(val_split=2).to_dict()["val_split"] == 2
+    one = replace(StudyConfig(), positions=("offset",))
+    assert "baselines" not in one.to_dict() and "choose_seeds" not in one.to_dict()
+    many = replace(StudyConfig(), baselines=3, choose_seeds=2)
+    assert many.to_dict()["baselines"] == 3 and many.to_dict()["choose_seeds"] == 2
+    for c in (one, many):
+        assert study_from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert StudyConfig().per_class  # windows and coverage stratified like random, by default
