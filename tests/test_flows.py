@@ -309,7 +309,7 @@ def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_pa
                                                                            device="cpu"),
         pools=(PoolSpec("seed"),), budgets=(0.25, 0.5), scores=("avh",),
         positions=("easiest", "hardest"), coverage=("margin",), references=("none",),
-        seeds=2)
+        seeds=2, choose_seeds=1)
     (tmp_path / "study.json").write_text(json.dumps(cfg.to_dict()))
     storage = tmp_path / "flow"
     code = ("import json\nfrom flows.study import study, Overrides\n"
@@ -323,7 +323,9 @@ def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_pa
                          env=prefect_env, capture_output=True, text=True, timeout=900)
     assert cli.returncode == 0, cli.stderr[-3000:]
     local = json.loads((Path(cli.stdout.strip().splitlines()[-1]) / "study.json").read_text())
-    assert flow["study_id"] == local["study_id"] and flow["n_cells"] == local["n_cells"] == 18
+    # 2 budgets x (random + 2 windows + coverage) x 2 seeds + none x 2 seeds, and the 2
+    # budgets x 2 positions trainings (one seed) that choose avh@val
+    assert flow["study_id"] == local["study_id"] and flow["n_cells"] == local["n_cells"] == 22
     keys = ("pool", "budget", "selector", "loss", "n_items", "selection_ids", "run_ids",
             "test_acc_mean", "test_acc_std", "diff_vs_random", "p_holm")
     assert [[r[k] for k in keys] for r in flow["leaderboard"]] == \
