@@ -314,6 +314,10 @@ def augment(
     sigma: Annotated[float, typer.Option(help="Noise std, units of a [0, 1] image.")] = 0.1,
     seed: SeedOpt = 0,
     materialize: Annotated[str, typer.Option("--materialize", help=MATERIALIZE_HELP)] = "auto",
+    magnitude_bins: Annotated[int, typer.Option(
+        "--magnitude-bins", help="A magnitude grid: each kind's range cut into N equal bins, "
+        "every augmentation drawn at a magnitude inside one (0: each kind's own sampling).")
+    ] = 0,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Processes (default: all cores).")] = None,
     storage: StorageOpt = None,
@@ -329,7 +333,7 @@ def augment(
         names = tuple(k.strip() for k in kinds.split(",") if k.strip())
     cfg = _steps(AugmentConfig, policy=policy, kinds=names, max_angle=max_angle, sigma=sigma,
                  seed=seed, space=tuple(d for d in defined if d[0] in names),
-                 materialize=materialize)
+                 materialize=materialize, magnitude_bins=magnitude_bins)
     meta = _steps(lake.row, "datasets", dataset_id)
     with _Bar("augment", meta["n_train"] * parse_policy(policy, len(cfg.kinds))) as bar:
         pool_id = _steps(build_pool, lake, dataset_id, cfg, workers=workers, progress=bar)
@@ -369,6 +373,58 @@ def score(
                                     batch_size=batch_size, device=device, progress=bar,
                                     trust=tuple(trust_model or ()))
     print(scoring_run_id)
+
+
+@app.command()
+def atlas(
+    scoring_run_id: Annotated[str, typer.Option(
+        "--scoring-run-id", help="A pool's scoring run (from `smartaug score --pool-id`).")],
+    bins: Annotated[int, typer.Option(
+        help="Magnitude bins per kind (a grid pool's own bins win).")] = 5,
+    min_items: Annotated[int, typer.Option(
+        "--min-items", min=1, help="Refuse a kind x magnitude cell with fewer items.")] = 5,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (scoring the originals)")
+                      ] = "auto",
+    trust_model: TrustOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """What the baseline makes of each kind of augmentation at each magnitude, per class:
+    the atlas table (flip rate, AVH, loss, margin, confidence drop) and a report (heatmap,
+    the classes a kind treats differently, each cell's extremes). Prints the atlas_id last."""
+    from pipeline.steps.atlas import build_atlas, write_atlas_report
+
+    lake = _lake(storage)
+    atlas_id = _steps(build_atlas, lake, scoring_run_id, bins=bins, min_items=min_items,
+                      device=device, trust=tuple(trust_model or ()), log=err.print)
+    where = _steps(write_atlas_report, lake, atlas_id)
+    err.print(f"report: {where}")
+    print(atlas_id)
+
+
+@app.command()
+def policy(
+    atlas_id: Annotated[str, typer.Option("--atlas", help="From `smartaug atlas`.")],
+    out: Annotated[str, typer.Option("--out", help="The policy file to write (JSON).")],
+    max_flip: Annotated[float, typer.Option(
+        "--max-flip", help="Cut each kind's magnitudes where its flip rate passes this.")
+    ] = 0.2,
+    storage: StorageOpt = None,
+) -> None:
+    """A recommended policy for on-the-fly training from an atlas: per kind a magnitude
+    range and a weight, in albumentations' own serialisation (A.from_dict loads it; per-class
+    policies beside it where classes differ). Prints the file's path last."""
+    from pipeline.steps.policy import per_class_path, write_policy
+
+    lake = _lake(storage)
+    rec = _steps(write_policy, lake, atlas_id, out, max_flip)
+    for kind, k in rec["kinds"].items():
+        limit = "" if k["limit"] is None else f", magnitude up to {k['limit']:.3g}"
+        err.print(f"{kind}: weight {k['weight']:.3f}{limit} (flip rate {k['flip_rate']:.3f})")
+    for kind, why in rec["left_out"].items():
+        err.print(f"{kind}: left out ({why})")
+    if rec["per_class"]:
+        err.print(f"per-class policies: {per_class_path(rec['path'])}")
+    print(rec["path"])
 
 
 @app.command("select")

@@ -136,9 +136,16 @@ class AugmentConfig:
     # original when read), ``auto`` = pixels while they take at most
     # ``AUTO_MATERIALIZE_BYTES`` (pipeline.steps.pool), recipes beyond
     materialize: str = "auto"
+    # a magnitude grid (``pipeline.core.magnitude``): each kind's range cut into this many
+    # equal bins, every item drawn at a magnitude inside one (0: each kind's own sampling)
+    magnitude_bins: int = 0
 
     def __post_init__(self) -> None:
         parse_policy(self.policy, len(self.kinds))
+        if isinstance(self.magnitude_bins, bool) or not isinstance(self.magnitude_bins, int) \
+                or not 0 <= self.magnitude_bins <= 100:
+            raise ConfigError(f"magnitude_bins must be an integer in [0, 100] (0: no grid), got "
+                              f"{self.magnitude_bins!r}")
         _choose(self.materialize, MATERIALIZE, "materialize mode")
         object.__setattr__(self, "kinds", tuple(self.kinds))
         object.__setattr__(self, "space", tuple((str(n), str(t)) for n, t in self.space))
@@ -174,6 +181,8 @@ class AugmentConfig:
             del d["space"]
         if self.materialize == "auto":
             del d["materialize"]
+        if not self.magnitude_bins:
+            del d["magnitude_bins"]
         return d
 
 

@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import AugmentConfig, parse_policy
+from pipeline.core.magnitude import declared_scale, grid_draw, scale_of
 from pipeline.errors import ConfigError, UserError
 from pipeline.orphans import watch_parent
 from pipeline.textfile import parse
@@ -121,6 +122,12 @@ def kind_specs(cfg: AugmentConfig, height: int, width: int) -> dict[str, dict]:
                                                else {})}
         else:
             specs[kind] = json.loads(_canonical(A.to_dict(BUILTIN[kind][1](height, width))))
+        scale = None if kind in custom else scale_of(kind, cfg.max_angle)
+        if cfg.magnitude_bins and scale is not None:  # applied as the grid's transform
+            specs[kind] = {"magnitude_grid": {
+                "bins": cfg.magnitude_bins, "lo": scale.lo, "hi": scale.hi,
+                "at_hi": json.loads(_canonical(A.to_dict(scale.at(scale.hi, 1, height,
+                                                                  width))))}}
     return specs
 
 
@@ -166,6 +173,13 @@ def load_space(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[tuple[st
 
 
 def _checked_transform(path, name: str, value: dict) -> str:
+    value = dict(value)
+    magnitude = value.pop("magnitude", None)
+    if magnitude is not None:
+        try:
+            declared_scale(name, magnitude)
+        except ValueError as e:
+            raise SpaceError(f"{path}: {e}") from None
     t = value.get("transform")
     if not isinstance(t, dict) or "__class_fullname__" not in t:
         raise SpaceError(f"{path}: kind {name!r} is not albumentations' format: expected "
@@ -179,7 +193,10 @@ def _checked_transform(path, name: str, value: dict) -> str:
     if not isinstance(transform, A.BasicTransform) or isinstance(transform, A.BaseCompose):
         raise SpaceError(f"{path}: kind {name!r} must be one transform, not "
                          f"{type(transform).__name__}")
-    return _canonical(A.to_dict(transform))
+    out = A.to_dict(transform)
+    if magnitude is not None:  # what the atlas bins this kind by
+        out["magnitude"] = magnitude
+    return _canonical(out)
 
 
 def _scalars(applied) -> dict:
@@ -349,7 +366,21 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig, *, record: bool = True
         rows = [items[i][0] for i in idx]
         seeds = [items[i][2] for i in idx]
         fast = None if kind in custom else kind  # a space file may redefine a seed kind
-        if fast == "rotate":
+        scale = None if kind in custom else scale_of(kind, cfg.max_angle)
+        if cfg.magnitude_bins and scale is not None:  # on the grid: at exactly its magnitude
+            for i, row, s in zip(idx, rows, seeds, strict=True):
+                m, b, sign = grid_draw(s, cfg.magnitude_bins, scale)
+                t = scale.at(m, sign, h, w)
+                t.set_random_state(*_generators(s))
+                out[i] = _fit(t(image=images[row])["image"], shape, kind)
+                if kind == "rotate":
+                    angle[i] = sign * m
+                elif kind == "noise":
+                    sigma[i] = m
+                if record:
+                    applied[i] = json.dumps({"magnitude": m, "magnitude_bin": b,
+                                             **_scalars([(type(t).__name__, t.params)])})
+        elif fast == "rotate":
             center = (w / 2 - 0.5, h / 2 - 0.5)  # (x, y): albumentations' centre
             angles = rotation_angle(seeds, cfg.max_angle)
             angle[idx] = angles
@@ -442,7 +473,21 @@ def check_kinds(image: np.ndarray, cfg: AugmentConfig) -> None:
     """Apply every kind once to ``image`` (one of the pool's), so that a transform that cannot
     work on these images (a crop larger than they are) fails before any work, by name."""
     items = [(0, k, 0, kind) for k, kind in enumerate(cfg.kinds)]
-    _apply(image[None], items, cfg, record=False)
+    declared = {n: json.loads(s).get("magnitude") for n, s in cfg.space}
+    if not any(declared.values()):
+        _apply(image[None], items, cfg, record=False)
+        return
+    _, _, _, _, applied = _apply(image[None], items, cfg)
+    for (_, _, _, kind), params in zip(items, applied, strict=True):
+        if declared.get(kind):  # a declared magnitude must read a number
+            try:
+                m = declared_scale(kind, declared[kind]).read(json.loads(params), *image.shape[:2])
+            except ValueError as e:
+                raise SpaceError(str(e)) from None
+            if m is None:
+                raise SpaceError(f"kind {kind!r}: its declared magnitude "
+                                 f"{declared[kind]['param']!r} is not among the parameters it "
+                                 f"applies ({', '.join(json.loads(params)) or 'none'})")
 
 
 def _fit(res: np.ndarray, shape, kind: str) -> np.ndarray:

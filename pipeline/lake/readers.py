@@ -34,7 +34,7 @@ from pipeline.lake.codec import decode_images
 from pipeline.lake.store import Lake, LakeError
 
 __all__ = ["PIXEL_COLUMNS", "RECIPE_COLUMNS", "PoolPixels", "checkpoint_path", "classes",
-           "read_split"]
+           "pool_config", "read_split"]
 
 # what a reader needs to regenerate an augmentation's pixels
 RECIPE_COLUMNS = ["aug_id", "sample_id", "k", "kind", "seed", "spec_hash"]
@@ -71,6 +71,13 @@ def checkpoint_path(lake: Lake, model_id: str) -> Path:
     return lake.fetch(f"checkpoints/{recorded.rsplit('/', 1)[-1]}")
 
 
+def pool_config(pool: dict) -> AugmentConfig:
+    """The augment config a ``pools`` row records."""
+    d = json.loads(pool["config"])
+    return AugmentConfig(**{k: (tuple(tuple(x) for x in v) if k == "space" else
+                                tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
 class PoolPixels:
     """The pixels of a pool's augmentations, from rows of its augmentations table (with
     ``PIXEL_COLUMNS``): decoded where the pool stores them, else regenerated from the
@@ -102,10 +109,7 @@ class PoolPixels:
     def _load(self) -> None:
         if self._originals is not None:
             return
-        d = json.loads(self.pool["config"])
-        self._cfg = AugmentConfig(**{k: (tuple(tuple(x) for x in v) if k == "space" else
-                                         tuple(v) if isinstance(v, list) else v)
-                                     for k, v in d.items()})
+        self._cfg = pool_config(self.pool)
         split = read_split(self.lake, self.pool["dataset_id"], "train")
         self._originals = split.images
         self._rows = {s: i for i, s in enumerate(split.sample_ids)}

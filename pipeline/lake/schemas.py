@@ -83,6 +83,14 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
         ("model_id", pa.string()), ("scoring_run_id", pa.string()), ("round", pa.int64()),
         ("jaccard", _F), ("moved_in", pa.int64()), ("moved_out", pa.int64()),
         ("ks_avh", _F), ("ks_pvalue", _F), *PROVENANCE),
+    "atlas": _table(
+        "atlas_id", ("scoring_run_id", pa.string()), ("originals_run_id", pa.string()),
+        ("bins", pa.int64()), ("kind", pa.string()), ("magnitude_bin", pa.int32()),
+        ("magnitude_min", _F), ("magnitude_max", _F), ("label", pa.int64()),
+        ("n", pa.int64()), *[(f"{s}_{q}", _F) for s in ("avh", "loss", "margin")
+                             for q in ("mean", "q1", "median", "q3")],
+        ("n_orig_correct", pa.int64()), ("n_flipped", pa.int64()), ("flip_rate", _F),
+        ("confidence_drop_mean", _F), ("class_name", pa.string()), *PROVENANCE),
 }
 TABLES: tuple[str, ...] = tuple(_TABLES)
 SCHEMAS: dict[str, pa.Schema] = {t: s for t, (_, s) in _TABLES.items()}

@@ -1,0 +1,101 @@
+"""A recommended policy in your own training loop (``smartaug policy`` writes it):
+
+    from pipeline.policy import load
+    policy = load("policy.json")          # a callable: uint8 HWC image (, label) -> image
+    augmented = policy(image)             # numpy uint8 [H, W, C] or [H, W], or a PIL image
+    augmented = policy(image, label)      # the class's own policy, where classes differ
+
+The file is albumentations' own serialisation (``A.from_dict`` loads it as is); per-class
+policies, where the atlas found classes that differ, are in ``<name>.per_class.json`` beside
+it. Works as a torchvision transform (``transforms.Compose([load(path), ToTensor()])``) on
+numpy or PIL images. ``seed`` makes the draws reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import InputError
+
+__all__ = ["Policy", "PolicyFileError", "load"]
+
+
+class PolicyFileError(InputError):
+    """A policy file cannot be loaded; the message says why."""
+
+
+def _compose(data, path: Path, what: str) -> A.BaseCompose:
+    if not isinstance(data, dict) or "transform" not in data:
+        raise PolicyFileError(f"{path}: {what} is not albumentations' serialisation "
+                              f"(A.to_dict(transform): a mapping with a 'transform' key)")
+    try:
+        t = A.from_dict(data)
+    except Exception as e:  # noqa: BLE001 - albumentations' own message says what is wrong
+        raise PolicyFileError(f"{path}: albumentations cannot load {what}: "
+                              f"{type(e).__name__}: {e}") from None
+    return t if isinstance(t, A.BaseCompose) else A.Compose([t])
+
+
+class Policy:
+    """A loaded policy: ``policy(image)`` or ``policy(image, label)`` -> the augmented image,
+    the same shape and dtype (uint8); PIL in, PIL out."""
+
+    def __init__(self, pooled: A.BaseCompose, per_class: dict[int, A.BaseCompose] | None,
+                 path: Path, seed: int | None = None):
+        self.pooled, self.per_class, self.path = pooled, per_class, path
+        if seed is not None:
+            rng = np.random.default_rng(seed)
+            for t in [pooled, *(per_class or {}).values()]:
+                t.set_random_seed(int(rng.integers(2**31)))
+
+    def __call__(self, image, label: int | None = None):
+        pil = not isinstance(image, np.ndarray)
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+            raise PolicyFileError(f"a policy takes uint8 images [H, W] or [H, W, C], got "
+                                  f"{arr.dtype} {list(arr.shape)}")
+        t = self.pooled
+        if label is not None and self.per_class is not None:
+            t = self.per_class.get(int(label), self.pooled)
+        out = t(image=np.ascontiguousarray(arr))["image"]
+        if out.ndim == 2 and arr.ndim == 3:
+            out = out[..., None]
+        if out.shape != arr.shape:
+            out = cv2.resize(out, (arr.shape[1], arr.shape[0]), interpolation=cv2.INTER_LINEAR
+                             ).reshape(arr.shape)
+        if pil:
+            return Image.fromarray(out)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Policy({self.path}, {'per-class' if self.per_class else 'pooled'}: "
+                f"{self.pooled})")
+
+
+def load(path: str | Path, *, seed: int | None = None) -> Policy:
+    """The policy in ``path`` (and its per-class policies beside it, when there are)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise PolicyFileError(f"cannot read the policy file {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise PolicyFileError(f"{path} is not JSON: {e}") from None
+    pooled = _compose(data, path, "the policy")
+    per_class = None
+    side_name = (data.get("smartaug") or {}).get("per_class")
+    if side_name:
+        side = path.with_name(side_name)
+        try:
+            table = json.loads(side.read_text())["per_class"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise PolicyFileError(f"{path} names its per-class policies {side}, which cannot "
+                                  f"be read: {e}") from None
+        per_class = {int(k): _compose(v, side, f"class {k}'s policy") for k, v in table.items()}
+    return Policy(pooled, per_class, path, seed)
