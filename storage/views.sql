@@ -16,3 +16,4 @@ CREATE OR REPLACE VIEW studies AS SELECT * FROM read_parquet('storage/studies/*/
 CREATE OR REPLACE VIEW runs AS SELECT * FROM read_parquet('storage/runs/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW history AS SELECT * FROM read_parquet('storage/history/*/*.parquet', union_by_name = true, hive_partitioning = false);
 CREATE OR REPLACE VIEW drift AS SELECT * FROM read_parquet('storage/drift/*/*.parquet', union_by_name = true, hive_partitioning = false);
+CREATE OR REPLACE VIEW atlas AS SELECT * FROM read_parquet('storage/atlas/*/*.parquet', union_by_name = true, hive_partitioning = false);

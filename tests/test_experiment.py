@@ -279,8 +279,10 @@ CONTRACTS = {
     "drift": (["selection_id"], ["previous_selection_id", "jaccard", "round"], {}),
     "studies": (["study_id"], ["config", "dataset_id", "baseline_model_id", "pools", "cells",
                                "git_sha"], {}),
+    "atlas": (["atlas_id", "kind", "magnitude_bin", "label"],
+              ["scoring_run_id", "originals_run_id", "n", "n_orig_correct", "n_flipped"], {}),
 }
-ON_EXPERIMENTS = set(CONTRACTS) - {"studies"}  # what an experiment's lake holds
+ON_EXPERIMENTS = set(CONTRACTS) - {"studies", "atlas"}  # what an experiment's lake holds
 
 
 def check_contracts(lake: Lake) -> dict[str, int]:

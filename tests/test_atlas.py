@@ -1,0 +1,276 @@
+"""Which augmentations help: magnitudes as data, the atlas of one scoring run, the recommended
+policy and ``pipeline.policy.load`` in a training loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from pipeline.config import AugmentConfig
+from pipeline.core import augment as aug
+from pipeline.core.magnitude import SCALES, bin_of, grid_draw, magnitude_of, scale_of
+from tests.conftest import smartaug, write_image_folder
+
+KINDS = ("rotate", "noise", "hflip", "vflip", "rotate180", "crop", "cutout", "jpeg")
+
+
+def test_grid_items_sit_inside_their_bins_and_regenerate_bit_for_bit():
+    images = np.random.default_rng(0).integers(0, 256, (12, 28, 28, 1), dtype=np.uint8)
+    cfg = AugmentConfig(policy="all", kinds=tuple(SCALES)[:6] + ("hflip",), magnitude_bins=4)
+    items = aug.plan([f"train/{i}" for i in range(12)], cfg)
+    out, angle, sigma, _, applied = aug._apply(images, items, cfg)
+    for (row, k, seed, kind), params, a, s in zip(items, applied, angle, sigma, strict=True):
+        p = json.loads(params)
+        scale = scale_of(kind, cfg.max_angle)
+        if scale is None:  # a flip: no magnitude
+            assert "magnitude" not in p
+            continue
+        m, b, sign = grid_draw(seed, 4, scale)
+        assert p["magnitude"] == m and p["magnitude_bin"] == b == bin_of(m, 4, scale)
+        assert scale.lo + (scale.hi - scale.lo) * b / 4 <= m <= scale.lo + (
+            scale.hi - scale.lo) * (b + 1) / 4
+        if kind == "rotate":  # the applied angle is the magnitude, with its sign
+            assert a == sign * m and abs(p["angle"]) == pytest.approx(m, abs=1e-6)
+        if kind == "noise":
+            assert s == m
+        if kind == "crop":  # the kept share of the area, read back from what it applied
+            assert magnitude_of(kind, {k: v for k, v in p.items() if k != "magnitude"},
+                                28, 28, scale) == pytest.approx(m, abs=0.08)
+    assert np.array_equal(aug.regenerate(images, items, cfg), out)  # a recipe pool's pixels
+    bins = {}
+    for (_, _, seed, kind) in items:
+        s = scale_of(kind, cfg.max_angle)
+        if s is not None:
+            bins.setdefault(kind, []).append(grid_draw(seed, 4, s)[1])
+    counts = np.bincount(np.concatenate(list(bins.values())), minlength=4)
+    assert counts.min() >= 8 and counts.sum() == 72  # 72 items over 4 bins: every bin used
+    assert AugmentConfig().to_dict() == {k: v for k, v in AugmentConfig(
+        magnitude_bins=0).to_dict().items()}  # no grid: every pool id as before
+    assert "magnitude_bins" not in AugmentConfig().to_dict()
+
+
+def test_magnitudes_read_from_what_a_kind_applied():
+    assert magnitude_of("rotate", {"angle": -12.5}, 28, 28, scale_of("rotate")) == 12.5
+    assert magnitude_of("noise", {"sigma": 0.1}, 28, 28, scale_of("noise")) == 0.1
+    # a crop of 14 x 14 pixels of a 28 x 28 image keeps a quarter of its area
+    assert magnitude_of("crop", {"crop_coords": [0, 0, 14, 14]}, 28, 28,
+                        scale_of("crop")) == 0.25
+    assert magnitude_of("hflip", {"flipped": True}, 28, 28, scale_of("hflip")) is None
+    assert scale_of("rotate", 45).hi == 45 and not SCALES["jpeg"].higher
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A small image folder's lake: a 2-epoch baseline, a magnitude-grid pool of 8 kinds
+    (6 augmentations an image, 3 bins) and its scoring run."""
+    tmp = tmp_path_factory.mktemp("atlas")
+    root = write_image_folder(tmp / "images", per_class=(40, 10), size=(28, 28))
+    lake = tmp / "lake"
+    ids = {}
+    for name, args in (
+            ("dataset", ["ingest", "--dataset", f"imagefolder:{root}", "--grayscale"]),
+            ("model", ["baseline", "--dataset-id", "{dataset}", "--epochs", "2"]),
+            ("pool", ["augment", "--dataset-id", "{dataset}", "--policy", "k:6", "--kinds",
+                      ",".join(KINDS), "--magnitude-bins", "3"]),
+            ("run", ["score", "--model-id", "{model}", "--pool-id", "{pool}"])):
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "pipeline.cli", *(a.format(**ids) for a in args),
+               "--storage", str(lake)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        ids[name] = out.stdout.split()[-1]
+    return lake, ids
+
+
+def test_atlas_counts_flips_and_rates_agree_with_the_baselines_predictions(scored, capsys):
+    lake, ids = scored
+    code, out, err = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
+                              "--storage", str(lake))
+    assert code == 0, err
+    atlas_id = out.split()[-1]
+    code, out, err = smartaug(
+        capsys, "sql", f"select kind, magnitude_bin, label, n, n_orig_correct, n_flipped, "
+        f"flip_rate from atlas where atlas_id = '{atlas_id}'", "--csv", "--limit", "100000",
+        "--storage", str(lake))
+    assert code == 0, err
+    import csv
+    import io
+
+    rows = [{k: (None if v == "" else float(v) if k == "flip_rate" else
+                 v if k == "kind" else int(v)) for k, v in r.items()}
+            for r in csv.DictReader(io.StringIO(out))]
+    assert rows
+    from pipeline.lake import Lake
+
+    lk = Lake(lake)
+    kinds = lk.sql(f"select kind, count(*) n from augmentations where pool_id = "
+                   f"'{ids['pool']}' group by kind").to_pylist()
+    per_kind = {}
+    for r in rows:
+        per_kind[r["kind"]] = per_kind.get(r["kind"], 0) + r["n"]
+        assert r["n_flipped"] <= r["n_orig_correct"] <= r["n"]
+        assert r["flip_rate"] is None or 0 <= r["flip_rate"] <= 1
+        if r["n_orig_correct"]:
+            assert r["flip_rate"] == pytest.approx(r["n_flipped"] / r["n_orig_correct"])
+    assert per_kind == {k["kind"]: k["n"] for k in kinds}  # every augmentation, once
+    # the flips, recomputed from the baseline's own predictions on originals and augmentations
+    originals = lk.read("atlas", atlas_id).to_pylist()[0]["originals_run_id"]
+    again = lk.sql(f"""
+        select a.kind, s.label, count(*) filter (where o.correct) n_right,
+               count(*) filter (where o.correct and not s.correct) n_flipped
+        from scores s join augmentations a on a.aug_id = s.item_id
+        join scores o on o.item_id = a.sample_id and o.scoring_run_id = '{originals}'
+        where s.scoring_run_id = '{ids['run']}' group by all""").to_pylist()
+    mine = {}
+    for r in rows:
+        c = mine.setdefault((r["kind"], r["label"]), [0, 0])
+        c[0] += r["n_orig_correct"]
+        c[1] += r["n_flipped"]
+    assert {(r["kind"], r["label"]): [r["n_right"], r["n_flipped"]] for r in again} == mine
+    # the grid's bins: every kind with a magnitude has all 3
+    assert {(r["kind"], r["magnitude_bin"]) for r in rows} >= {
+        (k, b) for k in KINDS if k in SCALES for b in range(3)}
+    report = lake / "reports" / atlas_id
+    assert (report / "plots" / "flip_rate.png").stat().st_size > 1000
+    assert (report / "plots" / "gallery.png").stat().st_size > 1000
+    data = json.loads((report / "atlas.json").read_text())
+    assert data["classes"] and {"kind", "lowest", "highest", "spread"} <= set(data["classes"][0])
+    assert "flip_rate" in (report / "atlas.md").read_text()
+    # the same run again: found, nothing written
+    code, out2, _ = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
+                             "--storage", str(lake))
+    assert code == 0 and out2.split()[-1] == atlas_id
+
+    # the recommended policy: albumentations' own file, loaded as a callable
+    path = lake.parent / "policy.json"
+    code, out, err = smartaug(capsys, "policy", "--atlas", atlas_id, "--out", str(path),
+                              "--max-flip", "0.3", "--storage", str(lake))
+    assert code == 0, err
+    assert out.split()[-1] == str(path)
+    compose = A.from_dict(json.loads(path.read_text()))
+    assert isinstance(compose, A.Compose)
+    meta = json.loads(path.read_text())["smartaug"]
+    assert meta["atlas_id"] == atlas_id and abs(sum(
+        k["weight"] for k in meta["kinds"].values()) - 1) < 1e-9
+    for kind, k in meta["kinds"].items():  # every kept kind's kept bins flip at most 0.3
+        cells = {}
+        for r in rows:
+            if r["kind"] == kind and r["magnitude_bin"] in k["bins"]:
+                c = cells.setdefault(r["magnitude_bin"], [0, 0])
+                c[0] += r["n_flipped"]
+                c[1] += r["n_orig_correct"]
+        assert all(f <= 0.3 * n for f, n in cells.values())
+    from pipeline.policy import load
+
+    policy = load(path, seed=0)
+    image = np.random.default_rng(1).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    for label in (None, 0, 2):
+        got = policy(image) if label is None else policy(image, label)
+        assert got.shape == image.shape and got.dtype == np.uint8
+    assert load(path, seed=3)(image).tobytes() == load(path, seed=3)(image).tobytes()
+
+
+def test_policy_in_a_ten_line_training_loop(scored, capsys, tmp_path):
+    """The README's loop: a torchvision dataset-style transform from the policy file."""
+    lake, ids = scored
+    code, out, err = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
+                              "--storage", str(lake))
+    assert code == 0, err
+    path = tmp_path / "policy.json"
+    assert smartaug(capsys, "policy", "--atlas", out.split()[-1], "--out", str(path),
+                    "--storage", str(lake))[0] == 0
+    import torch
+
+    from pipeline.policy import load
+
+    policy = load(path, seed=0)
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(64) % 3
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # every epoch draws fresh augmentations
+        for i in range(0, 64, 16):
+            x = torch.stack([torch.from_numpy(policy(im, int(y))).permute(2, 0, 1).float() / 255
+                             for im, y in zip(images[i:i + 16], labels[i:i + 16], strict=True)])
+            loss = torch.nn.functional.cross_entropy(model(x), torch.from_numpy(labels[i:i + 16]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--max-flip", "1.5"], "--max-flip must be in [0, 1]"),
+    (["--max-flip", "-0.1"], "--max-flip must be in [0, 1]"),
+])
+def test_a_policy_with_a_bad_cut_is_refused(scored, capsys, tmp_path, args, words):
+    lake, ids = scored
+    code, out, _ = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
+                            "--storage", str(lake))
+    path = tmp_path / "p.json"
+    code, _, err = smartaug(capsys, "policy", "--atlas", out.split()[-1], "--out", str(path),
+                            *args, "--storage", str(lake))
+    assert code == 2 and words in err and "Traceback" not in err and not path.exists()
+
+
+def test_an_atlas_of_too_few_items_names_the_cells(scored, capsys):
+    lake, ids = scored
+    code, _, err = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "40",
+                            "--min-items", "50", "--storage", str(lake))
+    text = " ".join(err.split())
+    assert code == 2 and "hold fewer than 50 augmentations" in text and "rotate bin 0:" in text
+    assert "Traceback" not in err
+
+
+def test_a_policy_file_albumentations_cannot_load_is_refused(tmp_path):
+    from pipeline.policy import PolicyFileError, load
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"transform": {"__class_fullname__": "NoSuchThing"}}))
+    with pytest.raises(PolicyFileError, match="albumentations cannot load"):
+        load(bad)
+    bad.write_text("{not json")
+    with pytest.raises(PolicyFileError, match="is not JSON"):
+        load(bad)
+    with pytest.raises(PolicyFileError, match="cannot read"):
+        load(tmp_path / "missing.json")
+
+
+def test_a_declared_magnitude_must_name_a_number(tmp_path):
+    space = tmp_path / "space.yaml"
+    t = A.to_dict(A.ImageCompression(compression_type="jpeg", quality_range=(20, 60), p=1.0))
+    space.write_text(json.dumps({"kinds": {"squash": {**t, "magnitude": {
+        "param": "image_type", "lo": 0, "hi": 1}}}}))
+    kinds, defined = aug.load_space(space)
+    cfg = AugmentConfig(kinds=kinds, space=defined)
+    with pytest.raises(aug.SpaceError, match="not a number"):
+        aug.check_kinds(np.zeros((28, 28, 1), np.uint8), cfg)
+    space.write_text(json.dumps({"kinds": {"squash": {**t, "magnitude": {
+        "param": "quality", "lo": 60, "hi": 10}}}}))
+    with pytest.raises(aug.SpaceError, match="lo < hi"):
+        aug.load_space(space)
+    space.write_text(json.dumps({"kinds": {"squash": {**t, "magnitude": {
+        "param": "quality", "lo": 10, "hi": 90, "stronger": "lower"}}}}))
+    kinds, defined = aug.load_space(space)
+    aug.check_kinds(np.zeros((28, 28, 1), np.uint8), AugmentConfig(kinds=kinds, space=defined))
+    assert json.loads(dict(defined)["squash"])["magnitude"]["param"] == "quality"
+
+
+def test_a_scoring_run_of_originals_is_not_an_atlas(scored, capsys):
+    lake, ids = scored
+    from pipeline.lake import Lake
+
+    lk = Lake(lake)
+    dataset = lk.row("pools", ids["pool"])["dataset_id"]
+    code, out, _ = smartaug(capsys, "score", "--model-id", ids["model"], "--dataset-id",
+                            dataset, "--storage", str(lake))
+    code, _, err = smartaug(capsys, "atlas", "--scoring-run-id", out.split()[-1], "--storage",
+                            str(lake))
+    assert code == 2 and "not a pool" in err
+    assert Path(lake).exists()
