@@ -176,8 +176,8 @@ def test_atlas_counts_flips_and_rates_agree_with_the_baselines_predictions(score
     assert load(path, seed=3)(image).tobytes() == load(path, seed=3)(image).tobytes()
 
 
-def test_policy_in_a_ten_line_training_loop(scored, capsys, tmp_path):
-    """The README's loop: a torchvision dataset-style transform from the policy file."""
+def test_the_readmes_training_loop_runs(scored, capsys, tmp_path, monkeypatch):
+    """The README's loop, as written, on a policy file the CLI wrote."""
     lake, ids = scored
     code, out, err = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
                               "--storage", str(lake))
@@ -185,6 +185,16 @@ def test_policy_in_a_ten_line_training_loop(scored, capsys, tmp_path):
     path = tmp_path / "policy.json"
     assert smartaug(capsys, "policy", "--atlas", out.split()[-1], "--out", str(path),
                     "--storage", str(lake))[0] == 0
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (loop,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+               if "pipeline.policy" in b]
+    assert len(loop.strip().splitlines()) <= 13
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(loop, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    assert scope["loss"].isfinite() and scope["epoch"] == 1
     import torch
 
     from pipeline.policy import load
