@@ -23,7 +23,7 @@ def test_grid_items_sit_inside_their_bins_and_regenerate_bit_for_bit():
     cfg = AugmentConfig(policy="all", kinds=tuple(SCALES)[:6] + ("hflip",), magnitude_bins=4)
     items = aug.plan([f"train/{i}" for i in range(12)], cfg)
     out, angle, sigma, _, applied = aug._apply(images, items, cfg)
-    for (row, k, seed, kind), params, a, s in zip(items, applied, angle, sigma, strict=True):
+    for (_, _, seed, kind), params, a, s in zip(items, applied, angle, sigma, strict=True):
         p = json.loads(params)
         scale = scale_of(kind, cfg.max_angle)
         if scale is None:  # a flip: no magnitude
