@@ -244,8 +244,26 @@ class TrainConfig:
     loss: LossSpec = field(default_factory=LossSpec)
     seed: int = 0  # model init and batch order
     device: str = "auto"  # "auto" = cuda when present, else cpu
+    # ``online``: every epoch the originals plus a fresh augmentation of each, from ``policy``
+    # (pipeline.core.online); ``static``: the images given (originals + a selection)
+    augment: str = "static"
+    policy: str | None = None
 
     def __post_init__(self) -> None:
+        _choose(self.augment, ("static", "online"), "augment")
+        if self.augment == "online":
+            if self.policy is None or not isinstance(self.policy, str) or not self.policy:
+                raise ConfigError("augment = 'online' needs a policy: none, a policy file "
+                                  "(*.json), space:PATH or space:KIND,KIND, or "
+                                  "trivialaugment-wide, randaugment, autoaugment-cifar10")
+            if not (self.policy in ONLINE_ANCHORS or self.policy == "none"
+                    or self.policy.startswith("space:") or self.policy.endswith(".json")):
+                raise ConfigError(f"unknown online policy {self.policy!r}; valid: none, a "
+                                  f"policy file (*.json), space:PATH or space:KIND,KIND, or "
+                                  f"{', '.join(ONLINE_ANCHORS)}")
+        elif self.policy is not None:
+            raise ConfigError(f"policy {self.policy!r} is for augment = 'online'; a static "
+                              f"training takes its augmentations from a selection")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}: a model trained for no "
                              f"epoch is untrained")
@@ -258,7 +276,12 @@ class TrainConfig:
         _choose(self.optimizer, ("adam", "sgd"), "optimizer")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``augment`` and ``policy`` only when online (every id made before
+        them stays)."""
+        d = asdict(self)
+        if self.augment == "static":
+            del d["augment"], d["policy"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -356,7 +379,8 @@ class ExperimentConfig:
             raise ConfigError("a band search needs a validation split: set val_fraction > 0")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "data": self.data.to_dict(), "augment": self.augment.to_dict()}
+        return {**asdict(self), "data": self.data.to_dict(), "augment": self.augment.to_dict(),
+                "baseline": self.baseline.to_dict(), "retrain": self.retrain.to_dict()}
 
 
 # ------------------------------------------------------------------ the study
@@ -440,6 +464,7 @@ class Hypothesis:
         return asdict(self)
 
 
+ONLINE_ANCHORS = ("trivialaugment-wide", "randaugment", "autoaugment-cifar10")
 CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never a reported one
 
 
@@ -624,8 +649,8 @@ class StudyConfig:
     def to_dict(self) -> dict:
         """The fields; ``primary`` and ``secondary`` only when declared (a study without
         hypotheses keeps its id)."""
-        d = {**asdict(self), "data": self.data.to_dict(),
-             "pools": [p.to_dict() for p in self.pools]}
+        d = {**asdict(self), "data": self.data.to_dict(), "baseline": self.baseline.to_dict(),
+             "retrain": self.retrain.to_dict(), "pools": [p.to_dict() for p in self.pools]}
         for name in ("primary", "secondary", "max_seeds", "seeds_per_round"):
             if not d[name]:
                 del d[name]

@@ -22,6 +22,7 @@ TINY = {
             "--epochs", "1", "--repeats", "1", "--no-preset"],
     "grid": ["--per-class", "20", "--cells", "2", "--epochs", "1", "--repeats", "1"],
     "hardness": ["--batch", "64", "--batches", "2", "--repeats", "2"],
+    "online": ["--images", "300", "--epochs", "1", "--repeats", "1"],
     "pool": ["--per-class", "50", "--repeats", "1"],
     "scale": ["--sizes", "2000", "--k", "2"],
     "score": ["--items", "2000", "--repeats", "1", "--rss-items", "0"],

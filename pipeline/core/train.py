@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from models import make_model
 from pipeline.config import TrainConfig
 from pipeline.core.hardness import _angles64, _avh64
 from pipeline.core.losses import compute_loss
+from pipeline.core.online import Online
 from pipeline.errors import InputError, UserError
 
 __all__ = ["TrainConfig", "TrainingError", "as_batch", "build_model", "evaluate", "train",
@@ -109,6 +111,13 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise InputError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, sgd")
 
 
+def _online(cfg: TrainConfig, images, labels) -> Online | None:
+    """The per-epoch source of fresh augmentations when ``cfg.augment`` is online."""
+    if cfg.augment != "online":
+        return None
+    return Online(cfg.policy, np.asarray(images), np.asarray(labels), cfg.seed)
+
+
 def train(
     model: nn.Module,
     images: Tensor | np.ndarray,
@@ -149,49 +158,64 @@ def train(
     opt = _optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if len(idx) < 2 and n > 1:  # batch norm needs 2 samples
-                continue
-            x = as_batch(x_all[idx], channels_last)
-            y = y_all[idx]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                f = model.features(x)
-                logits = model.head(f)
-            # the loss (and AVH's angles) in fp32; on the CPU these are the tensors themselves
-            f, logits = f.float(), logits.float()
-            loss, _ = compute_loss(cfg.loss, logits, f, model.head.weight, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-        if not torch.isfinite(loss_sum):  # one check an epoch: the sum is read below anyway
-            raise TrainingError(
-                f"the training diverged: its loss became {float(loss_sum)} in epoch {epoch} "
-                f"(lr {cfg.lr}, {cfg.optimizer}); nothing was registered. Lower the learning "
-                f"rate (--lr), or check the starting weights")
-        row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_acc": float(correct) / n,
-               "seconds": time.perf_counter() - t0,
-               "weight_norm_mean": float(model.head.weight.detach().norm(dim=1).mean())}
-        due = not eval_last or epoch == cfg.epochs
-        for name, (xe, ye) in ((eval_sets or {}) if due else {}).items():
-            m = evaluate(model, xe, ye, device=device)
-            row.update({f"{name}_acc": m["acc"], f"{name}_avh": m["avh"],
-                        f"{name}_feature_norm": m["feature_norm"]})
-        history.append(row)
-        if log is not None:
-            extra = " ".join(f"{k} {v:.4f}" for k, v in row.items()
-                             if k.endswith(("_acc", "_avh")) and not k.startswith("train"))
-            log(f"epoch {epoch:3d}/{cfg.epochs} loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.4f} {extra} ({row['seconds']:.1f}s, "
-                f"{n / row['seconds']:.0f} img/s)")
+    online = _online(cfg, images, labels)
+    originals, y_orig = x_all, y_all
+    pool = ThreadPoolExecutor(1) if online is not None else None
+    ahead = pool.submit(online.epoch, 1) if online is not None else None
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            if online is not None:  # the originals + this epoch's fresh draws (next one ahead)
+                fresh = ahead.result()
+                ahead = pool.submit(online.epoch, epoch + 1) if epoch < cfg.epochs else None
+                if fresh is not None:
+                    x_all = torch.cat([originals, torch.as_tensor(fresh).to(device)])
+                    y_all = torch.cat([y_orig, y_orig])
+                    n = len(y_all)
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            for i in range(0, n, cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
+                if len(idx) < 2 and n > 1:  # batch norm needs 2 samples
+                    continue
+                x = as_batch(x_all[idx], channels_last)
+                y = y_all[idx]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    f = model.features(x)
+                    logits = model.head(f)
+                # the loss (and AVH's angles) in fp32; on the CPU these are the tensors themselves
+                f, logits = f.float(), logits.float()
+                loss, _ = compute_loss(cfg.loss, logits, f, model.head.weight, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+            if not torch.isfinite(loss_sum):  # one check an epoch: the sum is read below anyway
+                raise TrainingError(
+                    f"the training diverged: its loss became {float(loss_sum)} in epoch {epoch} "
+                    f"(lr {cfg.lr}, {cfg.optimizer}); nothing was registered. Lower the learning "
+                    f"rate (--lr), or check the starting weights")
+            row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_acc": float(correct) / n,
+                   "seconds": time.perf_counter() - t0,
+                   "weight_norm_mean": float(model.head.weight.detach().norm(dim=1).mean())}
+            due = not eval_last or epoch == cfg.epochs
+            for name, (xe, ye) in ((eval_sets or {}) if due else {}).items():
+                m = evaluate(model, xe, ye, device=device)
+                row.update({f"{name}_acc": m["acc"], f"{name}_avh": m["avh"],
+                            f"{name}_feature_norm": m["feature_norm"]})
+            history.append(row)
+            if log is not None:
+                extra = " ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                 if k.endswith(("_acc", "_avh")) and not k.startswith("train"))
+                log(f"epoch {epoch:3d}/{cfg.epochs} loss {row['train_loss']:.4f} "
+                    f"acc {row['train_acc']:.4f} {extra} ({row['seconds']:.1f}s, "
+                    f"{n / row['seconds']:.0f} img/s)")
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     bad = next((k for k, v in model.state_dict().items()
                 if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:

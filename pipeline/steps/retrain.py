@@ -14,6 +14,7 @@ import numpy as np
 from models import load_checkpoint
 from pipeline.config import ExperimentConfig, MethodSpec, hardness_band
 from pipeline.core.train import build_model, train
+from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id, decode_images
 from pipeline.lake.readers import (
     PIXEL_COLUMNS,
@@ -91,6 +92,11 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
     m = method
     seed = cfg.seed + rep
     tcfg = replace(cfg.retrain, loss=m.loss, seed=seed)
+    if tcfg.augment == "online" and selection_id is not None:
+        raise InputError(f"method {m.name} has a selection, but the retraining is online "
+                         f"(policy {tcfg.policy}): an online training draws its augmentations "
+                         f"every epoch from the originals; give it no selection (method none) "
+                         f"or retrain with augment = 'static'")
     run_id = content_id("run", {"experiment_id": experiment_id, "method": m.to_dict(),
                                 "rep": rep, "selection_id": selection_id, "purpose": purpose,
                                 "train": tcfg.to_dict(), "init": cfg.init})

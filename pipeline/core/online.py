@@ -1,0 +1,103 @@
+"""On-the-fly augmentation: every epoch a fresh augmentation of every original.
+
+``TrainConfig(augment="online", policy=P)`` trains each epoch on the originals plus one fresh
+augmentation of each, drawn from ``P``:
+
+* ``none``: no augmentation (the originals only; the control);
+* a policy file (``*.json``, from ``smartaug policy``; ``pipeline.policy.load``);
+* a space, ``space:PATH`` (a space file) or ``space:KIND,KIND`` (built-in kinds): one kind
+  per image, drawn uniformly, each augmentation a pure function of (seed, epoch, sample), as
+  a pool's;
+* an anchor from torchvision.transforms.v2: ``trivialaugment-wide``, ``randaugment``,
+  ``autoaugment-cifar10``.
+
+A policy file's and an anchor's draws are seeded once per (seed, epoch) and made in sample
+order, so the same seed, epoch and originals give the same images. ``Online.epoch(e)`` makes
+epoch ``e``'s augmentations; ``pipeline.core.train.train`` makes the next epoch's in a thread
+while the current one trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from pipeline.config import AugmentConfig
+from pipeline.core.augment import _apply, load_space
+from pipeline.errors import ConfigError
+from pipeline.policy import load
+
+__all__ = ["ANCHORS", "Online"]
+
+ANCHORS = {  # pipeline.config.ONLINE_ANCHORS, as torchvision.transforms.v2 makes them
+    "trivialaugment-wide": lambda: v2.TrivialAugmentWide(),
+    "randaugment": lambda: v2.RandAugment(),
+    "autoaugment-cifar10": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+}
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8],
+                          "little") >> 1
+
+
+class Online:
+    """Epoch ``e``'s augmentations of ``images`` (uint8 [N, H, W, C], one each) under
+    ``policy`` at ``seed``; ``None`` policy: nothing (``epoch`` returns None)."""
+
+    def __init__(self, policy: str, images: np.ndarray, labels: np.ndarray, seed: int):
+        self.policy, self.images, self.labels, self.seed = policy, images, labels, seed
+        self.ids = [f"train/{i}" for i in range(len(images))]
+        self._fn = None
+        if policy == "none":
+            return
+        if policy in ANCHORS:
+            self._anchor = ANCHORS[policy]()
+            if images.shape[3] not in (1, 3):
+                raise ConfigError(f"{policy} takes images of 1 or 3 channels, these have "
+                                  f"{images.shape[3]}")
+            self._fn = self._anchor_epoch
+        elif policy.startswith("space:"):
+            spec = policy[len("space:"):]
+            if Path(spec).suffix in (".yaml", ".yml", ".json"):
+                kinds, space = load_space(spec)
+            else:
+                kinds, space = tuple(k.strip() for k in spec.split(",") if k.strip()), ()
+            self._cfg = AugmentConfig(kinds=kinds, space=space)
+            self._fn = self._space_epoch
+        else:
+            self._policy = load(policy)
+            self._fn = self._file_epoch
+
+    def epoch(self, e: int) -> np.ndarray | None:
+        """uint8 [N, H, W, C]: one fresh augmentation of every original, for epoch ``e``."""
+        return None if self._fn is None else self._fn(e)
+
+    def _space_epoch(self, e: int) -> np.ndarray:
+        kinds = self._cfg.kinds
+        items = []
+        for row, sid in enumerate(self.ids):
+            s = _seed(self.seed, e, sid)
+            items.append((row, e, s, kinds[(s >> 17) % len(kinds)]))
+        return _apply(self.images, items, self._cfg, record=False)
+
+    def _file_epoch(self, e: int) -> np.ndarray:
+        p = self._policy
+        for t in [p.pooled, *(p.per_class or {}).values()]:
+            t.set_random_seed(_seed(self.seed, e, "policy") % 2**31)
+        return np.stack([p(im, int(y)) for im, y in zip(self.images, self.labels,
+                                                          strict=True)])
+
+    def _anchor_epoch(self, e: int) -> np.ndarray:
+        state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(_seed(self.seed, e, "anchor"))
+            x = torch.from_numpy(self.images).permute(0, 3, 1, 2)
+            out = torch.stack([self._anchor(im) for im in x])
+        finally:
+            torch.random.set_rng_state(state)
+        return out.permute(0, 2, 3, 1).contiguous().numpy()
