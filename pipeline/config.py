@@ -248,6 +248,7 @@ class TrainConfig:
     # (pipeline.core.online); ``static``: the images given (originals + a selection)
     augment: str = "static"
     policy: str | None = None
+    augmentations: int | None = None  # online: fresh augmentations per epoch (None: one each)
 
     def __post_init__(self) -> None:
         _choose(self.augment, ("static", "online"), "augment")
@@ -261,9 +262,15 @@ class TrainConfig:
                 raise ConfigError(f"unknown online policy {self.policy!r}; valid: none, a "
                                   f"policy file (*.json), space:PATH or space:KIND,KIND, or "
                                   f"{', '.join(ONLINE_ANCHORS)}")
-        elif self.policy is not None:
-            raise ConfigError(f"policy {self.policy!r} is for augment = 'online'; a static "
-                              f"training takes its augmentations from a selection")
+        elif self.policy is not None or self.augmentations is not None:
+            raise ConfigError(f"policy {self.policy!r} and augmentations are for augment = "
+                              f"'online'; a static training takes its augmentations from a "
+                              f"selection")
+        if self.augmentations is not None and (isinstance(self.augmentations, bool) or not
+                                               isinstance(self.augmentations, int)
+                                               or self.augmentations < 1):
+            raise ConfigError(f"augmentations (per epoch) must be an integer >= 1, got "
+                              f"{self.augmentations!r}")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}: a model trained for no "
                              f"epoch is untrained")
@@ -281,6 +288,8 @@ class TrainConfig:
         d = asdict(self)
         if self.augment == "static":
             del d["augment"], d["policy"]
+        if self.augmentations is None:
+            del d["augmentations"]
         return d
 
 
@@ -468,6 +477,48 @@ ONLINE_ANCHORS = ("trivialaugment-wide", "randaugment", "autoaugment-cifar10")
 CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never a reported one
 
 
+ARM_POLICIES = ("uniform", "none", "recommended", *ONLINE_ANCHORS)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A study arm that is not a static selection: a training of the study's protocol whose
+    augmentations come fresh every epoch from ``policy`` (``source = "policy"``): ``uniform``
+    (the pool's kinds, one drawn uniformly per augmentation), ``none``, ``recommended`` (the
+    policy of the pool's atlas at ``max_flip``: ``smartaug policy``), an anchor
+    (``trivialaugment-wide``, ``randaugment``, ``autoaugment-cifar10``) or a policy file
+    (``*.json``). At pool P and budget b it sees ``round(b * |P|)`` fresh augmentations every
+    epoch, of originals drawn afresh each epoch: the images and gradient steps of a static
+    selection at that budget. ``pools`` and ``budgets``: where it runs (default: everywhere)."""
+
+    name: str
+    source: str = "policy"
+    policy: str = "uniform"
+    pools: tuple[str, ...] | None = None
+    budgets: tuple[float, ...] | None = None
+    max_flip: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not _KIND_NAME.match(self.name):
+            raise ConfigError(f"arm name {self.name!r}: use lower-case letters, digits, '-', "
+                              f"'_' and '.'")
+        _choose(self.source, ("policy",), f"arm {self.name}: source")
+        if not (self.policy in ARM_POLICIES or self.policy.endswith(".json")):
+            raise ConfigError(f"arm {self.name}: unknown policy {self.policy!r}; valid: "
+                              f"{', '.join(ARM_POLICIES)}, or a policy file (*.json)")
+        if not 0.0 <= self.max_flip <= 1.0:
+            raise ConfigError(f"arm {self.name}: max_flip must be in [0, 1], got "
+                              f"{self.max_flip}")
+        for name in ("pools", "budgets"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(float(b) for b in v) if name == "budgets"
+                                   else tuple(v))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _default_pools() -> tuple[PoolSpec, ...]:
     return (PoolSpec("seed", seed_pool()), PoolSpec("wide", wide_pool()))
 
@@ -520,6 +571,7 @@ class StudyConfig:
     secondary: tuple[Hypothesis, ...] = ()
     max_seeds: int | None = None  # seeds until decided: at most this many (None = seeds)
     seeds_per_round: int | None = None  # seeds added per round (None = seeds)
+    arms: tuple[Arm, ...] = ()  # per-epoch sources of augmentations (policies) beside selectors
     baselines: int = 1  # replicates of the baseline, the pools' seeds and the validation split
     choose_seeds: int = 3  # seeds (apart from the reported ones) that choose SCORE@val
 
@@ -531,7 +583,14 @@ class StudyConfig:
         """The grid's selectors other than ``random`` and the references."""
         windows = [f"{s}@{p}" for s in self.scores for p in self.positions]
         chosen = [f"{s}@val" for s in self.scores] if self.chooses() else []
-        return [*windows, *chosen, *(f"coverage-{s}" for s in self.coverage)]
+        return [*windows, *chosen, *(f"coverage-{s}" for s in self.coverage),
+                *(a.name for a in self.arms)]
+
+    def arm_cells(self) -> list[tuple[Arm, str, float]]:
+        """(arm, pool, budget) wherever each arm runs."""
+        return [(a, p.name, b) for a in self.arms for p in self.pools
+                if a.pools is None or p.name in a.pools
+                for b in self.budgets if a.budgets is None or b in a.budgets]
 
     def chooses(self) -> bool:
         """Whether the study has ``SCORE@val`` rows (positions to choose, seeds to choose on)."""
@@ -541,6 +600,20 @@ class StudyConfig:
         """(role, hypothesis): the primary first, then the secondaries."""
         return ([("primary", self.primary)] if self.primary else []) + [
             ("secondary", h) for h in self.secondary]
+
+    def _check_arms(self) -> None:
+        names = [a.name for a in self.arms]
+        taken = {"random", "random-unstratified", "none", "all"}
+        for a in self.arms:
+            if a.name in taken or names.count(a.name) > 1:
+                raise ConfigError(f"arm name {a.name!r} is taken (another arm, random, none or "
+                                  f"all); give each arm its own name")
+            for v, valid, what in ((a.pools, [p.name for p in self.pools], "pool"),
+                                   (a.budgets, [float(b) for b in self.budgets], "budget")):
+                bad = [x for x in (v or ()) if x not in valid]
+                if bad:
+                    raise ConfigError(f"arm {a.name}: {what} {bad[0]!r} is not in the study's "
+                                      f"grid; valid: {', '.join(map(str, valid))}")
 
     def _check_hypotheses(self) -> None:
         pools, selectors = [p.name for p in self.pools], self.selectors()
@@ -561,6 +634,8 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "secondary", tuple(self.secondary))
+        object.__setattr__(self, "arms", tuple(self.arms))
+        self._check_arms()
         for name in ("pools", "budgets", "scores", "positions", "coverage", "references",
                      "losses"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -651,7 +726,7 @@ class StudyConfig:
         hypotheses keeps its id)."""
         d = {**asdict(self), "data": self.data.to_dict(), "baseline": self.baseline.to_dict(),
              "retrain": self.retrain.to_dict(), "pools": [p.to_dict() for p in self.pools]}
-        for name in ("primary", "secondary", "max_seeds", "seeds_per_round"):
+        for name in ("primary", "secondary", "max_seeds", "seeds_per_round", "arms"):
             if not d[name]:
                 del d[name]
         if d["baselines"] == 1:
@@ -662,7 +737,7 @@ class StudyConfig:
 
 
 for _cls in (DataConfig, AugmentConfig, LossSpec, TrainConfig, MethodSpec, ExperimentConfig,
-             PoolSpec, Hypothesis, StudyConfig):
+             PoolSpec, Hypothesis, Arm, StudyConfig):
     _cls.__pydantic_config__ = _STRICT  # pydantic reads it: an unknown key is an error
 
 

@@ -81,6 +81,15 @@ def _paths(path: Path, data: dict) -> None:
         d["root"] = str(here / d["root"])
         if not Path(d["root"]).is_dir():
             raise ConfigError(f"{path}: data.root = {short(d['root'])}: no such directory")
+    arms = data.get("arms", [])
+    for item in [*(arms if isinstance(arms, list) else []), data.get("retrain", {}),
+                 data.get("baseline", {})]:
+        policy = item.get("policy") if isinstance(item, dict) else None
+        if isinstance(policy, str) and policy.endswith(".json"):  # a policy file
+            item["policy"] = str(here / policy)
+            if not Path(item["policy"]).is_file():
+                raise ConfigError(f"{path}: policy = {policy!r}: no file {item['policy']} (a "
+                                  f"path relative to the file, from `smartaug policy`)")
     pools = data.get("pools", [])
     augments = [data.get("augment", {})] + [p.get("augment", {}) for p in
                                             (pools if isinstance(pools, list) else [])

@@ -21,19 +21,26 @@ Y = np.arange(40) % 4
                                     "randaugment", "autoaugment-cifar10"])
 def test_each_epoch_is_fresh_and_the_same_again(policy):
     a, b = Online(policy, X, Y, seed=3), Online(policy, X, Y, seed=3)
-    e1, e2 = a.epoch(1), a.epoch(2)
+    (e1, y1), (e2, _) = a.epoch(1), a.epoch(2)
+    assert np.array_equal(y1, Y)  # one of each original, in order
     assert e1.shape == X.shape and e1.dtype == np.uint8
-    assert np.array_equal(e1, b.epoch(1))  # the same seed and epoch: the same images
+    assert np.array_equal(e1, b.epoch(1)[0])  # the same seed and epoch: the same images
     assert not np.array_equal(e1, e2)  # a fresh draw every epoch
-    assert not np.array_equal(e1, Online(policy, X, Y, seed=4).epoch(1))
+    assert not np.array_equal(e1, Online(policy, X, Y, seed=4).epoch(1)[0])
+    # a budget: 50 fresh augmentations of originals drawn afresh each epoch
+    c = Online(policy, X, Y, seed=3, count=50)
+    (x50, y50), rows = c.epoch(1), c.rows(1)
+    assert x50.shape == (50, 28, 28, 1) and np.array_equal(y50, Y[rows])
+    assert sorted(rows[:40].tolist()) == list(range(40))  # a permutation, then repeated
+    assert not np.array_equal(rows, c.rows(2))
     assert Online("none", X, Y, seed=3).epoch(1) is None
 
 
 def test_a_space_draw_is_the_pools_pure_function_of_seed_epoch_and_sample():
-    got = Online("space:rotate,noise,hflip", X, Y, seed=7).epoch(2)
+    got, _ = Online("space:rotate,noise,hflip", X, Y, seed=7).epoch(2)
     cfg = AugmentConfig()
     for i in (0, 13, 39):
-        s = _seed(7, 2, f"train/{i}")
+        s = _seed(7, 2, f"train/{i}", 0)
         item = (0, 2, s, cfg.kinds[(s >> 17) % 3])
         assert np.array_equal(got[i], aug._apply(X[i:i + 1], [item], cfg, record=False)[0])
 
@@ -51,14 +58,15 @@ def test_online_training_sees_originals_plus_one_draw_each_and_repeats_itself():
     assert [r["train_loss"] for r in h3] == [r["train_loss"] for r in h4]  # none: originals
     # online over originals + draws: twice the images of the originals alone each epoch
     pool = Online("space:rotate,noise,hflip", X, Y, seed=0)
-    both = np.concatenate([X, pool.epoch(1)])
+    both = np.concatenate([X, pool.epoch(1)[0]])
     assert both.shape[0] == 2 * len(X)
 
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"augment": "online"}, "needs a policy"),
     ({"augment": "online", "policy": "autoaugment-imagenet"}, "unknown online policy"),
-    ({"policy": "randaugment"}, "is for augment = 'online'"),
+    ({"policy": "randaugment"}, "are for augment = 'online'"),
+    ({"augment": "online", "policy": "none", "augmentations": 0}, "must be an integer >= 1"),
     ({"augment": "sometimes"}, "augment"),
 ])
 def test_bad_online_configs_are_refused(kwargs, words):
@@ -75,3 +83,114 @@ def test_static_configs_keep_their_ids():
 def test_an_anchor_refuses_images_it_cannot_take():
     with pytest.raises(ConfigError, match="1 or 3 channels"):
         Online("trivialaugment-wide", np.zeros((2, 28, 28, 2), np.uint8), np.zeros(2), 0)
+
+
+ARMS_STUDY = """preset = "quick"
+budgets = [0.5]
+scores = ["avh"]
+positions = ["offset"]
+coverage = []
+references = ["none"]
+seeds = 2
+
+[data]
+dataset = "imagefolder:images"
+grayscale = true
+image_size = 28
+per_class_train = 24
+per_class_test = 6
+val_fraction = 0.25
+
+[baseline]
+epochs = 2
+batch_size = 16
+
+[retrain]
+epochs = 2
+batch_size = 16
+
+[primary]
+selector = "trivialaugment"
+pool = "seed"
+budget = 0.5
+margin = 0.01
+
+[[arms]]
+name = "trivialaugment"
+source = "policy"
+policy = "trivialaugment-wide"
+
+[[arms]]
+name = "uniform"
+policy = "uniform"
+
+[[arms]]
+name = "recommended"
+policy = "recommended"
+max_flip = 0.5
+
+[[pools]]
+name = "seed"
+[pools.augment]
+policy = "k:8"
+"""
+
+
+@pytest.mark.slow
+def test_a_study_with_policy_arms_puts_them_on_the_leaderboard(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from tests.conftest import smartaug, write_image_folder
+
+    write_image_folder(tmp_path / "images", per_class=(24, 6), size=(28, 28))
+    (tmp_path / "study.toml").write_text(ARMS_STUDY)
+    code, out, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
+                              "--storage", str(tmp_path / "lake"))
+    assert code == 0, err
+    report = json.loads((Path(out.split()[-1]) / "study.json").read_text())
+    rows = {r["selector"]: r for r in report["leaderboard"]}
+    assert {"trivialaugment", "uniform", "recommended"} <= set(rows)
+    n = rows["random"]["n_items"]
+    for name, policy in (("trivialaugment", "trivialaugment-wide"), ("uniform", "uniform"),
+                         ("recommended", "recommended")):
+        r = rows[name]
+        assert r["kind"] == "arm" and r["policy"] == policy and r["n_items"] == n
+        assert r["n_seeds"] == 2 and r["selection_ids"] == [] and r["diff_vs_random"] is not None
+    (h,) = report["hypotheses"]  # an arm can be a declared hypothesis
+    assert h["selector"] == "trivialaugment" and h["decision"] in (
+        "better", "worse", "equivalent", "smaller-than-margin", "undecided")
+    from pipeline.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    runs = {r["run_id"]: r for r in lake.sql("select * from runs").to_pylist()}
+    originals = lake.sql("select n_train from datasets").to_pylist()[0]["n_train"]
+    for s in rows["uniform"]["seeds"]:  # the originals + the budget's fresh ones, each epoch
+        assert runs[s["run_id"]]["n_augmented"] == n
+        assert runs[s["run_id"]]["n_train"] == originals + n
+    assert list((tmp_path / "lake" / "policies").glob("*-max-flip-0.5.json"))
+    assert costs_ok(rows)
+
+
+def costs_ok(rows) -> bool:
+    """An arm's cost: its retrainings; the recommended one also needs baseline and scoring."""
+    return (rows["trivialaugment"]["cost"]["scoring_s"] == 0
+            and rows["recommended"]["cost"]["scoring_s"] > 0
+            and all(r["cost"]["retraining_s"] > 0 for r in rows.values()))
+
+
+def test_an_arm_outside_the_grid_is_refused(tmp_path, capsys):
+    from tests.conftest import smartaug
+
+    (tmp_path / "images").mkdir()
+    for extra, words in (("budgets = [0.3]\n", "budget 0.3 is not in the study's grid"),
+                         ("pools = ['wide']\n", "pool 'wide' is not in the study's grid")):
+        text = ARMS_STUDY.replace('[[arms]]\nname = "uniform"\n',
+                                  f'[[arms]]\nname = "uniform"\n{extra}')
+        (tmp_path / "study.toml").write_text(text)
+        code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
+        assert code == 2 and words in " ".join(err.split()), err
+    text = ARMS_STUDY.replace('policy = "uniform"', 'policy = "autoaugment-svhn"')
+    (tmp_path / "study.toml").write_text(text)
+    code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
+    assert code == 2 and "unknown policy 'autoaugment-svhn'" in err

@@ -46,12 +46,14 @@ def _seed(*parts) -> int:
 
 
 class Online:
-    """Epoch ``e``'s augmentations of ``images`` (uint8 [N, H, W, C], one each) under
-    ``policy`` at ``seed``; ``None`` policy: nothing (``epoch`` returns None)."""
+    """Epoch ``e``'s augmentations of ``images`` (uint8 [N, H, W, C]) under ``policy`` at
+    ``seed``: one of each original, or ``count`` of originals drawn afresh each epoch (a
+    permutation, repeated when ``count`` > N); ``none``: nothing (``epoch`` returns None)."""
 
-    def __init__(self, policy: str, images: np.ndarray, labels: np.ndarray, seed: int):
+    def __init__(self, policy: str, images: np.ndarray, labels: np.ndarray, seed: int,
+                 count: int | None = None):
         self.policy, self.images, self.labels, self.seed = policy, images, labels, seed
-        self.ids = [f"train/{i}" for i in range(len(images))]
+        self.count = count
         self._fn = None
         if policy == "none":
             return
@@ -73,31 +75,43 @@ class Online:
             self._policy = load(policy)
             self._fn = self._file_epoch
 
-    def epoch(self, e: int) -> np.ndarray | None:
-        """uint8 [N, H, W, C]: one fresh augmentation of every original, for epoch ``e``."""
-        return None if self._fn is None else self._fn(e)
+    def rows(self, e: int) -> np.ndarray:
+        """The originals epoch ``e`` augments: every one in order, or ``count`` drawn."""
+        n = len(self.images)
+        if self.count is None:
+            return np.arange(n)
+        rng = np.random.default_rng(_seed(self.seed, e, "rows"))
+        reps = -(-self.count // n)
+        return np.concatenate([rng.permutation(n) for _ in range(reps)])[: self.count]
 
-    def _space_epoch(self, e: int) -> np.ndarray:
+    def epoch(self, e: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(uint8 [M, H, W, C], labels [M]): epoch ``e``'s fresh augmentations and their
+        labels (None for ``none``)."""
+        if self._fn is None:
+            return None
+        rows = self.rows(e)
+        return self._fn(e, rows), self.labels[rows]
+
+    def _space_epoch(self, e: int, rows: np.ndarray) -> np.ndarray:
         kinds = self._cfg.kinds
         items = []
-        for row, sid in enumerate(self.ids):
-            s = _seed(self.seed, e, sid)
+        for j, row in enumerate(rows.tolist()):
+            s = _seed(self.seed, e, f"train/{row}", j // len(self.images))
             items.append((row, e, s, kinds[(s >> 17) % len(kinds)]))
         return _apply(self.images, items, self._cfg, record=False)
 
-    def _file_epoch(self, e: int) -> np.ndarray:
+    def _file_epoch(self, e: int, rows: np.ndarray) -> np.ndarray:
         p = self._policy
         for t in [p.pooled, *(p.per_class or {}).values()]:
             t.set_random_seed(_seed(self.seed, e, "policy") % 2**31)
-        return np.stack([p(im, int(y)) for im, y in zip(self.images, self.labels,
-                                                          strict=True)])
+        return np.stack([p(self.images[r], int(self.labels[r])) for r in rows.tolist()])
 
-    def _anchor_epoch(self, e: int) -> np.ndarray:
+    def _anchor_epoch(self, e: int, rows: np.ndarray) -> np.ndarray:
         state = torch.random.get_rng_state()
         try:
             torch.manual_seed(_seed(self.seed, e, "anchor"))
             x = torch.from_numpy(self.images).permute(0, 3, 1, 2)
-            out = torch.stack([self._anchor(im) for im in x])
+            out = torch.stack([self._anchor(x[r]) for r in rows.tolist()])
         finally:
             torch.random.set_rng_state(state)
         return out.permute(0, 2, 3, 1).contiguous().numpy()

@@ -115,7 +115,8 @@ def _online(cfg: TrainConfig, images, labels) -> Online | None:
     """The per-epoch source of fresh augmentations when ``cfg.augment`` is online."""
     if cfg.augment != "online":
         return None
-    return Online(cfg.policy, np.asarray(images), np.asarray(labels), cfg.seed)
+    return Online(cfg.policy, np.asarray(images), np.asarray(labels), cfg.seed,
+                  cfg.augmentations)
 
 
 def train(
@@ -168,8 +169,9 @@ def train(
                 fresh = ahead.result()
                 ahead = pool.submit(online.epoch, epoch + 1) if epoch < cfg.epochs else None
                 if fresh is not None:
-                    x_all = torch.cat([originals, torch.as_tensor(fresh).to(device)])
-                    y_all = torch.cat([y_orig, y_orig])
+                    x_all = torch.cat([originals, torch.as_tensor(fresh[0]).to(device)])
+                    y_all = torch.cat([y_orig, torch.as_tensor(fresh[1]).to(
+                        device=device, dtype=torch.long)])
                     n = len(y_all)
             model.train()
             t0 = time.perf_counter()

@@ -103,6 +103,8 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
     if lake.has("runs", run_id):
         return run_id
     x, y, n_aug = data.with_selection(lake, selection_id)
+    if tcfg.augment == "online" and tcfg.policy != "none":  # fresh ones, every epoch
+        n_aug = tcfg.augmentations or len(y)
     if cfg.init == "baseline":  # fine-tune a fresh copy of the registered baseline
         model = load_checkpoint(checkpoint_path(lake, baseline_model_id),
                                 arch=lake.row("models", baseline_model_id)["arch"],
@@ -130,7 +132,8 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
         "seconds": [h["seconds"] for h in hist]})
     lake.write("runs", run_id, {
         "run_id": [run_id], "experiment_id": [experiment_id], "method": [m.name], "rep": [rep],
-        "seed": [seed], "selection_id": [selection_id], "n_train": [len(y)],
+        "seed": [seed], "selection_id": [selection_id], "n_train": [len(y) + (
+            n_aug if tcfg.augment == "online" else 0)],
         "n_augmented": [n_aug], "loss": [m.loss.label()], "lam": [m.loss.lam],
         "epochs": [tcfg.epochs], "init": [cfg.init],
         **{k: [last.get(k)] for k in ("train_acc", "val_acc", "test_acc", "test_avh")},

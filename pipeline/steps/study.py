@@ -29,8 +29,11 @@ from pipeline.config import CHOOSE_SEED_OFFSET, POSITIONS, MethodSpec, StudyConf
 from pipeline.core.train import resolve_device
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id
+from pipeline.lake.readers import pool_config
+from pipeline.steps import atlas as atlas_
 from pipeline.steps import baseline as baseline_
 from pipeline.steps import ingest as ingest_
+from pipeline.steps import policy as policy_
 from pipeline.steps import pool as pool_
 from pipeline.steps import retrain as retrain_
 from pipeline.steps import score as score_
@@ -168,6 +171,9 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = No
                         seeds=range(CHOOSE_SEED_OFFSET, CHOOSE_SEED_OFFSET + cfg.choose_seeds))
         for s in cfg.coverage:
             add(b, f"coverage-{s}", "coverage", n, score=s)
+        for arm, pool, budget in cfg.arm_cells():  # fresh augmentations every epoch
+            if pool == name and budget == b:
+                add(b, arm.name, "arm", n)
     if "all" in cfg.references:
         add(1.0, "all", "reference", n_pool)
     return cells
@@ -187,6 +193,9 @@ def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str,
         S.class_counts(lake, scoring_run_id, c)
     out, memo = [], {}
     for c in cells:
+        if c.kind == "arm":  # no selection: its augmentations are drawn while it trains
+            out.append(replace(c, selection_seconds=0.0))
+            continue
         seed = cfg.seed + c.rep
         key = (c.selector, c.budget, None if c.kind in ("window", "reference") else seed)
         if key in memo:  # the same selection for every loss (and every seed of a window)
@@ -217,11 +226,39 @@ def cell(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: 
     ``cfg.seed + rep``; returns run_id (found, not retrained, when it exists)."""
     data = retrain_.training_data(lake, dataset_id, pool_id)
     m = MethodSpec(c.selector, loss=cfg.loss_spec(c.loss))
-    return retrain_.train_cell(lake, replace(cfg, data=data_of(cfg, c.replicate)).protocol(),
+    protocol = replace(cfg, data=data_of(cfg, c.replicate)).protocol()
+    if c.kind == "arm":
+        arm = next(a for a in cfg.arms if a.name == c.selector)
+        policy = arm_policy(lake, cfg, arm, pool_id, model_id)
+        protocol = replace(protocol, retrain=replace(
+            protocol.retrain, augment="online", policy=policy, augmentations=c.n_items))
+    return retrain_.train_cell(lake, protocol,
                                experiment_id=protocol_id(cfg, dataset_id, model_id), data=data,
                                method=m, selection_id=c.selection_id, rep=c.rep,
                                baseline_model_id=model_id, purpose="study", log=log,
                                eval_last=True)
+
+
+def arm_policy(lake: Lake, cfg: StudyConfig, arm, pool_id: str, model_id: str) -> str:
+    """The online policy an arm trains with at a pool: ``uniform`` = the pool's kinds
+    (``space:KIND,...``), ``recommended`` = the policy file of the pool's atlas (made here
+    once, found after), anything else as the arm names it."""
+    if arm.policy == "uniform":
+        pool_cfg = pool_config(lake.row("pools", pool_id))
+        if pool_cfg.space or pool_cfg.max_angle != 20.0 or pool_cfg.sigma != 0.1:
+            raise InputError(f"arm {arm.name}: policy 'uniform' draws the pool's built-in "
+                             f"kinds at their default parameters, and pool {pool_id} has a "
+                             f"space file or other parameters; give the arm a policy file")
+        return "space:" + ",".join(pool_cfg.kinds)
+    if arm.policy != "recommended":
+        return arm.policy
+    run = score_.pool_scoring_run_id(model_id, pool_id, cfg.retrain.device)
+    atlas_id = atlas_.build_atlas(lake, run, trust=cfg.model)
+    out = lake.local_path("policies") / f"{atlas_id}-max-flip-{arm.max_flip:g}.json"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        policy_.write_policy(lake, atlas_id, out, arm.max_flip)
+    return str(out)
 
 
 def record(lake: Lake, cfg: StudyConfig, replicates: list[dict], cells: list[Cell],

@@ -250,6 +250,11 @@ def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict], *, family
                     g = groups[(pool, budget, f"coverage-{s}", loss)]
                     rows.append(_row(pool, budget, f"coverage-{s}", loss, g, by_run, rnd_accs,
                                      base))
+                for arm in cfg.get("arms") or ():  # fresh augmentations every epoch
+                    g = groups.get((pool, budget, arm["name"], loss))
+                    if g:
+                        rows.append(_row(pool, budget, arm["name"], loss, g, by_run, rnd_accs,
+                                         base, policy=arm["policy"]))
             for ref, budget in (("none", 0.0), ("all", 1.0)):
                 g = groups[(None if ref == "none" else pool, budget, ref, loss)]
                 if g:
@@ -442,7 +447,8 @@ def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
     by_id = {c["run_id"]: c for c in cells}
     for r in rows:
         ids = r["run_ids"] + r.get("choose_run_ids", [])
-        hardness = r["kind"] in ("window", "coverage") or r["chosen_on"] is not None
+        hardness = r["kind"] in ("window", "coverage") or r["chosen_on"] is not None or (
+            r["kind"] == "arm" and r.get("policy") == "recommended")  # its atlas needs both
         cost = {"baseline_s": baseline_s if hardness else 0.0,
                 "scoring_s": scoring_s.get(r["pool"], 0.0) if hardness else 0.0,
                 "selection_s": sum(by_id[i].get("selection_seconds") or 0.0 for i in ids),
