@@ -401,6 +401,36 @@ def atlas(
     print(atlas_id)
 
 
+@app.command("atlas-check")
+def atlas_check(
+    atlas_id: Annotated[str, typer.Option("--atlas", help="From `smartaug atlas`.")],
+    study_id: Annotated[str, typer.Option(
+        "--study-id", help="A study whose arms train one kind (space:KIND) or one magnitude "
+        "bin (bin:KIND@B/N), with the 'none' reference.")],
+    storage: StorageOpt = None,
+) -> None:
+    """How well the atlas predicts what each kind gains when trained on: Spearman's rank
+    correlation of predicted benefit and measured gain, with a bootstrap interval. Writes
+    prediction.json beside the study's report; prints the correlation last."""
+    import json
+
+    from pipeline.steps.atlas import check_prediction
+
+    lake = _lake(storage)
+    where = lake.local_path(f"reports/{study_id}")
+    report = where / "study.json"
+    if not report.is_file():
+        _fail(f"no report of study {study_id} at {where}; run the study first")
+    out = _steps(check_prediction, lake, atlas_id, json.loads(report.read_text()))
+    (where / "prediction.json").write_text(json.dumps(out, indent=2))
+    for a in sorted(out["arms"], key=lambda a: -a["predicted"]):
+        err.print(f"{a['arm']}: predicted {a['predicted']:.3f}, gain {100 * a['gain']:+.2f} "
+                  f"points")
+    err.print(f"{where / 'prediction.json'}")
+    print(f"spearman {out['spearman']:.3f} [{out['ci95'][0]:.3f}, {out['ci95'][1]:.3f}] over "
+          f"{out['n_arms']} arms")
+
+
 @app.command()
 def policy(
     atlas_id: Annotated[str, typer.Option("--atlas", help="From `smartaug atlas`.")],

@@ -258,7 +258,8 @@ class TrainConfig:
                                   "(*.json), space:PATH or space:KIND,KIND, or "
                                   "trivialaugment-wide, randaugment, autoaugment-cifar10")
             if not (self.policy in ONLINE_ANCHORS or self.policy == "none"
-                    or self.policy.startswith("space:") or self.policy.endswith(".json")):
+                    or self.policy.startswith(("space:", "bin:"))
+                    or self.policy.endswith(".json")):
                 raise ConfigError(f"unknown online policy {self.policy!r}; valid: none, a "
                                   f"policy file (*.json), space:PATH or space:KIND,KIND, or "
                                   f"{', '.join(ONLINE_ANCHORS)}")
@@ -460,6 +461,7 @@ class Hypothesis:
     budget: float
     margin: float
     loss: str = "ce"
+    against: str = "random"  # what it is compared with: random, or another of the grid's arms
 
     def __post_init__(self) -> None:
         if not (isinstance(self.margin, int | float) and 0 < self.margin < 1):
@@ -470,7 +472,11 @@ class Hypothesis:
         object.__setattr__(self, "margin", float(self.margin))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``against`` only when not random (every id made before it stays)."""
+        d = asdict(self)
+        if d["against"] == "random":
+            del d["against"]
+        return d
 
 
 ONLINE_ANCHORS = ("trivialaugment-wide", "randaugment", "autoaugment-cifar10")
@@ -503,9 +509,12 @@ class Arm:
             raise ConfigError(f"arm name {self.name!r}: use lower-case letters, digits, '-', "
                               f"'_' and '.'")
         _choose(self.source, ("policy",), f"arm {self.name}: source")
-        if not (self.policy in ARM_POLICIES or self.policy.endswith(".json")):
+        if not (self.policy in ARM_POLICIES or self.policy.endswith(".json")
+                or self.policy.startswith(("space:", "bin:"))):
             raise ConfigError(f"arm {self.name}: unknown policy {self.policy!r}; valid: "
-                              f"{', '.join(ARM_POLICIES)}, or a policy file (*.json)")
+                              f"{', '.join(ARM_POLICIES)}, space:KIND,KIND (kinds drawn "
+                              f"uniformly), bin:KIND@B/N (one kind in one magnitude bin), or "
+                              f"a policy file (*.json)")
         if not 0.0 <= self.max_flip <= 1.0:
             raise ConfigError(f"arm {self.name}: max_flip must be in [0, 1], got "
                               f"{self.max_flip}")
@@ -627,7 +636,12 @@ class StudyConfig:
                 if value not in valid:
                     raise ConfigError(f"{where}: {what} {value!r} is not in the study's grid; "
                                       f"valid: {', '.join(map(str, valid))}")
-            key = (h.selector, h.pool, h.budget, h.loss)
+            if h.against != "random" and (h.against not in selectors or h.against ==
+                                          h.selector):
+                raise ConfigError(f"{where}: against {h.against!r} must be random or another "
+                                  f"selector or arm of the grid; valid: "
+                                  f"{', '.join(x for x in selectors if x != h.selector)}")
+            key = (h.selector, h.pool, h.budget, h.loss, h.against)
             if key in seen:
                 raise ConfigError(f"{where} is declared twice")
             seen.add(key)
@@ -725,7 +739,9 @@ class StudyConfig:
         """The fields; ``primary`` and ``secondary`` only when declared (a study without
         hypotheses keeps its id)."""
         d = {**asdict(self), "data": self.data.to_dict(), "baseline": self.baseline.to_dict(),
-             "retrain": self.retrain.to_dict(), "pools": [p.to_dict() for p in self.pools]}
+             "retrain": self.retrain.to_dict(), "pools": [p.to_dict() for p in self.pools],
+             "primary": self.primary.to_dict() if self.primary else None,
+             "secondary": [h.to_dict() for h in self.secondary]}
         for name in ("primary", "secondary", "max_seeds", "seeds_per_round", "arms"):
             if not d[name]:
                 del d[name]

@@ -223,6 +223,7 @@ def dumps(cfg: ExperimentConfig | StudyConfig) -> str:
     if isinstance(cfg, StudyConfig):
         pools = d.pop("pools")
         primary, secondary = d.pop("primary", None), d.pop("secondary", [])
+        arms = d.pop("arms", [])
         lines = [f"# smartaug study file ({cfg.preset}): smartaug study --config FILE"]
         _table({k: v for k, v in d.items() if k not in _SECTIONS}, "", lines)
         for section in _SECTIONS:
@@ -232,6 +233,8 @@ def dumps(cfg: ExperimentConfig | StudyConfig) -> str:
             _table(primary, "primary", lines)
         for h in secondary:
             _table(h, "secondary", lines, array=True)
+        for a in arms:
+            _table(a, "arms", lines, array=True)
         for p in pools:
             _table(p, "pools", lines, array=True)
         return "\n".join(lines) + "\n"

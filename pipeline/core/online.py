@@ -8,6 +8,7 @@ augmentation of each, drawn from ``P``:
 * a space, ``space:PATH`` (a space file) or ``space:KIND,KIND`` (built-in kinds): one kind
   per image, drawn uniformly, each augmentation a pure function of (seed, epoch, sample), as
   a pool's;
+* ``bin:KIND@B/N``: KIND alone, inside magnitude bin B of N (``pipeline.core.magnitude``);
 * an anchor from torchvision.transforms.v2: ``trivialaugment-wide``, ``randaugment``,
   ``autoaugment-cifar10``.
 
@@ -27,7 +28,8 @@ import torch
 from torchvision.transforms import v2
 
 from pipeline.config import AugmentConfig
-from pipeline.core.augment import _apply, load_space
+from pipeline.core.augment import _apply, _fit, _generators, load_space
+from pipeline.core.magnitude import SCALES, scale_of
 from pipeline.errors import ConfigError
 from pipeline.policy import load
 
@@ -38,6 +40,24 @@ ANCHORS = {  # pipeline.config.ONLINE_ANCHORS, as torchvision.transforms.v2 make
     "randaugment": lambda: v2.RandAugment(),
     "autoaugment-cifar10": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
 }
+
+
+def parse_bin(policy: str):
+    """``bin:KIND@B/N`` -> (kind, B, N, its scale): KIND's magnitude range cut into N equal
+    bins, B the one drawn from (uniformly inside it, the sign at random)."""
+    try:
+        kind, where = policy[len("bin:"):].split("@")
+        b, bins = (int(x) for x in where.split("/"))
+    except ValueError:
+        raise ConfigError(f"online policy {policy!r}: expected bin:KIND@B/N, e.g. "
+                          f"bin:rotate@2/5") from None
+    scale = scale_of(kind)
+    if scale is None:
+        raise ConfigError(f"online policy {policy!r}: kind {kind!r} has no magnitude; kinds "
+                          f"with one: {', '.join(SCALES)}")
+    if not 0 <= b < bins <= 100:
+        raise ConfigError(f"online policy {policy!r}: need 0 <= B < N <= 100")
+    return kind, b, bins, scale
 
 
 def _seed(*parts) -> int:
@@ -63,6 +83,9 @@ class Online:
                 raise ConfigError(f"{policy} takes images of 1 or 3 channels, these have "
                                   f"{images.shape[3]}")
             self._fn = self._anchor_epoch
+        elif policy.startswith("bin:"):  # bin:KIND@B/N: one kind inside one magnitude bin
+            self._bin = parse_bin(policy)
+            self._fn = self._bin_epoch
         elif policy.startswith("space:"):
             spec = policy[len("space:"):]
             if Path(spec).suffix in (".yaml", ".yml", ".json"):
@@ -99,6 +122,21 @@ class Online:
             s = _seed(self.seed, e, f"train/{row}", j // len(self.images))
             items.append((row, e, s, kinds[(s >> 17) % len(kinds)]))
         return _apply(self.images, items, self._cfg, record=False)
+
+    def _bin_epoch(self, e: int, rows: np.ndarray) -> np.ndarray:
+        kind, b, bins, scale = self._bin
+        h, w = self.images.shape[1:3]
+        out = np.empty((len(rows), *self.images.shape[1:]), np.uint8)
+        for j, row in enumerate(rows.tolist()):
+            s = _seed(self.seed, e, f"train/{row}", j // len(self.images))
+            u = (s & 0xFFFFFFFF) / 2**32
+            m = scale.lo + (scale.hi - scale.lo) * (b + u) / bins
+            t = scale.at(m, 1 if (s >> 62) & 1 else -1, h, w)
+            t.set_random_state(*_generators(s))
+            res = t(image=self.images[row])["image"]
+            out[j] = res.reshape(out.shape[1:]) if res.size == out[j].size else _fit(
+                res, out.shape[1:], kind)
+        return out
 
     def _file_epoch(self, e: int, rows: np.ndarray) -> np.ndarray:
         p = self._policy

@@ -18,6 +18,7 @@ import json
 import matplotlib
 import numpy as np
 import pyarrow as pa
+from scipy import stats
 
 from pipeline.core.magnitude import SCALES, bin_of, declared_scale, magnitude_of, scale_of
 from pipeline.errors import InputError
@@ -296,3 +297,74 @@ def write_atlas_report(lake: Lake, atlas_id: str, *, command: str | None = None)
              "gallery": _plot_gallery(items, lake, run["pool_id"])}
     return write_report_files(lake, atlas_id, "atlas", data, plots, kinds=kind_table,
                               classes=class_table)
+
+
+# ------------------------------------------------------------------ the prediction, checked
+
+
+def predicted_benefit(rows: list[dict], policy: str) -> float | None:
+    """The atlas' prediction for an arm's policy: 1 - the flip rate (pooled over the classes)
+    of what it draws: ``space:KIND`` all of KIND's rows, ``bin:KIND@B/N`` its bin's (the atlas
+    cut into the same N bins); None for any other policy."""
+    if policy.startswith("space:") and "," not in policy and "." not in policy:
+        cells = [r for r in rows if r["kind"] == policy[len("space:"):]]
+    elif policy.startswith("bin:"):
+        kind, where = policy[len("bin:"):].split("@")
+        b, n = (int(x) for x in where.split("/"))
+        if n != rows[0]["bins"] and n != max(r["magnitude_bin"] for r in rows) + 1:
+            return None
+        cells = [r for r in rows if r["kind"] == kind and r["magnitude_bin"] == b]
+    else:
+        return None
+    right = sum(r["n_orig_correct"] for r in cells)
+    return 1.0 - sum(r["n_flipped"] for r in cells) / right if right else None
+
+
+def check_prediction(lake: Lake, atlas_id: str, study: dict, *, boot: int = 10_000,
+                     seed: int = 0) -> dict:
+    """How well the atlas ranks what training on each kind alone gains: per arm of
+    ``study`` (its study.json) whose policy is one kind (``space:KIND``) or one kind's
+    magnitude bin (``bin:KIND@B/N``), the predicted benefit (``predicted_benefit``) against
+    the measured gain over ``none`` (the paired mean difference of test accuracy over the
+    seeds); Spearman's rank correlation, with a percentile bootstrap interval over the arms
+    (``boot`` resamples, seeded)."""
+    rows = read_atlas(lake, atlas_id).to_pylist()
+    board = study["leaderboard"]
+    none = next((r for r in board if r["selector"] == "none"), None)
+    if none is None:
+        raise AtlasError("the study has no 'none' reference: add references = ['none'] to "
+                         "measure each arm's gain over no augmentation")
+    base = {(s["replicate"], s["seed"]): s["test_acc"] for s in none["seeds"]}
+    arms = []
+    for r in board:
+        if r.get("kind") != "arm" or not r.get("policy"):
+            continue
+        pred = predicted_benefit(rows, r["policy"])
+        if pred is None:
+            continue
+        d = [s["test_acc"] - base[(s["replicate"], s["seed"])] for s in r["seeds"]
+             if (s["replicate"], s["seed"]) in base]
+        arms.append({"arm": r["selector"], "policy": r["policy"], "pool": r["pool"],
+                     "budget": r["budget"], "predicted": pred, "gain": float(np.mean(d)),
+                     "gain_sd": float(np.std(d, ddof=1)) if len(d) > 1 else None,
+                     "n_seeds": len(d)})
+    if len(arms) < 3:
+        raise AtlasError(f"only {len(arms)} arm(s) train one kind (space:KIND) or one kind's "
+                         f"magnitude bin (bin:KIND@B/N): a rank correlation needs at least 3")
+    p = np.array([a["predicted"] for a in arms])
+    g = np.array([a["gain"] for a in arms])
+    rho = float(stats.spearmanr(p, g).statistic)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        i = rng.integers(0, len(arms), len(arms))
+        if np.ptp(p[i]) > 0 and np.ptp(g[i]) > 0:
+            draws.append(stats.spearmanr(p[i], g[i]).statistic)
+    lo, hi = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
+    return {"atlas_id": atlas_id, "study_id": study["study_id"], "n_arms": len(arms),
+            "spearman": rho, "ci95": [lo, hi], "bootstrap": len(draws), "arms": arms,
+            "formula": "predicted benefit = 1 - flip rate: of the augmentations (of that kind, "
+                       "or of that kind's magnitude bin) whose original the baseline gets "
+                       "right, the share it still gets right; measured gain = mean over the "
+                       "seeds of (test accuracy of the arm - of 'none'), paired by seed; "
+                       "the interval: a percentile bootstrap over the arms"}

@@ -116,13 +116,15 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
     out = []
     for role, h in declared:
         key = (h["pool"], h["budget"], h["selector"], h.get("loss", "ce"))
+        against = h.get("against", "random")
         row = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"]) == key)
         rnd = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"])
-                   == (*key[:2], "random", key[3]))
+                   == (*key[:2], against, key[3]))
         d = _diffs(row, rnd)
         alpha = ALPHA if role == "primary" else ALPHA / k
         dec = decide_paired(d, h["margin"], looks, alpha)
-        row["role"] = role
+        if against == "random":  # a row compared with another arm stays in its family
+            row["role"] = role
         if len(looks) == 1:
             why = "one look: the study's seeds"
         elif dec["decision"] != "undecided":
@@ -130,7 +132,8 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
         else:
             why = f"max_seeds ({looks[-1]}) reached" if dec["look"] == len(looks) else \
                 f"stopped at look {dec['look']} of {len(looks)}, undecided (run it again)"
-        out.append({"role": role, "selector": h["selector"], "pool": h["pool"],
+        out.append({"role": role, "selector": h["selector"], "against": against,
+                    "pool": h["pool"],
                     "budget": h["budget"], "loss": key[3], "margin": h["margin"],
                     "n_seeds": dec["n_seeds"], "n_replicates": dec["n_replicates"],
                     "seeds": sorted({s for _, s in d}), "diff": dec["diff"],
@@ -156,21 +159,22 @@ def statement(h: dict) -> str:
     ci = (f"{h['ci_level'] * 100:.4g} % interval [{100 * lo:+.2f}, {100 * hi:+.2f}] points "
           f"over {over}" + (f" (look {h['look']} of {len(h['looks'])})"
                             if len(h.get("looks", [])) > 1 else ""))
-    what = f"{h['selector']} vs random on the {h['pool']} pool at budget {h['budget']:g}"
+    other = h.get("against", "random")
+    what = f"{h['selector']} vs {other} on the {h['pool']} pool at budget {h['budget']:g}"
     text = {
-        "better": f"better than random by more than the {m:.2g}-point margin: the {ci} lies "
+        "better": f"better than {other} by more than the {m:.2g}-point margin: the {ci} lies "
                   f"above +{m:.2g}",
-        "worse": f"worse than random by more than the {m:.2g}-point margin: the {ci} lies "
+        "worse": f"worse than {other} by more than the {m:.2g}-point margin: the {ci} lies "
                  f"below -{m:.2g}",
-        "equivalent": f"equivalent to random within +-{m:.2g} points: the {ci} lies inside "
+        "equivalent": f"equivalent to {other} within +-{m:.2g} points: the {ci} lies inside "
                       f"the margin",
-        "smaller-than-margin": f"different from random, but by less than the {m:.2g}-point "
+        "smaller-than-margin": f"different from {other}, but by less than the {m:.2g}-point "
                                f"margin: the {ci} excludes 0 and lies inside +-{m:.2g}",
         "undecided": f"undecided: the {ci} spans the +-{m:.2g}-point margin",
     }[h["decision"]]
     if h["decision"] == "undecided" and (lo > 0 or hi < 0):
-        text += (f"; it excludes 0, so {'the selector beats' if lo > 0 else 'random beats'} "
-                 f"{'random' if lo > 0 else 'the selector'}, by an amount not shown to reach "
+        text += (f"; it excludes 0, so {'the selector beats' if lo > 0 else f'{other} beats'} "
+                 f"{other if lo > 0 else 'the selector'}, by an amount not shown to reach "
                  f"the margin")
     if h["ci95"] and h["ci95"][0] == h["ci95"][1]:
         text += " (every seed gave the same difference: the interval is a point, not a measured spread)"
