@@ -194,3 +194,76 @@ def test_an_arm_outside_the_grid_is_refused(tmp_path, capsys):
     (tmp_path / "study.toml").write_text(text)
     code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
     assert code == 2 and "unknown policy 'autoaugment-svhn'" in err
+
+
+def test_a_bin_policy_draws_one_kind_inside_one_magnitude_bin():
+    from pipeline.core.online import parse_bin
+
+    kind, b, n, scale = parse_bin("bin:rotate@4/5")
+    assert (kind, b, n) == ("rotate", 4, 5) and scale.hi == 20.0
+    got, _ = Online("bin:rotate@4/5", X, Y, seed=1).epoch(1)
+    assert got.shape == X.shape and not np.array_equal(got, X)
+    for bad in ("bin:rotate", "bin:hflip@0/5", "bin:rotate@5/5"):
+        with pytest.raises(ConfigError):
+            parse_bin(bad)
+
+
+def test_the_prediction_check_ranks_arms_against_their_gains(tmp_path):
+    """Spearman of predicted benefit (1 - flip rate) and measured gain over none: a perfect
+    ranking gives 1, a reversed one -1; too few arms is an error."""
+    from pipeline.lake import Lake
+    from pipeline.steps.atlas import AtlasError, check_prediction, predicted_benefit
+
+    rows = [{"kind": k, "magnitude_bin": 0, "label": 0, "n_orig_correct": 100,
+             "n_flipped": f, "bins": 1} for k, f in (("rotate", 10), ("noise", 30),
+                                                      ("crop", 60), ("vflip", 90))]
+    assert predicted_benefit(rows, "space:noise") == pytest.approx(0.7)
+    assert predicted_benefit(rows, "bin:crop@0/1") == pytest.approx(0.4)
+    assert predicted_benefit(rows, "trivialaugment-wide") is None
+
+    def seeds(accs):
+        return [{"seed": i, "replicate": 0, "test_acc": a} for i, a in enumerate(accs)]
+
+    def study(gains):
+        board = [{"selector": "none", "kind": "reference", "seeds": seeds([0.80, 0.81, 0.79])}]
+        board += [{"selector": f"only-{k}", "kind": "arm", "policy": f"space:{k}",
+                   "pool": "p", "budget": 0.1,
+                   "seeds": seeds([0.80 + g, 0.81 + g, 0.79 + g])} for k, g in gains.items()]
+        return {"study_id": "s", "leaderboard": board}
+
+    lake = Lake(tmp_path / "lake")
+    lake.write("atlas", "a1", {"atlas_id": ["a1"] * 4, "scoring_run_id": ["r"] * 4,
+                               "originals_run_id": ["o"] * 4, "bins": [1] * 4,
+                               **{k: [r[k] for r in rows] for k in
+                                  ("kind", "magnitude_bin", "label", "n_orig_correct",
+                                   "n_flipped")}, "n": [100] * 4,
+                               **{c: [None] * 4 for c in (
+                                   "magnitude_min", "magnitude_max", "flip_rate",
+                                   "confidence_drop_mean", "class_name",
+                                   *(f"{s}_{q}" for s in ("avh", "loss", "margin")
+                                     for q in ("mean", "q1", "median", "q3")))}})
+    good = check_prediction(lake, "a1", study({"rotate": 0.02, "noise": 0.01, "crop": 0.0,
+                                               "vflip": -0.03}), boot=200)
+    assert good["spearman"] == pytest.approx(1.0) and good["n_arms"] == 4
+    assert good["arms"][0]["gain"] == pytest.approx(0.02)
+    bad = check_prediction(lake, "a1", study({"rotate": -0.03, "noise": 0.0, "crop": 0.01,
+                                              "vflip": 0.02}), boot=200)
+    assert bad["spearman"] == pytest.approx(-1.0)
+    with pytest.raises(AtlasError, match="at least 3"):
+        check_prediction(lake, "a1", study({"rotate": 0.01, "noise": 0.0}), boot=10)
+
+
+def test_a_hypothesis_against_another_arm(tmp_path, capsys):
+    from tests.conftest import smartaug
+
+    (tmp_path / "images").mkdir()
+    text = ARMS_STUDY.replace('selector = "trivialaugment"\n',
+                              'selector = "trivialaugment"\nagainst = "uniform"\n')
+    (tmp_path / "study.toml").write_text(text)
+    code, out, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
+    assert code == 0 and 'against = "uniform"' in out, err
+    (tmp_path / "study.toml").write_text(text.replace('against = "uniform"',
+                                                      'against = "autoaugment"'))
+    code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
+    assert code == 2 and "against 'autoaugment' must be random or another" in " ".join(
+        err.split())
