@@ -28,6 +28,8 @@ from pipeline.config import (
 )
 from pipeline.core.augment import load_space
 from pipeline.errors import ConfigError
+from pipeline.policy import PolicyFileError
+from pipeline.policy import load as load_policy
 from pipeline.textfile import parse, short
 
 __all__ = ["ConfigError", "dumps", "is_study_file", "load_experiment", "load_file", "load_study",
@@ -90,6 +92,10 @@ def _paths(path: Path, data: dict) -> None:
             if not Path(item["policy"]).is_file():
                 raise ConfigError(f"{path}: policy = {policy!r}: no file {item['policy']} (a "
                                   f"path relative to the file, from `smartaug policy`)")
+            try:
+                load_policy(item["policy"])  # albumentations must load it, before any work
+            except PolicyFileError as e:
+                raise ConfigError(f"{path}: policy = {policy!r}: {e}") from None
     pools = data.get("pools", [])
     augments = [data.get("augment", {})] + [p.get("augment", {}) for p in
                                             (pools if isinstance(pools, list) else [])

@@ -267,3 +267,19 @@ def test_a_hypothesis_against_another_arm(tmp_path, capsys):
     code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
     assert code == 2 and "against 'autoaugment' must be random or another" in " ".join(
         err.split())
+
+
+def test_a_policy_file_albumentations_cannot_load_is_refused_before_any_work(tmp_path, capsys):
+    import json
+
+    from tests.conftest import smartaug
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "bad.json").write_text(json.dumps(
+        {"transform": {"__class_fullname__": "NoSuchTransform", "p": 1.0}}))
+    text = ARMS_STUDY.replace('policy = "uniform"', 'policy = "bad.json"')
+    (tmp_path / "study.toml").write_text(text)
+    code, _, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
+                            "--storage", str(tmp_path / "lake"))
+    assert code == 2 and "albumentations cannot load" in err and "Traceback" not in err
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))

@@ -25,7 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-from pipeline.config import CHOOSE_SEED_OFFSET, POSITIONS, MethodSpec, StudyConfig, identity
+from pipeline.config import (
+    CHOOSE_SEED_OFFSET,
+    ONLINE_ANCHORS,
+    POSITIONS,
+    MethodSpec,
+    StudyConfig,
+    identity,
+)
 from pipeline.core.train import resolve_device
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id
@@ -115,6 +122,11 @@ def baseline(lake: Lake, cfg: StudyConfig, dataset_id: str, b: int = 0, *, log: 
     its pools (a study that must choose window positions on validation is refused first
     when the split came out empty)."""
     meta = lake.row("datasets", dataset_id)
+    anchors = [a for a in cfg.arms if a.policy in ONLINE_ANCHORS]
+    if anchors and meta["channels"] not in (1, 3):
+        raise InputError(f"arm {anchors[0].name}: {anchors[0].policy} takes images of 1 or 3 "
+                         f"channels, and dataset {dataset_id}'s have {meta['channels']}; "
+                         f"give the arm a policy file or a space instead")
     if cfg.chooses() and not meta["n_val"]:
         raise S.SelectionError(
             f"dataset {dataset_id} has no validation images ({meta['n_train']} train images, "
