@@ -187,7 +187,7 @@ def test_readme_experiment_file_is_accepted(tmp_path):
     from pipeline.experiment_file import load_experiment
 
     (tmp_path / "exp.toml").write_text(next(b for b in blocks("toml") if "budgets" not in b
-                                            and "[primary]" not in b))
+                                            and "[primary]" not in b and "[[arms]]" not in b))
     (tmp_path / "space.yaml").write_text(blocks("yaml")[0])
     (tmp_path / "pets").mkdir()
     cfg = load_experiment(tmp_path / "exp.toml")
