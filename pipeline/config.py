@@ -257,9 +257,7 @@ class TrainConfig:
                 raise ConfigError("augment = 'online' needs a policy: none, a policy file "
                                   "(*.json), space:PATH or space:KIND,KIND, or "
                                   "trivialaugment-wide, randaugment, autoaugment-cifar10")
-            if not (self.policy in ONLINE_ANCHORS or self.policy == "none"
-                    or self.policy.startswith(("space:", "bin:"))
-                    or self.policy.endswith(".json")):
+            if not online_policy(self.policy):
                 raise ConfigError(f"unknown online policy {self.policy!r}; valid: none, a "
                                   f"policy file (*.json), space:PATH or space:KIND,KIND, or "
                                   f"{', '.join(ONLINE_ANCHORS)}")
@@ -480,6 +478,13 @@ class Hypothesis:
 
 
 ONLINE_ANCHORS = ("trivialaugment-wide", "randaugment", "autoaugment-cifar10")
+
+
+def online_policy(policy: str) -> bool:
+    """Whether ``policy`` names an online policy (pipeline.core.online): none, an anchor,
+    space:..., bin:... or a policy file (*.json)."""
+    return (policy in ONLINE_ANCHORS or policy == "none"
+            or policy.startswith(("space:", "bin:")) or policy.endswith(".json"))
 CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never a reported one
 
 
@@ -509,8 +514,7 @@ class Arm:
             raise ConfigError(f"arm name {self.name!r}: use lower-case letters, digits, '-', "
                               f"'_' and '.'")
         _choose(self.source, ("policy",), f"arm {self.name}: source")
-        if not (self.policy in ARM_POLICIES or self.policy.endswith(".json")
-                or self.policy.startswith(("space:", "bin:"))):
+        if not (self.policy in ("uniform", "recommended") or online_policy(self.policy)):
             raise ConfigError(f"arm {self.name}: unknown policy {self.policy!r}; valid: "
                               f"{', '.join(ARM_POLICIES)}, space:KIND,KIND (kinds drawn "
                               f"uniformly), bin:KIND@B/N (one kind in one magnitude bin), or "
