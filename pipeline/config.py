@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ConfigDict, TypeAdapter
 
+from pipeline.core.curriculum import ORDERS, PACINGS, pacing
 from pipeline.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid")
@@ -491,16 +492,40 @@ CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never 
 ARM_POLICIES = ("uniform", "none", "recommended", *ONLINE_ANCHORS)
 
 
+ARM_SOURCES = ("policy", "schedule", "self-paced", "infobatch")
+# the fields each source reads beyond name, pools and budgets (to_dict keeps only these)
+_ARM_FIELDS = {"policy": ("source", "policy", "max_flip"),
+               "schedule": ("source", "order", "pacing", "start", "growth", "step", "score",
+                            "every"),
+               "self-paced": ("source", "every", "score", "position"),
+               "infobatch": ("source", "prune", "anneal")}
+
+
 @dataclass(frozen=True)
 class Arm:
-    """A study arm that is not a static selection: a training of the study's protocol whose
-    augmentations come fresh every epoch from ``policy`` (``source = "policy"``): ``uniform``
-    (the pool's kinds, one drawn uniformly per augmentation), ``none``, ``recommended`` (the
-    policy of the pool's atlas at ``max_flip``: ``smartaug policy``), an anchor
-    (``trivialaugment-wide``, ``randaugment``, ``autoaugment-cifar10``) or a policy file
-    (``*.json``). At pool P and budget b it sees ``round(b * |P|)`` fresh augmentations every
-    epoch, of originals drawn afresh each epoch: the images and gradient steps of a static
-    selection at that budget. ``pools`` and ``budgets``: where it runs (default: everywhere)."""
+    """A study arm that is not a static selection. ``source``:
+
+    - ``policy``: a training of the study's protocol whose augmentations come fresh every
+      epoch from ``policy``: ``uniform`` (the pool's kinds, one drawn uniformly per
+      augmentation), ``none``, ``recommended`` (the policy of the pool's atlas at
+      ``max_flip``: ``smartaug policy``), an anchor (``trivialaugment-wide``, ``randaugment``,
+      ``autoaugment-cifar10``) or a policy file (``*.json``). At pool P and budget b it sees
+      ``round(b * |P|)`` fresh augmentations every epoch, of originals drawn afresh each
+      epoch: the images and gradient steps of a static selection at that budget.
+    - ``schedule``: a curriculum over the pool's ``score`` ranking in ``order``
+      (``easy-to-hard``, ``hard-to-easy``, ``random-order``: the control), paced by
+      ``pacing`` (``linear``, ``step``, ``exponential``: ``start``, ``growth``, ``step``
+      epochs; ``pipeline.core.curriculum.pacing``); it shows as many augmentations over the
+      training as the static selectors at its budget (``pacing_sizes``). ``every`` = R
+      re-ranks the pool every R epochs with the model being trained (default: never, the
+      baseline's ranking).
+    - ``self-paced``: every epoch the window at ``position`` of the ``score`` ranking, the
+      pool re-scored every ``every`` epochs (default 1) by the model being trained.
+    - ``infobatch``: InfoBatch's dynamic pruning over the originals and the whole pool
+      (``prune`` share of the well-learned items left out each epoch, the last ``anneal``
+      share of the epochs on everything); it runs at budget 1.0, beside ``all``.
+
+    ``pools`` and ``budgets``: where it runs (default: everywhere)."""
 
     name: str
     source: str = "policy"
@@ -508,28 +533,92 @@ class Arm:
     pools: tuple[str, ...] | None = None
     budgets: tuple[float, ...] | None = None
     max_flip: float = 0.2
+    order: str = "easy-to-hard"
+    pacing: str = "linear"
+    start: float = 0.2
+    growth: float = 2.0
+    step: int = 1
+    score: str = "avh"
+    every: int | None = None
+    position: str = "easiest"
+    prune: float = 0.5
+    anneal: float = 0.125
 
     def __post_init__(self) -> None:
         if not _KIND_NAME.match(self.name):
             raise ConfigError(f"arm name {self.name!r}: use lower-case letters, digits, '-', "
                               f"'_' and '.'")
-        _choose(self.source, ("policy",), f"arm {self.name}: source")
-        if not (self.policy in ("uniform", "recommended") or online_policy(self.policy)):
-            raise ConfigError(f"arm {self.name}: unknown policy {self.policy!r}; valid: "
+        _choose(self.source, ARM_SOURCES, f"arm {self.name}: source")
+        where = f"arm {self.name}"
+        if self.source == "policy" and not (self.policy in ("uniform", "recommended")
+                                            or online_policy(self.policy)):
+            raise ConfigError(f"{where}: unknown policy {self.policy!r}; valid: "
                               f"{', '.join(ARM_POLICIES)}, space:KIND,KIND (kinds drawn "
                               f"uniformly), bin:KIND@B/N (one kind in one magnitude bin), or "
                               f"a policy file (*.json)")
         if not 0.0 <= self.max_flip <= 1.0:
-            raise ConfigError(f"arm {self.name}: max_flip must be in [0, 1], got "
-                              f"{self.max_flip}")
+            raise ConfigError(f"{where}: max_flip must be in [0, 1], got {self.max_flip}")
+        if self.source in ("schedule", "self-paced"):
+            _choose(self.score, SCORE_DIRECTIONS, f"{where}: score")
+            if self.every is not None and not (isinstance(self.every, int) and self.every >= 1):
+                raise ConfigError(f"{where}: every (R, the epochs between re-scorings by the "
+                                  f"model being trained) must be an integer >= 1, got "
+                                  f"{self.every!r}")
+        if self.source == "schedule":
+            _choose(self.order, ORDERS, f"{where}: order")
+            _choose(self.pacing, PACINGS, f"{where}: pacing")
+            if not 0.0 < self.start <= 1.0:
+                raise ConfigError(f"{where}: start (the pacing's starting fraction) must be in "
+                                  f"(0, 1], got {self.start}")
+            pacing(self.pacing, 2, start=self.start, growth=self.growth, step=self.step)
+        if self.source == "self-paced":
+            _choose(self.position, POSITIONS, f"{where}: position")
+        if self.source == "infobatch" and not 0.0 <= self.prune < 1.0:
+            raise ConfigError(f"{where}: prune (the share of well-learned items left out) must "
+                              f"be in [0, 1), got {self.prune}")
+        if self.source == "infobatch" and not 0.0 <= self.anneal <= 1.0:
+            raise ConfigError(f"{where}: anneal (the share of the last epochs trained on "
+                              f"everything) must be in [0, 1], got {self.anneal}")
         for name in ("pools", "budgets"):
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, tuple(float(b) for b in v) if name == "budgets"
                                    else tuple(v))
 
+    @property
+    def rescore_every(self) -> int:
+        """Epochs between re-scorings by the model being trained (0: never)."""
+        if self.source == "self-paced":
+            return self.every or 1
+        return self.every or 0
+
+    def check_budget(self, budget: float, epochs: int) -> None:
+        """A schedule must be able to spend ``budget`` within the pool (``pacing_sizes``'s
+        rule, before the pool's size is known: its last epoch needs
+        ``budget * E * max(g) / sum(g)`` of the pool)."""
+        if self.source != "schedule":
+            return
+        g = pacing(self.pacing, epochs, start=self.start, growth=self.growth, step=self.step)
+        need = budget * epochs * g.max() / g.sum()
+        if need > 1.0 + 1e-9:
+            raise ConfigError(
+                f"arm {self.name}: pacing {self.pacing} (start {self.start:g}) over {epochs} "
+                f"epochs never reaches budget {budget:g}: its last epoch would need "
+                f"{need:.0%} of the pool. It reaches budgets up to "
+                f"{g.sum() / (epochs * g.max()):.3g}; raise start, or give the arm "
+                f"budgets = [...] below that")
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Name, pools, budgets and the fields its source reads (a policy arm's dict, and so
+        every study id made before the other sources, is unchanged)."""
+        d = asdict(self)
+        keep = {"name", "pools", "budgets", *_ARM_FIELDS[self.source]}
+        if self.source == "schedule":
+            keep -= {"growth"} if self.pacing != "exponential" else set()
+            keep -= {"step"} if self.pacing == "linear" else set()
+        if self.every is None:
+            keep.discard("every")
+        return {k: v for k, v in d.items() if k in keep}
 
 
 def _default_pools() -> tuple[PoolSpec, ...]:
@@ -600,10 +689,12 @@ class StudyConfig:
                 *(a.name for a in self.arms)]
 
     def arm_cells(self) -> list[tuple[Arm, str, float]]:
-        """(arm, pool, budget) wherever each arm runs."""
+        """(arm, pool, budget) wherever each arm runs (an infobatch arm: at budget 1.0, on
+        the whole pool, once per pool)."""
         return [(a, p.name, b) for a in self.arms for p in self.pools
                 if a.pools is None or p.name in a.pools
-                for b in self.budgets if a.budgets is None or b in a.budgets]
+                for b in ((1.0,) if a.source == "infobatch" else self.budgets)
+                if a.source == "infobatch" or a.budgets is None or b in a.budgets]
 
     def chooses(self) -> bool:
         """Whether the study has ``SCORE@val`` rows (positions to choose, seeds to choose on)."""
@@ -627,24 +718,34 @@ class StudyConfig:
                 if bad:
                     raise ConfigError(f"arm {a.name}: {what} {bad[0]!r} is not in the study's "
                                       f"grid; valid: {', '.join(map(str, valid))}")
+            for _, _, b in (c for c in self.arm_cells() if c[0] is a):
+                a.check_budget(b, self.retrain.epochs)
+            if a.source == "infobatch" and any(x != "ce" for x in self.losses):
+                raise ConfigError(f"arm {a.name}: infobatch rescales each item's cross-entropy "
+                                  f"and trains with loss ce only; the study's losses are "
+                                  f"{list(self.losses)}: run it in a study with losses = "
+                                  f"[\"ce\"]")
 
     def _check_hypotheses(self) -> None:
         pools, selectors = [p.name for p in self.pools], self.selectors()
         seen = set()
         for role, h in self.hypotheses():
             where = f"{role} hypothesis ({h.selector}, pool {h.pool}, budget {h.budget:g})"
+            whole = {"all", *(a.name for a in self.arms if a.source == "infobatch")}
+            budgets = [*self.budgets, *([1.0] if h.selector in whole else [])]
             for value, valid, what in ((h.selector, selectors, "selector"),
                                        (h.pool, pools, "pool"),
-                                       (h.budget, list(self.budgets), "budget"),
+                                       (h.budget, budgets, "budget"),
                                        (h.loss, list(self.losses), "loss")):
                 if value not in valid:
                     raise ConfigError(f"{where}: {what} {value!r} is not in the study's grid; "
                                       f"valid: {', '.join(map(str, valid))}")
-            if h.against != "random" and (h.against not in selectors or h.against ==
+            others = [*selectors, *(["all"] if "all" in self.references else [])]
+            if h.against != "random" and (h.against not in others or h.against ==
                                           h.selector):
-                raise ConfigError(f"{where}: against {h.against!r} must be random or another "
-                                  f"selector or arm of the grid; valid: "
-                                  f"{', '.join(x for x in selectors if x != h.selector)}")
+                raise ConfigError(f"{where}: against {h.against!r} must be random, all (when "
+                                  f"a reference) or another selector or arm of the grid; "
+                                  f"valid: {', '.join(x for x in others if x != h.selector)}")
             key = (h.selector, h.pool, h.budget, h.loss, h.against)
             if key in seen:
                 raise ConfigError(f"{where} is declared twice")

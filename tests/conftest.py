@@ -69,6 +69,28 @@ def tiny_config(root: str, *, per_class_train: int, per_class_test: int, epochs:
         val_fraction=val_fraction), baseline=train, retrain=train, **kwargs)
 
 
+def tiny_study_data(per_class_train: int, per_class_test: int, epochs: int = 2) -> str:
+    """The [data], [baseline] and [retrain] tables of a study file on the tiny image folder
+    ``images`` beside it (``write_image_folder``), batches of 16."""
+    return f"""
+[data]
+dataset = "imagefolder:images"
+grayscale = true
+image_size = 28
+per_class_train = {per_class_train}
+per_class_test = {per_class_test}
+val_fraction = 0.25
+
+[baseline]
+epochs = {epochs}
+batch_size = 16
+
+[retrain]
+epochs = {epochs}
+batch_size = 16
+"""
+
+
 @pytest.fixture(scope="session")
 def small_lake(tmp_path_factory, fashion_root):
     """A lake with real Fashion-MNIST (50 train / 20 test per class, 20 % validation), a

@@ -19,7 +19,7 @@ from pipeline.core.stats import (
     t_interval,
     tost,
 )
-from tests.conftest import smartaug
+from tests.conftest import smartaug, tiny_study_data
 
 
 @pytest.mark.parametrize("d, decision", [
@@ -76,23 +76,7 @@ positions = ["easiest", "offset"]
 coverage = []
 seeds = 3
 references = []
-
-[data]
-dataset = "imagefolder:images"
-grayscale = true
-image_size = 28
-per_class_train = 12
-per_class_test = 5
-val_fraction = 0.25
-
-[baseline]
-epochs = 2
-batch_size = 16
-
-[retrain]
-epochs = 2
-batch_size = 16
-
+""" + tiny_study_data(12, 5) + """
 [primary]
 selector = "avh@offset"
 pool = "seed"

@@ -11,6 +11,7 @@ from pipeline.core import augment as aug
 from pipeline.core.online import Online, _seed
 from pipeline.core.train import build_model, train
 from pipeline.errors import ConfigError
+from tests.conftest import tiny_study_data
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
@@ -92,23 +93,7 @@ positions = ["offset"]
 coverage = []
 references = ["none"]
 seeds = 2
-
-[data]
-dataset = "imagefolder:images"
-grayscale = true
-image_size = 28
-per_class_train = 24
-per_class_test = 6
-val_fraction = 0.25
-
-[baseline]
-epochs = 2
-batch_size = 16
-
-[retrain]
-epochs = 2
-batch_size = 16
-
+""" + tiny_study_data(24, 6) + """
 [primary]
 selector = "trivialaugment"
 pool = "seed"

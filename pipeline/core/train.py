@@ -128,6 +128,8 @@ def train(
     eval_sets: dict[str, tuple] | None = None,
     log: Callable[[str], None] | None = print,
     eval_last: bool = False,
+    curriculum=None,
+    n_originals: int | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on uint8 images [N, H, W, C] and int labels [N].
 
@@ -135,6 +137,12 @@ def train(
     each ``eval_sets`` entry (name -> (images, labels)), and the mean class-weight norm
     (``eval_last``: the eval sets after the last epoch only, as a grid of trainings needs).
     Returns that history (one dict per epoch). Deterministic on CPU for a given ``cfg.seed``.
+
+    ``curriculum`` (``pipeline.core.curriculum``): the images are the originals then the whole
+    pool, and its ``plan(epoch, model)`` gives the rows (and loss weights) each epoch trains
+    on. ``n_originals``: how many leading rows are originals (default: all), for the counts
+    each history row carries: ``samples`` (rows through a backward pass), ``augmented`` (of
+    them, augmentations) and ``steps`` (optimizer steps).
     """
     if cfg.epochs < 0 or cfg.batch_size < 1:
         raise ValueError("epochs must be >= 0 and batch_size >= 1")
@@ -161,6 +169,14 @@ def train(
     history = []
     online = _online(cfg, images, labels)
     originals, y_orig = x_all, y_all
+    n_orig = len(y_all) if n_originals is None else n_originals
+    if curriculum is not None and online is not None:
+        raise InputError("a training is either online (fresh augmentations every epoch) or "
+                         "on a curriculum over a pool, not both")
+    weighted = curriculum is not None and curriculum.needs_losses
+    if weighted and cfg.loss.kind != "none":
+        raise InputError(f"a pruning curriculum rescales each item's cross-entropy; it cannot "
+                         f"take the loss {cfg.loss.label()}: train it with loss ce")
     pool = ThreadPoolExecutor(1) if online is not None else None
     ahead = pool.submit(online.epoch, 1) if online is not None else None
     try:
@@ -173,11 +189,21 @@ def train(
                     y_all = torch.cat([y_orig, torch.as_tensor(fresh[1]).to(
                         device=device, dtype=torch.long)])
                     n = len(y_all)
-            model.train()
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen).to(device)
+            plan = curriculum.plan(epoch, model) if curriculum is not None else None
+            plan_seconds = time.perf_counter() - t0
+            model.train()
+            if plan is None:
+                perm = torch.randperm(n, generator=gen).to(device)
+            else:  # the plan's rows, shuffled (its weights follow them)
+                order = torch.randperm(len(plan.rows), generator=gen)
+                perm = torch.as_tensor(plan.rows)[order].to(device)
+                w_all = (torch.as_tensor(plan.weights, dtype=torch.float32)[order].to(device)
+                         if plan.weights is not None else None)
+                n = len(perm)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
+            samples = steps = 0
             for i in range(0, n, cfg.batch_size):
                 idx = perm[i : i + cfg.batch_size]
                 if len(idx) < 2 and n > 1:  # batch norm needs 2 samples
@@ -189,19 +215,30 @@ def train(
                     logits = model.head(f)
                 # the loss (and AVH's angles) in fp32; on the CPU these are the tensors themselves
                 f, logits = f.float(), logits.float()
-                loss, _ = compute_loss(cfg.loss, logits, f, model.head.weight, y)
+                if weighted:  # per-item cross-entropy, rescaled where the plan says
+                    ce = nn.functional.cross_entropy(logits, y, reduction="none")
+                    w = w_all[i : i + cfg.batch_size] if w_all is not None else None
+                    loss = (ce * w).mean() if w is not None else ce.mean()
+                    curriculum.observe(idx.cpu().numpy(), ce.detach().cpu().numpy())
+                else:
+                    loss, _ = compute_loss(cfg.loss, logits, f, model.head.weight, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
+                samples += len(idx)
+                steps += 1
             if not torch.isfinite(loss_sum):  # one check an epoch: the sum is read below anyway
                 raise TrainingError(
                     f"the training diverged: its loss became {float(loss_sum)} in epoch {epoch} "
                     f"(lr {cfg.lr}, {cfg.optimizer}); nothing was registered. Lower the learning "
                     f"rate (--lr), or check the starting weights")
+            used = perm[:samples]  # a last batch of one is skipped
             row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_acc": float(correct) / n,
-                   "seconds": time.perf_counter() - t0,
+                   "seconds": time.perf_counter() - t0, "plan_seconds": plan_seconds,
+                   "samples": samples, "steps": steps,
+                   "augmented": int((used >= n_orig).sum()),
                    "weight_norm_mean": float(model.head.weight.detach().norm(dim=1).mean())}
             due = not eval_last or epoch == cfg.epochs
             for name, (xe, ye) in ((eval_sets or {}) if due else {}).items():

@@ -48,7 +48,7 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
         "scoring_run_id", ("model_id", pa.string()), ("pool_id", pa.string()),
         ("dataset_id", pa.string()), ("split", pa.string()), ("n_items", pa.int64()),
         ("n_undefined", pa.int64()), ("batch_size", pa.int64()), ("device", pa.string()),
-        ("seconds", _F), *PROVENANCE),
+        ("seconds", _F), ("train_run_id", pa.string()), ("epoch", pa.int64()), *PROVENANCE),
     "scores": _table(
         "scoring_run_id", ("model_id", pa.string()), ("pool_id", pa.string()),
         ("item_id", pa.string()), ("label", pa.int64()), ("pred", pa.int64()),
@@ -73,11 +73,13 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
         ("n_train", pa.int64()), ("n_augmented", pa.int64()), ("loss", pa.string()),
         ("lam", _F), ("epochs", pa.int64()), ("init", pa.string()), ("train_acc", _F),
         ("val_acc", _F), ("test_acc", _F), ("test_avh", _F), ("seconds", _F),
-        ("purpose", pa.string()), *PROVENANCE),
+        ("purpose", pa.string()), ("items_seen", pa.int64()), ("backward_passes", pa.int64()),
+        ("gradient_steps", pa.int64()), *PROVENANCE),
     "history": _table(
         "run_id", ("epoch", pa.int64()), ("train_loss", _F), ("train_acc", _F),
         ("val_acc", _F), ("val_avh", _F), ("test_acc", _F), ("test_avh", _F),
-        ("feature_norm_mean", _F), ("weight_norm_mean", _F), ("seconds", _F)),
+        ("feature_norm_mean", _F), ("weight_norm_mean", _F), ("seconds", _F),
+        ("samples", pa.int64()), ("augmented", pa.int64()), ("steps", pa.int64())),
     "drift": _table(
         "selection_id", ("previous_selection_id", pa.string()), ("experiment_id", pa.string()),
         ("model_id", pa.string()), ("scoring_run_id", pa.string()), ("round", pa.int64()),

@@ -58,6 +58,15 @@ class TrainingData:
             self._last = (selection_id, self.pixels.recipes(self.recipes.take(rows)))
         return self._last[1]
 
+    def pool_images(self) -> np.ndarray:
+        """Every augmentation of the pool, in the pool's order (a recipe pool's regenerated
+        once and kept)."""
+        if self.aug_images is not None:
+            return self.aug_images
+        if self._last is None or self._last[0] != "*":
+            self._last = ("*", self.pixels.recipes(self.recipes))
+        return self._last[1]
+
     def with_selection(self, lake: Lake, selection_id: str | None):
         """Originals + the selection's augmentations (in aug_id order): images, labels and
         the number of augmentations."""
@@ -82,13 +91,19 @@ def training_data(lake: Lake, dataset_id: str, pool_id: str) -> TrainingData:
 
 def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: TrainingData,
                method: MethodSpec, selection_id: str | None, rep: int, baseline_model_id: str,
-               purpose: str = "method", log: Log = print, eval_last: bool = False) -> str:
+               purpose: str = "method", log: Log = print, eval_last: bool = False,
+               curriculum=None) -> str:
     """Train ``method`` at seed ``cfg.seed + rep`` on originals + its selection and record
     the run and its history; returns run_id (found, not retrained, when it exists).
     ``experiment_id``: the experiment (or study protocol) the run belongs to; ``data``: the
     originals and the pool (``training_data``); ``baseline_model_id``: the model fine-tuned
     (``cfg.init = "baseline"``) or whose dataset gives the shapes; ``purpose``: method,
-    band-search or study; ``eval_last``: evaluate after the last epoch only."""
+    band-search or study; ``eval_last``: evaluate after the last epoch only;
+    ``curriculum`` (``pipeline.steps.curriculum.CellCurriculum``): train on the originals and
+    the whole pool, each epoch's rows chosen by it (``selection_id`` is then None).
+
+    The run records ``items_seen`` (augmentations through a backward pass, over the whole
+    training), ``backward_passes`` (all items through one) and ``gradient_steps``."""
     m = method
     seed = cfg.seed + rep
     tcfg = replace(cfg.retrain, loss=m.loss, seed=seed)
@@ -99,10 +114,15 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
                          f"or retrain with augment = 'static'")
     run_id = content_id("run", {"experiment_id": experiment_id, "method": m.to_dict(),
                                 "rep": rep, "selection_id": selection_id, "purpose": purpose,
-                                "train": tcfg.to_dict(), "init": cfg.init})
+                                "train": tcfg.to_dict(), "init": cfg.init,
+                                **({"curriculum": curriculum.identity()} if curriculum else {})})
     if lake.has("runs", run_id):
         return run_id
-    x, y, n_aug = data.with_selection(lake, selection_id)
+    if curriculum is not None:
+        x, y = curriculum.images()
+        n_aug = curriculum.n
+    else:
+        x, y, n_aug = data.with_selection(lake, selection_id)
     if tcfg.augment == "online" and tcfg.policy != "none":  # fresh ones, every epoch
         n_aug = tcfg.augmentations or len(y)
     if cfg.init == "baseline":  # fine-tune a fresh copy of the registered baseline
@@ -120,24 +140,32 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
         log(f"{purpose} {m.name} rep {rep} (seed {seed}): {len(y)} images "
             f"({n_aug} augmentations), loss {m.loss.label()}")
     t0 = time.perf_counter()
-    hist = train(model, x, y, tcfg, eval_sets=evals, log=log, eval_last=eval_last)
+    hist = train(model, x, y, tcfg, eval_sets=evals, log=log, eval_last=eval_last,
+                 n_originals=len(data.train),
+                 curriculum=curriculum.build(run_id, seed) if curriculum else None)
     seconds = time.perf_counter() - t0
+    if curriculum is not None:  # its re-scorings, now that the training has succeeded
+        curriculum.commit(str(next(model.parameters()).device))
     last = hist[-1] if hist else {}
+    counts = {k: sum(h[k] for h in hist) for k in ("samples", "augmented", "steps")}
+    n_train = len(data.train) + n_aug if curriculum is not None else len(y) + (
+        n_aug if tcfg.augment == "online" else 0)
     lake.write("history", run_id, {
         "run_id": [run_id] * len(hist), "epoch": [h["epoch"] for h in hist],
         "train_loss": [h["train_loss"] for h in hist], "train_acc": [h["train_acc"] for h in hist],
         **{k: [h.get(k) for h in hist] for k in ("val_acc", "val_avh", "test_acc", "test_avh")},
         "feature_norm_mean": [h.get("test_feature_norm") for h in hist],
         "weight_norm_mean": [h["weight_norm_mean"] for h in hist],
-        "seconds": [h["seconds"] for h in hist]})
+        "seconds": [h["seconds"] for h in hist],
+        **{k: [h[k] for h in hist] for k in ("samples", "augmented", "steps")}})
     lake.write("runs", run_id, {
         "run_id": [run_id], "experiment_id": [experiment_id], "method": [m.name], "rep": [rep],
-        "seed": [seed], "selection_id": [selection_id], "n_train": [len(y) + (
-            n_aug if tcfg.augment == "online" else 0)],
+        "seed": [seed], "selection_id": [selection_id], "n_train": [n_train],
         "n_augmented": [n_aug], "loss": [m.loss.label()], "lam": [m.loss.lam],
         "epochs": [tcfg.epochs], "init": [cfg.init],
         **{k: [last.get(k)] for k in ("train_acc", "val_acc", "test_acc", "test_avh")},
-        "seconds": [seconds], "purpose": [purpose]})
+        "seconds": [seconds], "purpose": [purpose], "items_seen": [counts["augmented"]],
+        "backward_passes": [counts["samples"]], "gradient_steps": [counts["steps"]]})
     return run_id
 
 

@@ -122,7 +122,7 @@ def _record_run(lake: Lake, scoring_run_id: str, model_id: str, *, pool_id, data
         "scoring_run_id": [scoring_run_id], "model_id": [model_id], "pool_id": [pool_id],
         "dataset_id": [dataset_id], "split": [split], "n_items": [n],
         "n_undefined": [n_undefined], "batch_size": [batch_size], "device": [str(device)],
-        "seconds": [seconds]})
+        "seconds": [seconds], "train_run_id": [None], "epoch": [None]})
 
 
 def _run(lake: Lake, model_id: str, scoring_run_id: str, items: Iterator[pa.RecordBatch],

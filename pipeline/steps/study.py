@@ -33,6 +33,7 @@ from pipeline.config import (
     StudyConfig,
     identity,
 )
+from pipeline.core.curriculum import pacing_sizes
 from pipeline.core.train import resolve_device
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id
@@ -45,6 +46,7 @@ from pipeline.steps import pool as pool_
 from pipeline.steps import retrain as retrain_
 from pipeline.steps import score as score_
 from pipeline.steps import select as S
+from pipeline.steps.curriculum import CellCurriculum
 from pipeline.steps.runners import ProcessRunner, Runner
 from pipeline.steps.sql import query
 from pipeline.steps.study_report import leaderboard, write_study_report
@@ -183,11 +185,17 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = No
                         seeds=range(CHOOSE_SEED_OFFSET, CHOOSE_SEED_OFFSET + cfg.choose_seeds))
         for s in cfg.coverage:
             add(b, f"coverage-{s}", "coverage", n, score=s)
-        for arm, pool, budget in cfg.arm_cells():  # fresh augmentations every epoch
-            if pool == name and budget == b:
+        for arm, pool, budget in cfg.arm_cells():  # fresh augmentations, or a curriculum
+            if pool == name and budget == b and arm.source != "infobatch":
+                if arm.source == "schedule":  # refused here if it cannot spend the budget
+                    pacing_sizes(arm.pacing, cfg.retrain.epochs, n, n_pool, start=arm.start,
+                                 growth=arm.growth, step=arm.step)
                 add(b, arm.name, "arm", n)
     if "all" in cfg.references:
         add(1.0, "all", "reference", n_pool)
+    for arm, pool, _ in cfg.arm_cells():  # pruning over the originals and the whole pool
+        if pool == name and arm.source == "infobatch":
+            add(1.0, arm.name, "arm", n_pool)
     return cells
 
 
@@ -239,16 +247,24 @@ def cell(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: 
     data = retrain_.training_data(lake, dataset_id, pool_id)
     m = MethodSpec(c.selector, loss=cfg.loss_spec(c.loss))
     protocol = replace(cfg, data=data_of(cfg, c.replicate)).protocol()
+    curriculum = None
     if c.kind == "arm":
         arm = next(a for a in cfg.arms if a.name == c.selector)
-        policy = arm_policy(lake, cfg, arm, pool_id, model_id)
-        protocol = replace(protocol, retrain=replace(
-            protocol.retrain, augment="online", policy=policy, augmentations=c.n_items))
+        if arm.source == "policy":
+            policy = arm_policy(lake, cfg, arm, pool_id, model_id)
+            protocol = replace(protocol, retrain=replace(
+                protocol.retrain, augment="online", policy=policy, augmentations=c.n_items))
+        else:
+            curriculum = CellCurriculum(
+                lake, arm, data, pool_id=pool_id, n=c.n_items, epochs=cfg.retrain.epochs,
+                scoring_run_id=score_.pool_scoring_run_id(model_id, pool_id,
+                                                          cfg.retrain.device),
+                per_class=cfg.per_class)
     return retrain_.train_cell(lake, protocol,
                                experiment_id=protocol_id(cfg, dataset_id, model_id), data=data,
                                method=m, selection_id=c.selection_id, rep=c.rep,
                                baseline_model_id=model_id, purpose="study", log=log,
-                               eval_last=True)
+                               eval_last=True, curriculum=curriculum)
 
 
 def arm_policy(lake: Lake, cfg: StudyConfig, arm, pool_id: str, model_id: str) -> str:

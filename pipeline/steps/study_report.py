@@ -82,7 +82,8 @@ def _row(pool, budget, selector, loss, cells, by_run, random_accs, base_seed: in
            "selection_ids": sorted({c["selection_id"] for c in cells if c["selection_id"]}),
            "run_ids": [c["run_id"] for c in sorted(cells, key=lambda c: c["rep"])],
            "seeds": _seeds(cells, by_run, base_seed), "role": "exploratory",
-           "q_bh": None, "p_maxt": None, "zero_variance": False, **extra}
+           "q_bh": None, "p_maxt": None, "zero_variance": False,
+           **_counts(cells, by_run), **extra}
     if selector == "random":
         row["role"] = "random"  # what every comparison is against: no test of its own
     elif random_accs is not None:
@@ -95,6 +96,37 @@ def _row(pool, budget, selector, loss, cells, by_run, random_accs, base_seed: in
     if selector == "random-unstratified":
         row["role"] = "control"  # what stratifying random changes: outside every family
     return row
+
+
+def _counts(cells, by_run) -> dict:
+    """Per training, averaged over the row's runs: ``items_seen`` (augmentations through a
+    backward pass over the whole training), ``backward_passes`` (every item through one),
+    ``gradient_steps`` and ``seconds``; None for runs recorded before the counts were."""
+    runs = [by_run[c["run_id"]] for c in cells]
+    out = {}
+    for k in ("items_seen", "backward_passes", "gradient_steps", "seconds"):
+        v = [r.get(k) for r in runs]
+        out[k if k != "seconds" else "seconds_mean"] = (
+            None if not v or any(x is None for x in v) else
+            float(np.mean(v)) if k == "seconds" else round(float(np.mean(v))))
+    return out
+
+
+def _arm_fields(arm: dict) -> dict:
+    """What a leaderboard row says of an arm: its source and that source's settings."""
+    return {"source": arm.get("source", "policy"), "policy": arm.get("policy"),
+            "arm": {k: v for k, v in arm.items() if k not in ("name", "pools", "budgets")}}
+
+
+def _versus(row: dict, other: dict) -> None:
+    """``row``'s paired difference to ``other`` (the whole pool's ``all``), and the share of
+    its backward passes and wall time: ``vs_all``."""
+    tl = two_level(_diffs(row, other))
+    share = {k: row[k] / other[k] if row.get(k) and other.get(k) else None
+             for k in ("backward_passes", "seconds_mean")}
+    row["vs_all"] = {"diff": tl["diff"], "ci95": tl["ci"], "p_value": tl["p_value"],
+                     "backward_share": share["backward_passes"],
+                     "seconds_share": share["seconds_mean"]}
 
 
 def _diffs(row: dict, random_row: dict) -> dict[tuple[int, int], float]:
@@ -254,16 +286,25 @@ def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict], *, family
                     g = groups[(pool, budget, f"coverage-{s}", loss)]
                     rows.append(_row(pool, budget, f"coverage-{s}", loss, g, by_run, rnd_accs,
                                      base))
-                for arm in cfg.get("arms") or ():  # fresh augmentations every epoch
+                for arm in cfg.get("arms") or ():  # fresh augmentations, or a curriculum
                     g = groups.get((pool, budget, arm["name"], loss))
-                    if g:
+                    if g and arm.get("source", "policy") != "infobatch":
                         rows.append(_row(pool, budget, arm["name"], loss, g, by_run, rnd_accs,
-                                         base, policy=arm["policy"]))
+                                         base, **_arm_fields(arm)))
             for ref, budget in (("none", 0.0), ("all", 1.0)):
                 g = groups[(None if ref == "none" else pool, budget, ref, loss)]
                 if g:
                     rows.append(_row(pool, budget, ref, loss, g, by_run, None, base))
                     rows[-1]["role"] = "reference"
+            whole = next((r for r in rows if (r["pool"], r["selector"], r["loss"]) ==
+                          (pool, "all", loss)), None)
+            for arm in cfg.get("arms") or ():  # pruning: on the whole pool, beside all
+                g = groups.get((pool, 1.0, arm["name"], loss))
+                if g and arm.get("source") == "infobatch":
+                    rows.append(_row(pool, 1.0, arm["name"], loss, g, by_run, None, base,
+                                     **_arm_fields(arm)))
+                    if whole is not None:
+                        _versus(rows[-1], whole)
     decided = hypotheses(cfg, rows)
     if family:
         exploratory(rows, seed=cfg["seed"])
@@ -563,7 +604,8 @@ def _pct(x) -> str:
 def _tables(r: dict) -> dict[str, list[list[str]]]:
     """Markdown/HTML tables: one leaderboard per pool and budget (references after)."""
     head = ["selector", "loss", "n", "test acc % (mean ± std)", "95 % CI", "Δ vs random (pp)",
-            "Δ 95 % CI", "p", "p (Holm)", "q (BH)", "p (max-T)", "W/T/L", "role"]
+            "Δ 95 % CI", "p", "p (Holm)", "q (BH)", "p (max-T)", "W/T/L", "items seen",
+            "backward passes", "steps", "role"]
     out: dict[str, list[list[str]]] = {}
     for row in r["leaderboard"]:
         key = (f"{row['pool']} pool, budget {row['budget']:g}" if row["kind"] != "reference"
@@ -583,10 +625,25 @@ def _tables(r: dict) -> dict[str, list[list[str]]]:
             "" if row["q_bh"] is None else f"{row['q_bh']:.3g}",
             "" if row["p_maxt"] is None else f"{row['p_maxt']:.3g}",
             "" if row["wins"] is None else f"{row['wins']}/{row['ties']}/{row['losses']}",
-            row["role"] + (" (zero variance)" if row["zero_variance"] else "")])
+            *("" if row.get(k) is None else str(row[k])
+              for k in ("items_seen", "backward_passes", "gradient_steps")),
+            row["role"] + (" (zero variance)" if row["zero_variance"] else "")
+            + _versus_text(row.get("vs_all"))])
     for t in out.values():
         t[1:] = sorted(t[1:], key=lambda x: -float(x[3].split(" ")[0]))
     return out
+
+
+def _versus_text(v: dict | None) -> str:
+    if not v or v["diff"] is None:
+        return ""
+    ci = v["ci95"]
+    text = f"; vs all {100 * v['diff']:+.2f}" + (
+        f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "")
+    for k, what in (("backward_share", "backward passes"), ("seconds_share", "wall time")):
+        if v.get(k) is not None:
+            text += f", {100 * v[k]:.0f} % of its {what}"
+    return text
 
 
 def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
@@ -598,7 +655,10 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
     out: dict[str, list[list[str]]] = {}
     shown = ["random", "random-unstratified", *(f"{s}@val" for s in cfg["scores"]),
              *(f"{s}@offset" for s in cfg["scores"][:1]),
-             *(f"coverage-{s}" for s in cfg["coverage"])]
+             *(f"coverage-{s}" for s in cfg["coverage"]),
+             *(a["name"] for a in cfg.get("arms") or () if a.get("source") != "infobatch")]
+    whole = ["none", "all", *(a["name"] for a in cfg.get("arms") or ()
+                              if a.get("source") == "infobatch")]
     for pool in [p["name"] for p in cfg["pools"]]:
         for loss in cfg["losses"]:
             rows = {(x["selector"], x["budget"]): x for x in r["leaderboard"]
@@ -620,7 +680,7 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
                     cells.append(cell)
                 if any(cells):
                     t.append([sel, *cells])
-            for ref in ("none", "all"):
+            for ref in whole:
                 x = next((x for x in r["leaderboard"] if x["pool"] == pool
                           and x["loss"] == loss and x["selector"] == ref), None)
                 if x is not None:

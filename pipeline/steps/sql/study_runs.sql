@@ -1,5 +1,6 @@
--- The runs of a study's cells (one row per run).
+-- The runs of a study's cells (one row per run). Every column: a lake written before a
+-- column existed (items_seen, backward_passes, gradient_steps) reads it as missing.
 -- Parameters: $ids (the cells' run ids).
-select run_id, seed, n_train, n_augmented, loss, val_acc, test_acc, seconds
+select *
 from runs
 where list_contains($ids, run_id)
