@@ -24,10 +24,13 @@ _OPTIONS = {steps.curriculum_round: {"cache": False}, steps.report: {"cache": Fa
 @flow(name="reselect", log_prints=True)
 @fail_plainly
 def reselect(experiment_id: str | None = None, model_id: str | None = None,
-             retrain: bool = True, storage: str | None = None) -> dict:
-    """One curriculum round; returns the ids it produced and the drift."""
+             retrain: bool = True, storage: str | None = None,
+             schedule: str | None = None) -> dict:
+    """One curriculum round; returns the ids it produced and the drift. ``schedule``
+    (``ORDER[:PACING[:START]]``, e.g. ``easy-to-hard:linear:0.2``): the round's fine-tuning
+    runs that curriculum over the whole pool as the newest model scores it."""
     runner = PrefectRunner(Lake(storage).url(), _OPTIONS)
-    out = runner.call(steps.curriculum_round, experiment_id, model_id, retrain)
+    out = runner.call(steps.curriculum_round, experiment_id, model_id, retrain, schedule)
     out["report"] = runner.call(steps.report, out["experiment_id"])
     print(f"round {out['round']}: selection {out['selection_id']} (previous "
           f"{out['previous_selection_id']}), drift {out['drift']}, "

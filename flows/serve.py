@@ -25,6 +25,8 @@ from flows.study import study
 
 def deployments(cron: str | None = None):
     cron = cron or os.environ.get("SMARTAUG_RESELECT_CRON", "0 3 * * *")
+    # the nightly round's fine-tuning on a curriculum (ORDER[:PACING[:START]]), when set
+    schedule = os.environ.get("SMARTAUG_RESELECT_SCHEDULE") or None
     return [
         smart_augmentation.to_deployment(
             name="smart-augmentation", parameters={"preset": "quick"},
@@ -36,7 +38,8 @@ def deployments(cron: str | None = None):
                         "selectors (random, hardness windows, coverage) x paired seeds, with "
                         "a leaderboard against random (Holm-corrected)."),
         reselect.to_deployment(
-            name="nightly", cron=cron, parameters={"retrain": True},
+            name="nightly", cron=cron, parameters={
+                "retrain": True, **({"schedule": schedule} if schedule else {})},
             description="Curriculum round: newest model re-scores the pool, re-select the "
                         "band, record drift, fine-tune the next model."),
     ]

@@ -792,6 +792,11 @@ def reselect(
     retrain: Annotated[bool, typer.Option(
         "--retrain/--no-retrain", help="First fine-tune that model on the current selection "
         "and use the result (the next curriculum round).")] = False,
+    schedule: Annotated[str | None, typer.Option(
+        help="With --retrain: fine-tune on a curriculum over the whole pool as that model "
+        "scores it, ORDER[:PACING[:START]] (easy-to-hard, hard-to-easy, random-order; linear, "
+        "step, exponential; e.g. easy-to-hard:linear:0.2), as many augmentations in all as "
+        "the selection would show.")] = None,
     trust_model: TrustOpt = None,
     storage: StorageOpt = None,
 ) -> None:
@@ -801,8 +806,8 @@ def reselect(
     from pipeline.steps import reselect as steps
 
     lake = _lake(storage)
-    out = _steps(steps.curriculum_round, lake, experiment_id, model_id, retrain, log=err.print,
-                 trust=tuple(trust_model or ()))
+    out = _steps(steps.curriculum_round, lake, experiment_id, model_id, retrain, schedule,
+                 log=err.print, trust=tuple(trust_model or ()))
     _steps(steps.report, lake, out["experiment_id"])
     err.print(f"round {out['round']} of experiment {out['experiment_id']}: model "
               f"{out['model_id']}, scoring run {out['scoring_run_id']}, drift {out['drift']}")

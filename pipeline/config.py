@@ -548,8 +548,14 @@ class Arm:
         if not _KIND_NAME.match(self.name):
             raise ConfigError(f"arm name {self.name!r}: use lower-case letters, digits, '-', "
                               f"'_' and '.'")
-        _choose(self.source, ARM_SOURCES, f"arm {self.name}: source")
         where = f"arm {self.name}"
+
+        def choose(value, options, what):
+            if value not in options:
+                raise ConfigError(f"{where}: unknown {what} {value!r}; valid: "
+                                  f"{', '.join(options)}")
+
+        choose(self.source, ARM_SOURCES, "source")
         if self.source == "policy" and not (self.policy in ("uniform", "recommended")
                                             or online_policy(self.policy)):
             raise ConfigError(f"{where}: unknown policy {self.policy!r}; valid: "
@@ -559,20 +565,20 @@ class Arm:
         if not 0.0 <= self.max_flip <= 1.0:
             raise ConfigError(f"{where}: max_flip must be in [0, 1], got {self.max_flip}")
         if self.source in ("schedule", "self-paced"):
-            _choose(self.score, SCORE_DIRECTIONS, f"{where}: score")
+            choose(self.score, SCORE_COLUMNS, "score")
             if self.every is not None and not (isinstance(self.every, int) and self.every >= 1):
                 raise ConfigError(f"{where}: every (R, the epochs between re-scorings by the "
                                   f"model being trained) must be an integer >= 1, got "
                                   f"{self.every!r}")
         if self.source == "schedule":
-            _choose(self.order, ORDERS, f"{where}: order")
-            _choose(self.pacing, PACINGS, f"{where}: pacing")
+            choose(self.order, ORDERS, "order")
+            choose(self.pacing, PACINGS, "pacing")
             if not 0.0 < self.start <= 1.0:
                 raise ConfigError(f"{where}: start (the pacing's starting fraction) must be in "
                                   f"(0, 1], got {self.start}")
             pacing(self.pacing, 2, start=self.start, growth=self.growth, step=self.step)
         if self.source == "self-paced":
-            _choose(self.position, POSITIONS, f"{where}: position")
+            choose(self.position, tuple(POSITIONS), "position")
         if self.source == "infobatch" and not 0.0 <= self.prune < 1.0:
             raise ConfigError(f"{where}: prune (the share of well-learned items left out) must "
                               f"be in [0, 1), got {self.prune}")
@@ -619,6 +625,28 @@ class Arm:
         if self.every is None:
             keep.discard("every")
         return {k: v for k, v in d.items() if k in keep}
+
+
+def parse_schedule(text: str) -> Arm:
+    """A schedule named in one string, ``ORDER[:PACING[:START]]`` (``easy-to-hard:linear:0.2``;
+    defaults linear, 0.2): what ``smartaug reselect --schedule`` and the nightly deployment's
+    ``schedule`` parameter take."""
+    parts = text.split(":")
+    if not 1 <= len(parts) <= 3 or not parts[0]:
+        raise ConfigError(f"schedule {text!r}: give ORDER[:PACING[:START]], e.g. "
+                          f"easy-to-hard:linear:0.2 (orders: {', '.join(ORDERS)}; pacings: "
+                          f"{', '.join(PACINGS)})")
+    try:
+        start = float(parts[2]) if len(parts) > 2 else 0.2
+    except ValueError:
+        raise ConfigError(f"schedule {text!r}: start {parts[2]!r} is not a number in (0, 1]"
+                          ) from None
+    try:
+        return Arm(name="schedule", source="schedule", order=parts[0],
+                   pacing=parts[1] if len(parts) > 1 else "linear", start=start)
+    except ConfigError as e:
+        raise ConfigError(f"schedule {text!r}: {str(e).removeprefix('arm schedule: ')}"
+                          ) from None
 
 
 def _default_pools() -> tuple[PoolSpec, ...]:

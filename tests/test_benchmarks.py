@@ -24,6 +24,7 @@ TINY = {
     "hardness": ["--batch", "64", "--batches", "2", "--repeats", "2"],
     "online": ["--images", "300", "--epochs", "1", "--repeats", "1"],
     "pool": ["--per-class", "50", "--repeats", "1"],
+    "rescore": ["--images", "300", "--epochs", "2", "--repeats", "1"],
     "scale": ["--sizes", "2000", "--k", "2"],
     "score": ["--items", "2000", "--repeats", "1", "--rss-items", "0"],
     "select": ["--rows", "20000", "--repeats", "1"],

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,35 @@ def test_reselect_rounds_record_drift_and_child_models(small_experiment):
     assert [m["model_id"] for m in lineage(lake, base)][-1] == r2["child_model_id"]
     report = json.loads((write_report(lake, exp_id) / "report.json").read_text())
     assert [x["round"] for x in report["drift"]] == [1, 2]
+
+
+def test_a_round_can_fine_tune_on_a_schedule(small_experiment, capsys):
+    """`smartaug reselect --retrain --schedule ...`: the round's model is fine-tuned on a
+    curriculum over the whole pool, as many augmentations in all as the selection; the rest of
+    the round (re-score, re-select, drift) as without. A bad schedule is refused first."""
+    from tests.conftest import smartaug
+
+    lake, cfg, exp_id, _ = small_experiment
+    code, out, err = smartaug(capsys, "reselect", "--experiment-id", exp_id, "--retrain",
+                              "--schedule", "hard-to-easy:step:0.5", "--storage",
+                              str(lake.root))
+    assert code == 0, err
+    assert "on the schedule hard-to-easy:step:0.5" in err
+    d = lake.row("drift", out.split()[-1])
+    child = lake.row("models", d["model_id"])
+    config = json.loads(child["config"])
+    n = len(lake.read("selections", config["selection_id"]))
+    assert config["schedule"] == "hard-to-easy:step:0.5"
+    assert config["items_seen"] == cfg.retrain.epochs * n  # budget-honest
+    models = lake.sql("select count(*) n from models").to_pylist()[0]["n"]
+    for bad, why in ((["--schedule", "sideways"], "unknown order 'sideways'"),
+                     (["--schedule", "easy-to-hard:linear:2"], r"start .* must be in \(0, 1\]"),
+                     (["--schedule", "easy-to-hard"], "without --retrain trains nothing")):
+        code, _, err = smartaug(capsys, "reselect", "--experiment-id", exp_id, *bad,
+                                *(["--retrain"] if bad[1] != "easy-to-hard" else []),
+                                "--storage", str(lake.root))
+        assert code == 2 and re.search(why, err), err
+    assert lake.sql("select count(*) n from models").to_pylist()[0]["n"] == models
 
 
 def test_reselect_from_the_cli(small_experiment, capsys):

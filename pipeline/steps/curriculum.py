@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import POSITIONS, SCORE_COLUMNS, SCORE_DIRECTIONS, Arm
+from pipeline.config import POSITIONS, SCORE_DIRECTIONS, Arm
 from pipeline.core import curriculum as C
-from pipeline.core.scoring import score_batches
+from pipeline.core.scoring import score_arrays
 from pipeline.lake import Lake, content_id
 
 __all__ = ["CellCurriculum", "RESCORE_BATCH"]
@@ -88,18 +88,7 @@ class CellCurriculum:
         """Score the pool with the model being trained (``score_batches``, eval mode, in this
         process); keep the run to write with the training; return the arm's score."""
         t0 = time.perf_counter()
-        was = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        ids = np.arange(len(self.pool_labels))
-        batches = ((ids[i:i + RESCORE_BATCH], self.pool_labels[i:i + RESCORE_BATCH],
-                    self.pool_images[i:i + RESCORE_BATCH])
-                   for i in range(0, len(ids), RESCORE_BATCH))
-        parts = list(score_batches(model, batches, device=device,
-                                   image_shape=self.model_shape))
-        model.train(was)
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in
-                ("pred", "correct", *SCORE_COLUMNS)}
+        cols = score_arrays(model, self.pool_images, self.pool_labels, batch_size=RESCORE_BATCH)
         self.pending.append((epoch, cols, time.perf_counter() - t0))
         return cols[self.arm.score]
 

@@ -18,7 +18,15 @@ import numpy as np
 from scipy.stats import ks_2samp
 
 from models import load_checkpoint
-from pipeline.config import ExperimentConfig, MethodSpec, config_from_dict
+from pipeline.config import (
+    SCORE_DIRECTIONS,
+    Arm,
+    ExperimentConfig,
+    MethodSpec,
+    config_from_dict,
+    parse_schedule,
+)
+from pipeline.core.curriculum import Schedule, pacing_sizes, rank
 from pipeline.core.train import train
 from pipeline.lake import Lake, LakeError, content_id
 from pipeline.lake.readers import checkpoint_path
@@ -58,42 +66,79 @@ def _items(lake: Lake, selection_id: str) -> set[str]:
     return set(S.read_selection(lake, selection_id)["aug_id"].to_pylist())
 
 
+def _schedule(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, arm: Arm, data,
+              parent_model_id: str, pool_id: str, n: int, *, trust: Trust):
+    """The round's curriculum: ``arm``'s order and pacing over the pool as the parent model
+    scores it (by the band method's score), ``n`` augmentations an epoch on average."""
+    run = score_pool(lake, parent_model_id, pool_id, device=cfg.retrain.device, trust=trust)
+    t = lake.read("scores", run, columns=["item_id", method.score])
+    scores = np.full(len(data.aug_labels), np.nan)
+    scores[[data.aug_index[a] for a in t["item_id"].to_pylist()]] = t[method.score].to_numpy(
+        zero_copy_only=False)
+    order = rank(scores, data.aug_labels, direction=SCORE_DIRECTIONS[method.score],
+                 per_class=method.per_class, order=arm.order, seed=cfg.seed)
+    sizes = pacing_sizes(arm.pacing, cfg.retrain.epochs, n, len(order), start=arm.start,
+                         growth=arm.growth, step=arm.step)
+    return Schedule(len(data.train), order, sizes)
+
+
 def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_model_id: str,
                 dataset_id: str, pool_id: str, selection_id: str,
-                log: Callable[[str], None] | None = print, *, trust: Trust = ()) -> str:
+                log: Callable[[str], None] | None = print, *, trust: Trust = (),
+                schedule: str | None = None) -> str:
     """Fine-tune the parent on originals + the selection with the method's loss; register the
-    result as a child model. Returns its model_id (found, not retrained, when it exists)."""
+    result as a child model. Returns its model_id (found, not retrained, when it exists).
+    ``schedule`` (``ORDER[:PACING[:START]]``, ``parse_schedule``): fine-tune instead on a
+    curriculum over the whole pool as the parent scores it, showing as many augmentations
+    over the round as the selection would (``pipeline.core.curriculum.pacing_sizes``)."""
     tcfg = replace(cfg.retrain, loss=method.loss, seed=cfg.seed)
+    arm = parse_schedule(schedule) if schedule else None
     model_id = content_id("model", {"parent_model_id": parent_model_id,
-                                    "selection_id": selection_id, "train": tcfg.to_dict()})
+                                    "selection_id": selection_id, "train": tcfg.to_dict(),
+                                    **({"schedule": arm.to_dict()} if arm else {})})
     if lake.has("models", model_id):
         return model_id
     data = training_data(lake, dataset_id, pool_id)
     x, y, n_aug = data.with_selection(lake, selection_id)
+    plan = None
+    if arm is not None:
+        plan = _schedule(lake, cfg, method, arm, data, parent_model_id, pool_id, n_aug,
+                         trust=trust)
+        x = np.concatenate([data.train.images, data.pool_images()])
+        y = np.concatenate([data.train.labels, data.aug_labels])
     model = load_checkpoint(checkpoint_path(lake, parent_model_id),
                             arch=lake.row("models", parent_model_id)["arch"], trust=trust)
     t0 = time.perf_counter()
     if log:
-        log(f"curriculum round: fine-tuning {parent_model_id} on {len(y)} images "
-            f"({n_aug} augmentations), loss {method.loss.label()}")
+        log(f"curriculum round: fine-tuning {parent_model_id} on {len(data.train)} originals "
+            f"and {n_aug} augmentations an epoch"
+            + (f" on the schedule {schedule}" if arm else "") + f", loss {method.loss.label()}")
     history = train(model, x, y, tcfg, eval_sets={"test": (data.test.images, data.test.labels)},
-                    log=log)
+                    log=log, curriculum=plan, n_originals=len(data.train))
     return register_model(
         lake, model_id, model, arch=cfg.model, dataset_id=dataset_id, cfg=tcfg,
         history=history, seconds=time.perf_counter() - t0, parent_model_id=parent_model_id,
-        extra={"selection_id": selection_id},
+        extra={"selection_id": selection_id,
+               **({"schedule": schedule, "items_seen": sum(h["augmented"] for h in history)}
+                  if arm else {})},
         evals={"train": (x, y), "val": (data.val.images, data.val.labels),
                "test": (data.test.images, data.test.labels)})
 
 
 def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | None = None,
              retrain: bool = False, log: Callable[[str], None] | None = print,
-             trust: Trust = ()) -> dict:
+             trust: Trust = (), schedule: str | None = None) -> dict:
     """One curriculum round for an experiment (default: the newest). Returns what it did:
     model_id, scoring_run_id, selection_id, previous_selection_id, drift (or None when the
     selection did not change) and child_model_id (when ``retrain``). The experiment's config
     is read from the lake, so its model is imported only when ``trust`` (or
-    ``SMARTAUG_TRUST_MODELS``) names it (``models.check_trusted``)."""
+    ``SMARTAUG_TRUST_MODELS``) names it (``models.check_trusted``). ``schedule``: the
+    round's fine-tuning runs that curriculum (``train_round``); the rest is as without."""
+    if schedule is not None:
+        parse_schedule(schedule)  # refused before anything is read or written
+        if not retrain:
+            raise S.SelectionError(f"schedule {schedule!r} paces a fine-tuning; a round "
+                                   f"without --retrain trains nothing to pace")
     exp_id = experiment_id or latest_experiment(lake)
     exp = lake.row("experiments", exp_id)
     cfg = config_from_dict(json.loads(exp["config"]))
@@ -114,7 +159,7 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
     child = None
     if retrain:  # the next round's model: fine-tuned on the current selection
         child = train_round(lake, cfg, method, model_id, exp["dataset_id"], exp["pool_id"],
-                            previous, log, trust=trust)
+                            previous, log, trust=trust, schedule=schedule)
         model_id = child
     scoring_run_id = score_pool(lake, model_id, exp["pool_id"], device=cfg.retrain.device,
                                 trust=trust)
@@ -147,12 +192,12 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
 
 
 def curriculum_round(lake: Lake, experiment_id: str | None, model_id: str | None,
-                     retrain: bool, *, log: Callable[[str], None] | None = print,
-                     trust: Trust = ()) -> dict:
+                     retrain: bool, schedule: str | None = None, *,
+                     log: Callable[[str], None] | None = print, trust: Trust = ()) -> dict:
     """One round (``reselect``) as a step: re-score, re-select, record the drift (and, with
-    ``retrain``, train the round's model first)."""
+    ``retrain``, train the round's model first, on ``schedule`` when given)."""
     return reselect(lake, experiment_id=experiment_id, model_id=model_id, retrain=retrain,
-                    log=log, trust=trust)
+                    log=log, trust=trust, schedule=schedule)
 
 
 def report(lake: Lake, experiment_id: str, *, log: Callable[[str], None] | None = None) -> str:

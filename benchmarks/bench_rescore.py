@@ -1,0 +1,83 @@
+"""What re-scoring the pool every epoch costs a training (the self-paced arm, ``every = 1``).
+
+The quick preset's retraining on Fashion-MNIST (LeNet-5, batch 128, Adam 1e-3, 5 epochs, CPU):
+the originals (1000 train images a class) plus a 0.2 window of a one-per-image pool, the
+window re-chosen every epoch from the pool's scores by the model being trained
+(``pipeline.core.curriculum.SelfPaced``, ``pipeline.core.scoring.score_arrays``, in process).
+The re-scoring time is measured inside the training (its plan time per epoch) and the
+training time is the rest of each epoch.
+
+ratio = re-scoring seconds / training seconds (target <= 0.2). Medians over repeats; JSON on
+the last line.
+
+    python benchmarks/bench_rescore.py [--images 10000] [--epochs 5] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import numpy as np
+import torch
+
+from pipeline.config import AugmentConfig, TrainConfig
+from pipeline.core.augment import augment_images
+from pipeline.core.curriculum import SelfPaced
+from pipeline.core.scoring import score_arrays
+from pipeline.core.train import build_model, train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=10_000)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=0.2)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    try:
+        from pipeline.core.datasets import load_dataset
+
+        ds = load_dataset("fashion-mnist", per_class_train=args.images // 10, download=False)
+        x, y = ds.train.images, ds.train.labels
+        data = "fashion-mnist"
+    except Exception:  # noqa: BLE001 - no Fashion-MNIST here
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (args.images, 28, 28, 1), dtype=np.uint8)
+        y = rng.integers(0, 10, args.images)
+        data = "generated"
+    _, pool, _ = augment_images(x, [f"train/{i}" for i in range(len(x))],
+                                AugmentConfig(policy="one"))
+    x_all, y_all = np.concatenate([x, pool]), np.concatenate([y, y])
+    n = round(args.budget * len(pool))
+    cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-3, device="cpu", seed=0)
+
+    def once() -> tuple[float, float]:
+        model = build_model("lenet5", 10, 1, 28, seed=0)
+        first = score_arrays(model, pool, y)["avh"]  # stands in for the baseline's scores
+
+        def rescore(m, epoch):
+            return score_arrays(m, pool, y)["avh"]
+
+        plan = SelfPaced(len(x), first, y, n, every=1, direction=1, lo=0.0, per_class=True,
+                         rescore=rescore)
+        hist = train(model, x_all, y_all, cfg, log=None, curriculum=plan,
+                     n_originals=len(x))
+        scoring = sum(h["plan_seconds"] for h in hist[1:])  # epochs 2..E re-score first
+        training = sum(h["seconds"] - h["plan_seconds"] for h in hist[1:])
+        return scoring, training
+
+    once()  # warm-up
+    runs = [once() for _ in range(args.repeats)]
+    scoring = statistics.median(r[0] for r in runs)
+    training = statistics.median(r[1] for r in runs)
+    print(json.dumps({"name": "rescore", "ratio": round(scoring / training, 3), "target": 0.2,
+                      "rescoring_s": round(scoring, 3), "training_s": round(training, 3),
+                      "pool_items": len(pool), "images_per_epoch": len(x) + n,
+                      "epochs_rescored": args.epochs - 1, "data": data,
+                      "torch_threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
