@@ -873,6 +873,7 @@ class StudyConfig:
         hypotheses keeps its id)."""
         d = {**asdict(self), "data": self.data.to_dict(), "baseline": self.baseline.to_dict(),
              "retrain": self.retrain.to_dict(), "pools": [p.to_dict() for p in self.pools],
+             "arms": [a.to_dict() for a in self.arms],
              "primary": self.primary.to_dict() if self.primary else None,
              "secondary": [h.to_dict() for h in self.secondary]}
         for name in ("primary", "secondary", "max_seeds", "seeds_per_round", "arms"):

@@ -186,6 +186,15 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
         assert result["drift"] is not None and result["child_model_id"]
         assert lake.row("drift", result["selection_id"])["round"] == 1
         assert lake.row("models", result["child_model_id"])["parent_model_id"] is not None
+        # the nightly round can run a schedule: its fine-tuning is paced, the rest as before
+        out = _python(prefect_env, "import json\nfrom flows.reselect import reselect\n"
+                      f"print(json.dumps(reselect(storage={str(storage)!r}, "
+                      "schedule='easy-to-hard:linear:0.5'), default=str))")
+        paced = json.loads(out)
+        child = json.loads(lake.row("models", paced["child_model_id"])["config"])
+        assert child["schedule"] == "easy-to-hard:linear:0.5" and paced["round"] == 2
+        assert child["items_seen"] == child["train"]["epochs"] * len(
+            lake.read("selections", child["selection_id"]))
         # what no retry can fix fails at once, and says why in --watch and the state message
         bad = json.dumps({"dataset": "imagefolder:/no/such/images",
                           "storage": str(tmp_path / "bad")})
@@ -344,3 +353,16 @@ def test_task_runner_choice():
     assert isinstance(task_runner("dask://10.0.0.5:8786"), DaskTaskRunner)
     with pytest.raises(ValueError, match="valid: threads, dask"):
         task_runner("ray")
+
+
+def test_the_nightly_deployment_takes_a_schedule(monkeypatch):
+    """SMARTAUG_RESELECT_SCHEDULE puts a schedule into reselect/nightly's parameters (made
+    here, not served); without it the rounds are as they were."""
+    from flows.serve import deployments
+
+    def nightly():
+        return next(d for d in deployments() if d.name == "nightly")
+
+    assert nightly().parameters == {"retrain": True}
+    monkeypatch.setenv("SMARTAUG_RESELECT_SCHEDULE", "hard-to-easy:exponential:0.25")
+    assert nightly().parameters == {"retrain": True, "schedule": "hard-to-easy:exponential:0.25"}

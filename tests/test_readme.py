@@ -213,6 +213,20 @@ def test_readme_study_file_is_accepted(tmp_path):
     assert cfg.pools == study_preset("quick").pools and cfg.data == study_preset("quick").data
 
 
+def test_every_arms_snippet_loads_into_the_study_file(tmp_path):
+    from pipeline.experiment_file import load_study
+
+    study = next(b for b in blocks("toml") if "budgets" in b)
+    snippets = [b for b in blocks("toml") if "[[arms]]" in b]
+    assert len(snippets) >= 2
+    sources = set()
+    for i, arms in enumerate(snippets):
+        (tmp_path / f"arms{i}.toml").write_text(study.split("[[pools]]")[0] + arms
+                                                + "[[pools]]" + study.split("[[pools]]", 1)[1])
+        sources |= {a.source for a in load_study(tmp_path / f"arms{i}.toml").arms}
+    assert sources == {"policy", "schedule", "self-paced", "infobatch"}
+
+
 @pytest.mark.slow
 def test_readme_training_loop_runs(scratch):
     d, _ = scratch
