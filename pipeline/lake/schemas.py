@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pipeline.config import SCORE_COLUMNS
 
-__all__ = ["SCHEMAS", "PARTITION_KEYS", "PROVENANCE", "TABLES", "views_sql"]
+__all__ = ["OPTIONAL", "SCHEMAS", "PARTITION_KEYS", "PROVENANCE", "TABLES", "views_sql"]
 
 _F = pa.float64()
 _IMAGE = [("image", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
@@ -93,6 +93,13 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
                              for q in ("mean", "q1", "median", "q3")],
         ("n_orig_correct", pa.int64()), ("n_flipped", pa.int64()), ("flip_rate", _F),
         ("confidence_drop_mean", _F), ("class_name", pa.string()), *PROVENANCE),
+}
+# columns added after a table's first release: a writer that does not give them writes NULL
+# (as the DuckDB views read them from partitions written before they existed)
+OPTIONAL: dict[str, frozenset[str]] = {
+    "scoring_runs": frozenset({"train_run_id", "epoch"}),
+    "runs": frozenset({"items_seen", "backward_passes", "gradient_steps"}),
+    "history": frozenset({"samples", "augmented", "steps"}),
 }
 TABLES: tuple[str, ...] = tuple(_TABLES)
 SCHEMAS: dict[str, pa.Schema] = {t: s for t, (_, s) in _TABLES.items()}

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pipeline.lake.files import publish
 from pipeline.lake.manifest import MANIFEST, write_manifest
 from pipeline.lake.provenance import provenance
-from pipeline.lake.schemas import SCHEMAS
+from pipeline.lake.schemas import OPTIONAL, SCHEMAS
 from pipeline.orphans import EXIT_CODE, orphaned
 
 __all__ = ["PartitionWriter"]
@@ -74,6 +74,7 @@ class PartitionWriter:
         if isinstance(data, Mapping):
             n = len(next(iter(data.values())))
             stamp = {k: [v] * n for k, v in self.stamp.items() if k not in data}
+            stamp.update({k: [None] * n for k in OPTIONAL.get(self.table, ()) if k not in data})
             data = pa.table({**{k: _column(v) for k, v in data.items()}, **stamp},
                             schema=self.schema)
         elif data.schema != self.schema:
