@@ -19,3 +19,34 @@ def alternate(bare: Callable[[], object], pipeline: Callable[[], object],
             fn()
             acc.append(time.perf_counter() - t0)
     return statistics.median(times[0]), statistics.median(times[1])
+
+
+def arguments(doc: str, **defaults):
+    """The script's command line: ``--NAME`` for each default (its type; a bool is a
+    ``--NAME/--no-NAME`` switch), described by the docstring's first line."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, value in defaults.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            ap.add_argument(flag, type=type(value), default=value)
+    return ap.parse_args()
+
+
+def fashion_or_generated(images: int):
+    """``images`` Fashion-MNIST train images (a tenth of them a class) and their labels, or
+    generated ones where the dataset is not installed; and which it was."""
+    import numpy as np
+
+    try:
+        from pipeline.core.datasets import load_dataset
+
+        ds = load_dataset("fashion-mnist", per_class_train=images // 10, download=False)
+        return ds.train.images, ds.train.labels, "fashion-mnist"
+    except Exception:  # noqa: BLE001 - no Fashion-MNIST here
+        rng = np.random.default_rng(0)
+        return (rng.integers(0, 256, (images, 28, 28, 1), dtype=np.uint8),
+                rng.integers(0, 10, images), "generated")

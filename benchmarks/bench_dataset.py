@@ -11,7 +11,6 @@ originals plus the selection make ``--items`` items. JSON on the last line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -19,13 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import arguments
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=100_000)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = arguments(__doc__, items=100_000, workers=2, repeats=3)
 
     import torch
     import torchvision

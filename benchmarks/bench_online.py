@@ -15,14 +15,13 @@ reported beside it. JSON on the last line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import numpy as np
 import torch
-from _timing import alternate
+from _timing import alternate, arguments, fashion_or_generated
 
 from pipeline.config import AugmentConfig, TrainConfig
 from pipeline.core.augment import augment_images
@@ -30,21 +29,8 @@ from pipeline.core.train import build_model, train
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=10_000)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--anchors", action=argparse.BooleanOptionalAction, default=True)
-    args = ap.parse_args()
-    try:
-        from pipeline.core.datasets import load_dataset
-
-        ds = load_dataset("fashion-mnist", per_class_train=args.images // 10, download=False)
-        x, y = ds.train.images, ds.train.labels
-    except Exception:  # noqa: BLE001 - no Fashion-MNIST here
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (args.images, 28, 28, 1), dtype=np.uint8)
-        y = rng.integers(0, 10, args.images)
+    args = arguments(__doc__, images=10_000, epochs=2, repeats=3, anchors=True)
+    x, y, _ = fashion_or_generated(args.images)
     _, pool, _ = augment_images(x, [f"train/{i}" for i in range(len(x))],
                                 AugmentConfig(policy="one"))
     x_static, y_static = np.concatenate([x, pool]), np.concatenate([y, y])

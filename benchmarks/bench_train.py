@@ -9,34 +9,19 @@ JSON on the last line.
 
 from __future__ import annotations
 
-import argparse
 import json
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from _timing import alternate
+from _timing import alternate, arguments, fashion_or_generated
 
 from pipeline.config import TrainConfig
 from pipeline.core.train import build_model, train
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=10_000)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
-    try:
-        from pipeline.core.datasets import load_dataset
-
-        ds = load_dataset("fashion-mnist", per_class_train=args.images // 10, download=False)
-        x, y = ds.train.images, ds.train.labels
-    except Exception:  # noqa: BLE001 - no Fashion-MNIST here
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (args.images, 28, 28, 1), dtype=np.uint8)
-        y = rng.integers(0, 10, args.images)
+    args = arguments(__doc__, images=10_000, epochs=2, batch=128, repeats=5)
+    x, y, _ = fashion_or_generated(args.images)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, device="cpu", seed=0)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
 

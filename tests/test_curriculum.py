@@ -203,6 +203,8 @@ prune = 0.5
 anneal = 0.125
 """
 
+SECONDARY = ('secondary = [{selector = "infobatch", against = "all", pool = "seed", '
+             'budget = 1.0, margin = 0.01}]\n')
 STUDY = """preset = "quick"
 budgets = [0.5]
 scores = ["avh"]
@@ -210,19 +212,8 @@ positions = ["offset"]
 coverage = []
 references = ["none", "all"]
 seeds = 2
-""" + tiny_study_data(24, 6, epochs=3) + """
-[[secondary]]
-selector = "infobatch"
-against = "all"
-pool = "seed"
-budget = 1.0
-margin = 0.01
-""" + ARMS + """
-[[pools]]
-name = "seed"
-[pools.augment]
-policy = "k:2"
-"""
+pools = [{name = "seed", augment = {policy = "k:2"}}]
+""" + SECONDARY + tiny_study_data(24, 6, epochs=3) + ARMS
 
 
 @pytest.mark.slow
@@ -273,10 +264,8 @@ def test_a_study_with_curriculum_arms_counts_items_and_links_its_rescorings(tmp_
 def test_bad_curriculum_arms_are_refused_before_anything_is_written(tmp_path, capsys, arm,
                                                                    message):
     write_image_folder(tmp_path / "images", per_class=(4, 2), size=(28, 28))
-    (tmp_path / "study.toml").write_text(STUDY.split("[[arms]]")[0].replace(
-        "[[secondary]]\nselector = \"infobatch\"\nagainst = \"all\"\npool = \"seed\"\n"
-        "budget = 1.0\nmargin = 0.01\n", "") + f"[[arms]]\nname = \"c\"\n{arm}\n"
-        "[[pools]]\nname = \"seed\"\n")
+    (tmp_path / "study.toml").write_text(STUDY.split("[[arms]]")[0].replace(SECONDARY, "")
+                                         + f"[[arms]]\nname = \"c\"\n{arm}\n")
     code, _, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
                             "--storage", str(tmp_path / "lake"))
     assert code == 2 and "error:" in err and "Traceback" not in err, err

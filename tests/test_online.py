@@ -93,26 +93,11 @@ positions = ["offset"]
 coverage = []
 references = ["none"]
 seeds = 2
+primary = {selector = "trivialaugment", pool = "seed", budget = 0.5, margin = 0.01}
+arms = [{name = "trivialaugment", source = "policy", policy = "trivialaugment-wide"},
+        {name = "uniform", policy = "uniform"},
+        {name = "recommended", policy = "recommended", max_flip = 0.5}]
 """ + tiny_study_data(24, 6) + """
-[primary]
-selector = "trivialaugment"
-pool = "seed"
-budget = 0.5
-margin = 0.01
-
-[[arms]]
-name = "trivialaugment"
-source = "policy"
-policy = "trivialaugment-wide"
-
-[[arms]]
-name = "uniform"
-policy = "uniform"
-
-[[arms]]
-name = "recommended"
-policy = "recommended"
-max_flip = 0.5
 
 [[pools]]
 name = "seed"
@@ -168,10 +153,9 @@ def test_an_arm_outside_the_grid_is_refused(tmp_path, capsys):
     from tests.conftest import smartaug
 
     (tmp_path / "images").mkdir()
-    for extra, words in (("budgets = [0.3]\n", "budget 0.3 is not in the study's grid"),
-                         ("pools = ['wide']\n", "pool 'wide' is not in the study's grid")):
-        text = ARMS_STUDY.replace('[[arms]]\nname = "uniform"\n',
-                                  f'[[arms]]\nname = "uniform"\n{extra}')
+    for extra, words in (("budgets = [0.3]", "budget 0.3 is not in the study's grid"),
+                         ("pools = ['wide']", "pool 'wide' is not in the study's grid")):
+        text = ARMS_STUDY.replace('{name = "uniform", ', f'{{name = "uniform", {extra}, ')
         (tmp_path / "study.toml").write_text(text)
         code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
         assert code == 2 and words in " ".join(err.split()), err
@@ -242,15 +226,15 @@ def test_a_hypothesis_against_another_arm(tmp_path, capsys):
     from tests.conftest import smartaug
 
     (tmp_path / "images").mkdir()
-    text = ARMS_STUDY.replace('selector = "trivialaugment"\n',
-                              'selector = "trivialaugment"\nagainst = "uniform"\n')
+    text = ARMS_STUDY.replace('selector = "trivialaugment", ',
+                              'selector = "trivialaugment", against = "uniform", ')
     (tmp_path / "study.toml").write_text(text)
     code, out, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
     assert code == 0 and 'against = "uniform"' in out, err
     (tmp_path / "study.toml").write_text(text.replace('against = "uniform"',
                                                       'against = "autoaugment"'))
     code, _, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
-    assert code == 2 and "against 'autoaugment' must be random or another" in " ".join(
+    assert code == 2 and "must be random, all (when a reference) or another" in " ".join(
         err.split())
 
 
