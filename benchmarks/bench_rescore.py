@@ -8,7 +8,9 @@ The re-scoring time is measured inside the training (its plan time per epoch) an
 training time is the rest of each epoch.
 
 ratio = re-scoring seconds / training seconds (target <= 0.2). Medians over repeats; JSON on
-the last line.
+the last line. Beside it (``--infobatch``), InfoBatch against ``all`` on the same originals and
+pool (prune 0.5, anneal 0.125, alternating): its share of the backward passes and its
+wall-time ratio, as the study's pruning arm trains.
 
     python benchmarks/bench_rescore.py [--images 10000] [--epochs 5] [--repeats 3]
 """
@@ -20,17 +22,17 @@ import statistics
 
 import numpy as np
 import torch
-from _timing import arguments, fashion_or_generated
+from _timing import alternate, arguments, fashion_or_generated
 
 from pipeline.config import AugmentConfig, TrainConfig
 from pipeline.core.augment import augment_images
-from pipeline.core.curriculum import SelfPaced
+from pipeline.core.curriculum import InfoBatch, SelfPaced
 from pipeline.core.scoring import score_arrays
 from pipeline.core.train import build_model, train
 
 
 def main() -> None:
-    args = arguments(__doc__, images=10_000, epochs=5, budget=0.2, repeats=3)
+    args = arguments(__doc__, images=10_000, epochs=5, budget=0.2, repeats=3, infobatch=True)
     x, y, data = fashion_or_generated(args.images)
     _, pool, _ = augment_images(x, [f"train/{i}" for i in range(len(x))],
                                 AugmentConfig(policy="one"))
@@ -57,11 +59,29 @@ def main() -> None:
     runs = [once() for _ in range(args.repeats)]
     scoring = statistics.median(r[0] for r in runs)
     training = statistics.median(r[1] for r in runs)
-    print(json.dumps({"name": "rescore", "ratio": round(scoring / training, 3), "target": 0.2,
-                      "rescoring_s": round(scoring, 3), "training_s": round(training, 3),
-                      "pool_items": len(pool), "images_per_epoch": len(x) + n,
-                      "epochs_rescored": args.epochs - 1, "data": data,
-                      "torch_threads": torch.get_num_threads()}))
+    out = {"name": "rescore", "ratio": round(scoring / training, 3), "target": 0.2,
+           "rescoring_s": round(scoring, 3), "training_s": round(training, 3),
+           "pool_items": len(pool), "images_per_epoch": len(x) + n,
+           "epochs_rescored": args.epochs - 1, "data": data,
+           "torch_threads": torch.get_num_threads()}
+    if args.infobatch:
+        passes = {}
+
+        def whole(prune):  # None: all, the plain training on every item
+            def go():
+                plan = None if prune is None else InfoBatch(
+                    len(y_all), args.epochs, prune=prune, anneal=0.125, seed=0)
+                hist = train(build_model("lenet5", 10, 1, 28, seed=0), x_all, y_all, cfg,
+                             log=None, curriculum=plan, n_originals=len(x))
+                passes[prune] = sum(h["samples"] for h in hist)
+            return go
+
+        all_s, pruned_s = alternate(whole(None), whole(0.5), args.repeats)
+        out["infobatch"] = {"prune": 0.5, "anneal": 0.125,
+                            "backward_share": round(passes[0.5] / passes[None], 3),
+                            "wall_ratio": round(pruned_s / all_s, 3),
+                            "all_s": round(all_s, 3), "infobatch_s": round(pruned_s, 3)}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

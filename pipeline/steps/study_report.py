@@ -487,13 +487,18 @@ def _kept(lake: Lake, rows: list[dict], class_names: list[str]) -> list[dict]:
 def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
            scoring_s: dict[str, float]) -> None:
     """Each row's cost in seconds: the baselines and the pool's scorings (what a hardness
-    selector needs first; random and the references need neither), its selections and its
-    retrainings over its seeds (an ``@val`` row: its position's and the choosing ones)."""
+    selector, a curriculum by hardness and a self-paced arm need first; random, a
+    random-order schedule, InfoBatch and the references need neither), its selections and its
+    retrainings over its seeds (an ``@val`` row: its position's and the choosing ones; a
+    self-paced arm's re-scorings are inside its retrainings)."""
     by_id = {c["run_id"]: c for c in cells}
     for r in rows:
         ids = r["run_ids"] + r.get("choose_run_ids", [])
+        arm = r.get("arm") or {}
         hardness = r["kind"] in ("window", "coverage") or r["chosen_on"] is not None or (
-            r["kind"] == "arm" and r.get("policy") == "recommended")  # its atlas needs both
+            r["kind"] == "arm" and r.get("policy") == "recommended") or (  # its atlas: both
+            r.get("source") in ("schedule", "self-paced")  # ranked by the baseline's scores
+            and arm.get("order") != "random-order")
         cost = {"baseline_s": baseline_s if hardness else 0.0,
                 "scoring_s": scoring_s.get(r["pool"], 0.0) if hardness else 0.0,
                 "selection_s": sum(by_id[i].get("selection_seconds") or 0.0 for i in ids),
@@ -695,11 +700,12 @@ def _hypotheses_table(r: dict) -> list[list[str]]:
     """The declared hypotheses and their decisions (no rows: none declared)."""
     if not r["hypotheses"]:
         return []
-    out = [["role", "selector", "pool", "budget", "margin (pp)", "seeds", "Δ vs random (pp)",
+    out = [["role", "selector", "against", "pool", "budget", "margin (pp)", "seeds", "Δ (pp)",
             "interval", "p (equivalence)", "decision", "seeds: why"]]
     for h in r["hypotheses"]:
         lo, hi = h["ci95"] or (None, None)
-        out.append([h["role"], h["selector"], h["pool"], f"{h['budget']:g}",
+        out.append([h["role"], h["selector"], h.get("against", "random"), h["pool"],
+                    f"{h['budget']:g}",
                     f"±{100 * h['margin']:.2g}", str(h["n_seeds"]),
                     "" if h["diff"] is None else f"{100 * h['diff']:+.2f}",
                     "" if lo is None else
