@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,13 @@ def test_a_study_with_curriculum_arms_counts_items_and_links_its_rescorings(tmp_
     assert sorted({x["run_id"] for x in linked}) == sorted(rows["self-paced"]["run_ids"])
     assert [int(x["epoch"]) for x in linked] == [2, 3] * 2
     assert all(int(x["n"]) == pool for x in linked)
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "studies.md").read_text()
+    query = next(b for b in re.findall(r"```sql\n(.*?)```", docs, flags=re.S)
+                 if "train_run_id" in b)
+    code, out, err = smartaug(capsys, "sql", "--storage", lake, "--csv", query)
+    assert code == 0, err
+    moved = list(csv.DictReader(io.StringIO(out)))  # docs/studies.md's query, on a real lake
+    assert len(moved) == 4 and all(0 <= float(x["mean_avh"]) <= 1 for x in moved)
 
 
 @pytest.mark.parametrize("arm,message", [
@@ -269,7 +277,6 @@ def test_bad_curriculum_arms_are_refused_before_anything_is_written(tmp_path, ca
     code, _, err = smartaug(capsys, "study", "--config", str(tmp_path / "study.toml"),
                             "--storage", str(tmp_path / "lake"))
     assert code == 2 and "error:" in err and "Traceback" not in err, err
-    import re
 
     assert re.search(message, err), err
     assert not (tmp_path / "lake").exists()
