@@ -57,18 +57,15 @@ def prefetch(it: Iterator, depth: int = 2) -> Iterator:
 
 
 def score_batches(model: torch.nn.Module, batches: Iterator, *, device: torch.device,
-                  image_shape: tuple[int, int, int], channels_last: bool | None = None
-                  ) -> Iterator[dict[str, np.ndarray]]:
+                  image_shape: tuple[int, int, int]) -> Iterator[dict[str, np.ndarray]]:
     """Score decoded batches ``(ids, labels [B], images uint8 [B, H, W, C])``.
 
     Yields dicts of numpy columns (``item_id`` + ``label``, ``pred``, ``correct`` and every
-    score of ``pipeline.hardness.hardness_scores``). ``channels_last``: NHWC kernels (default:
-    on CUDA only).
+    score of ``pipeline.hardness.hardness_scores``).
     """
     num_classes = model.head.out_features
     cuda = device.type == "cuda"
-    nhwc = cuda if channels_last is None else channels_last
-    if nhwc:  # NHWC weights for NHWC inputs: tensor-core kernels, no per-call conversion
+    if cuda:  # NHWC weights for NHWC inputs: tensor-core kernels, no per-call conversion
         model.to(memory_format=torch.channels_last)
     weights = model.head.weight.detach().float()
     pending = None  # CUDA: a batch's scores on their way to the host
@@ -87,7 +84,7 @@ def score_batches(model: torch.nn.Module, batches: Iterator, *, device: torch.de
         else:
             x = torch.from_numpy(np.array(images))  # own the bytes
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W)
-        if nhwc:
+        if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(np.array(labels, dtype=np.int64)).to(device)
         with torch.inference_mode():
@@ -120,16 +117,14 @@ def score_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
     """Score in-memory uint8 images [N, H, W, C] with ``model`` where it is: ``pred``,
     ``correct`` and every score, one value per image. What a training re-scores its pool with,
     with no checkpoint round trip: ``score_batches`` on an eval-mode copy with its batch norms
-    folded (``models.fuse_for_inference``, as a registered model is scored), NHWC from batches
-    of 512 (as training does on the CPU: oneDNN's NHWC kernels pay off there)."""
+    folded (``models.fuse_for_inference``, as a registered model is scored)."""
     scorer = fuse_for_inference(model)
     ids = np.arange(len(labels))
     batches = ((ids[i:i + batch_size], labels[i:i + batch_size],
                 images[i:i + batch_size]) for i in range(0, len(ids), batch_size))
     device = next(model.parameters()).device
     parts = list(score_batches(scorer, batches, device=device,
-                               image_shape=tuple(images.shape[1:]),
-                               channels_last=device.type == "cuda" or batch_size >= 512))
+                               image_shape=tuple(images.shape[1:])))
     keys = [k for k in parts[0] if k not in ("item_id", "label")] if parts else []
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
