@@ -39,27 +39,12 @@ class CellCurriculum:
         self.pool_images = data.pool_images()
         self.pending: list[tuple[int, dict, float]] = []  # re-scorings to write with the run
         self.run_id: str | None = None
-        self.model_shape = self.pool_images.shape[1:]
         self.dataset_id = lake.row("pools", pool_id)["dataset_id"]
 
     def identity(self) -> dict:
         """What the training run's id depends on beyond the protocol."""
         return {"arm": self.arm.to_dict(), "scoring_run_id": self.scoring_run_id,
                 "n": self.n, "per_class": self.per_class}
-
-    def images(self) -> tuple[np.ndarray, np.ndarray]:
-        """The training tensor: the originals, then the whole pool."""
-        return (np.concatenate([self.data.train.images, self.pool_images]),
-                np.concatenate([self.data.train.labels, self.pool_labels]))
-
-    def baseline_scores(self, score: str) -> np.ndarray:
-        """The baseline's ``score`` of every pool item, in the pool's order."""
-        t = self.lake.read("scores", self.scoring_run_id, columns=["item_id", score])
-        out = np.full(len(self.pool_labels), np.nan)
-        rows = np.fromiter((self.data.aug_index[a] for a in t["item_id"].to_pylist()),
-                           np.int64, count=t.num_rows)
-        out[rows] = t[score].to_numpy(zero_copy_only=False)
-        return out
 
     def build(self, run_id: str, seed: int):
         """The ``pipeline.core.curriculum`` plan source for the training ``run_id``."""
@@ -68,7 +53,7 @@ class CellCurriculum:
             return C.InfoBatch(self.n_orig + len(self.pool_labels), self.epochs,
                                prune=a.prune, anneal=a.anneal, seed=seed)
         direction = SCORE_DIRECTIONS[a.score]
-        scores = self.baseline_scores(a.score)
+        scores = self.data.pool_scores(self.lake, self.scoring_run_id, a.score)
         if a.source == "self-paced":
             return C.SelfPaced(self.n_orig, scores, self.pool_labels, self.n,
                                every=a.rescore_every, direction=direction,

@@ -71,10 +71,7 @@ def _schedule(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, arm: Arm, d
     """The round's curriculum: ``arm``'s order and pacing over the pool as the parent model
     scores it (by the band method's score), ``n`` augmentations an epoch on average."""
     run = score_pool(lake, parent_model_id, pool_id, device=cfg.retrain.device, trust=trust)
-    t = lake.read("scores", run, columns=["item_id", method.score])
-    scores = np.full(len(data.aug_labels), np.nan)
-    scores[[data.aug_index[a] for a in t["item_id"].to_pylist()]] = t[method.score].to_numpy(
-        zero_copy_only=False)
+    scores = data.pool_scores(lake, run, method.score)
     order = rank(scores, data.aug_labels, direction=SCORE_DIRECTIONS[method.score],
                  per_class=method.per_class, order=arm.order, seed=cfg.seed)
     sizes = pacing_sizes(arm.pacing, cfg.retrain.epochs, n, len(order), start=arm.start,
@@ -104,8 +101,7 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
     if arm is not None:
         plan = _schedule(lake, cfg, method, arm, data, parent_model_id, pool_id, n_aug,
                          trust=trust)
-        x = np.concatenate([data.train.images, data.pool_images()])
-        y = np.concatenate([data.train.labels, data.aug_labels])
+        x, y = data.with_pool()
     model = load_checkpoint(checkpoint_path(lake, parent_model_id),
                             arch=lake.row("models", parent_model_id)["arch"], trust=trust)
     t0 = time.perf_counter()

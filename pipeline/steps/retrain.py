@@ -67,6 +67,21 @@ class TrainingData:
             self._last = ("*", self.pixels.recipes(self.recipes))
         return self._last[1]
 
+    def with_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """The originals, then every augmentation of the pool: a curriculum's training set."""
+        return (np.concatenate([self.train.images, self.pool_images()]),
+                np.concatenate([self.train.labels, self.aug_labels]))
+
+    def pool_scores(self, lake: Lake, scoring_run_id: str, score: str) -> np.ndarray:
+        """``score`` of every pool item in the pool's order, as the scoring run gives it (NaN
+        where it has none)."""
+        t = lake.read("scores", scoring_run_id, columns=["item_id", score])
+        out = np.full(len(self.aug_labels), np.nan)
+        rows = np.fromiter((self.aug_index[a] for a in t["item_id"].to_pylist()), np.int64,
+                           count=t.num_rows)
+        out[rows] = t[score].to_numpy(zero_copy_only=False)
+        return out
+
     def with_selection(self, lake: Lake, selection_id: str | None):
         """Originals + the selection's augmentations (in aug_id order): images, labels and
         the number of augmentations."""
@@ -119,7 +134,7 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
     if lake.has("runs", run_id):
         return run_id
     if curriculum is not None:
-        x, y = curriculum.images()
+        x, y = data.with_pool()
         n_aug = curriculum.n
     else:
         x, y, n_aug = data.with_selection(lake, selection_id)
