@@ -93,11 +93,14 @@ def scratch(tmp_path_factory):
     return d, pets
 
 
-def run_block(scratch, block: str, stdin: str = "", env: dict | None = None
-              ) -> subprocess.CompletedProcess:
+def run_block(scratch, block: str, stdin: str = "", env: dict | None = None, *,
+              before: str = "", after: str = "") -> subprocess.CompletedProcess:
+    """Run ``block``'s command lines in one bash; ``before`` and ``after``: the harness's own
+    lines around them."""
     d, pets = scratch
-    lines = [c if c not in SKIPPED else f"# skipped: {c}" for c in commands(block)]
-    script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
+    lines = [c if c not in SKIPPED else f"# skipped: {c}"
+             for c in commands(block)]
+    script = "set -euo pipefail\n" + before + "\n".join(lines) + "\n" + after
     script = script.replace("/data/pets", str(pets)).replace("/data/other-lake",
                                                              str(d / "other-lake"))
     res = subprocess.run(["bash", "-c", script], cwd=d, input=stdin, capture_output=True,
@@ -111,8 +114,10 @@ def test_readme_shell_commands_run(scratch):
     d, _ = scratch
     bash = blocks("bash")
     cli = next(b for b in bash if "S=.venv/bin/smartaug" in b)
-    out = run_block(scratch, cli)
-    assert all(k in out.stdout for k in ("rotate", "noise", "hflip")), out.stdout  # its sql
+    names = sorted({c.split("=", 1)[0] for c in commands(cli) if re.match(r"[A-Z]+=", c)})
+    out = run_block(scratch, cli, after=f"echo '#vars'; declare -p {' '.join(names)}\n")
+    tour, variables = out.stdout.split("#vars\n")
+    assert all(k in tour for k in ("rotate", "noise", "hflip")), tour  # its sql
     kinds = subprocess.run([str(BIN / "smartaug"), "sql", "select kind, count(*) n from "
                             "augmentations group by kind order by kind", "--csv"], cwd=d,
                            capture_output=True, text=True, check=True).stdout.split()[1:]
@@ -124,19 +129,18 @@ def test_readme_shell_commands_run(scratch):
     lake_rows = subprocess.run([str(BIN / "smartaug"), "sql", "select count(*) n from selections",
                                 "--csv"], cwd=d, capture_output=True, text=True, check=True)
     assert int(lake_rows.stdout.split()[-1]) > 0
-    # every other block, in order (the experiment on the image folder included), with $D the
-    # chain's dataset and space.yaml the README's space file
-    dataset_id = subprocess.run([str(BIN / "smartaug"), "sql", "select dataset_id from datasets",
-                                 "--csv"], cwd=d, capture_output=True, text=True, check=True
-                                ).stdout.split()[-1].strip('"')
+    # every other block, in order, in one bash (the experiment on the image folder included),
+    # with the tour's variables ($S, $D, $M, ...): a line the tour ran (docs/cli.md repeats
+    # them) or an earlier block ran is run once; space.yaml is the README's space file
     (d / "space.yaml").write_text(blocks("yaml")[0])
+    rest = [b for b in bash if b is not cli and "duckdb" not in b]
+    seen, once = set(commands(cli)), []
+    for c in commands("\n".join(rest)):
+        once.append(f"# again: {c}" if c in seen else c)
+        seen.add(c)
+    run_block(scratch, "\n".join(once), before=variables)
     query = "select count(*) as n_pools from pools;\n"
-    for block in bash:
-        if block is cli:
-            continue
-        if "duckdb" not in block:
-            run_block(scratch, block, env={"D": dataset_id})
-            continue
+    for block in (b for b in bash if "duckdb" in b):
         for line in commands(block):  # each opens the DuckDB CLI, which reads stdin
             res = run_block(scratch, line, stdin=query)
             assert "n_pools" in res.stdout, (line, res.stdout, res.stderr)

@@ -19,6 +19,7 @@ source split (``index``), so ``sample_ids`` are stable across runs.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -28,9 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
-from torchvision.datasets.utils import extract_archive
-from torchvision.transforms.v2 import functional as TF
 
 from pipeline.config import DataConfig
 from pipeline.errors import UserError
@@ -126,7 +124,7 @@ def _find_idx_dir(d: Path, cls_name: str) -> Path | None:
 
 def _stage_idx(src: Path, cls_name: str) -> Path:
     """Lay the IDX files out as torchvision expects (``ROOT/<Cls>/raw/<plain files>``),
-    decompressing .gz with torchvision into a cache directory; returns ROOT."""
+    decompressing .gz into a cache directory; returns ROOT."""
     if all((src / n).is_file() for n in _IDX_FILES) and src.name == "raw" \
             and src.parent.name == cls_name:
         return src.parent.parent
@@ -139,7 +137,8 @@ def _stage_idx(src: Path, cls_name: str) -> Path:
                 if (src / n).is_file():
                     shutil.copyfile(src / n, tmp / n)
                 else:
-                    extract_archive(str(src / f"{n}.gz"), str(tmp))
+                    with gzip.open(src / f"{n}.gz", "rb") as fin, open(tmp / n, "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
     return root
 
 
@@ -177,6 +176,9 @@ def _how_to_get(name: str) -> str:
 
 
 def _load_idx(name: str, root: str | None, download: bool):
+    # torchvision on first use: importing it costs every command ~2 s (it imports torch._dynamo)
+    from torchvision.datasets import MNIST, FashionMNIST
+
     cls = FashionMNIST if name == "fashion-mnist" else MNIST
     if root is not None:
         d = Path(root)
@@ -212,6 +214,8 @@ def _load_idx(name: str, root: str | None, download: bool):
 
 
 def _load_cifar10(root: str | None, download: bool):
+    from torchvision.datasets import CIFAR10
+
     dirs = [Path(root)] if root is not None else _candidate_dirs("cifar10", None)
     if root is not None and not Path(root).is_dir():
         raise DatasetError(f"cifar10: directory not found: {root}. {_how_to_get('cifar10')}")
@@ -338,6 +342,8 @@ SOURCES = ("fashion-mnist", "mnist", "cifar10", "imagefolder:PATH")
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 [N, H, W, C] -> uint8 [N, size, size, C], bilinear with antialias (torchvision)."""
+    from torchvision.transforms.v2 import functional as TF
+
     t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2)
     t = TF.resize(t, [size, size], antialias=True)
     return t.permute(0, 2, 3, 1).contiguous().numpy()
@@ -345,6 +351,8 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 def _to_grayscale(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] -> uint8 [N, H, W, 1] (ITU-R 601-2 luma, as PIL's "L")."""
+    from torchvision.transforms.v2 import functional as TF
+
     t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2)
     return TF.rgb_to_grayscale(t, num_output_channels=1).permute(0, 2, 3, 1).contiguous().numpy()
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from pipeline.config import AugmentConfig
 from pipeline.core.augment import _apply, _fit, _generators, load_space
@@ -35,10 +34,18 @@ from pipeline.policy import load
 
 __all__ = ["ANCHORS", "Online"]
 
+def _v2():
+    """torchvision.transforms.v2, imported when an anchor is first made (importing torchvision
+    costs every process ~2 s)."""
+    from torchvision.transforms import v2
+
+    return v2
+
+
 ANCHORS = {  # pipeline.config.ONLINE_ANCHORS, as torchvision.transforms.v2 makes them
-    "trivialaugment-wide": lambda: v2.TrivialAugmentWide(),
-    "randaugment": lambda: v2.RandAugment(),
-    "autoaugment-cifar10": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+    "trivialaugment-wide": lambda: _v2().TrivialAugmentWide(),
+    "randaugment": lambda: _v2().RandAugment(),
+    "autoaugment-cifar10": lambda: _v2().AutoAugment(_v2().AutoAugmentPolicy.CIFAR10),
 }
 
 
