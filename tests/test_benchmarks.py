@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {
     "augment": ["--images", "400", "--repeats", "1"],
     "dataset": ["--items", "2000", "--repeats", "1"],
-    "gpu": ["--device", "cpu", "--items", "32", "--train-items", "32", "--batch", "16",
+    "gpu": ["--device", "cpu", "--items", "8", "--train-items", "8", "--batch", "4",
             "--epochs", "1", "--repeats", "1", "--no-preset"],
     "grid": ["--per-class", "20", "--cells", "2", "--epochs", "1", "--repeats", "1"],
     "hardness": ["--batch", "64", "--batches", "2", "--repeats", "2"],
@@ -52,7 +52,7 @@ def test_benchmark_smoke(name, fashion_root):
                    for s in out["stages"].values())
         return
     if name == "gpu":  # its parts, each against its bare loop on the same device
-        assert out["device"] == "cpu" and out["score_recipes"]["items"] == 32 * 4
+        assert out["device"] == "cpu" and out["score_recipes"]["items"] == 8 * 4
         assert all(out[part]["ratio"] > 0 for part in ("score", "score_recipes", "train"))
         return
     assert out["name"] == name and out["ratio"] > 0 and out["target"] > 0, out

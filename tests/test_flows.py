@@ -76,13 +76,25 @@ def _counts(lake: Lake) -> dict:
                       "history", "experiments")}
 
 
-@pytest.mark.slow
-def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, tmp_path):
-    storage = tmp_path / "storage"
+def _quick(storage) -> str:
+    """The code of a run of the smart-augmentation flow: the quick preset at TINY's size."""
     o = json.dumps({**TINY, "storage": str(storage)})
-    code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
+    return ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
             f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
-    out = Path(_python(prefect_env, code))
+
+
+@pytest.fixture(scope="module")
+def quick_run(prefect_env, tmp_path_factory) -> tuple[Path, Path]:
+    """One run of the flow on a local lake, in threads (the default task runner): its
+    storage and report. Tests that change the lake leave it as the run made it."""
+    storage = tmp_path_factory.mktemp("quick") / "storage"
+    return storage, Path(_python(prefect_env, _quick(storage)))
+
+
+@pytest.mark.slow
+def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, quick_run, tmp_path):
+    storage, out = quick_run
+    code = _quick(storage)
     report = json.loads((out / "report.json").read_text())
     assert set(report["methods"]) == {"M0", "M1", "M2"} and report["methods"]["M2"]["n"] == 2
     lake = Lake(storage)
@@ -278,19 +290,20 @@ def test_every_place_that_names_the_overrides_names_the_same_ones():
 
 @pytest.mark.slow
 def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env, tmp_path,
-                                                                  s3_endpoint, dask_cluster):
+                                                                  s3_endpoint, dask_cluster,
+                                                                  quick_run):
     """The scale-out set-up: Dask worker processes sharing a lake on an object store (a real
     S3 API) score in shards and retrain; the same selections as one process on local disk."""
     selections = {}
     for runner in ("threads", dask_cluster):
-        storage = str(tmp_path / "local") if runner == "threads" else "s3://lakes/dask-test"
-        o = json.dumps({**TINY, "storage": storage})
-        code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
-                f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
-        env = dict(prefect_env, SMARTAUG_TASK_RUNNER=runner, **s3_endpoint,
-                   SMARTAUG_CACHE=str(tmp_path / "cache"),
-                   SMARTAUG_SCORE_SHARDS="1" if runner == "threads" else "3")
-        out = _python(env, code)
+        if runner == "threads":  # the module's run: one process, one shard, local disk
+            storage, report_dir = quick_run
+            storage, out = str(storage), Lake(storage).url("reports", report_dir.name)
+        else:  # 3 scoring shards over the cluster's workers
+            storage = "s3://lakes/dask-test"
+            env = dict(prefect_env, SMARTAUG_TASK_RUNNER=runner, **s3_endpoint,
+                       SMARTAUG_CACHE=str(tmp_path / "cache"), SMARTAUG_SCORE_SHARDS="3")
+            out = _python(env, _quick(storage))
         lake = Lake(storage)
         assert out == lake.url("reports", out.rsplit("/", 1)[-1])
         report = json.loads(lake.fs.cat_file(f"{out}/report.json"))

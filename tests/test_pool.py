@@ -184,7 +184,7 @@ def test_a_recipe_row_costs_under_200_bytes(tmp_path, fashion_root):
     from pipeline.steps.ingest import ingest
 
     lake = Lake(tmp_path / "lake")
-    dataset_id = ingest(lake, DataConfig(root=fashion_root, per_class_train=500,
+    dataset_id = ingest(lake, DataConfig(root=fashion_root, per_class_train=200,
                                          per_class_test=1), download=False)
     sizes = {}
     for mode in ("never", "always"):
