@@ -726,8 +726,8 @@ def study(
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Cells trained at once, one single-threaded process each (default: one per "
-        "core on the CPU, 1 on a GPU).")] = None,
+        help="Cells trained at once, one single-threaded process each (default: "
+        "SMARTAUG_WORKERS if set, else one per core on the CPU, 1 on a GPU).")] = None,
     materialize: MaterializeOverride = None,
     storage: StorageOpt = None,
 ) -> None:

@@ -6,6 +6,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # one torch thread a worker (and in every process it starts): two workers on two cores
     # with two threads each would spin against each other
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # and a study's cells in its own process unless a test asks for worker processes: the
+    # cores are already busy with the suite's workers, and each spawned worker would import
+    # torch again
+    os.environ.setdefault("SMARTAUG_WORKERS", "1")
 
 import numpy as np
 import pytest

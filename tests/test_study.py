@@ -4,6 +4,7 @@ work; and whole studies on real Fashion-MNIST: cells as runs, resumed with no re
 cell equal to the same training done by hand, the leaderboard's shape, the CLI and the file."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -526,3 +527,18 @@ epochs = 1
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_smartaug_workers_sets_the_default_worker_count(monkeypatch):
+    from pipeline.errors import InputError
+    from pipeline.steps.study import default_workers
+
+    cfg = StudyConfig(retrain=TrainConfig(device="cpu"))
+    monkeypatch.setenv("SMARTAUG_WORKERS", "3")
+    assert default_workers(cfg) == 3
+    monkeypatch.delenv("SMARTAUG_WORKERS")
+    assert default_workers(cfg) == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("SMARTAUG_WORKERS", bad)
+        with pytest.raises(InputError, match="SMARTAUG_WORKERS must be a positive integer"):
+            default_workers(cfg)

@@ -410,8 +410,17 @@ def undecided(lake: Lake, cfg: StudyConfig, cells: list[Cell], *, log: Log = Non
     return sorted(set(needed))
 
 
+WORKERS_ENV = "SMARTAUG_WORKERS"
+
+
 def default_workers(cfg: StudyConfig) -> int:
-    """One worker per core on the CPU; one on a GPU (the cells share the device)."""
+    """``SMARTAUG_WORKERS`` when set (e.g. 1 on a machine other jobs share); else one worker
+    per core on the CPU, one on a GPU (the cells share the device)."""
+    value = os.environ.get(WORKERS_ENV)
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise InputError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
     if resolve_device(cfg.retrain.device).type != "cpu":
         return 1
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
