@@ -103,11 +103,11 @@ stop:
 	@if [ -f $(PG_DATA)/postmaster.pid ]; then $(BIN)/python -m flows.database stop --data $(PG_DATA); fi
 
 # Every test, real servers included, on one pytest-xdist worker per core (a module's tests
-# that share a server or a lake stay on one worker: --dist loadgroup); 8 minutes on 2 cores.
+# that share a server or a lake stay on one worker: --dist loadgroup); 8 to 15 minutes on 2 cores.
 test: setup
 	$(BIN)/python -m pytest -n auto --dist loadgroup
 
-# For iterating on a change (1 minute): no end-to-end run marked slow, no PostgreSQL.
+# For iterating on a change (1 to 2.5 minutes): no end-to-end run marked slow, no PostgreSQL.
 test-fast: setup
 	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not slow and not postgres"
 
