@@ -5,7 +5,6 @@ CLI; their Python blocks and experiment and study files run or load."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -93,18 +92,17 @@ def scratch(tmp_path_factory):
     return d, pets
 
 
-def run_block(scratch, block: str, stdin: str = "", env: dict | None = None, *,
-              before: str = "", after: str = "") -> subprocess.CompletedProcess:
+def run_block(scratch, block: str, stdin: str = "", *, before: str = "", after: str = ""
+              ) -> subprocess.CompletedProcess:
     """Run ``block``'s command lines in one bash; ``before`` and ``after``: the harness's own
     lines around them."""
     d, pets = scratch
-    lines = [c if c not in SKIPPED else f"# skipped: {c}"
-             for c in commands(block)]
+    lines = [c if c not in SKIPPED else f"# skipped: {c}" for c in commands(block)]
     script = "set -euo pipefail\n" + before + "\n".join(lines) + "\n" + after
     script = script.replace("/data/pets", str(pets)).replace("/data/other-lake",
                                                              str(d / "other-lake"))
     res = subprocess.run(["bash", "-c", script], cwd=d, input=stdin, capture_output=True,
-                         text=True, timeout=1800, env={**os.environ, **(env or {})})
+                         text=True, timeout=1800)
     assert res.returncode == 0, (script, res.stdout[-3000:], res.stderr[-3000:])
     return res
 
@@ -130,14 +128,24 @@ def test_readme_shell_commands_run(scratch):
                                 "--csv"], cwd=d, capture_output=True, text=True, check=True)
     assert int(lake_rows.stdout.split()[-1]) > 0
     # every other block, in order, in one bash (the experiment on the image folder included),
-    # with the tour's variables ($S, $D, $M, ...): a line the tour ran (docs/cli.md repeats
-    # them) or an earlier block ran is run once; space.yaml is the README's space file
+    # with the tour's variables ($S, $D, $M, ...): a line already run (docs/cli.md repeats the
+    # tour) is not run again while the variables it reads hold what they held then; space.yaml
+    # is the README's space file
     (d / "space.yaml").write_text(blocks("yaml")[0])
     rest = [b for b in bash if b is not cli and "duckdb" not in b]
-    seen, once = set(commands(cli)), []
-    for c in commands("\n".join(rest)):
-        once.append(f"# again: {c}" if c in seen else c)
-        seen.add(c)
+    state: dict[str, str] = {}  # variable -> the line that last assigned it
+    seen, once, n_tour = set(), [], len(commands(cli))
+
+    def key(c: str) -> tuple:  # the line, and what the variables it reads and sets hold
+        names = [read or assigned for read, assigned in re.findall(r"\$(\w+)|^([A-Z]+)=", c)]
+        return c, tuple(state.get(v) for v in names)
+
+    for i, c in enumerate([*commands(cli), *commands("\n".join(rest))]):
+        if i >= n_tour:
+            once.append(f"# again: {c}" if key(c) in seen else c)
+        if m := re.match(r"([A-Z]+)=", c):
+            state[m.group(1)] = c
+        seen.add(key(c))
     run_block(scratch, "\n".join(once), before=variables)
     query = "select count(*) as n_pools from pools;\n"
     for block in (b for b in bash if "duckdb" in b):

@@ -34,6 +34,7 @@ from pipeline.policy import load
 
 __all__ = ["ANCHORS", "Online"]
 
+
 def _v2():
     """torchvision.transforms.v2, imported when an anchor is first made (importing torchvision
     costs every process ~2 s)."""
