@@ -11,14 +11,20 @@ from collections.abc import Callable
 def alternate(bare: Callable[[], object], pipeline: Callable[[], object],
               repeats: int) -> tuple[float, float]:
     """Median seconds of ``bare`` and of ``pipeline``, measured alternately."""
-    bare(), pipeline()  # warm-up
-    times: tuple[list[float], list[float]] = ([], [])
+    return tuple(alternate_all([bare, pipeline], repeats))
+
+
+def alternate_all(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each of ``fns``, each warmed up once, then measured in turn."""
+    for fn in fns:  # warm-up
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, acc in zip((bare, pipeline), times, strict=True):
+        for fn, acc in zip(fns, times, strict=True):
             t0 = time.perf_counter()
             fn()
             acc.append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(t) for t in times]
 
 
 def arguments(doc: str, **defaults):

@@ -25,6 +25,7 @@ from pipeline.steps import study as steps
 # training steps are not retried (a failure there is not transient); the study's state and
 # its report always run: they show the lake as it is now
 _OPTIONS = {steps.baseline: {"retries": 0}, steps.cell: {"retries": 0},
+            steps.cells: {"retries": 0},
             steps.finished: {"cache": False}, steps.record: {"cache": False},
             steps.report: {"cache": False}}
 

@@ -728,6 +728,10 @@ def study(
     workers: Annotated[int | None, typer.Option(
         help="Cells trained at once, one single-threaded process each (default: "
         "SMARTAUG_WORKERS if set, else one per core on the CPU, 1 on a GPU).")] = None,
+    stack: Annotated[int | None, typer.Option(
+        min=1, help="Train up to this many cells of one size (a budget's seeds and "
+        "selectors) together as one model: LeNet models, several times the cells per hour "
+        "(1: each alone, the default).")] = None,
     materialize: MaterializeOverride = None,
     storage: StorageOpt = None,
 ) -> None:
@@ -750,7 +754,7 @@ def study(
         cfg = apply_study_overrides(base, dataset=dataset, data=data, grayscale=grayscale,
                                     image_size=image_size, per_class_train=per_class_train,
                                     per_class_test=per_class_test, epochs=epochs,
-                                    seeds=seeds, model=model,
+                                    seeds=seeds, model=model, stack=stack,
                                     device=device, materialize=materialize)
     except UserError as e:
         _fail(e)

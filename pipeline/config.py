@@ -675,7 +675,9 @@ class StudyConfig:
     0: no ``@val`` rows). ``baselines`` = B repeats the baseline's training (seed ``seed +
     b``), the pools' seeds (``+ b``) and the validation split (``DataConfig.val_split = b``)
     B times, each replicate scored and selected on its own, the hypotheses tested over
-    replicates and seeds (``pipeline.core.stats.two_level``).
+    replicates and seeds (``pipeline.core.stats.two_level``). ``stack`` = K trains up to K
+    cells of one training-set size (a budget's seeds and selectors) as one model
+    (``pipeline.core.stacked``: LeNet models; the others, and arms, train alone).
     """
 
     preset: str = "custom"
@@ -704,6 +706,7 @@ class StudyConfig:
     arms: tuple[Arm, ...] = ()  # per-epoch sources of augmentations (policies) beside selectors
     baselines: int = 1  # replicates of the baseline, the pools' seeds and the validation split
     choose_seeds: int = 3  # seeds (apart from the reported ones) that choose SCORE@val
+    stack: int = 1  # cells of one training-set size trained together as one model (1: alone)
 
     def looks(self) -> list[int]:
         """The seeds at each look of the sequential design (``sequential_looks``)."""
@@ -848,7 +851,7 @@ class StudyConfig:
         if max(self.seeds, self.max_seeds or 0) > CHOOSE_SEED_OFFSET:
             raise ConfigError(f"at most {CHOOSE_SEED_OFFSET} seeds (seeds from "
                               f"seed + {CHOOSE_SEED_OFFSET} choose window positions)")
-        for name, low in (("baselines", 1), ("choose_seeds", 0)):
+        for name, low in (("baselines", 1), ("choose_seeds", 0), ("stack", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(
@@ -856,7 +859,9 @@ class StudyConfig:
                         ": each replicate trains its own baseline, pools and validation split "
                         "(1: one of each)" if name == "baselines" else
                         ": the trainings per window position that choose SCORE@val (0: no "
-                        "@val rows)"))
+                        "@val rows)" if name == "choose_seeds" else
+                        ": the trainings of one size trained together as one model (1: each "
+                        "alone)"))
 
     def loss_spec(self, loss: str) -> LossSpec:
         return LossSpec() if loss == "ce" else LossSpec("additive", "square", lam=self.avh_lam)
@@ -879,8 +884,9 @@ class StudyConfig:
         for name in ("primary", "secondary", "max_seeds", "seeds_per_round", "arms"):
             if not d[name]:
                 del d[name]
-        if d["baselines"] == 1:
-            del d["baselines"]
+        for name in ("baselines", "stack"):  # the default: a study keeps its id
+            if d[name] == 1:
+                del d[name]
         if len(self.positions) < 2:  # nothing to choose
             del d["choose_seeds"]
         return d
@@ -922,16 +928,19 @@ def study_preset(name: str) -> StudyConfig:
 
 def apply_study_overrides(cfg: StudyConfig, **overrides) -> StudyConfig:
     """The experiment's overrides (``apply_overrides``) on a study; ``seeds`` (or ``reps``,
-    the experiment's name for it) sets the number of paired seeds."""
+    the experiment's name for it) sets the number of paired seeds, ``stack`` how many cells
+    train as one model."""
     seeds = overrides.pop("seeds", None)
     reps = overrides.pop("reps", None)
+    stack = overrides.pop("stack", None)
     materialize = overrides.pop("materialize", None)
     exp = apply_overrides(cfg.protocol(), **overrides)
     n = seeds if seeds is not None else reps if reps is not None else cfg.seeds
     pools = cfg.pools if materialize is None else tuple(
         replace(p, augment=replace(p.augment, materialize=materialize)) for p in cfg.pools)
     return replace(cfg, data=exp.data, model=exp.model, baseline=exp.baseline,
-                   retrain=exp.retrain, seeds=n, pools=pools)
+                   retrain=exp.retrain, seeds=n, pools=pools,
+                   stack=cfg.stack if stack is None else stack)
 
 
 PRESETS = ("quick", "paper", "gpu")

@@ -12,7 +12,8 @@ from dataclasses import replace
 import numpy as np
 
 from models import load_checkpoint
-from pipeline.config import ExperimentConfig, MethodSpec, hardness_band
+from pipeline.config import ExperimentConfig, MethodSpec, TrainConfig, hardness_band
+from pipeline.core.stacked import stackable, train_stacked
 from pipeline.core.train import build_model, train
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id, decode_images
@@ -26,7 +27,8 @@ from pipeline.lake.readers import (
 )
 from pipeline.steps import select as S
 
-__all__ = ["TrainingData", "band_search", "choose", "select_methods", "train_cell", "with_band"]
+__all__ = ["TrainingData", "band_search", "choose", "select_methods", "stack_refusal",
+           "train_cell", "train_cells", "with_band"]
 
 Log = Callable[[str], None] | None
 
@@ -104,6 +106,70 @@ def training_data(lake: Lake, dataset_id: str, pool_id: str) -> TrainingData:
     return _training_data(lake.url(), dataset_id, pool_id)
 
 
+def _cell_id(cfg: ExperimentConfig, *, experiment_id: str, method: MethodSpec,
+             selection_id: str | None, rep: int, purpose: str, curriculum=None,
+             stacked: bool = False) -> tuple[str, TrainConfig]:
+    """A cell's run_id and its training config (the method's loss, seed ``cfg.seed + rep``).
+    ``stacked``: trained with other seeds as one model (``train_cells``), a run of its own."""
+    m = method
+    tcfg = replace(cfg.retrain, loss=m.loss, seed=cfg.seed + rep)
+    if tcfg.augment == "online" and selection_id is not None:
+        raise InputError(f"method {m.name} has a selection, but the retraining is online "
+                         f"(policy {tcfg.policy}): an online training draws its augmentations "
+                         f"every epoch from the originals; give it no selection (method none) "
+                         f"or retrain with augment = 'static'")
+    run_id = content_id("run", {"experiment_id": experiment_id, "method": m.to_dict(),
+                                "rep": rep, "selection_id": selection_id, "purpose": purpose,
+                                "train": tcfg.to_dict(), "init": cfg.init,
+                                **({"curriculum": curriculum.identity()} if curriculum else {}),
+                                **({"trainer": "stacked"} if stacked else {})})
+    return run_id, tcfg
+
+
+def _fresh_model(lake: Lake, cfg: ExperimentConfig, baseline_model_id: str, seed: int):
+    """The model a cell starts from: a fresh copy of the registered baseline (``init =
+    baseline``) or ``cfg.model`` drawn from ``seed`` at the baseline dataset's shapes."""
+    if cfg.init == "baseline":
+        return load_checkpoint(checkpoint_path(lake, baseline_model_id),
+                               arch=lake.row("models", baseline_model_id)["arch"],
+                               trust=cfg.model)
+    meta = lake.row("datasets", lake.row("models", baseline_model_id)["dataset_id"])
+    return build_model(cfg.model, len(classes(lake, meta["dataset_id"])), meta["channels"],
+                       meta["height"], seed=seed)
+
+
+def _eval_sets(data: TrainingData) -> dict[str, tuple]:
+    evals = {"test": (data.test.images, data.test.labels)}
+    if len(data.val):
+        evals = {"val": (data.val.images, data.val.labels), **evals}
+    return evals
+
+
+def _record(lake: Lake, run_id: str, *, experiment_id: str, method: MethodSpec, rep: int,
+            tcfg: TrainConfig, init: str, selection_id: str | None, hist: list[dict],
+            seconds: float, n_train: int, n_aug: int, purpose: str) -> None:
+    """A trained cell's history rows, then its runs row (the row says it is done)."""
+    m = method
+    last = hist[-1] if hist else {}
+    counts = {k: sum(h[k] for h in hist) for k in ("samples", "augmented", "steps")}
+    lake.write("history", run_id, {
+        "run_id": [run_id] * len(hist), "epoch": [h["epoch"] for h in hist],
+        "train_loss": [h["train_loss"] for h in hist], "train_acc": [h["train_acc"] for h in hist],
+        **{k: [h.get(k) for h in hist] for k in ("val_acc", "val_avh", "test_acc", "test_avh")},
+        "feature_norm_mean": [h.get("test_feature_norm") for h in hist],
+        "weight_norm_mean": [h["weight_norm_mean"] for h in hist],
+        "seconds": [h["seconds"] for h in hist],
+        **{k: [h[k] for h in hist] for k in ("samples", "augmented", "steps")}})
+    lake.write("runs", run_id, {
+        "run_id": [run_id], "experiment_id": [experiment_id], "method": [m.name], "rep": [rep],
+        "seed": [tcfg.seed], "selection_id": [selection_id], "n_train": [n_train],
+        "n_augmented": [n_aug], "loss": [m.loss.label()], "lam": [m.loss.lam],
+        "epochs": [tcfg.epochs], "init": [init],
+        **{k: [last.get(k)] for k in ("train_acc", "val_acc", "test_acc", "test_avh")},
+        "seconds": [seconds], "purpose": [purpose], "items_seen": [counts["augmented"]],
+        "backward_passes": [counts["samples"]], "gradient_steps": [counts["steps"]]})
+
+
 def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: TrainingData,
                method: MethodSpec, selection_id: str | None, rep: int, baseline_model_id: str,
                purpose: str = "method", log: Log = print, eval_last: bool = False,
@@ -120,17 +186,9 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
     The run records ``items_seen`` (augmentations through a backward pass, over the whole
     training), ``backward_passes`` (all items through one) and ``gradient_steps``."""
     m = method
-    seed = cfg.seed + rep
-    tcfg = replace(cfg.retrain, loss=m.loss, seed=seed)
-    if tcfg.augment == "online" and selection_id is not None:
-        raise InputError(f"method {m.name} has a selection, but the retraining is online "
-                         f"(policy {tcfg.policy}): an online training draws its augmentations "
-                         f"every epoch from the originals; give it no selection (method none) "
-                         f"or retrain with augment = 'static'")
-    run_id = content_id("run", {"experiment_id": experiment_id, "method": m.to_dict(),
-                                "rep": rep, "selection_id": selection_id, "purpose": purpose,
-                                "train": tcfg.to_dict(), "init": cfg.init,
-                                **({"curriculum": curriculum.identity()} if curriculum else {})})
+    run_id, tcfg = _cell_id(cfg, experiment_id=experiment_id, method=m,
+                            selection_id=selection_id, rep=rep, purpose=purpose,
+                            curriculum=curriculum)
     if lake.has("runs", run_id):
         return run_id
     if curriculum is not None:
@@ -140,48 +198,63 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
         x, y, n_aug = data.with_selection(lake, selection_id)
     if tcfg.augment == "online" and tcfg.policy != "none":  # fresh ones, every epoch
         n_aug = tcfg.augmentations or len(y)
-    if cfg.init == "baseline":  # fine-tune a fresh copy of the registered baseline
-        model = load_checkpoint(checkpoint_path(lake, baseline_model_id),
-                                arch=lake.row("models", baseline_model_id)["arch"],
-                                trust=cfg.model)
-    else:
-        meta = lake.row("datasets", lake.row("models", baseline_model_id)["dataset_id"])
-        model = build_model(cfg.model, len(classes(lake, meta["dataset_id"])), meta["channels"],
-                            meta["height"], seed=seed)
-    evals = {"test": (data.test.images, data.test.labels)}
-    if len(data.val):
-        evals = {"val": (data.val.images, data.val.labels), **evals}
+    model = _fresh_model(lake, cfg, baseline_model_id, tcfg.seed)
     if log:
-        log(f"{purpose} {m.name} rep {rep} (seed {seed}): {len(y)} images "
+        log(f"{purpose} {m.name} rep {rep} (seed {tcfg.seed}): {len(y)} images "
             f"({n_aug} augmentations), loss {m.loss.label()}")
     t0 = time.perf_counter()
-    hist = train(model, x, y, tcfg, eval_sets=evals, log=log, eval_last=eval_last,
+    hist = train(model, x, y, tcfg, eval_sets=_eval_sets(data), log=log, eval_last=eval_last,
                  n_originals=len(data.train),
-                 curriculum=curriculum.build(run_id, seed) if curriculum else None)
+                 curriculum=curriculum.build(run_id, tcfg.seed) if curriculum else None)
     seconds = time.perf_counter() - t0
     if curriculum is not None:  # its re-scorings, now that the training has succeeded
         curriculum.commit(str(next(model.parameters()).device))
-    last = hist[-1] if hist else {}
-    counts = {k: sum(h[k] for h in hist) for k in ("samples", "augmented", "steps")}
     n_train = len(data.train) + n_aug if curriculum is not None else len(y) + (
         n_aug if tcfg.augment == "online" else 0)
-    lake.write("history", run_id, {
-        "run_id": [run_id] * len(hist), "epoch": [h["epoch"] for h in hist],
-        "train_loss": [h["train_loss"] for h in hist], "train_acc": [h["train_acc"] for h in hist],
-        **{k: [h.get(k) for h in hist] for k in ("val_acc", "val_avh", "test_acc", "test_avh")},
-        "feature_norm_mean": [h.get("test_feature_norm") for h in hist],
-        "weight_norm_mean": [h["weight_norm_mean"] for h in hist],
-        "seconds": [h["seconds"] for h in hist],
-        **{k: [h[k] for h in hist] for k in ("samples", "augmented", "steps")}})
-    lake.write("runs", run_id, {
-        "run_id": [run_id], "experiment_id": [experiment_id], "method": [m.name], "rep": [rep],
-        "seed": [seed], "selection_id": [selection_id], "n_train": [n_train],
-        "n_augmented": [n_aug], "loss": [m.loss.label()], "lam": [m.loss.lam],
-        "epochs": [tcfg.epochs], "init": [cfg.init],
-        **{k: [last.get(k)] for k in ("train_acc", "val_acc", "test_acc", "test_avh")},
-        "seconds": [seconds], "purpose": [purpose], "items_seen": [counts["augmented"]],
-        "backward_passes": [counts["samples"]], "gradient_steps": [counts["steps"]]})
+    _record(lake, run_id, experiment_id=experiment_id, method=m, rep=rep, tcfg=tcfg,
+            init=cfg.init, selection_id=selection_id, hist=hist, seconds=seconds,
+            n_train=n_train, n_aug=n_aug, purpose=purpose)
     return run_id
+
+
+def stack_refusal(lake: Lake, cfg: ExperimentConfig, baseline_model_id: str) -> str | None:
+    """Why the cells of ``cfg``'s protocol cannot be trained as one model (``train_cells``),
+    or None when they can."""
+    model = _fresh_model(lake, cfg, baseline_model_id, cfg.seed)
+    why = stackable(model, cfg.retrain)
+    return f"model {cfg.model}: {why}" if why else None
+
+
+def train_cells(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: TrainingData,
+                cells: list[tuple[MethodSpec, str | None, int]], baseline_model_id: str,
+                purpose: str = "study", log: Log = print, eval_last: bool = False) -> list[str]:
+    """Train ``cells`` ((method, selection_id, rep) of equal training-set sizes) as one model
+    (``pipeline.core.stacked``), each with its own seed, batch order, selection and loss, and
+    record each one's run and history as ``train_cell`` does; returns their run_ids in order
+    (a cell already in the lake is found and left out of the stack)."""
+    ids = [_cell_id(cfg, experiment_id=experiment_id, method=m, selection_id=sel, rep=rep,
+                    purpose=purpose, stacked=True) for m, sel, rep in cells]
+    todo = [i for i, (run_id, _) in enumerate(ids) if not lake.has("runs", run_id)]
+    if not todo:
+        return [run_id for run_id, _ in ids]
+    sets = [data.with_selection(lake, cells[i][1]) for i in todo]
+    models = [_fresh_model(lake, cfg, baseline_model_id, ids[i][1].seed) for i in todo]
+    if log:
+        log(f"{purpose}: {len(todo)} trainings as one model ("
+            + ", ".join(f"{cells[i][0].name} rep {cells[i][2]}" for i in todo)
+            + f"): {len(sets[0][1])} images each")
+    t0 = time.perf_counter()
+    hists = train_stacked(models, [(x, y) for x, y, _ in sets], [ids[i][1] for i in todo],
+                          eval_sets=_eval_sets(data), log=log, eval_last=eval_last,
+                          n_originals=len(data.train))
+    seconds = (time.perf_counter() - t0) / len(todo)
+    for i, (_, y, n_aug), hist in zip(todo, sets, hists, strict=True):
+        m, sel, rep = cells[i]
+        run_id, tcfg = ids[i]
+        _record(lake, run_id, experiment_id=experiment_id, method=m, rep=rep, tcfg=tcfg,
+                init=cfg.init, selection_id=sel, hist=hist, seconds=seconds, n_train=len(y),
+                n_aug=n_aug, purpose=purpose)
+    return [run_id for run_id, _ in ids]
 
 
 def _select(lake: Lake, cfg: ExperimentConfig, m: MethodSpec, scoring_run_id: str,

@@ -267,6 +267,27 @@ def cell(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: 
                                eval_last=True, curriculum=curriculum)
 
 
+def stack_refusal(lake: Lake, cfg: StudyConfig, model_id: str, *, log: Log = None
+                  ) -> str | None:
+    """Why this study's cells cannot train as one model (its model is not a LeNet, ...), or
+    None when they can."""
+    return retrain_.stack_refusal(lake, cfg.protocol(), model_id)
+
+
+def cells(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id: str,
+          group: tuple[Cell, ...], *, log: Log = None) -> list[str]:
+    """Train ``group`` (cells of one training-set size, not arms) as one model
+    (``retrain.train_cells``); returns their run_ids (each found, not retrained, when it
+    exists)."""
+    data = retrain_.training_data(lake, dataset_id, pool_id)
+    protocol = replace(cfg, data=data_of(cfg, group[0].replicate)).protocol()
+    return retrain_.train_cells(
+        lake, protocol, experiment_id=protocol_id(cfg, dataset_id, model_id), data=data,
+        cells=[(MethodSpec(c.selector, loss=cfg.loss_spec(c.loss)), c.selection_id, c.rep)
+               for c in group],
+        baseline_model_id=model_id, purpose="study", log=log, eval_last=True)
+
+
 def arm_policy(lake: Lake, cfg: StudyConfig, arm, pool_id: str, model_id: str) -> str:
     """The online policy an arm trains with at a pool: ``uniform`` = the pool's kinds
     (``space:KIND,...``), ``recommended`` = the policy file of the pool's atlas (made here
@@ -351,7 +372,14 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
                       for loss in cfg.losses for rep in range(cfg.seeds)]
         replicates.append({"replicate": b, "dataset_id": dataset_id,
                            "baseline_model_id": model_id, "pools": pools})
-    cells = _train(runner, cfg, replicates, cells)
+    stack = cfg.stack
+    if stack > 1:
+        why = runner.call(stack_refusal, cfg, replicates[0]["baseline_model_id"])
+        if why:
+            stack = 1
+            if log:
+                log(f"stack {cfg.stack}: every cell trains alone ({why})")
+    cells = train_grid(runner, cfg, replicates, cells, stack)
     for n in cfg.looks()[1:]:  # seeds until decided: rounds for the undecided hypotheses only
         needed = runner.call(undecided, cfg, cells)
         if not needed:
@@ -370,22 +398,53 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
                     new += [replace(c, pool_id=ids["pool_id"], replicate=r["replicate"])
                             for c in runner.call(select, cfg, p.name, ids["scoring_run_id"],
                                                  range(have, n), keys)]
-        cells += _train(runner, cfg, replicates, new)
+        cells += train_grid(runner, cfg, replicates, new, stack)
     sid = runner.call(record, cfg, replicates, cells, time.perf_counter() - t0)
     return sid, runner.call(report, cfg, sid, command)
 
 
-def _train(runner: Runner, cfg: StudyConfig, replicates: list[dict], cells: list[Cell]
-           ) -> list[Cell]:
-    """Train ``cells`` (the largest first: the workers finish together), each in its
-    replicate (``replicates``: dataset and baseline); with their run ids."""
+def grid_groups(cells: list[Cell], stack: int) -> list[list[int]]:
+    """``cells`` (indices) as the units of work, the largest first (the workers finish
+    together): one cell each, or with ``stack`` > 1 the cells of one replicate, pool and
+    size (arms apart) in groups of at most ``stack``, as even as the count allows."""
     order = sorted(range(len(cells)), key=lambda i: -cells[i].n_items)
-    run_ids = runner.map(cell, [
-        (cfg, replicates[cells[i].replicate]["dataset_id"], cells[i].pool_id,
-         replicates[cells[i].replicate]["baseline_model_id"], cells[i]) for i in order])
-    out = list(cells)
-    for i, run_id in zip(order, run_ids, strict=True):
-        out[i] = replace(out[i], run_id=run_id)
+    if stack <= 1:
+        return [[i] for i in order]
+    buckets: dict[tuple, list[int]] = {}
+    for i in order:
+        c = cells[i]
+        buckets.setdefault((c.replicate, c.pool_id, c.n_items) if c.kind != "arm" else
+                           ("arm", i), []).append(i)
+    groups = []
+    for members in buckets.values():
+        k = -(-len(members) // stack)  # groups needed; then members spread evenly over them
+        groups += [members[j::k] for j in range(k)]
+    return sorted(groups, key=lambda g: -cells[g[0]].n_items * len(g))
+
+
+def train_grid(runner: Runner, cfg: StudyConfig, replicates: list[dict], cells_: list[Cell],
+           stack: int = 1) -> list[Cell]:
+    """Train ``cells_`` (``grid_groups``: alone, or ``stack`` at a time as one model), each in
+    its replicate (``replicates``: dataset and baseline); with their run ids."""
+    groups = grid_groups(cells_, stack)
+
+    def args(g):
+        c = cells_[g[0]]
+        r = replicates[c.replicate]
+        return (cfg, r["dataset_id"], c.pool_id, r["baseline_model_id"])
+
+    lone = [g for g in groups if stack <= 1 or cells_[g[0]].kind == "arm"]
+    together = [g for g in groups if not (stack <= 1 or cells_[g[0]].kind == "arm")]
+    out = list(cells_)
+    if together:
+        ids = runner.map(cells, [(*args(g), tuple(cells_[i] for i in g)) for g in together])
+        for g, run_ids in zip(together, ids, strict=True):
+            for i, run_id in zip(g, run_ids, strict=True):
+                out[i] = replace(out[i], run_id=run_id)
+    if lone:
+        ids = runner.map(cell, [(*args(g), cells_[g[0]]) for g in lone])
+        for g, run_id in zip(lone, ids, strict=True):
+            out[g[0]] = replace(out[g[0]], run_id=run_id)
     return out
 
 

@@ -1,0 +1,195 @@
+"""Seeds trained as one model (pipeline/core/stacked.py) against the same trainings alone.
+
+The stated tolerance: a stacked training is its lone training up to floating-point
+reassociation. After one step each tensor's update agrees within ``STEP_TOL`` of its norm (a
+grouped convolution sums in another order: the same size of difference as between a lone
+training on one thread and on two); over a training those differences grow as they do
+between two machines, so per seed and epoch the mean train loss agrees within
+``LOSS_TOL``, accuracies within ``ACC_TOL`` (a fraction of the evaluated images), and the
+counts (images, augmentations, steps: the same batches in the same order) exactly.
+"""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import AugmentConfig, DataConfig, LossSpec, PoolSpec, StudyConfig, TrainConfig
+from pipeline.core.stacked import StackedLeNet, stackable, train_stacked
+from pipeline.core.train import build_model, evaluate, train
+from pipeline.errors import ConfigError
+from pipeline.lake import Lake
+
+STEP_TOL = 5e-3  # a lone training at 1 vs 2 threads: ~1e-3 (conv1, behind batch norm)
+LOSS_TOL = 2e-3
+ACC_TOL = 0.02
+
+
+@pytest.fixture(scope="module")
+def fashion(fashion_root):
+    from pipeline.core.datasets import load_dataset
+
+    return load_dataset("fashion-mnist", root=fashion_root, per_class_train=100,
+                        per_class_test=40, download=False)
+
+
+def _alone(model, x, y, cfg, evals):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a study's worker trains
+    try:
+        return train(model, x, y, cfg, eval_sets=evals, log=None, n_originals=700)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_stacked_trainings_match_their_lone_trainings_seed_by_seed(fashion):
+    """Three trainings (their own seeds, training sets of one size and losses, CE and the
+    additive AVH loss) as one model give each one's lone history and weights."""
+    tr, te = fashion.train, fashion.test
+    rng = np.random.default_rng(0)
+    sets = []  # like three selections: the same 700 originals, 300 of their own beside them
+    for _ in range(3):
+        rows = np.concatenate([np.arange(700), 700 + rng.permutation(300)[:250]])
+        sets.append((tr.images[rows], tr.labels[rows]))
+    cfgs = [TrainConfig(epochs=2, batch_size=64, seed=s, device="cpu", loss=loss)
+            for s, loss in ((0, LossSpec()), (1, LossSpec()), (2, LossSpec("additive")))]
+    evals = {"test": (te.images, te.labels)}
+    lone = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
+    hist_lone = [_alone(m, x, y, c, evals) for m, (x, y), c in zip(lone, sets, cfgs, strict=True)]
+    stacked = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
+    hist_stacked = train_stacked(stacked, sets, cfgs, eval_sets=evals, n_originals=700)
+    for a, b, ma, mb in zip(hist_lone, hist_stacked, lone, stacked, strict=True):
+        assert len(a) == len(b) == 2
+        for ra, rb in zip(a, b, strict=True):
+            # the same batches in the same order: the same counts and, to rounding, losses
+            assert (ra["samples"], ra["steps"], ra["augmented"]) == (
+                rb["samples"], rb["steps"], rb["augmented"])
+            assert rb["augmented"] > 0
+            assert abs(ra["train_loss"] - rb["train_loss"]) <= LOSS_TOL
+            assert abs(ra["test_acc"] - rb["test_acc"]) <= ACC_TOL
+        assert evaluate(mb, te.images, te.labels)["acc"] == b[-1]["test_acc"]
+    # the trainings are not one another's: different seeds learn different weights
+    assert not torch.allclose(stacked[0].head.weight, stacked[1].head.weight)
+    assert hist_stacked[0][-1]["test_acc"] > 0.5
+
+
+def test_one_stacked_step_is_each_lone_step_to_rounding(fashion):
+    tr = fashion.train
+    # SGD: a step is the gradient itself (Adam's first step is lr * sign(gradient), which
+    # turns a rounding difference in a near-zero gradient into a whole step)
+    cfgs = [TrainConfig(epochs=1, batch_size=64, seed=s, device="cpu", loss=loss,
+                        optimizer="sgd", lr=0.1)
+            for s, loss in ((0, LossSpec()), (1, LossSpec("additive")))]
+    sets = [(tr.images[i * 64 : (i + 1) * 64], tr.labels[i * 64 : (i + 1) * 64]) for i in (0, 1)]
+    lone = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
+    for m, (x, y), c in zip(lone, sets, cfgs, strict=True):
+        _alone(m, x, y, c, {})
+    stacked = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
+    train_stacked(stacked, sets, cfgs)
+    start = [build_model("lenet5", 10, 1, 28, seed=c.seed).state_dict() for c in cfgs]
+    for ma, mb, w0 in zip(lone, stacked, start, strict=True):
+        for name, wa in ma.state_dict().items():
+            if not wa.is_floating_point() or name.startswith("normalize"):
+                continue
+            da, db = wa - w0[name], mb.state_dict()[name] - w0[name]  # each one's update
+            assert da.norm() > 0, name  # a step was taken
+            assert (da - db).norm() <= STEP_TOL * da.norm(), name
+
+
+def test_a_stack_writes_its_weights_back_exactly():
+    models = [build_model("lenet5", 10, 1, 28, seed=s) for s in range(3)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+    stack = StackedLeNet(models)
+    with torch.no_grad():
+        for m in models:  # scribble on what trains; unstack restores the stack's copy
+            for k, v in m.state_dict().items():
+                if v.is_floating_point() and not k.startswith("normalize"):
+                    v.fill_(7)
+    for m, b in zip(stack.unstack(), before, strict=True):
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, b[k]), k
+    x = torch.rand(5, 3, 28, 28)
+    for j, m in enumerate(models):  # the same forward pass as each model alone (eval mode)
+        stack.eval()
+        m.eval()
+        f = stack.features(x)
+        assert torch.allclose(f[j], m.features(x[:, j : j + 1]), atol=1e-5)
+        assert torch.allclose(stack.logits(f)[j], m(x[:, j : j + 1]), atol=1e-5)
+
+
+def test_what_cannot_stack_says_why(fashion):
+    tr = fashion.train
+    assert stackable(build_model("lenet5-wide", 10, 1, 28, seed=0), TrainConfig()) is None
+    why = stackable(build_model("resnet", 10, 1, 28, seed=0), TrainConfig())
+    assert "only LeNet models stack" in why
+    assert "online" in stackable(build_model("lenet5", 10, 1, 28, seed=0),
+                                 TrainConfig(augment="online", policy="trivialaugment-wide"))
+    models = [build_model("lenet5", 10, 1, 28, seed=s) for s in range(2)]
+    with pytest.raises(ValueError, match="equal training sets"):
+        train_stacked(models, [(tr.images[:100], tr.labels[:100]),
+                               (tr.images[:90], tr.labels[:90])], [TrainConfig(device="cpu")] * 2)
+    with pytest.raises(ValueError, match="share epochs"):
+        train_stacked(models, [(tr.images[:100], tr.labels[:100])] * 2,
+                      [TrainConfig(device="cpu"), TrainConfig(device="cpu", lr=0.1)])
+    with pytest.raises(ConfigError, match="stack must be an integer >= 1"):
+        StudyConfig(stack=0)
+    assert "stack" not in StudyConfig().to_dict()  # the default: every study keeps its id
+    assert StudyConfig(stack=4).to_dict()["stack"] == 4
+
+
+def _study(root: str, **change) -> StudyConfig:
+    return replace(StudyConfig(
+        data=DataConfig(root=root, per_class_train=30, per_class_test=10, val_fraction=0.2),
+        baseline=TrainConfig(epochs=1, device="cpu"), retrain=TrainConfig(epochs=2,
+                                                                           device="cpu"),
+        pools=(PoolSpec("seed", AugmentConfig()),), budgets=(0.2, 0.5), scores=("avh",),
+        positions=("hardest",), coverage=(), references=("none",), seeds=3), **change)
+
+
+@pytest.mark.slow
+def test_a_stacked_study_trains_the_same_cells_to_the_same_figures(tmp_path, fashion_root):
+    from pipeline.steps.study import grid_groups, run_study
+
+    lake = Lake(tmp_path / "lake")
+    alone = _study(fashion_root)
+    together = _study(fashion_root, stack=2)
+    sid_a, _ = run_study(alone, lake, workers=1, log=None)
+    lines: list[str] = []
+    sid_t, _ = run_study(together, lake, workers=1, log=lines.append)
+    assert sid_a != sid_t
+    cells: dict = {}
+    for sid in (sid_a, sid_t):
+        for c in json.loads(lake.row("studies", sid)["cells"]):
+            cells.setdefault((c["budget"], c["selector"], c["rep"]), []).append(c)
+    runs = {r["run_id"]: r for r in lake.sql("select * from runs").to_pylist()}
+    assert len(cells) == 2 * 2 * 3 + 3 and len(runs) == 2 * len(cells)
+    for a, t in cells.values():
+        assert a["selection_id"] == t["selection_id"]  # the same selections, a run each
+        assert a["run_id"] != t["run_id"]
+        ra, rt = runs[a["run_id"]], runs[t["run_id"]]
+        assert (ra["seed"], ra["n_train"], ra["n_augmented"], ra["gradient_steps"]) == (
+            rt["seed"], rt["n_train"], rt["n_augmented"], rt["gradient_steps"])
+        assert abs(ra["test_acc"] - rt["test_acc"]) <= ACC_TOL
+        assert abs(ra["val_acc"] - rt["val_acc"]) <= ACC_TOL
+    # groups of at most 2 cells of one size: 6 per budget -> 3 groups, the 3 'none' -> 2
+    from pipeline.steps.study import Cell
+
+    typed = [Cell(**t) for _, t in cells.values()]
+    assert sorted(len(g) for g in grid_groups(typed, 2)) == [1, 2, 2, 2, 2, 2, 2, 2]
+    assert sum("2 trainings as one model" in line for line in lines) == 7
+    # found again, nothing retrained
+    n = len(runs)
+    assert run_study(together, lake, workers=2, log=None)[0] == sid_t
+    assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == n
+
+
+def test_a_model_that_cannot_stack_is_named_before_any_training(small_lake):
+    from pipeline.steps.retrain import stack_refusal
+
+    lake, model_id = small_lake["lake"], small_lake["model_id"]
+    cfg = _study("unused").protocol()
+    assert stack_refusal(lake, cfg, model_id) is None
+    why = stack_refusal(lake, replace(cfg, model="resnet"), model_id)
+    assert why.startswith("model resnet: ") and "only LeNet models stack" in why
