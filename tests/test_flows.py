@@ -284,8 +284,8 @@ def test_every_place_that_names_the_overrides_names_the_same_ones():
     for command in (cli.experiment, cli.study):
         params = set(inspect.signature(command).parameters)
         assert {cli_name.get(o, o) for o in OVERRIDES} <= params, command.__name__
-        assert params - {cli_name.get(o, o) for o in OVERRIDES} <= {
-            "preset", "config", "storage", "workers"}, command.__name__
+        assert params - {cli_name.get(o, o) for o in OVERRIDES} <= {  # how a study trains
+            "preset", "config", "storage", "workers", "stack"}, command.__name__
 
 
 @pytest.mark.slow
@@ -321,7 +321,8 @@ def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env,
 def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_path,
                                                              fashion_root, dask_cluster):
     """The study/study flow's cells spread over a 2-worker Dask cluster: the same cells,
-    selections and accuracies as `smartaug study --config` with its worker processes."""
+    selections and accuracies as `smartaug study --config` with its worker processes; both
+    train the cells of one size two at a time as one model (the file's ``stack = 2``)."""
     from pipeline.config import DataConfig, PoolSpec, StudyConfig, TrainConfig
 
     cfg = StudyConfig(
@@ -331,7 +332,7 @@ def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_pa
                                                                            device="cpu"),
         pools=(PoolSpec("seed"),), budgets=(0.25, 0.5), scores=("avh",),
         positions=("easiest", "hardest"), coverage=("margin",), references=("none",),
-        seeds=2, choose_seeds=1)
+        seeds=2, choose_seeds=1, stack=2)
     (tmp_path / "study.json").write_text(json.dumps(cfg.to_dict()))
     storage = tmp_path / "flow"
     code = ("import json\nfrom flows.study import study, Overrides\n"
