@@ -1,10 +1,11 @@
 """Seeds trained as one model (pipeline/core/stacked.py) against the same trainings alone.
 
 The stated tolerance: a stacked training is its lone training up to floating-point
-reassociation. After one step each tensor's update agrees within ``STEP_TOL`` of its norm (a
-grouped convolution sums in another order: the same size of difference as between a lone
-training on one thread and on two); over a training those differences grow as they do
-between two machines, so per seed and epoch the mean train loss agrees within
+reassociation. After one step each tensor's update differs from the lone one's by at most
+three times what the lone training on one thread differs from itself on two (a convolution
+behind batch norm: up to ~5 % for ResNet's stem, ~0.1 % for LeNet's first layer), or
+``STEP_TOL`` of its norm where that is more; over a training those differences grow as they
+do between two machines, so per seed and epoch the mean train loss agrees within
 ``LOSS_TOL``, accuracies within ``ACC_TOL`` (a fraction of the evaluated images), and the
 counts (images, augmentations, steps: the same batches in the same order) exactly.
 """
@@ -17,12 +18,12 @@ import pytest
 import torch
 
 from pipeline.config import AugmentConfig, DataConfig, LossSpec, PoolSpec, StudyConfig, TrainConfig
-from pipeline.core.stacked import StackedLeNet, stackable, train_stacked
+from pipeline.core.stacked import StackedLeNet, stackable, train_stacked, vmap_refusal
 from pipeline.core.train import build_model, evaluate, train
 from pipeline.errors import ConfigError
 from pipeline.lake import Lake
 
-STEP_TOL = 5e-3  # a lone training at 1 vs 2 threads: ~1e-3 (conv1, behind batch norm)
+STEP_TOL = 1e-4
 LOSS_TOL = 2e-3
 ACC_TOL = 0.02
 
@@ -60,7 +61,7 @@ def test_stacked_trainings_match_their_lone_trainings_seed_by_seed(fashion):
     hist_lone = [_alone(m, x, y, c, evals) for m, (x, y), c in zip(lone, sets, cfgs, strict=True)]
     stacked = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
     hist_stacked = train_stacked(stacked, sets, cfgs, eval_sets=evals, n_originals=700)
-    for a, b, ma, mb in zip(hist_lone, hist_stacked, lone, stacked, strict=True):
+    for a, b, mb in zip(hist_lone, hist_stacked, stacked, strict=True):
         assert len(a) == len(b) == 2
         for ra, rb in zip(a, b, strict=True):
             # the same batches in the same order: the same counts and, to rounding, losses
@@ -75,27 +76,57 @@ def test_stacked_trainings_match_their_lone_trainings_seed_by_seed(fashion):
     assert hist_stacked[0][-1]["test_acc"] > 0.5
 
 
-def test_one_stacked_step_is_each_lone_step_to_rounding(fashion):
+def _one_step(fashion, name: str, losses) -> None:
+    """One SGD step of each of len(losses) models (seeds 0, 1, ...), stacked, against the
+    same step alone on one thread; the bound is what one thread against two already differs
+    by (x 3), or ``STEP_TOL`` of the update where that is smaller. SGD: a step is the
+    gradient itself (Adam's first step is lr * sign(gradient), which turns a rounding
+    difference in a near-zero gradient into a whole step)."""
     tr = fashion.train
-    # SGD: a step is the gradient itself (Adam's first step is lr * sign(gradient), which
-    # turns a rounding difference in a near-zero gradient into a whole step)
     cfgs = [TrainConfig(epochs=1, batch_size=64, seed=s, device="cpu", loss=loss,
-                        optimizer="sgd", lr=0.1)
-            for s, loss in ((0, LossSpec()), (1, LossSpec("additive")))]
-    sets = [(tr.images[i * 64 : (i + 1) * 64], tr.labels[i * 64 : (i + 1) * 64]) for i in (0, 1)]
-    lone = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
-    for m, (x, y), c in zip(lone, sets, cfgs, strict=True):
-        _alone(m, x, y, c, {})
-    stacked = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
+                        optimizer="sgd", lr=0.1) for s, loss in enumerate(losses)]
+    sets = [(tr.images[i * 64 : (i + 1) * 64], tr.labels[i * 64 : (i + 1) * 64])
+            for i in range(len(cfgs))]
+
+    def alone(threads):
+        out = []
+        for (x, y), c in zip(sets, cfgs, strict=True):
+            m = build_model(name, 10, 1, 28, seed=c.seed)
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                train(m, x, y, c, log=None)
+            finally:
+                torch.set_num_threads(before)
+            out.append(m.state_dict())
+        return out
+
+    start = [build_model(name, 10, 1, 28, seed=c.seed).state_dict() for c in cfgs]
+    one, two = alone(1), alone(2)
+    stacked = [build_model(name, 10, 1, 28, seed=c.seed) for c in cfgs]
     train_stacked(stacked, sets, cfgs)
-    start = [build_model("lenet5", 10, 1, 28, seed=c.seed).state_dict() for c in cfgs]
-    for ma, mb, w0 in zip(lone, stacked, start, strict=True):
-        for name, wa in ma.state_dict().items():
-            if not wa.is_floating_point() or name.startswith("normalize"):
+    for w0, wa, wt, mb in zip(start, one, two, stacked, strict=True):
+        for key, a in wa.items():
+            if not a.is_floating_point() or key.startswith("normalize"):
                 continue
-            da, db = wa - w0[name], mb.state_dict()[name] - w0[name]  # each one's update
-            assert da.norm() > 0, name  # a step was taken
-            assert (da - db).norm() <= STEP_TOL * da.norm(), name
+            da, dt, db = a - w0[key], wt[key] - w0[key], mb.state_dict()[key] - w0[key]
+            assert da.norm() > 0, key  # a step was taken
+            bound = max(3 * (da - dt).norm(), STEP_TOL * da.norm())
+            assert (da - db).norm() <= bound, key
+
+
+def test_one_stacked_step_is_each_lone_step_to_rounding(fashion):
+    _one_step(fashion, "lenet5", [LossSpec(), LossSpec("additive")])
+
+
+@pytest.mark.parametrize("name", ["resnet", "lenet5-wide"])
+def test_other_models_stack_through_vmap_to_rounding(fashion, name, monkeypatch):
+    """Any model (here the built-in ResNet, and a LeNet sent down the generic path): its
+    parameters and buffers stacked, its own forward under torch.func.vmap."""
+    import pipeline.core.stacked as stacked_
+
+    monkeypatch.setattr(stacked_, "stack_models", stacked_.VmapStack)
+    _one_step(fashion, name, [LossSpec(), LossSpec()])
 
 
 def test_a_stack_writes_its_weights_back_exactly():
@@ -122,8 +153,8 @@ def test_a_stack_writes_its_weights_back_exactly():
 def test_what_cannot_stack_says_why(fashion):
     tr = fashion.train
     assert stackable(build_model("lenet5-wide", 10, 1, 28, seed=0), TrainConfig()) is None
-    why = stackable(build_model("resnet", 10, 1, 28, seed=0), TrainConfig())
-    assert "only LeNet models stack" in why
+    why = stackable(build_model("resnet", 10, 1, 28, seed=0), TrainConfig(device="cpu"))
+    assert "slower than training alone (only LeNet models stack faster there)" in why
     assert "online" in stackable(build_model("lenet5", 10, 1, 28, seed=0),
                                  TrainConfig(augment="online", policy="trivialaugment-wide"))
     models = [build_model("lenet5", 10, 1, 28, seed=s) for s in range(2)]
@@ -193,3 +224,7 @@ def test_a_model_that_cannot_stack_is_named_before_any_training(small_lake):
     assert stack_refusal(lake, cfg, model_id) is None
     why = stack_refusal(lake, replace(cfg, model="resnet"), model_id)
     assert why.startswith("model resnet: ") and "only LeNet models stack" in why
+    broken = build_model("resnet", 10, 1, 28, seed=0)
+    broken.features = lambda x: x.sum().item() * x  # a Python number: vmap cannot batch it
+    assert "torch.func cannot stack ResNet" in vmap_refusal(broken, torch.device("cpu"))
+    assert vmap_refusal(build_model("resnet", 10, 1, 28, seed=0), torch.device("cpu")) is None

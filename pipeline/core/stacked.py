@@ -1,20 +1,25 @@
 """K trainings of one model as one: the seeds of a study's grid trained together.
 
-``StackedLeNet`` holds K LeNets (``models.lenet.LeNet``, same shape, each its own weights):
-the convolutions are grouped (group k = model k), the fully connected layers batched matrix
-products, every batch norm one channel per model and channel. Each model sees its own batch
-(channel block k of the input), so its forward pass, its batch statistics and, with the
-losses summed, its gradients are those of its lone training; Adam and SGD update each
-element on its own, so one optimizer step is K lone steps. ``train_stacked`` is
+Two ways to stack. ``StackedLeNet`` (LeNet models, on any device) holds K LeNets
+(``models.lenet.LeNet``, same shape, each its own weights): the convolutions are grouped
+(group k = model k), the fully connected layers batched matrix products, every batch norm
+one channel per model and channel. Each model sees its own batch (channel block k of the
+input), so its forward pass, its batch statistics and, with the losses summed, its
+gradients are those of its lone training; Adam and SGD update each element on its own, so
+one optimizer step is K lone steps. ``train_stacked`` is
 ``pipeline.core.train.train`` for K (model, images, labels, config) at once: each with its
 own seed's batch order (``torch.randperm`` from its own generator, as a lone training draws
-it), loss and counts, and it returns K histories.
+it), loss and counts, and it returns K histories. ``VmapStack`` (any other model, on CUDA)
+stacks the K models' parameters and buffers (``torch.func.stack_module_state``) and runs the
+model's own forward under ``torch.func.vmap``, batch norm statistics included; on the CPU
+that is slower than training each alone, so there only LeNet models stack.
 
 Equal up to floating-point reassociation: a grouped convolution sums in another order than
-a lone one, so losses agree to ~1e-6 after a step and the trained models' accuracies within
-a few test images (``tests/test_stacked.py`` states and checks the bound). What it cannot
-take: another architecture (``stackable`` says why), a curriculum, online augmentation, or
-trainings of different lengths; those train alone.
+a lone one, so one step's updates differ as a lone training's on one and on two threads do,
+and the trained models' accuracies by a few test images (``tests/test_stacked.py`` states
+and checks the bounds). What cannot stack (``stackable`` says why): another model on the
+CPU, a model ``torch.func`` cannot vmap, a curriculum, online augmentation, trainings of
+different lengths; those train alone.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from models.lenet import LeNet
 from pipeline.config import TrainConfig
@@ -33,16 +39,45 @@ from pipeline.core.losses import compute_loss
 from pipeline.core.train import TrainingError, _optimizer, as_batch, evaluate, resolve_device
 from pipeline.errors import InputError
 
-__all__ = ["StackedLeNet", "stackable", "train_stacked"]
+__all__ = ["StackedLeNet", "VmapStack", "stackable", "train_stacked"]
 
 
 def stackable(model: nn.Module, cfg: TrainConfig) -> str | None:
-    """Why ``model`` trained by ``cfg`` cannot be stacked, or None when it can."""
-    if type(model) is not LeNet:
-        return f"{type(model).__name__} is not a LeNet (only LeNet models stack)"
+    """Why ``model`` trained by ``cfg`` cannot be stacked, or None when it can: a LeNet
+    anywhere, any other model on CUDA when ``torch.func`` can vmap its training step."""
     if cfg.augment == "online":
         return "online augmentation draws each training's images as it goes"
+    if type(model) is LeNet:
+        return None
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        return (f"{type(model).__name__} would stack through torch.func's vmap, which on the "
+                f"CPU is slower than training alone (only LeNet models stack faster there)")
+    return vmap_refusal(model, device)
+
+
+def vmap_refusal(model: nn.Module, device: torch.device) -> str | None:
+    """Why ``torch.func`` cannot train two copies of ``model`` as one (a forward and
+    backward pass on two images each), or None when it can."""
+    import copy
+
+    try:
+        twins = [copy.deepcopy(model).to(device).train() for _ in range(2)]
+        stack = VmapStack(twins)
+        x = stack.inputs([torch.zeros(2, *_image_shape(model), dtype=torch.uint8,
+                                      device=device)] * 2)
+        f, logits = stack(x)
+        (f.float().sum() + logits.float().sum()).backward()
+    except Exception as e:  # noqa: BLE001 - any failure means: train it alone
+        return f"torch.func cannot stack {type(model).__name__}: {type(e).__name__}: {e}"
     return None
+
+
+def _image_shape(model: nn.Module) -> tuple[int, int, int]:
+    """(H, W, C) of the images ``model`` takes (``make_model`` records them on it)."""
+    spec = getattr(model, "spec", {})
+    side = spec.get("image_size", 32)
+    return side, side, spec.get("in_channels", 3)
 
 
 def _cat(tensors: Sequence[Tensor]) -> nn.Parameter:
@@ -115,6 +150,16 @@ class StackedLeNet(nn.Module):
     def logits(self, f: Tensor) -> Tensor:
         return torch.baddbmm(self.head_bias.unsqueeze(1), f, self.head_weight.transpose(1, 2))
 
+    def inputs(self, batches: Sequence[Tensor]) -> Tensor:
+        """K uint8 batches [B, H, W, C] -> the stack's input [B, K*C, H, W] in [0, 1]
+        (channels_last: grouped convolutions on the CPU run ~1.8x faster in NHWC)."""
+        return as_batch(torch.cat(list(batches), dim=3), True)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(features [K, B, D], logits [K, B, classes])."""
+        f = self.features(x)
+        return f, self.logits(f)
+
     @torch.no_grad()
     def unstack(self) -> list[LeNet]:
         """The K models, each with its slice of the weights and batch-norm statistics."""
@@ -139,6 +184,74 @@ class StackedLeNet(nn.Module):
         return self.models
 
 
+class _FeaturesAndLogits(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.m.features(x)
+        return f, self.m.head(f)
+
+
+class VmapStack(nn.Module):
+    """K copies of any model (``features`` + ``head``, as every smartaug model) as one:
+    their parameters and buffers stacked along a new first dimension, the model's own
+    forward run under ``torch.func.vmap``. ``forward(x)``: x [K, B, C, H, W] -> (features
+    [K, B, D], logits [K, B, classes]); ``unstack()`` writes back into the K models."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        import copy
+
+        self.models = list(models)
+        self.k = len(models)
+        wrapped = [_FeaturesAndLogits(m) for m in models]
+        params, buffers = stack_module_state(wrapped)
+        self.names = list(params)
+        self.buffer_names = list(buffers)
+        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone())
+                                         for n in self.names])
+        for i, n in enumerate(self.buffer_names):
+            self.register_buffer(f"b{i}", buffers[n].clone())
+        # the code to run, without weights (a list: not a submodule, so .to() leaves it)
+        self._base = [copy.deepcopy(wrapped[0]).to("meta")]
+
+    @property
+    def head_weight(self) -> Tensor:
+        return self.stacked[self.names.index("m.head.weight")]
+
+    def inputs(self, batches: Sequence[Tensor]) -> Tensor:
+        cuda = batches[0].device.type == "cuda"
+        return torch.stack([as_batch(b, cuda) for b in batches])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        buffers = [getattr(self, f"b{i}") for i in range(len(self.buffer_names))]
+        names, bnames, base = self.names, self.buffer_names, self._base[0]
+
+        def one(params, bufs, xb):
+            return functional_call(base, ({**dict(zip(names, params, strict=True)),
+                                           **dict(zip(bnames, bufs, strict=True))}), (xb,))
+
+        return vmap(one, in_dims=(0, 0, 0))(list(self.stacked), buffers, x)
+
+    @torch.no_grad()
+    def unstack(self) -> list[nn.Module]:
+        for j, m in enumerate(self.models):
+            state = {n[2:]: p[j] for n, p in zip(self.names, self.stacked, strict=True)}
+            state.update({n[2:]: getattr(self, f"b{i}")[j]
+                          for i, n in enumerate(self.buffer_names)})
+            m.load_state_dict(state)
+        return self.models
+
+
+def stack_models(models: Sequence[nn.Module]) -> StackedLeNet | VmapStack:
+    """The stack for ``models``: grouped LeNets, else ``torch.func``'s vmap."""
+    if all(type(m) is LeNet for m in models):
+        return StackedLeNet(models)
+    return VmapStack(models)
+
+
 def _check(models, data, cfgs) -> int:
     if not (len(models) == len(data) == len(cfgs)) or not models:
         raise ValueError("train_stacked takes as many models, datasets and configs, >= 1")
@@ -150,15 +263,17 @@ def _check(models, data, cfgs) -> int:
               for c in cfgs}
     if len(shared) != 1:
         raise ValueError("stacked trainings must share epochs, batch size, optimizer and device")
-    for m, c in zip(models, cfgs, strict=True):
-        why = stackable(m, c)
-        if why:
-            raise ValueError(f"cannot stack: {why}")
+    if len({type(m) for m in models}) != 1:
+        raise ValueError("stacked trainings must train one kind of model")
+    for c in cfgs:
+        if c.augment == "online":
+            raise ValueError("cannot stack: online augmentation draws each training's images "
+                             "as it goes")
     return lengths.pop()
 
 
 def train_stacked(
-    models: Sequence[LeNet],
+    models: Sequence[nn.Module],
     data: Sequence[tuple[np.ndarray, np.ndarray]],
     cfgs: Sequence[TrainConfig],
     *,
@@ -168,9 +283,10 @@ def train_stacked(
     n_originals: int | None = None,
 ) -> list[list[dict]]:
     """Train model k on ``data[k]`` (uint8 images [N, H, W, C], labels [N]; N equal for all)
-    with ``cfgs[k]`` (its seed and loss; the rest shared), all K as one ``StackedLeNet``;
-    the models are trained in place. Returns K histories, each what ``train`` returns for
-    that model alone (``seconds``: the stack's time over K)."""
+    with ``cfgs[k]`` (its seed and loss; the rest shared), all K as one model
+    (``StackedLeNet`` for LeNets, else ``VmapStack``); the models are trained in place.
+    Returns K histories, each what ``train`` returns for that model alone (``seconds``: the
+    stack's time over K)."""
     n = _check(models, data, cfgs)
     cfg0, k = cfgs[0], len(models)
     if cfg0.epochs < 0 or cfg0.batch_size < 1:
@@ -187,9 +303,9 @@ def train_stacked(
                              f"{int(yt.min())}..{int(yt.max())}")
         xs.append(xt)
         ys.append(yt)
-    stack = StackedLeNet([m.to(device) for m in models]).to(device)
-    # channels_last: grouped convolutions on the CPU run ~1.8x faster in NHWC
-    stack.to(memory_format=torch.channels_last)
+    stack = stack_models([m.to(device) for m in models]).to(device)
+    if isinstance(stack, StackedLeNet) or cuda:
+        stack.to(memory_format=torch.channels_last)
     opt = _optimizer(stack, cfg0)
     gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]
     plain = all(c.loss.kind == "none" for c in cfgs)
@@ -207,12 +323,10 @@ def train_stacked(
             idx = [p[i : i + bs] for p in perms]
             if len(idx[0]) < 2 and n > 1:  # batch norm needs 2 samples
                 continue
-            x = torch.cat([x_all[j] for x_all, j in zip(xs, idx, strict=True)], dim=3)
-            x = as_batch(x, True)
+            x = stack.inputs([x_all[j] for x_all, j in zip(xs, idx, strict=True)])
             y = torch.stack([y_all[j] for y_all, j in zip(ys, idx, strict=True)])  # (K, B)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                f = stack.features(x)
-                logits = stack.logits(f)
+                f, logits = stack(x)
             f, logits = f.float(), logits.float()
             if plain:  # each model's mean cross-entropy, summed: independent gradients
                 per = F.cross_entropy(logits.reshape(-1, num_classes), y.reshape(-1),
