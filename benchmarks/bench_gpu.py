@@ -8,6 +8,9 @@ time end to end.
   from a recipe pool (the preset's K=4 wide pool, pixels regenerated on the CPU cores).
 - train: ``pipeline.core.train.train`` (the dataset resident on the device as uint8, bf16
   autocast, channels_last, SGD) vs a bare AMP loop doing the same. Target ratio >= 0.9.
+- grid: ``--stack`` K cells of the preset's study (its seeds; the preset's ResNet, SGD,
+  batch) trained as one model (``pipeline.core.stacked``, torch.func's vmap) vs the bare
+  loop training them one after another: cells per hour on one card.
 - preset: ``smartaug experiment --preset gpu`` on CIFAR-10 (``--cifar DIR``) or a generated
   ImageFolder of the same shape (50 000 train images, 32x32 RGB, 10 classes): its wall time.
 
@@ -118,11 +121,66 @@ def bench_score(lake, model_id, pool_id, images, device, batch, repeats) -> dict
             "pipeline_items_per_s": round(n / tp)}
 
 
+def bare_training(images, labels, device, batch, epochs, seed: int) -> None:
+    """The bare AMP loop: the preset's ResNet and SGD, the uint8 images on the device."""
+    from pipeline.core.train import build_model
+
+    cuda = device.type == "cuda"
+    model = build_model("resnet", 10, 3, 32, seed=seed).to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                          weight_decay=5e-4)
+    x_all = torch.from_numpy(images).to(device)
+    y_all = torch.from_numpy(labels).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y_all), generator=gen).to(device)
+        for i in range(0, len(y_all), batch):
+            idx = perm[i : i + batch]
+            x = x_all[idx].permute(0, 3, 1, 2).float().div_(255.0)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x).float(), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    sync(device)
+
+
+def bench_grid(images, labels, device, batch, epochs, repeats, stack) -> dict:
+    """``stack`` cells of the preset's study (its seeds) trained as one model
+    (``pipeline.core.stacked.train_stacked``: torch.func's vmap over the ResNet) vs the bare
+    loop training them one after another on the same device."""
+    from pipeline.config import TrainConfig
+    from pipeline.core.stacked import train_stacked
+    from pipeline.core.train import build_model
+
+    cfgs = [TrainConfig(epochs=epochs, batch_size=batch, lr=0.05, optimizer="sgd",
+                        weight_decay=5e-4, device=str(device), seed=s) for s in range(stack)]
+
+    def stacked():
+        models = [build_model("resnet", 10, 3, 32, seed=c.seed) for c in cfgs]
+        train_stacked(models, [(images, labels)] * stack, cfgs)
+        sync(device)
+
+    def bare():
+        for c in cfgs:
+            bare_training(images, labels, device, batch, epochs, seed=c.seed)
+
+    tb, ts = alternate(bare, stacked, repeats)
+    return {"ratio": round(tb / ts, 4), "stack": stack, "images_per_cell": len(labels),
+            "epochs": epochs, "bare_s": round(tb, 3), "stacked_s": round(ts, 3),
+            "bare_cells_per_hour": round(3600 * stack / tb),
+            "stacked_cells_per_hour": round(3600 * stack / ts)}
+
+
 def bench_train(images, labels, device, batch, epochs, repeats) -> dict:
     from pipeline.config import TrainConfig
     from pipeline.core.train import build_model, train
 
-    cuda = device.type == "cuda"
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=0.05, optimizer="sgd",
                       weight_decay=5e-4, device=str(device), seed=0)
 
@@ -132,28 +190,7 @@ def bench_train(images, labels, device, batch, epochs, repeats) -> dict:
         sync(device)
 
     def bare():
-        model = build_model("resnet", 10, 3, 32, seed=0).to(device)
-        if cuda:
-            model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-                              weight_decay=5e-4)
-        x_all = torch.from_numpy(images).to(device)
-        y_all = torch.from_numpy(labels).to(device)
-        gen = torch.Generator().manual_seed(0)
-        model.train()
-        for _ in range(epochs):
-            perm = torch.randperm(len(y_all), generator=gen).to(device)
-            for i in range(0, len(y_all), batch):
-                idx = perm[i : i + batch]
-                x = x_all[idx].permute(0, 3, 1, 2).float().div_(255.0)
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                    loss = F.cross_entropy(model(x).float(), y_all[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        sync(device)
+        bare_training(images, labels, device, batch, epochs, seed=0)
 
     tb, tp = alternate(bare, pipeline, repeats)
     n = len(labels) * epochs
@@ -200,6 +237,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stack", type=int, default=5,
+                    help="cells trained as one model in the grid part (the preset's 5 seeds)")
     ap.add_argument("--no-preset", action="store_true", help="skip the preset's wall time")
     ap.add_argument("--cifar", help="CIFAR-10's directory for the preset run (else generated)")
     args = ap.parse_args()
@@ -227,6 +266,8 @@ def main() -> None:
         tr_images, tr_labels = synthetic(args.train_items, 3)
         result["train"] = {**bench_train(tr_images, tr_labels, device, args.batch, args.epochs,
                                          args.repeats), "target": 0.9}
+        result["grid"] = bench_grid(tr_images, tr_labels, device, args.batch, args.epochs,
+                                    args.repeats, args.stack)
         if not args.no_preset:
             result["preset"] = bench_preset(tmp, str(device), args.cifar, args.train_items)
     finally:

@@ -19,7 +19,7 @@ TINY = {
     "augment": ["--images", "400", "--repeats", "1"],
     "dataset": ["--items", "2000", "--repeats", "1"],
     "gpu": ["--device", "cpu", "--items", "8", "--train-items", "8", "--batch", "4",
-            "--epochs", "1", "--repeats", "1", "--no-preset"],
+            "--stack", "2", "--epochs", "1", "--repeats", "1", "--no-preset"],
     "grid": ["--per-class", "20", "--seeds", "2", "--cells", "4", "--stack", "2", "--epochs", "1",
              "--repeats", "1"],
     "hardness": ["--batch", "64", "--batches", "2", "--repeats", "2"],
@@ -54,8 +54,12 @@ def test_benchmark_smoke(name, fashion_root):
         return
     if name == "gpu":  # its parts, each against its bare loop on the same device
         assert out["device"] == "cpu" and out["score_recipes"]["items"] == 8 * 4
-        assert all(out[part]["ratio"] > 0 for part in ("score", "score_recipes", "train"))
+        assert all(out[part]["ratio"] > 0 for part in ("score", "score_recipes", "train",
+                                                        "grid"))
+        assert out["grid"]["stack"] == 2 and out["grid"]["stacked_cells_per_hour"] > 0
         return
+    if name == "grid":  # both runners against the bare loop
+        assert out["process_ratio"] > 0 and out["groups"] == [2, 2], out
     assert out["name"] == name and out["ratio"] > 0 and out["target"] > 0, out
     if name == "verify":
         assert set(out["steps"]) == {"score", "select", "export"}
