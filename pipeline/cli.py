@@ -730,8 +730,9 @@ def study(
         "SMARTAUG_WORKERS if set, else one per core on the CPU, 1 on a GPU).")] = None,
     stack: Annotated[int | None, typer.Option(
         min=1, help="Train up to this many cells of one size (a budget's seeds and "
-        "selectors) together as one model: LeNet models, several times the cells per hour "
-        "(1: each alone, the default).")] = None,
+        "selectors) together as one model (LeNet models on any device, others on CUDA; "
+        "1: each alone, the default). Same figures up to rounding, more cells per hour.")
+    ] = None,
     materialize: MaterializeOverride = None,
     storage: StorageOpt = None,
 ) -> None:
