@@ -240,7 +240,7 @@ def train_cells(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: 
     sets = [data.with_selection(lake, cells[i][1]) for i in todo]
     models = [_fresh_model(lake, cfg, baseline_model_id, ids[i][1].seed) for i in todo]
     if log:
-        log(f"{purpose}: {len(todo)} trainings as one model ("
+        log(f"{purpose}: {len(todo)} training{'s' if len(todo) != 1 else ''} as one model ("
             + ", ".join(f"{cells[i][0].name} rep {cells[i][2]}" for i in todo)
             + f"): {len(sets[0][1])} images each")
     t0 = time.perf_counter()
