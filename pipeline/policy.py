@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 from PIL import Image
 
 from pipeline.errors import InputError
+from pipeline.lazy import lazy
+
+A = lazy("albumentations")  # imported when first used
 
 __all__ = ["Policy", "PolicyFileError", "load"]
 

@@ -42,15 +42,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 
 from pipeline.config import AugmentConfig, parse_policy
 from pipeline.core.magnitude import declared_scale, grid_draw, scale_of
 from pipeline.errors import ConfigError, UserError
+from pipeline.lazy import lazy
 from pipeline.orphans import watch_parent
 from pipeline.textfile import parse
+
+A = lazy("albumentations")  # imported when first used
 
 __all__ = ["BUILTIN", "FAST_KINDS", "AugmentConfig", "SpaceError", "apply_chunks", "augment_images",
            "check_kinds", "kind_specs", "load_space", "plan", "regenerate",

@@ -37,8 +37,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import albumentations as A
 import cv2
+
+from pipeline.lazy import lazy
+
+A = lazy("albumentations")  # imported when first used
 
 __all__ = ["SCALES", "Scale", "bin_of", "declared_scale", "grid_draw", "magnitude_of",
            "scale_of"]

@@ -17,14 +17,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import albumentations as A
-
 from pipeline.core.magnitude import scale_of
 from pipeline.errors import InputError
 from pipeline.lake import Lake, git_sha
 from pipeline.lake.files import atomic_path
 from pipeline.lake.readers import pool_config
+from pipeline.lazy import lazy
 from pipeline.steps.atlas import read_atlas
+
+A = lazy("albumentations")  # imported when first used
 
 __all__ = ["MIN_CLASS_ITEMS", "PolicyError", "per_class_path", "recommend", "write_policy"]
 
