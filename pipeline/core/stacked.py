@@ -24,6 +24,7 @@ different lengths; those train alone.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 
@@ -41,12 +42,14 @@ from pipeline.errors import InputError
 
 __all__ = ["StackedLeNet", "VmapStack", "stackable", "train_stacked"]
 
+_ONLINE = "online augmentation draws each training's images as it goes"
+
 
 def stackable(model: nn.Module, cfg: TrainConfig) -> str | None:
     """Why ``model`` trained by ``cfg`` cannot be stacked, or None when it can: a LeNet
     anywhere, any other model on CUDA when ``torch.func`` can vmap its training step."""
     if cfg.augment == "online":
-        return "online augmentation draws each training's images as it goes"
+        return _ONLINE
     if type(model) is LeNet:
         return None
     device = resolve_device(cfg.device)
@@ -59,8 +62,6 @@ def stackable(model: nn.Module, cfg: TrainConfig) -> str | None:
 def vmap_refusal(model: nn.Module, device: torch.device) -> str | None:
     """Why ``torch.func`` cannot train two copies of ``model`` as one (a forward and
     backward pass on two images each), or None when it can."""
-    import copy
-
     try:
         twins = [copy.deepcopy(model).to(device).train() for _ in range(2)]
         stack = VmapStack(twins)
@@ -111,7 +112,6 @@ class StackedLeNet(nn.Module):
         convs = [m.conv for m in models]
         fcs = [m.fc for m in models]
         c1, c2 = convs[0][0], convs[0][4]
-        self.side = int(round((fcs[0][1].in_features // c2.out_channels) ** 0.5))
         self.register_buffer("mean", torch.cat([m.normalize.mean for m in models], 1))
         self.register_buffer("std", torch.cat([m.normalize.std for m in models], 1))
         self.conv1 = nn.Conv2d(k * c1.in_channels, k * c1.out_channels, c1.kernel_size,
@@ -202,8 +202,6 @@ class VmapStack(nn.Module):
 
     def __init__(self, models: Sequence[nn.Module]):
         super().__init__()
-        import copy
-
         self.models = list(models)
         self.k = len(models)
         wrapped = [_FeaturesAndLogits(m) for m in models]
@@ -265,10 +263,8 @@ def _check(models, data, cfgs) -> int:
         raise ValueError("stacked trainings must share epochs, batch size, optimizer and device")
     if len({type(m) for m in models}) != 1:
         raise ValueError("stacked trainings must train one kind of model")
-    for c in cfgs:
-        if c.augment == "online":
-            raise ValueError("cannot stack: online augmentation draws each training's images "
-                             "as it goes")
+    if any(c.augment == "online" for c in cfgs):
+        raise ValueError(f"cannot stack: {_ONLINE}")
     return lengths.pop()
 
 

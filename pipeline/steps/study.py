@@ -423,7 +423,7 @@ def grid_groups(cells: list[Cell], stack: int) -> list[list[int]]:
 
 
 def train_grid(runner: Runner, cfg: StudyConfig, replicates: list[dict], cells_: list[Cell],
-           stack: int = 1) -> list[Cell]:
+               stack: int = 1) -> list[Cell]:
     """Train ``cells_`` (``grid_groups``: alone, or ``stack`` at a time as one model), each in
     its replicate (``replicates``: dataset and baseline); with their run ids."""
     groups = grid_groups(cells_, stack)
@@ -433,8 +433,9 @@ def train_grid(runner: Runner, cfg: StudyConfig, replicates: list[dict], cells_:
         r = replicates[c.replicate]
         return (cfg, r["dataset_id"], c.pool_id, r["baseline_model_id"])
 
-    lone = [g for g in groups if stack <= 1 or cells_[g[0]].kind == "arm"]
-    together = [g for g in groups if not (stack <= 1 or cells_[g[0]].kind == "arm")]
+    alone = [stack <= 1 or cells_[g[0]].kind == "arm" for g in groups]
+    lone = [g for g, a in zip(groups, alone, strict=True) if a]
+    together = [g for g, a in zip(groups, alone, strict=True) if not a]
     out = list(cells_)
     if together:
         ids = runner.map(cells, [(*args(g), tuple(cells_[i] for i in g)) for g in together])
