@@ -112,3 +112,48 @@ def test_missing_or_wrong_paths_say_how_to_fix(tmp_path):
         load_dataset("svhn")
     with pytest.raises(ValueError, match="val_fraction"):
         load_dataset("fashion-mnist", root=tmp_path, val_fraction=1.0)
+
+
+def test_idx_files_read_as_torchvision_reads_them_and_bad_ones_are_named(fashion_root, tmp_path):
+    """The IDX reader (numpy; torchvision is imported only to download) gives torchvision's
+    arrays and class names; a truncated or foreign file is a DatasetError naming it."""
+    import shutil
+    from pathlib import Path
+
+    from torchvision.datasets import FashionMNIST
+
+    from pipeline.core.datasets import _IDX_FILES, _load_idx, _stage_idx
+
+    ours = _load_idx("fashion-mnist", fashion_root, download=False)
+    staged = _stage_idx(Path(fashion_root), "FashionMNIST")
+    tr, te = (FashionMNIST(str(staged), train=t) for t in (True, False))
+    theirs = (tr.data.numpy()[..., None], tr.targets.numpy(), te.data.numpy()[..., None],
+              te.targets.numpy())
+    for a, b in zip(ours[:4], theirs, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    assert ours[4] == tuple(tr.classes) and ours[0].flags.writeable
+    for broken, why in ((lambda b: b[:-5], "truncated"), (lambda b: b"\x00\x00\x09" + b[3:],
+                                                          "not an IDX file")):
+        d = tmp_path / why.replace(" ", "-")
+        d.mkdir()
+        for n in _IDX_FILES:  # the staged plain files, one of them broken
+            shutil.copyfile(staged / "FashionMNIST" / "raw" / n, d / n)
+        (d / _IDX_FILES[1]).write_bytes(broken((d / _IDX_FILES[1]).read_bytes()))
+        with pytest.raises(DatasetError, match=f"train-labels-idx1-ubyte.*{why}"):
+            load_dataset("fashion-mnist", root=str(d), download=False)
+
+
+@pytest.mark.parametrize("shape,size", [((1, 36, 36, 3), 28), ((5, 20, 20, 1), 28),
+                                        ((2, 64, 48, 3), 32), ((3, 17, 23, 3), 40)])
+def test_resize_and_grayscale_are_torchvisions_bit_for_bit(shape, size):
+    from torchvision.transforms.v2 import functional as TF
+
+    from pipeline.core.datasets import _resize, _to_grayscale
+
+    images = np.random.default_rng(size).integers(0, 256, shape, dtype=np.uint8)
+    t = torch.from_numpy(images.copy()).permute(0, 3, 1, 2)
+    ref = TF.resize(t, [size, size], antialias=True).permute(0, 2, 3, 1).contiguous().numpy()
+    assert np.array_equal(_resize(images, size), ref) and _resize(images, size).shape == ref.shape
+    if shape[-1] == 3:
+        grey = TF.rgb_to_grayscale(t, num_output_channels=1).permute(0, 2, 3, 1).contiguous()
+        assert np.array_equal(_to_grayscale(images), grey.numpy())

@@ -6,7 +6,7 @@ Sources:
 * ``fashion-mnist`` / ``mnist`` — the IDX files from, in order: the ``root`` you give; the
   ``SMARTAUG_DATA`` directory (files directly in it or in ``SMARTAUG_DATA/<name>/``); Debian's
   ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist/``); torchvision's
-  download when online (``download=True``). Read by torchvision's IDX reader.
+  download when online (``download=True``). Read with numpy (torchvision only downloads).
 * ``cifar10`` — torchvision's ``CIFAR10`` (``cifar-10-batches-py`` under the root, or its
   download).
 * ``imagefolder:PATH`` — ``PATH/train/<class>/*.png|jpg`` and ``PATH/test/<class>/...``;
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import DataConfig
@@ -175,40 +174,79 @@ def _how_to_get(name: str) -> str:
     )
 
 
-def _load_idx(name: str, root: str | None, download: bool):
-    # torchvision on first use: importing it costs every command ~2 s (it imports torch._dynamo)
-    from torchvision.datasets import MNIST, FashionMNIST
+IDX_CLASSES = {
+    "FashionMNIST": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                     "Sneaker", "Bag", "Ankle boot"),  # torchvision's names, as it gives them
+    "MNIST": tuple(f"{i} - {w}" for i, w in enumerate(
+        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))),
+}
 
-    cls = FashionMNIST if name == "fashion-mnist" else MNIST
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """One IDX file of unsigned bytes (magic 0x0000 08 ``ndim``, big-endian int32 sizes, the
+    data) as an array; DatasetError if it is not one (torchvision's format, read with numpy:
+    no torchvision import for a local copy)."""
+    data = bytearray(path.read_bytes())  # writable arrays, as torchvision's
+    head = 4 * (ndim + 1)
+    if len(data) < head or data[:4] != bytes((0, 0, 8, ndim)):
+        raise DatasetError(f"{path} is not an IDX file of {ndim}-d unsigned bytes: corrupt "
+                           f"or another file; get the four files again")
+    shape = tuple(int(v) for v in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if len(data) - head != int(np.prod(shape)):
+        raise DatasetError(f"{path} holds {len(data) - head} bytes of data, its header says "
+                           f"{int(np.prod(shape))} {shape}: truncated or corrupt; get it again")
+    return np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape)
+
+
+def _load_idx(name: str, root: str | None, download: bool):
+    cls_name = "FashionMNIST" if name == "fashion-mnist" else "MNIST"
     if root is not None:
         d = Path(root)
         if not d.is_dir():
             raise DatasetError(f"{name}: directory not found: {d}. {_how_to_get(name)}")
-        found = _find_idx_dir(d, cls.__name__)
+        found = _find_idx_dir(d, cls_name)
         if found is None:
             raise DatasetError(
                 f"{name}: no IDX files in {d} (expected {', '.join(_IDX_FILES)}, "
                 f"optionally .gz). {_how_to_get(name)}"
             )
-        tv_root, dl = _stage_idx(found, cls.__name__), False
     else:
         found = next((f for d in _candidate_dirs(name, root)
-                      if d.is_dir() and (f := _find_idx_dir(d, cls.__name__))), None)
-        if found is not None:
-            tv_root, dl = _stage_idx(found, cls.__name__), False
-        elif download:
-            tv_root, dl = _cache_dir() / "download", True
-        else:
+                      if d.is_dir() and (f := _find_idx_dir(d, cls_name))), None)
+        if found is None and download:
+            return _download_idx(name)
+        if found is None:
             raise DatasetError(f"{name}: no local copy found and download=False. "
                                f"{_how_to_get(name)}")
     try:
-        tr = cls(str(tv_root), train=True, download=dl)
-        te = cls(str(tv_root), train=False, download=dl)
+        raw = _stage_idx(found, cls_name) / cls_name / "raw"
+    except (OSError, EOFError) as e:  # a .gz that does not decompress
+        raise DatasetError(f"{name}: the IDX files under {found} are corrupt ({e}); get them "
+                           f"again") from e
+    x_tr, y_tr, x_te, y_te = (_read_idx(raw / n, 3 if "images" in n else 1) for n in _IDX_FILES)
+    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
+        raise DatasetError(f"{name}: the IDX files under {found} disagree: {len(x_tr)} train "
+                           f"images, {len(y_tr)} labels; {len(x_te)} test, {len(y_te)}")
+    return (x_tr[..., None], y_tr.astype(np.int64), x_te[..., None], y_te.astype(np.int64),
+            IDX_CLASSES[cls_name])
+
+
+def _download_idx(name: str):
+    """No local copy: torchvision downloads the files (imported only here: importing it costs
+    ~2 s, as it imports torch._dynamo)."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    cls = FashionMNIST if name == "fashion-mnist" else MNIST
+    tv_root = _cache_dir() / "download"
+    try:
+        tr = cls(str(tv_root), train=True, download=True)
+        te = cls(str(tv_root), train=False, download=True)
     except (RuntimeError, OSError) as e:
         raise DatasetError(f"{name}: could not load or download ({e}). {_how_to_get(name)}") \
             from e
     except AssertionError as e:
-        raise DatasetError(f"{name}: the IDX files under {tv_root} are corrupt") from e
+        raise DatasetError(f"{name}: the downloaded IDX files under {tv_root} are corrupt") \
+            from e
     return (tr.data.numpy()[..., None], tr.targets.numpy(),
             te.data.numpy()[..., None], te.targets.numpy(), tuple(tr.classes))
 
@@ -341,20 +379,39 @@ SOURCES = ("fashion-mnist", "mnist", "cifar10", "imagefolder:PATH")
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [N, H, W, C] -> uint8 [N, size, size, C], bilinear with antialias (torchvision)."""
-    from torchvision.transforms.v2 import functional as TF
+    """uint8 [N, H, W, C] -> uint8 [N, size, size, C], bilinear with antialias: torchvision's
+    ``transforms.v2.functional.resize`` on a uint8 tensor, bit for bit (tested), without
+    importing torchvision (~2 s)."""
+    import platform
 
-    t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2)
-    t = TF.resize(t, [size, size], antialias=True)
-    return t.permute(0, 2, 3, 1).contiguous().numpy()
+    import torch  # here: reading a dataset without resizing never imports torch
+    from torch.nn.functional import interpolate
+
+    n, h, w, c = images.shape
+    if (h, w) == (size, size):
+        return np.array(images, copy=True)
+    t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2)  # channels_last
+    if n == 1:  # as torchvision restrides a single image, so the output stays channels_last
+        t = t.as_strided((1, c, h, w), (t.numel(), *t.stride()[1:]))
+    # uint8 straight through where torch has the native kernel (AVX2/AVX512, ARM), else float
+    native = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or \
+        platform.machine() in ("aarch64", "arm64")
+    x = interpolate(t if native else t.float(), size=[size, size], mode="bilinear",
+                    align_corners=False, antialias=True)
+    if not native:
+        x = x.round_().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _to_grayscale(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, 3] -> uint8 [N, H, W, 1] (ITU-R 601-2 luma, as PIL's "L")."""
-    from torchvision.transforms.v2 import functional as TF
+    """uint8 [N, H, W, 3] -> uint8 [N, H, W, 1] (ITU-R 601-2 luma, as PIL's "L"):
+    torchvision's ``rgb_to_grayscale`` on a uint8 tensor, bit for bit (tested)."""
+    import torch
 
     t = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2)
-    return TF.rgb_to_grayscale(t, num_output_channels=1).permute(0, 2, 3, 1).contiguous().numpy()
+    r, g, b = t.unbind(dim=-3)
+    luma = r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).to(torch.uint8)
+    return luma.unsqueeze(-1).contiguous().numpy()
 
 
 def _balanced_subset(labels: np.ndarray, per_class: int | None, classes, split: str,

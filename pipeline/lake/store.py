@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -47,7 +48,13 @@ RECORDED_ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
 RECORDED_BY = {meta: data for data, (meta, _, _) in RECORDED_ROWS.items()}
 READ_BATCH_ROWS = 4096  # rows per record batch when a partition is streamed
 
-_LAKE_ENGINES: dict[str, tuple[duckdb.DuckDBPyConnection, str | None]] = {}
+# this process's DuckDB instances: (pid, lake URL, id of its filesystem on a remote lake) ->
+# (instance, the name of the Python filesystem registered on it or None, the filesystem). A
+# local lake's stay at most MAX_LOCAL_ENGINES (the least recently used is dropped); a remote
+# lake's until exit (_close_engine).
+_LAKE_ENGINES: dict[tuple, tuple] = {}
+_ENGINES_LOCK = threading.Lock()
+MAX_LOCAL_ENGINES = 4
 
 
 def sandbox(con: duckdb.DuckDBPyConnection, directories: list[str], temp: str | None = None) -> None:
@@ -70,7 +77,9 @@ def _fs_name(fs) -> str:
 
 def _close_engine() -> None:
     """DuckDB aborts the interpreter at exit if a Python filesystem is still registered."""
-    for con, fs_name in _LAKE_ENGINES.values():
+    for (pid, _, _), (con, fs_name, _) in _LAKE_ENGINES.items():
+        if pid != os.getpid():  # a forked child's copy: its parent closes it
+            continue
         if fs_name is not None:
             con.unregister_filesystem(fs_name)
         con.close()
@@ -464,13 +473,25 @@ class Lake:
         return con
 
     def engine(self) -> duckdb.DuckDBPyConnection:
-        """A cursor on this process's DuckDB instance for this lake (created once, sandboxed
-        to the lake's files); close the cursor after use."""
-        if self.url() not in _LAKE_ENGINES:
-            if not _LAKE_ENGINES:
-                atexit.register(_close_engine)
-            _LAKE_ENGINES[self.url()] = (self._duckdb(), None if self.local else _fs_name(self.fs))
-        return _LAKE_ENGINES[self.url()][0].cursor()
+        """A cursor on this process's DuckDB instance for this lake, with one view per table
+        (created once; each query globs the table's partitions again, so it sees every
+        partition committed before it), sandboxed to the lake's files; close it after use.
+        Cursors are independent connections: threads each take their own."""
+        key = (os.getpid(), self.url(), None if self.local else id(self.fs))
+        with _ENGINES_LOCK:
+            held = _LAKE_ENGINES.pop(key, None)
+            if held is None:
+                if not _LAKE_ENGINES:
+                    atexit.register(_close_engine)
+                con = self._duckdb()
+                con.execute(self.views_sql())
+                # the filesystem is kept with it, so its id is not reused while it is held
+                held = (con, None if self.local else _fs_name(self.fs), self.fs)
+            _LAKE_ENGINES[key] = held  # the most recently used last
+            local = [k for k in _LAKE_ENGINES if k[2] is None and k[0] == os.getpid()]
+            for old in local[:-MAX_LOCAL_ENGINES]:  # dropped, not closed: a cursor still in
+                del _LAKE_ENGINES[old]  # use keeps its instance alive until it is closed
+            return held[0].cursor()
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A fresh in-memory DuckDB connection with one view per table, sandboxed: it reads
@@ -480,12 +501,11 @@ class Lake:
         return con
 
     def sql(self, query: str, params: Mapping | list | None = None) -> pa.Table:
-        """Run a read-only ``query`` over the views (``read_only_statements``); a Table."""
+        """Run a read-only ``query`` over the views (``read_only_statements``) on this
+        process's instance for the lake (``engine``); a Table."""
         read_only_statements(query)
-        con = self.connect()
+        con = self.engine()
         try:
             return query_arrow(con, query, params)
         finally:
-            if not self.local:  # a connection closed with a Python filesystem registered
-                con.unregister_filesystem(_fs_name(self.fs))  # aborts the interpreter
             con.close()
