@@ -39,12 +39,33 @@ def test_every_benchmark_has_a_smoke_run():
     assert names - {"flow"} == set(TINY)
 
 
+# the smoke runs that start no processes of their own run in one process (benchmarks/_smoke.py):
+# each would otherwise import torch and the pipeline again; the rest run as a user runs them
+SHARED = ("augment", "dataset", "hardness", "online", "rescore", "select", "train", "verify")
+pytestmark = pytest.mark.xdist_group("benchmarks")  # the shared run is made once
+
+
+@pytest.fixture(scope="module")
+def shared_runs(fashion_root, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("smoke") / "runs.json"
+    res = subprocess.run([sys.executable, "benchmarks/_smoke.py", str(out),
+                          *(f"{n}={json.dumps(TINY[n])}" for n in SHARED)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, "SMARTAUG_DATA": fashion_root})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_benchmark_smoke(name, fashion_root):
-    res = subprocess.run([sys.executable, f"benchmarks/bench_{name}.py", *TINY[name]],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "SMARTAUG_DATA": fashion_root})
+def test_benchmark_smoke(name, fashion_root, request):
+    if name in SHARED:
+        run = request.getfixturevalue("shared_runs")[name]
+        res = subprocess.CompletedProcess([name], run["code"], run["out"], run["err"])
+    else:
+        res = subprocess.run([sys.executable, f"benchmarks/bench_{name}.py", *TINY[name]],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "SMARTAUG_DATA": fashion_root})
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     if name == "scale":  # peak RSS and time per item per stage, no single ratio

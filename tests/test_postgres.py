@@ -87,7 +87,7 @@ print(json.dumps({{"report": report, "state": state.type.value,
 def test_grid_on_a_dask_cluster_against_postgres(pg_server, postgres, tmp_path):
     env, log = pg_server
     out = {}
-    for runner in ("threads", "dask:4"):
+    for runner in ("threads", "dask:2"):
         # the pool stored with pixels on one, as recipes on the other: the same results
         o = json.dumps({"per_class_train": 40, "per_class_test": 10, "epochs": 1, "reps": 4,
                         "materialize": "always" if runner == "threads" else "never",
@@ -98,7 +98,7 @@ def test_grid_on_a_dask_cluster_against_postgres(pg_server, postgres, tmp_path):
                            SMARTAUG_SCORE_SHARDS="1" if runner == "threads" else "4"),
                       FLOW.format(o=o), timeout=1500)
         out[runner] = json.loads(res)
-    threads, dask = out["threads"], out["dask:4"]
+    threads, dask = out["threads"], out["dask:2"]
     assert threads["state"] == dask["state"] == "COMPLETED"
     text = log.read_text()
     assert "database is locked" not in text.lower()
@@ -113,7 +113,7 @@ def test_grid_on_a_dask_cluster_against_postgres(pg_server, postgres, tmp_path):
     assert {v for k, v in n_dask.items() if k not in ("cell", "score-shard")} == {1}
     # the same results as the thread runner, and no duplicate rows in either lake
     q = "select run_id, method, rep, selection_id, test_acc, val_acc from runs order by run_id"
-    a, b = Lake(tmp_path / "threads"), Lake(tmp_path / "dask-4")
+    a, b = Lake(tmp_path / "threads"), Lake(tmp_path / "dask-2")
     assert a.sql(q) == b.sql(q) and a.sql(q).num_rows == 12
     for lake in (a, b):
         assert lake.sql("select count(*) - count(distinct run_id) n from runs"
