@@ -133,9 +133,21 @@ def _fresh_model(lake: Lake, cfg: ExperimentConfig, baseline_model_id: str, seed
         return load_checkpoint(checkpoint_path(lake, baseline_model_id),
                                arch=lake.row("models", baseline_model_id)["arch"],
                                trust=cfg.model)
-    meta = lake.row("datasets", lake.row("models", baseline_model_id)["dataset_id"])
-    return build_model(cfg.model, len(classes(lake, meta["dataset_id"])), meta["channels"],
-                       meta["height"], seed=seed)
+    return build_model(cfg.model, *_shapes(lake, baseline_model_id), seed=seed)
+
+
+_SHAPES: dict[tuple[str, str], tuple[int, int, int]] = {}
+
+
+def _shapes(lake: Lake, baseline_model_id: str) -> tuple[int, int, int]:
+    """(classes, channels, height) of the baseline's dataset, read once a process for a grid
+    of cells (ids are content hashes: a model id always names the same dataset)."""
+    key = (lake.url(), baseline_model_id)
+    if key not in _SHAPES:
+        meta = lake.row("datasets", lake.row("models", baseline_model_id)["dataset_id"])
+        _SHAPES[key] = (len(classes(lake, meta["dataset_id"])), meta["channels"],
+                        meta["height"])
+    return _SHAPES[key]
 
 
 def _eval_sets(data: TrainingData) -> dict[str, tuple]:
