@@ -405,7 +405,7 @@ def test_whole_chain_with_a_torchvision_model(tmp_path, fashion_root):
     from pipeline.steps.reselect import reselect
 
     lake = Lake(tmp_path / "lake")
-    cfg = tiny_config(fashion_root, per_class_train=24, per_class_test=8,
+    cfg = tiny_config(fashion_root, per_class_train=12, per_class_test=4,
                       model="torchvision:resnet18", reps=1)
     exp_id = run_experiment(cfg, lake, log=None)
     runs = lake.sql("select method, test_acc from runs where experiment_id = $e",
