@@ -158,3 +158,14 @@ def dask_cluster(s3_endpoint, tmp_path_factory):
     finally:
         cluster.close()
         mp.undo()
+
+
+# the longest modules first (each stays on one pytest-xdist worker): started last, one of them
+# would leave the other worker idle at the end of the run
+LONGEST_FIRST = ("test_flows.py", "test_readme.py", "test_postgres.py", "test_study.py",
+                 "test_benchmarks.py", "test_experiment.py", "test_gpu.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept

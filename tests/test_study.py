@@ -368,7 +368,7 @@ def test_unstratified_windows_get_an_unstratified_random_beside_them(tmp_path, f
                      scores=("avh",), positions=("offset",), coverage=(), references=(),
                      per_class=False)
     lake = Lake(tmp_path / "lake")
-    sid, location = run_study(cfg, lake, workers=2, log=None)
+    sid, location = run_study(cfg, lake, workers=1, log=None)
     report = json.loads((Path(location) / "study.json").read_text())
     rows = {r["selector"]: r for r in report["leaderboard"]}
     assert set(rows) == {"random", "random-unstratified", "avh@offset"}
@@ -452,7 +452,7 @@ space = "space.json"
     assert cfg.retrain.batch_size == 128 and cfg.data.val_fraction == pytest.approx(1 / 11)
     from pipeline.steps.study import run_study
 
-    sid, location = run_study(cfg, Lake(tmp_path / "lake"), workers=2, log=None)
+    sid, location = run_study(cfg, Lake(tmp_path / "lake"), workers=1, log=None)
     report = json.loads((Path(location) / "study.json").read_text())
     kinds = {k: v for x in report["kept"] if x["selector"] == "random"
              for k, v in x["by_kind"].items()}
