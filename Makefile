@@ -102,14 +102,15 @@ stop:
 	done
 	@if [ -f $(PG_DATA)/postmaster.pid ]; then $(BIN)/python -m flows.database stop --data $(PG_DATA); fi
 
-# Every test, real servers included, on one pytest-xdist worker per core (a module's tests
-# that share a server or a lake stay on one worker: --dist loadgroup); 8 to 15 minutes on 2 cores.
+# Every test, real servers included, on one pytest-xdist worker per core; a module's tests stay
+# on one worker (--dist loadfile), so a module's server, lake or tour is made once, and the
+# longest modules start first (tests/conftest.py). About 10 minutes on 2 cores.
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
-# For iterating on a change (1 to 2.5 minutes): no end-to-end run marked slow, no PostgreSQL.
+# For iterating on a change (under 2 minutes): no end-to-end run marked slow, no PostgreSQL.
 test-fast: setup
-	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not slow and not postgres"
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow and not postgres"
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

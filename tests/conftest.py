@@ -160,7 +160,7 @@ def dask_cluster(s3_endpoint, tmp_path_factory):
         mp.undo()
 
 
-# the longest modules first (each stays on one pytest-xdist worker): started last, one of them
+# the longest modules first (make test keeps a module on one worker): started last, one of them
 # would leave the other worker idle at the end of the run
 LONGEST_FIRST = ("test_flows.py", "test_readme.py", "test_postgres.py", "test_study.py",
                  "test_benchmarks.py", "test_experiment.py", "test_gpu.py")

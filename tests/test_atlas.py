@@ -15,9 +15,6 @@ from pipeline.core import augment as aug
 from pipeline.core.magnitude import SCALES, bin_of, grid_draw, magnitude_of, scale_of
 from tests.conftest import smartaug, write_image_folder
 
-# its module fixture (a scored lake) is built once: the tests stay on one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("atlas")
-
 KINDS = ("rotate", "noise", "hflip", "vflip", "rotate180", "crop", "cutout", "jpeg")
 
 

@@ -26,9 +26,6 @@ from pipeline.steps.score import score_pool, score_split
 from pipeline.steps.select import band
 from tests.conftest import smartaug, write_image_folder
 
-# its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("bad-input")
-
 BIN = Path(sys.executable).parent
 
 

@@ -42,7 +42,6 @@ def test_every_benchmark_has_a_smoke_run():
 # the smoke runs that start no processes of their own run in one process (benchmarks/_smoke.py):
 # each would otherwise import torch and the pipeline again; the rest run as a user runs them
 SHARED = ("augment", "dataset", "hardness", "online", "rescore", "select", "train", "verify")
-pytestmark = pytest.mark.xdist_group("benchmarks")  # the shared run is made once
 
 
 @pytest.fixture(scope="module")

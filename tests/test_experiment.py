@@ -29,9 +29,6 @@ from pipeline.steps.report import write_report
 from pipeline.steps.retrain import with_band
 from tests.conftest import tiny_config, write_image_folder
 
-# its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("experiment")
-
 BIN = Path(sys.executable).parent
 
 

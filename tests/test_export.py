@@ -19,8 +19,6 @@ from pipeline.lake.readers import read_split
 from pipeline.steps.export import export
 from pipeline.steps.select import band
 
-# its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("export")
 
 @pytest.fixture(scope="module")
 def selection(small_lake):

@@ -15,9 +15,6 @@ import pytest
 
 from pipeline.lake import Lake
 
-# its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("prefect")
-
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"per_class_train": 60, "per_class_test": 20, "epochs": 1, "reps": 2}

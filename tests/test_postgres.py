@@ -22,7 +22,7 @@ from tests.test_flows import ROOT, _free_port, _healthy, _python
 
 BIN = Path(sys.executable).parent
 # one PostgreSQL and one server for the module: its tests stay on one pytest-xdist worker
-pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("postgres")]
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,6 @@ import pytest
 
 from tests.conftest import write_image_folder
 
-# its module fixtures (a lake, a server) are built once: the tests stay on one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("readme")
-
 ROOT = Path(__file__).resolve().parent.parent
 # the README first (its tour makes the lake the other pages' blocks use), then docs/ in order
 PAGES = [ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in (
