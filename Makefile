@@ -104,13 +104,13 @@ stop:
 
 # Every test, real servers included, on one pytest-xdist worker per core; a module's tests stay
 # on one worker (--dist loadfile), so a module's server, lake or tour is made once, and the
-# longest modules start first (tests/conftest.py). About 10 minutes on 2 cores.
+# longest modules start first (tests/conftest.py orders them; --no-loadscope-reorder keeps it).
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # For iterating on a change (under 2 minutes): no end-to-end run marked slow, no PostgreSQL.
 test-fast: setup
-	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow and not postgres"
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder -m "not slow and not postgres"
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -160,10 +160,12 @@ def dask_cluster(s3_endpoint, tmp_path_factory):
         mp.undo()
 
 
-# the longest modules first (make test keeps a module on one worker): started last, one of them
-# would leave the other worker idle at the end of the run
-LONGEST_FIRST = ("test_flows.py", "test_readme.py", "test_postgres.py", "test_study.py",
-                 "test_benchmarks.py", "test_experiment.py", "test_gpu.py")
+# the longest modules first, in this order (make test keeps a module on one worker and its
+# order: --dist loadfile --no-loadscope-reorder): started last, one of them would leave the
+# other worker idle at the end of the run; the rest in file order
+LONGEST_FIRST = ("test_flows.py", "test_study.py", "test_readme.py", "test_experiment.py",
+                 "test_postgres.py", "test_benchmarks.py", "test_gpu.py", "test_atlas.py",
+                 "test_lake_url.py", "test_hypotheses.py", "test_stacked.py")
 
 
 def pytest_collection_modifyitems(config, items):
