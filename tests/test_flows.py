@@ -17,7 +17,7 @@ from pipeline.lake import Lake
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"per_class_train": 60, "per_class_test": 20, "epochs": 1, "reps": 2}
+TINY = {"per_class_train": 33, "per_class_test": 10, "epochs": 1, "reps": 2}
 
 
 def _free_port() -> int:
@@ -113,7 +113,7 @@ def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, quick_run, 
     assert scored_at
     # the CLI runs the same list of steps: the same ids and the same figures
     cli = subprocess.run([str(BIN / "smartaug"), "experiment", "--preset", "quick",
-                          "--per-class-train", "60", "--per-class-test", "20", "--epochs", "1",
+                          "--per-class-train", "33", "--per-class-test", "10", "--epochs", "1",
                           "--seeds", "2", "--storage", str(tmp_path / "cli")], env=prefect_env,
                          capture_output=True, text=True, timeout=900)
     assert cli.returncode == 0, cli.stderr[-3000:]
@@ -312,9 +312,9 @@ def test_dask_cluster_gives_the_same_selection_as_the_thread_runner(prefect_env,
             for name, sid in report["ids"]["selections"].items()}
         assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
         assert lake.sql("select count(*) n from scores s join scoring_runs r using "
-                        "(scoring_run_id) where r.pool_id is not null").to_pylist()[0]["n"] == 550
+                        "(scoring_run_id) where r.pool_id is not null").to_pylist()[0]["n"] == 300
     assert selections["threads"] == selections[dask_cluster]
-    assert len(selections["threads"]["M2"]) == 110
+    assert len(selections["threads"]["M2"]) == 60
 
 
 @pytest.mark.slow
