@@ -129,3 +129,23 @@ def test_a_copied_lake_stands_alone(tmp_path, fashion_root):
 
     with pytest.raises(ValueError, match="copy/checkpoints/.* is not a readable"):
         load_model(copy, m, torch.device("cpu"))
+
+
+def test_queries_see_every_commit_and_a_lake_made_again(tmp_path):
+    """``lake.sql`` runs on one DuckDB instance a lake and process, its views made once: each
+    query globs the partitions again, so it sees what was committed after the first one, and
+    a lake deleted and made again at the same place reads as the new one."""
+    import shutil
+
+    row = {"scoring_run_id": ["r1"], "model_id": ["m"], "pool_id": [None], "item_id": ["a"],
+           "label": [1], "pred": [1], "correct": [True],
+           **{c: [0.5] for c in ("avh", "avc_true", "confidence", "margin", "loss", "entropy",
+                                 "el2n", "feature_norm")}}
+    count = "select count(*) n from scores"
+    for _ in range(2):
+        lake = Lake(tmp_path / "lake")
+        assert lake.sql(count).to_pylist() == [{"n": 0}]
+        for k in ("r1", "r2"):
+            lake.write("scores", k, dict(row, scoring_run_id=[k]))
+            assert lake.sql(count).to_pylist() == [{"n": int(k[1])}]
+        shutil.rmtree(tmp_path / "lake")

@@ -3,7 +3,8 @@
 
 A partition appears whole or not at all (``writer``); ids are content hashes, so a step run
 again finds its partition. The pipeline never holds a DuckDB database file open: queries run
-on in-memory connections with one view per table, so nothing blocks a person's query. On an
+on an in-memory instance with one view per table (one instance a lake and process, its views
+made once; each query globs the partitions again), so nothing blocks a person's query. On an
 object store, checkpoints and reports are read through a local cache (``SMARTAUG_CACHE``).
 """
 
