@@ -87,6 +87,9 @@ def _close_engine() -> None:
     _LAKE_ENGINES.clear()
 
 
+atexit.register(_close_engine)
+
+
 def query_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.Table:
     """Run ``query`` with bound ``params``; the result as a pyarrow Table."""
     rel = con.sql(query, params=params or None)
@@ -482,8 +485,6 @@ class Lake:
         with _ENGINES_LOCK:
             held = _LAKE_ENGINES.pop(key, None)
             if held is None:
-                if not _LAKE_ENGINES:
-                    atexit.register(_close_engine)
                 con = self._duckdb()
                 con.execute(self.views_sql())
                 # the filesystem is kept with it, so its id is not reused while it is held
@@ -493,13 +494,6 @@ class Lake:
             for old in local[:-MAX_LOCAL_ENGINES]:  # dropped, not closed: a cursor still in
                 del _LAKE_ENGINES[old]  # use keeps its instance alive until it is closed
             return held[0].cursor()
-
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A fresh in-memory DuckDB connection with one view per table, sandboxed: it reads
-        the lake's files and nothing else, and cannot write a file."""
-        con = self._duckdb()
-        con.execute(self.views_sql())
-        return con
 
     def sql(self, query: str, params: Mapping | list | None = None) -> pa.Table:
         """Run a read-only ``query`` over the views (``read_only_statements``) on this
