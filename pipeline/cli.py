@@ -734,11 +734,20 @@ def study(
         "1: each alone, the default). Same figures up to rounding, more cells per hour.")
     ] = None,
     materialize: MaterializeOverride = None,
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Print what the study will cost and can detect, and train nothing "
+        "(no lake is written): its cells and trainings, the estimated time (one epoch timed "
+        "here), and per declared hypothesis the smallest difference each look detects with "
+        "80 % power from sd_prior or --pilot. The plan as JSON on the last line.")] = False,
+    pilot: Annotated[str | None, typer.Option(
+        help="With --plan: a pilot study's report (its directory or study.json) whose "
+        "spread stands in for the hypotheses' sd_prior.")] = None,
     storage: StorageOpt = None,
 ) -> None:
     """Run a study: which augmentations to keep, at equal budget. Every pool x budget x
     selector x loss x seed is a training (a row of the runs table); a crashed study resumes,
-    a finished one does nothing. Prints the report directory last."""
+    a finished one does nothing. Prints the report directory last (with --plan: the plan,
+    as JSON)."""
     from pipeline.config import apply_study_overrides, study_preset
 
     if config is not None and preset is not None:
@@ -761,6 +770,16 @@ def study(
         _fail(e)
     if workers is not None and workers < 1:
         _fail(f"--workers must be >= 1, got {workers}")
+    if pilot is not None and not plan:
+        _fail("--pilot goes with --plan (the spread a plan assumes)")
+    if plan:
+        from pipeline.steps.study_plan import describe, plan_study
+
+        out = _steps(plan_study, cfg, pilot=pilot, workers=workers)
+        for line in describe(out):
+            err.print(line, highlight=False)
+        print(json.dumps(out))
+        return
     from pipeline.steps.study import run_study  # torch: after the grid is known to be sound
 
     lake = _lake(storage)
@@ -772,6 +791,25 @@ def study(
     report = json.loads(lake.local_path(f"reports/{sid}/study.json").read_text())
     err.print(report["verdict"])
     print(location)
+
+
+@app.command("study-report")
+def study_report(
+    directory: Annotated[str, typer.Argument(
+        help="A study's report directory (holding its study.json): a lake's "
+        "reports/<study_id>/ or a committed copy.")],
+) -> None:
+    """Recompute a study's report from its study.json alone, with this version's
+    statistics: the declared hypotheses (each against what it names), the exploratory
+    family, the equal-data flags and the verdict, from every row's per-seed accuracies (no
+    lake, no training; ids unchanged). Rewrites study.json, study.md (study.html where there
+    is one) and the plots in place; prints the directory last."""
+    from pipeline.steps.study_report import rewrite_study_report
+
+    out = _steps(rewrite_study_report, directory)
+    report = json.loads((out / "study.json").read_text())
+    err.print(report["verdict"])
+    print(out)
 
 
 def _csv_safe(table):

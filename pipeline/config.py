@@ -461,8 +461,17 @@ class Hypothesis:
     margin: float
     loss: str = "ce"
     against: str = "random"  # what it is compared with: random, or another of the grid's arms
+    # the spread of one seed's paired difference expected before the run (a pilot study's
+    # sd_within): what ``smartaug study --plan`` and the report's planned detectable use
+    sd_prior: float | None = None
 
     def __post_init__(self) -> None:
+        if self.sd_prior is not None and not (isinstance(self.sd_prior, int | float)
+                                              and 0 < self.sd_prior < 1):
+            raise ConfigError(f"hypothesis {self.selector} on {self.pool} at {self.budget}: "
+                              f"sd_prior must be in (0, 1), the spread of one seed's paired "
+                              f"difference in accuracy (0.006 = 0.6 points), got "
+                              f"{self.sd_prior!r}")
         if not (isinstance(self.margin, int | float) and 0 < self.margin < 1):
             raise ConfigError(f"hypothesis {self.selector} on {self.pool} at {self.budget}: "
                               f"margin must be in (0, 1), a fraction of accuracy (0.005 = half "
@@ -475,6 +484,8 @@ class Hypothesis:
         d = asdict(self)
         if d["against"] == "random":
             del d["against"]
+        if d["sd_prior"] is None:
+            del d["sd_prior"]
         return d
 
 
@@ -484,21 +495,22 @@ ONLINE_ANCHORS = ("trivialaugment-wide", "randaugment", "autoaugment-cifar10")
 def online_policy(policy: str) -> bool:
     """Whether ``policy`` names an online policy (pipeline.core.online): none, an anchor,
     space:..., bin:... or a policy file (*.json)."""
-    return (policy in ONLINE_ANCHORS or policy == "none"
+    return (policy in ONLINE_ANCHORS or policy in ("none", "identity")
             or policy.startswith(("space:", "bin:")) or policy.endswith(".json"))
 CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never a reported one
 
 
-ARM_POLICIES = ("uniform", "none", "recommended", *ONLINE_ANCHORS)
+ARM_POLICIES = ("uniform", "none", "identity", "recommended", *ONLINE_ANCHORS)
 
 
-ARM_SOURCES = ("policy", "schedule", "self-paced", "infobatch")
+ARM_SOURCES = ("policy", "schedule", "self-paced", "infobatch", "matched")
 # the fields each source reads beyond name, pools and budgets (to_dict keeps only these)
 _ARM_FIELDS = {"policy": ("source", "policy", "max_flip"),
                "schedule": ("source", "order", "pacing", "start", "growth", "step", "score",
                             "every"),
                "self-paced": ("source", "every", "score", "position"),
-               "infobatch": ("source", "prune", "anneal")}
+               "infobatch": ("source", "prune", "anneal"),
+               "matched": ("source", "matches")}
 
 
 @dataclass(frozen=True)
@@ -507,7 +519,10 @@ class Arm:
 
     - ``policy``: a training of the study's protocol whose augmentations come fresh every
       epoch from ``policy``: ``uniform`` (the pool's kinds, one drawn uniformly per
-      augmentation), ``none``, ``recommended`` (the policy of the pool's atlas at
+      augmentation), ``none`` (the originals only: half the images and gradient steps),
+      ``identity`` (the originals again in place of the augmentations: the same images and
+      gradient steps as every arm, no augmentation), ``recommended`` (the policy of the
+      pool's atlas at
       ``max_flip``: ``smartaug policy``), an anchor (``trivialaugment-wide``, ``randaugment``,
       ``autoaugment-cifar10``) or a policy file (``*.json``). At pool P and budget b it sees
       ``round(b * |P|)`` fresh augmentations every epoch, of originals drawn afresh each
@@ -524,6 +539,10 @@ class Arm:
     - ``infobatch``: InfoBatch's dynamic pruning over the originals and the whole pool
       (``prune`` share of the well-learned items left out each epoch, the last ``anneal``
       share of the epochs on everything); it runs at budget 1.0, beside ``all``.
+    - ``matched``: a static random selection (stratified, like ``random``) as large as the
+      distinct augmentations the schedule arm ``matches`` shows over its training (its
+      largest epoch): the control that sees as many distinct augmentations as the schedule,
+      to tell a pacing's gain from the extra data it shows.
 
     ``pools`` and ``budgets``: where it runs (default: everywhere)."""
 
@@ -543,6 +562,7 @@ class Arm:
     position: str = "easiest"
     prune: float = 0.5
     anneal: float = 0.125
+    matches: str | None = None
 
     def __post_init__(self) -> None:
         if not _KIND_NAME.match(self.name):
@@ -579,6 +599,9 @@ class Arm:
             pacing(self.pacing, 2, start=self.start, growth=self.growth, step=self.step)
         if self.source == "self-paced":
             choose(self.position, tuple(POSITIONS), "position")
+        if self.source == "matched" and not self.matches:
+            raise ConfigError(f"{where}: a matched arm names the schedule arm whose distinct "
+                              f"augmentations it matches: matches = \"NAME\"")
         if self.source == "infobatch" and not 0.0 <= self.prune < 1.0:
             raise ConfigError(f"{where}: prune (the share of well-learned items left out) must "
                               f"be in [0, 1), got {self.prune}")
@@ -751,6 +774,20 @@ class StudyConfig:
                                       f"grid; valid: {', '.join(map(str, valid))}")
             for _, _, b in (c for c in self.arm_cells() if c[0] is a):
                 a.check_budget(b, self.retrain.epochs)
+            if a.source == "matched":
+                target = next((b for b in self.arms if b.name == a.matches), None)
+                if target is None or target.source != "schedule" or target.every:
+                    raise ConfigError(
+                        f"arm {a.name}: matches {a.matches!r} must name a schedule arm of the "
+                        f"study that keeps the baseline's ranking (no every), whose distinct "
+                        f"augmentations are known before it trains; schedule arms: "
+                        f"{', '.join(b.name for b in self.arms if b.source == 'schedule') or 'none'}")
+                missing = [(p, b) for _, p, b in (c for c in self.arm_cells() if c[0] is a)
+                           if (target, p, b) not in self.arm_cells()]
+                if missing:
+                    raise ConfigError(f"arm {a.name}: it runs at pool {missing[0][0]}, budget "
+                                      f"{missing[0][1]:g}, where {a.matches} does not; give it "
+                                      f"the same pools and budgets")
             if a.source == "infobatch" and any(x != "ce" for x in self.losses):
                 raise ConfigError(f"arm {a.name}: infobatch rescales each item's cross-entropy "
                                   f"and trains with loss ce only; the study's losses are "

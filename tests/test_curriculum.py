@@ -202,6 +202,13 @@ name = "infobatch"
 source = "infobatch"
 prune = 0.5
 anneal = 0.125
+[[arms]]
+name = "curriculum-data"    # static random, as many distinct augmentations as curriculum
+source = "matched"
+matches = "curriculum"
+[[arms]]
+name = "repeated"           # the originals again: equal images and steps, no augmentation
+policy = "identity"
 """
 
 SECONDARY = ('secondary = [{selector = "infobatch", against = "all", pool = "seed", '
@@ -228,7 +235,7 @@ def test_a_study_with_curriculum_arms_counts_items_and_links_its_rescorings(tmp_
     report = json.loads((Path(out.split()[-1]) / "study.json").read_text())
     rows = {r["selector"]: r for r in report["leaderboard"]}
     assert set(rows) == {"random", "avh@offset", "curriculum", "self-paced", "none", "all",
-                         "infobatch"}
+                         "infobatch", "curriculum-data", "repeated"}
     assert all(r["items_seen"] is not None and r["backward_passes"] for r in rows.values()
                if r["selector"] != "none")
     pool = rows["all"]["n_items"]  # 72 train images, two augmentations each
@@ -236,6 +243,20 @@ def test_a_study_with_curriculum_arms_counts_items_and_links_its_rescorings(tmp_
     for s in ("random", "avh@offset", "curriculum", "self-paced"):  # budget-honest
         assert rows[s]["items_seen"] == 3 * n, s
     assert rows["none"]["items_seen"] == 0 and rows["all"]["items_seen"] == 3 * pool
+    # distinct augmentations: a static set its size, a growing pacing its largest epoch
+    shown = int(C.pacing_sizes("linear", 3, n, pool, start=0.2).max())
+    assert shown > n
+    assert rows["random"]["n_distinct"] == rows["avh@offset"]["n_distinct"] == n
+    assert rows["curriculum"]["n_distinct"] == shown
+    assert rows["curriculum"]["unequal_vs_random"] == [f"n_distinct {shown} vs {n}"]
+    assert rows["curriculum-data"]["n_items"] == rows["curriculum-data"]["n_distinct"] == shown
+    assert rows["curriculum-data"]["items_seen"] == 3 * shown
+    assert n <= rows["self-paced"]["n_distinct"] <= pool
+    assert rows["all"]["n_distinct"] == rows["infobatch"]["n_distinct"] == pool
+    assert rows["none"]["n_distinct"] == rows["repeated"]["n_distinct"] == 0
+    for k in ("items_seen", "backward_passes", "gradient_steps"):  # equal but for the idea
+        assert rows["repeated"][k] == rows["random"][k], k
+    assert rows["none"]["gradient_steps"] < rows["random"]["gradient_steps"]
     assert rows["infobatch"]["backward_passes"] < rows["all"]["backward_passes"]
     assert rows["infobatch"]["vs_all"]["backward_share"] == pytest.approx(
         rows["infobatch"]["backward_passes"] / rows["all"]["backward_passes"])
@@ -268,6 +289,8 @@ def test_a_study_with_curriculum_arms_counts_items_and_links_its_rescorings(tmp_
     ('source = "schedule"\nstart = 0.05\npacing = "exponential"\ngrowth = 4.0',
      "never reaches budget 0.5"),
     ('source = "schedule"\norder = "sideways"', "arm c: unknown order 'sideways'; valid: easy-to-hard"),
+    ('source = "matched"', "a matched arm names the schedule arm"),
+    ('source = "matched"\nmatches = "nothing"', "matches 'nothing' must name a schedule arm"),
 ])
 def test_bad_curriculum_arms_are_refused_before_anything_is_written(tmp_path, capsys, arm,
                                                                    message):

@@ -125,7 +125,7 @@ def test_a_study_with_declared_hypotheses_anyone_can_recompute(tmp_path, capsys,
             assert r["p_value"] == pytest.approx(sps.ttest_rel(
                 [s["test_acc"] for s in r["seeds"]],
                 [rnd[s["seed"]]["test_acc"] for s in r["seeds"]]).pvalue)
-    for h, level in zip(hyps, (0.95, 0.95), strict=True):
+    for h, level in zip(hyps, (0.975, 0.975), strict=True):  # alpha 0.05 shared by the two
         row = next(r for r in rows if (r["pool"], r["budget"], r["selector"])
                    == (h["pool"], h["budget"], h["selector"]))
         assert row["role"] == h["role"] and row["p_holm"] is None  # not exploratory
@@ -133,6 +133,10 @@ def test_a_study_with_declared_hypotheses_anyone_can_recompute(tmp_path, capsys,
         again = decide(d, h["margin"], level)
         assert h["n_seeds"] == 3 and h["diff"] == pytest.approx(np.mean(d))
         assert h["ci95"] == pytest.approx(again["ci"]) and h["decision"] == again["decision"]
+        assert h["ci_level"] == pytest.approx(level) and h["alpha"] == pytest.approx(0.025)
+        if np.ptp(d) > 0:  # its own comparison's p
+            assert h["p_value"] == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue)
+        assert h["unequal"] == [] and h["n_distinct_selector"] == h["n_distinct_against"]
         assert h["decision"] in ("better", "worse", "equivalent", "smaller-than-margin",
                                  "undecided")
         assert h["statement"] in report["verdict"] and f"{100 * h['margin']:.2g}" in h[
@@ -147,6 +151,9 @@ def test_a_study_with_declared_hypotheses_anyone_can_recompute(tmp_path, capsys,
     assert all(c["retraining_s"] > 0 and c["total_s"] == pytest.approx(sum(
         v for k, v in c.items() if k != "total_s")) for c in costs.values())
     assert (Path(out.split()[-1]) / "plots" / "paired_differences.png").stat().st_size > 1000
+    for r in rows:  # distinct augmentations seen: a static selection's whole size
+        assert r["n_distinct"] == (0 if r["selector"] == "none" else r["n_items"]), r
+    assert "Family-wise error over these 2 declared hypotheses: at most 0.05" in md
     assert len({round(h["diff"], 9) for h in hyps} | {h["ci95"][0] for h in hyps}) > 1
 
 
@@ -177,13 +184,16 @@ def test_a_hypothesis_outside_the_grid_is_refused_before_any_training(tmp_path, 
 
 
 def test_spending_levels_known_answers():
-    from pipeline.core.stats import spending_levels
+    from pipeline.core.stats import obf_boundaries, spending_levels
 
     assert spending_levels([5]) == pytest.approx([0.95])
-    levels = spending_levels([10, 20])  # O'Brien-Fleming-type: alpha(1/2) = 2 - 2 Phi(2.772)
-    first = 2 - 2 * sps.norm.cdf(sps.norm.ppf(0.975) / math.sqrt(0.5))
-    assert levels == pytest.approx([1 - first, 1 - (0.05 - first)])
-    assert sum(1 - x for x in spending_levels([5, 10, 15, 20, 25, 30])) == pytest.approx(0.05)
+    # gsDesign::gsDesign(k = 5, test.type = 2, alpha = 0.025, sfu = sfLDOF)$upper$bound
+    assert obf_boundaries([5, 10, 15, 20, 25]) == pytest.approx(
+        [4.8769, 3.3569, 2.6803, 2.2898, 2.0310], abs=2e-4)
+    assert obf_boundaries([10, 20, 30]) == pytest.approx([3.7103, 2.5114, 1.9930], abs=2e-4)
+    levels = spending_levels([10, 20])
+    assert levels == pytest.approx([1 - 2 * sps.norm.sf(c) for c in obf_boundaries([10, 20])])
+    assert levels[0] > levels[1] > 0.95  # an early look is stricter; the last spends the rest
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@
 augmentation of each, drawn from ``P``:
 
 * ``none``: no augmentation (the originals only; the control);
+* ``identity``: the originals again in place of the augmentations (the control with the
+  same images and gradient steps as any policy; nothing is augmented);
 * a policy file (``*.json``, from ``smartaug policy``; ``pipeline.policy.load``);
 * a space, ``space:PATH`` (a space file) or ``space:KIND,KIND`` (built-in kinds): one kind
   per image, drawn uniformly, each augmentation a pure function of (seed, epoch, sample), as
@@ -83,9 +85,12 @@ class Online:
         self.policy, self.images, self.labels, self.seed = policy, images, labels, seed
         self.count = count
         self._fn = None
+        self.fresh = policy not in ("none", "identity")  # its draws are new augmentations
         if policy == "none":
             return
-        if policy in ANCHORS:
+        if policy == "identity":
+            self._fn = lambda e, rows: self.images[rows]
+        elif policy in ANCHORS:
             self._anchor = ANCHORS[policy]()
             if images.shape[3] not in (1, 3):
                 raise ConfigError(f"{policy} takes images of 1 or 3 channels, these have "

@@ -308,6 +308,7 @@ def train_stacked(
     n_orig = n if n_originals is None else n_originals
     bs = cfg0.batch_size
     histories: list[list[dict]] = [[] for _ in range(k)]
+    seen = torch.zeros(k, max(n - n_orig, 0), dtype=torch.bool, device=device)
     for epoch in range(1, cfg0.epochs + 1):
         t0 = time.perf_counter()
         stack.train()
@@ -347,10 +348,12 @@ def train_stacked(
         trained = stack.unstack() if due and eval_sets else None
         for j in range(k):
             used = perms[j][:samples]
+            aug = used[used >= n_orig]
+            seen[j, aug - n_orig] = True
             row = {"epoch": epoch, "train_loss": float(loss_sum[j]) / n,
                    "train_acc": float(correct[j]) / n, "seconds": seconds,
                    "plan_seconds": 0.0, "samples": samples, "steps": steps,
-                   "augmented": int((used >= n_orig).sum()),
+                   "augmented": len(aug), "distinct": int(seen[j].sum()),
                    "weight_norm_mean": float(stack.head_weight[j].detach().norm(dim=1).mean())}
             for name, (xe, ye) in (eval_sets or {}).items() if trained else ():
                 m = evaluate(trained[j], xe, ye, device=device)

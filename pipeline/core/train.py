@@ -142,7 +142,8 @@ def train(
     pool, and its ``plan(epoch, model)`` gives the rows (and loss weights) each epoch trains
     on. ``n_originals``: how many leading rows are originals (default: all), for the counts
     each history row carries: ``samples`` (rows through a backward pass), ``augmented`` (of
-    them, augmentations) and ``steps`` (optimizer steps).
+    them, augmentations), ``distinct`` (distinct augmentations seen so far: an online
+    policy's draws are each new) and ``steps`` (optimizer steps).
     """
     if cfg.epochs < 0 or cfg.batch_size < 1:
         raise ValueError("epochs must be >= 0 and batch_size >= 1")
@@ -177,6 +178,11 @@ def train(
     if weighted and cfg.loss.kind != "none":
         raise InputError(f"a pruning curriculum rescales each item's cross-entropy; it cannot "
                          f"take the loss {cfg.loss.label()}: train it with loss ce")
+    # distinct augmentations seen: a fixed set's rows marked once seen; an online policy's
+    # draws are fresh every epoch, each one counted
+    seen = torch.zeros(max(n - n_orig, 0), dtype=torch.bool, device=device) \
+        if online is None else None
+    distinct = 0
     pool = ThreadPoolExecutor(1) if online is not None else None
     ahead = pool.submit(online.epoch, 1) if online is not None else None
     try:
@@ -235,10 +241,16 @@ def train(
                     f"(lr {cfg.lr}, {cfg.optimizer}); nothing was registered. Lower the learning "
                     f"rate (--lr), or check the starting weights")
             used = perm[:samples]  # a last batch of one is skipped
+            aug = used[used >= n_orig]
+            if seen is None:
+                distinct += len(aug) if online.fresh else 0
+            else:
+                seen[aug - n_orig] = True
+                distinct = int(seen.sum())
             row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_acc": float(correct) / n,
                    "seconds": time.perf_counter() - t0, "plan_seconds": plan_seconds,
-                   "samples": samples, "steps": steps,
-                   "augmented": int((used >= n_orig).sum()),
+                   "samples": samples, "steps": steps, "augmented": len(aug),
+                   "distinct": distinct,
                    "weight_norm_mean": float(model.head.weight.detach().norm(dim=1).mean())}
             due = not eval_last or epoch == cfg.epochs
             for name, (xe, ye) in ((eval_sets or {}) if due else {}).items():

@@ -74,7 +74,7 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
         ("lam", _F), ("epochs", pa.int64()), ("init", pa.string()), ("train_acc", _F),
         ("val_acc", _F), ("test_acc", _F), ("test_avh", _F), ("seconds", _F),
         ("purpose", pa.string()), ("items_seen", pa.int64()), ("backward_passes", pa.int64()),
-        ("gradient_steps", pa.int64()), *PROVENANCE),
+        ("gradient_steps", pa.int64()), ("n_distinct", pa.int64()), *PROVENANCE),
     "history": _table(
         "run_id", ("epoch", pa.int64()), ("train_loss", _F), ("train_acc", _F),
         ("val_acc", _F), ("val_avh", _F), ("test_acc", _F), ("test_avh", _F),
@@ -98,7 +98,7 @@ _TABLES: dict[str, tuple[str, pa.Schema]] = {
 # (as the DuckDB views read them from partitions written before they existed)
 OPTIONAL: dict[str, frozenset[str]] = {
     "scoring_runs": frozenset({"train_run_id", "epoch"}),
-    "runs": frozenset({"items_seen", "backward_passes", "gradient_steps"}),
+    "runs": frozenset({"items_seen", "backward_passes", "gradient_steps", "n_distinct"}),
     "history": frozenset({"samples", "augmented", "steps"}),
 }
 TABLES: tuple[str, ...] = tuple(_TABLES)

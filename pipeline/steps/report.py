@@ -294,6 +294,16 @@ def write_report_files(lake: Lake, key: str, name: str, data: dict, plots: dict[
     ``data``, ``plots``, ``pct`` and ``context``), and ``plots/*.png``; written as one
     directory that appears whole. Returns it (on a remote lake, the local copy uploaded)."""
     out = lake.local_path(f"reports/{key}")
+    render_report_files(out, name, data, plots, **context)
+    lake.upload(out, f"reports/{key}")
+    return out
+
+
+def render_report_files(out: Path, name: str, data: dict, plots: dict[str, bytes], *,
+                        html: bool = True, **context) -> Path:
+    """``write_report_files`` into the directory ``out`` (replaced whole, atomically), with no
+    lake: ``html`` = False leaves the self-contained page out (the committed copies in
+    docs/ keep the json, md and plots)."""
     with atomic_path(out, directory=True) as tmp:
         tmp.chmod(0o755)
         (tmp / "plots").mkdir()
@@ -302,8 +312,8 @@ def write_report_files(lake: Lake, key: str, name: str, data: dict, plots: dict[
         (tmp / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
         (tmp / f"{name}.md").write_text(_TEMPLATES.get_template(f"{name}.md.j2").render(
             r=data, plots=list(plots), pct=_pct, **context))
-        (tmp / f"{name}.html").write_text(_TEMPLATES.get_template(f"{name}.html.j2").render(
-            r=data, pct=_pct, plots={k: base64.b64encode(v).decode() for k, v in plots.items()},
-            **context))
-    lake.upload(out, f"reports/{key}")
+        if html:
+            (tmp / f"{name}.html").write_text(_TEMPLATES.get_template(f"{name}.html.j2").render(
+                r=data, pct=_pct,
+                plots={k: base64.b64encode(v).decode() for k, v in plots.items()}, **context))
     return out

@@ -179,7 +179,8 @@ def _record(lake: Lake, run_id: str, *, experiment_id: str, method: MethodSpec, 
         "epochs": [tcfg.epochs], "init": [init],
         **{k: [last.get(k)] for k in ("train_acc", "val_acc", "test_acc", "test_avh")},
         "seconds": [seconds], "purpose": [purpose], "items_seen": [counts["augmented"]],
-        "backward_passes": [counts["samples"]], "gradient_steps": [counts["steps"]]})
+        "backward_passes": [counts["samples"]], "gradient_steps": [counts["steps"]],
+        "n_distinct": [last.get("distinct", 0)]})
 
 
 def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: TrainingData,
@@ -196,7 +197,8 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
     the whole pool, each epoch's rows chosen by it (``selection_id`` is then None).
 
     The run records ``items_seen`` (augmentations through a backward pass, over the whole
-    training), ``backward_passes`` (all items through one) and ``gradient_steps``."""
+    training), ``n_distinct`` (distinct augmentations among them), ``backward_passes`` (all
+    items through one) and ``gradient_steps``."""
     m = method
     run_id, tcfg = _cell_id(cfg, experiment_id=experiment_id, method=m,
                             selection_id=selection_id, rep=rep, purpose=purpose,

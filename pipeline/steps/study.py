@@ -186,7 +186,13 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = No
         for s in cfg.coverage:
             add(b, f"coverage-{s}", "coverage", n, score=s)
         for arm, pool, budget in cfg.arm_cells():  # fresh augmentations, or a curriculum
-            if pool == name and budget == b and arm.source != "infobatch":
+            if pool == name and budget == b and arm.source == "matched":
+                target = next(a for a in cfg.arms if a.name == arm.matches)
+                shown = pacing_sizes(target.pacing, cfg.retrain.epochs, n, n_pool,
+                                     start=target.start, growth=target.growth,
+                                     step=target.step)
+                add(b, arm.name, "random", int(shown.max()))  # a static random selection
+            elif pool == name and budget == b and arm.source != "infobatch":
                 if arm.source == "schedule":  # refused here if it cannot spend the budget
                     pacing_sizes(arm.pacing, cfg.retrain.epochs, n, n_pool, start=arm.start,
                                  growth=arm.growth, step=arm.step)

@@ -22,28 +22,35 @@ import numpy as np
 import torch
 
 from pipeline.config import CHOOSE_SEED_OFFSET, sequential_looks
+from pipeline.core.curriculum import pacing_sizes
 from pipeline.core.stats import (
     ALPHA,
     POWER,
     benjamini_hochberg,
     decide_paired,
     detectable,
+    family_alphas,
     holm,
     max_t,
     method_stats,
+    more_units,
+    planned,
+    sampling_se,
+    spending_levels,
     two_level,
     units,
 )
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, LakeError, git_sha
 from pipeline.lake.readers import classes as dataset_classes
-from pipeline.steps.report import figure_png, write_report_files
+from pipeline.steps.report import figure_png, render_report_files
 from pipeline.steps.sql import query
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
-__all__ = ["exploratory", "holm", "hypotheses", "leaderboard", "statement", "study_verdict",
+__all__ = ["exploratory", "holm", "hypotheses", "leaderboard", "reanalyse",
+           "rewrite_study_report", "statement", "study_verdict", "unequal",
            "write_study_report"]
 
 MAXT_PERMUTATIONS = 10_000  # or every sign flip, when there are fewer
@@ -99,12 +106,14 @@ def _row(pool, budget, selector, loss, cells, by_run, random_accs, base_seed: in
 
 
 def _counts(cells, by_run) -> dict:
-    """Per training, averaged over the row's runs: ``items_seen`` (augmentations through a
-    backward pass over the whole training), ``backward_passes`` (every item through one),
-    ``gradient_steps`` and ``seconds``; None for runs recorded before the counts were."""
+    """Per training, averaged over the row's runs: ``n_distinct`` (distinct augmentations the
+    training saw: a fresh draw of an online policy counts as one), ``items_seen``
+    (augmentations through a backward pass over the whole training), ``backward_passes``
+    (every item through one), ``gradient_steps`` and ``seconds``; None for runs recorded
+    before the counts were."""
     runs = [by_run[c["run_id"]] for c in cells]
     out = {}
-    for k in ("items_seen", "backward_passes", "gradient_steps", "seconds"):
+    for k in ("n_distinct", "items_seen", "backward_passes", "gradient_steps", "seconds"):
         v = [r.get(k) for r in runs]
         out[k if k != "seconds" else "seconds_mean"] = (
             None if not v or any(x is None for x in v) else
@@ -136,14 +145,50 @@ def _diffs(row: dict, random_row: dict) -> dict[tuple[int, int], float]:
             for s in row["seeds"] if (s["replicate"], s["seed"]) in rnd}
 
 
-def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
-    """The declared hypotheses, each decided (``pipeline.core.stats.decide_paired``) from its
-    row's per-seed differences to random (over the replicates' means when there are several):
-    the primary at alpha 0.05, the k secondaries at 0.05 / k (Bonferroni among themselves;
-    Holm's p as a column), each look of a sequential design at its spent level."""
+EQUAL_DATA = ("n_distinct", "items_seen", "backward_passes", "gradient_steps")
+
+
+def unequal(row: dict, other: dict) -> list[str]:
+    """What two rows' trainings differ in, of ``EQUAL_DATA`` (distinct augmentations seen,
+    augmentations through a backward pass, all backward passes, gradient steps): a
+    comparison between them measures that difference too, not the idea alone. A count one
+    of them did not record is not compared."""
+    out = []
+    for k in EQUAL_DATA:
+        a, b = row.get(k), other.get(k)
+        if a is not None and b is not None and a != b:
+            out.append(f"{k} {a} vs {b}")
+    return out
+
+
+def _flag_unequal(rows: list[dict]) -> None:
+    """Each row compared with random (and each pruning arm with ``all``) says what their
+    trainings' data differ in: ``unequal_vs_random`` (``unequal``), ``vs_all["unequal"]``."""
+    randoms = {(r["pool"], r["budget"], r["loss"]): r for r in rows if r["selector"] == "random"}
+    wholes = {(r["pool"], r["loss"]): r for r in rows if r["selector"] == "all"}
+    for r in rows:
+        rnd = randoms.get((r["pool"], r["budget"], r["loss"]))
+        r["unequal_vs_random"] = unequal(r, rnd) if r["diff_vs_random"] is not None and rnd \
+            else []
+        if r.get("vs_all") and wholes.get((r["pool"], r["loss"])):
+            r["vs_all"]["unequal"] = unequal(r, wholes[(r["pool"], r["loss"])])
+
+
+def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> list[dict]:
+    """The declared hypotheses, each decided (``pipeline.core.stats.decide_paired``) from the
+    per-seed differences of its selector to what it is compared ``against`` (random unless
+    named; over the replicates' means when there are several): its own p, interval, level
+    and decision. The family-wise error over the declared hypotheses is alpha
+    (``family_alphas``: the primary alone at 0.05; with k secondaries, the primary at 0.025
+    and each secondary at 0.025 / k, Holm's p among the secondaries as a column), each look
+    of a sequential design at its exact boundary's level (``spending_levels``). Each carries
+    what its two arms' data differ in (``unequal``), the test set's own standard error of
+    the difference (``n_test``: the test images), and the detectable difference planned
+    from ``sd_prior`` (when the study file gives one) beside the observed one."""
     declared = ([("primary", cfg["primary"])] if cfg.get("primary") else []) + [
         ("secondary", h) for h in cfg.get("secondary") or []]
     k = sum(role == "secondary" for role, _ in declared)
+    a_primary, a_secondary = family_alphas(k)
     looks = sequential_looks(cfg["seeds"], cfg.get("max_seeds"), cfg.get("seeds_per_round"))
     out = []
     for role, h in declared:
@@ -153,7 +198,7 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
         rnd = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"])
                    == (*key[:2], against, key[3]))
         d = _diffs(row, rnd)
-        alpha = ALPHA if role == "primary" else ALPHA / k
+        alpha = a_primary if role == "primary" else a_secondary
         dec = decide_paired(d, h["margin"], looks, alpha)
         if against == "random":  # a row compared with another arm stays in its family
             row["role"] = role
@@ -164,16 +209,32 @@ def hypotheses(cfg: dict, rows: list[dict]) -> list[dict]:
         else:
             why = f"max_seeds ({looks[-1]}) reached" if dec["look"] == len(looks) else \
                 f"stopped at look {dec['look']} of {len(looks)}, undecided (run it again)"
+        reps = dec["n_replicates"]
+        final = spending_levels(looks, alpha)[-1]
+        prior = h.get("sd_prior")
+        se = sampling_se(row["test_acc_mean"], rnd["test_acc_mean"], n_test)
         out.append({"role": role, "selector": h["selector"], "against": against,
                     "pool": h["pool"],
                     "budget": h["budget"], "loss": key[3], "margin": h["margin"],
-                    "n_seeds": dec["n_seeds"], "n_replicates": dec["n_replicates"],
+                    "n_seeds": dec["n_seeds"], "n_replicates": reps,
                     "seeds": sorted({s for _, s in d}), "diff": dec["diff"],
-                    "ci95": dec["ci"], "ci_level": dec["ci_level"], "p_value": row["p_value"],
+                    "ci95": dec["ci"], "ci_level": dec["ci_level"], "p_value": dec["p_value"],
+                    "zero_variance": dec["zero_variance"],
                     "p_equivalence": dec["p_equivalence"], "decision": dec["decision"],
-                    "alpha": alpha, "look": dec["look"], "looks": looks, "why_seeds": why,
+                    "alpha": alpha, "family_alpha": ALPHA, "look": dec["look"],
+                    "looks": looks, "why_seeds": why,
                     "detectable": dec["detectable"], "power": POWER, "df": dec["df"],
-                    "sd_within": dec["sd_within"], "sd_between": dec["sd_between"]})
+                    "sd_within": dec["sd_within"], "sd_between": dec["sd_between"],
+                    "detectable_planned": None if prior is None else planned(
+                        prior, None, looks[-1], reps, final),
+                    "sd_prior": prior,
+                    "more": more_units(dec["sd_within"], dec["sd_between"], dec["n_seeds"],
+                                       reps, dec["ci_level"]),
+                    "test_set_se": se, "n_test": n_test,
+                    "test_set_se_over_margin": None if se is None else se > h["margin"],
+                    "unequal": unequal(row, rnd),
+                    **{f"{k}_{side}": x.get(k) for k in EQUAL_DATA
+                       for side, x in (("selector", row), ("against", rnd))}})
     secondary = [h for h in out if h["role"] == "secondary"]
     for h, p in zip(secondary, holm([h["p_value"] for h in secondary]), strict=True):
         h["p_holm_secondary"] = p
@@ -212,8 +273,26 @@ def statement(h: dict) -> str:
         text += " (every seed gave the same difference: the interval is a point, not a measured spread)"
     if h.get("detectable") is not None:
         text += (f". At this size it detects a true difference of "
-                 f"{100 * h['detectable']:.2g} points with {100 * h['power']:.0f} % power, "
-                 f"not a smaller one")
+                 f"{100 * h['detectable']:.2g} points with {100 * h['power']:.0f} % power "
+                 f"(from the observed spread"
+                 + (f"; {100 * h['detectable_planned']:.2g} planned from sd_prior"
+                    if h.get("detectable_planned") is not None else "") + ")")
+    more = h.get("more")
+    if more and h["decision"] == "undecided" and more["double_seeds"] is not None:
+        text += (f". From the variance components, twice the seeds would detect "
+                 f"{100 * more['double_seeds']:.2g} points"
+                 + (f", twice the replicates {100 * more['double_replicates']:.2g}"
+                    if more["double_replicates"] is not None else "")
+                 + f": add {more['advice']}")
+    if h.get("unequal"):
+        text += (f". Its two arms' trainings are not equal in data ({'; '.join(h['unequal'])}"
+                 f"): the difference measures that too")
+    if h.get("test_set_se") is not None and h["test_set_se"] > h["margin"]:
+        text += (f". The test set's own standard error of this difference, about "
+                 f"{100 * h['test_set_se']:.2g} points over {h['n_test']} images (independent "
+                 f"errors; models that err on the same images make it smaller), is larger "
+                 f"than the margin: on another test set of this size the difference could "
+                 f"move by that much, whatever the seeds")
     return f"{h['role'].capitalize()} hypothesis, {what}: {text}."
 
 
@@ -232,8 +311,8 @@ def _choose(cfg: dict, choosing: list[dict], by_run: dict, replicate: int) -> tu
     return best, means
 
 
-def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict], *, family: bool = True
-                ) -> tuple[list, list, list]:
+def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict], *, family: bool = True,
+                n_test: int | None = None) -> tuple[list, list, list]:
     """The leaderboard rows (one per pool, budget, selector, loss), the positions chosen on
     validation and the declared hypotheses, decided; ``family``: with the exploratory
     family's corrections (the rounds of a sequential study need only the hypotheses)."""
@@ -305,7 +384,8 @@ def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict], *, family
                                      **_arm_fields(arm)))
                     if whole is not None:
                         _versus(rows[-1], whole)
-    decided = hypotheses(cfg, rows)
+    _flag_unequal(rows)
+    decided = hypotheses(cfg, rows, n_test=n_test)
     if family:
         exploratory(rows, seed=cfg["seed"])
     return rows, chosen, decided
@@ -418,25 +498,31 @@ def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
 
 
 def plot_forest(rows: list[dict], decided: list[dict], cfg: dict) -> bytes:
-    """Per pool: each arm's paired difference to random (points) with its interval, the
-    declared hypotheses on top with their decision and margin band, then the exploratory rows
-    (95 % t intervals, uncorrected), ``@val`` rows left out (their fixed row is there)."""
+    """Per pool: the declared hypotheses on top, each its selector's paired difference to
+    what it names (``against``) with its interval at its own level, decision and margin
+    band; then the exploratory rows' differences to random (95 % t intervals, uncorrected),
+    ``@val`` rows left out (their fixed row is there). Each label says what it is compared
+    with."""
     pools = [p["name"] for p in cfg["pools"]]
-    tested = {p: [r for r in rows if r["pool"] == p and r["diff_ci95"] and r["role"] in
-                  ("primary", "secondary", "exploratory")] for p in pools}
-    height = max(3.0, 0.28 * max(len(v) for v in tested.values()) + 1.5)
-    fig, axes = plt.subplots(1, len(pools), figsize=(7 * len(pools), height), squeeze=False)
-    by_key = {(h["pool"], h["budget"], h["selector"], h["loss"]): h for h in decided}
+    entries: dict[str, list[tuple]] = {p: [] for p in pools}
+    for h in decided:
+        if h["ci95"]:
+            entries[h["pool"]].append((
+                f"{h['selector']} vs {h['against']} @ {h['budget']:g} [{h['role']}, "
+                f"{100 * h['ci_level']:.3g} %]", h["diff"], h["ci95"], h))
+    for r in sorted((r for r in rows if r["diff_ci95"] and r["role"] == "exploratory"),
+                    key=lambda r: (r["budget"], r["selector"])):
+        entries[r["pool"]].append((f"{r['selector']} vs random @ {r['budget']:g}",
+                                   r["diff_vs_random"], r["diff_ci95"], None))
+    height = max(3.0, 0.28 * max(len(v) for v in entries.values()) + 1.5)
+    fig, axes = plt.subplots(1, len(pools), figsize=(7.5 * len(pools), height), squeeze=False)
     for ax, pool in zip(axes[0], pools, strict=True):
-        rs = sorted(tested[pool], key=lambda r: (r["role"] == "exploratory", r["budget"],
-                                                 r["selector"]))
-        for i, r in enumerate(rs):
-            h = by_key.get((r["pool"], r["budget"], r["selector"], r["loss"]))
-            lo, hi = h["ci95"] if h else r["diff_ci95"]
-            y = len(rs) - 1 - i
+        es = entries[pool]
+        for i, (_, diff, (lo, hi), h) in enumerate(es):
+            y = len(es) - 1 - i
             colour = "black" if h else "tab:blue"
             ax.plot([100 * lo, 100 * hi], [y, y], color=colour, lw=2.2 if h else 1.2)
-            ax.plot([100 * (h["diff"] if h else r["diff_vs_random"])], [y], "o", color=colour)
+            ax.plot([100 * diff], [y], "o", color=colour)
             if h:
                 ax.axhspan(y - 0.45, y + 0.45, color="#eee", zorder=0)
                 m = 100 * h["margin"]
@@ -444,12 +530,11 @@ def plot_forest(rows: list[dict], decided: list[dict], cfg: dict) -> bytes:
                 ax.plot([m, m], [y - 0.45, y + 0.45], color="tab:red", lw=1)
                 ax.text(100 * hi, y, f"  {h['decision']}", va="center", fontsize=8)
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(range(len(rs)), [
-            f"{r['selector']} @ {r['budget']:g}" + (f" [{r['role']}]" if r["role"] !=
-                                                    "exploratory" else "")
-            for r in reversed(rs)], fontsize=7)
-        ax.set_xlabel("test accuracy difference to random, points (interval; red: ±margin)")
-        ax.set_title(f"{pool} pool: paired differences to random")
+        ax.set_yticks(range(len(es)), [e[0] for e in reversed(es)], fontsize=7)
+        ax.set_xlabel("paired test accuracy difference, points: each row's arm minus the arm "
+                      "it names\n(grey rows: declared, at their own level; blue: exploratory, "
+                      "95 %; red: ±margin)", fontsize=8)
+        ax.set_title(f"{pool} pool: paired differences")
     return figure_png(fig)
 
 
@@ -528,7 +613,8 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     if missing:
         raise LakeError(f"study {sid}: {len(missing)} cells have no runs row (e.g. "
                          f"{missing[0]}); rerun the study to train them")
-    rows, chosen, decided = leaderboard(cfg, cells, by_run)
+    n_test = lake.row("datasets", row["dataset_id"])["n_test"]
+    rows, chosen, decided = leaderboard(cfg, cells, by_run, n_test=n_test)
     names = dataset_classes(lake, row["dataset_id"])
     baseline = lake.row("models", row["baseline_model_id"])
     pools = json.loads(row["pools"])
@@ -547,7 +633,7 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
         "baseline": {"test_acc": baseline["test_acc"], "val_acc": baseline["val_acc"]},
         "baselines": [{"model_id": m, "test_acc": b["test_acc"], "val_acc": b["val_acc"]}
                       for m, b in baselines.items()],
-        "pools": pools, "n_cells": len(cells), "device": _device(cfg),
+        "pools": pools, "n_cells": len(cells), "device": _device(cfg), "n_test": n_test,
         "n_trainings": len({c["run_id"] for c in cells}),
         "seconds": row["seconds"],
         "protocol": (f"every cell trains {cfg['model']} ({cfg['init']}) for "
@@ -578,28 +664,41 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
         "hypotheses": decided, "leaderboard": rows, "chosen_positions": chosen,
         "kept": _kept(lake, rows, names), "classes": names,
         "verdict": study_verdict(rows, cfg["seeds"], decided),
-        "statistics": (
-            "Hypotheses (declared in the study file before any run): the paired difference to "
-            "random over the seeds (with several replicates, a two-level analysis: each "
-            "replicate's mean difference over its seeds is a unit and the t interval is over "
-            "the replicates, replicates - 1 degrees of freedom, the balanced random-effects "
-            "model's exact interval; sd_within and sd_between give the two variances), its t "
-            "interval and two one-sided t-tests at +-margin "
-            "(p_equivalence); the decision follows from the interval and the margin. Alpha is "
-            "0.05 for the primary and 0.05/k for each of the k secondaries (Bonferroni among "
-            "themselves); with max_seeds the study adds seeds in rounds to the cells the "
-            "undecided hypotheses need, and look j of a design is judged at the level its "
-            "Lan-DeMets O'Brien-Fleming-type spending function spends there (a union bound "
-            "over the looks keeps the error rate at alpha); one look: 95 %. "
-            "Exploratory rows (every other comparison, an @val row left out as it reuses a "
-            "fixed position's runs): paired t-test p, Holm, Benjamini-Hochberg q and "
-            "Westfall-Young max-T over sign-flipped seeds (every flip when 2^seeds <= "
-            f"{MAXT_PERMUTATIONS}, else {MAXT_PERMUTATIONS} seeded ones). Equal differences on "
-            "every seed (zero_variance): the interval is a point and p is 0 for a non-zero "
-            "shift. Detectable: the smallest true difference each hypothesis' design finds "
-            f"with {100 * POWER:.0f} % power at its level, (t_(1+level)/2 + t_power) * sd / "
-            "sqrt(units), from the observed spread."),
+        "statistics": STATISTICS,
     }
+
+
+STATISTICS = (
+    "Hypotheses (declared in the study file before any run): each the paired difference of "
+    "its selector to what it names (against; random unless named) over the seeds (with "
+    "several replicates, a two-level analysis: each replicate's mean difference over its seeds "
+    "is a unit and the t interval is over the replicates, replicates - 1 degrees of freedom, "
+    "the balanced random-effects model's exact interval; sd_within and sd_between give the two "
+    "variances), its t interval, its own paired t-test's p and two one-sided t-tests at "
+    "+-margin (p_equivalence); the decision follows from the interval and the margin. "
+    "Family-wise error: a decision is wrong only when its interval misses the true difference, "
+    "so the declared hypotheses share alpha = 0.05 by Bonferroni: a primary alone is judged at "
+    "0.05; with k secondaries the primary at 0.025 and each secondary at 0.025 / k (Holm's p "
+    "among the secondaries as a column). The chance that any declared decision of a study is "
+    "wrong is at most 0.05. With max_seeds the study adds seeds in rounds to the cells the "
+    "undecided hypotheses need; look j is judged at the level of the exact two-sided "
+    "Lan-DeMets O'Brien-Fleming boundary for the declared looks (gsDesign's sfLDOF, alpha / 2 "
+    "a side; the boundaries computed by numerical integration, Armitage-McPherson-Rowe), so "
+    "the intervals of all looks together cover the true difference with probability 1 - "
+    "alpha (repeated confidence intervals; normal theory, the t quantile at each level); one "
+    "look: 1 - alpha. Exploratory rows (every other comparison with random, an @val row left "
+    "out as it reuses a fixed position's runs): paired t-test p, Holm, Benjamini-Hochberg q "
+    "and Westfall-Young max-T over sign-flipped seeds (every flip when 2^seeds <= "
+    f"{MAXT_PERMUTATIONS}, else {MAXT_PERMUTATIONS} seeded ones). Equal differences on every "
+    "seed (zero_variance): the interval is a point and p is 0 for a non-zero shift. "
+    "Detectable: the smallest true difference the design finds with "
+    f"{100 * POWER:.0f} % power at its level by the exact noncentral t, from the observed "
+    "spread (and, given sd_prior, planned before the run). Test-set error: the accuracies are "
+    "measured on one fixed test set; test_set_se is the standard error of a difference of two "
+    "accuracies on it (independent errors: an upper bound), which seeds do not reduce. Equal "
+    "data: every row reports n_distinct (distinct augmentations seen), items_seen, "
+    "backward_passes and gradient_steps; a comparison whose arms differ in any of them is "
+    "flagged (unequal).")
 
 
 def _pct(x) -> str:
@@ -608,9 +707,9 @@ def _pct(x) -> str:
 
 def _tables(r: dict) -> dict[str, list[list[str]]]:
     """Markdown/HTML tables: one leaderboard per pool and budget (references after)."""
-    head = ["selector", "loss", "n", "test acc % (mean ± std)", "95 % CI", "Δ vs random (pp)",
-            "Δ 95 % CI", "p", "p (Holm)", "q (BH)", "p (max-T)", "W/T/L", "items seen",
-            "backward passes", "steps", "role"]
+    head = ["selector", "loss", "augmentations", "test acc % (mean ± std)", "95 % CI",
+            "Δ vs random (pp)", "Δ 95 % CI", "p", "p (Holm)", "q (BH)", "p (max-T)", "W/T/L",
+            "distinct seen", "items seen", "backward passes", "steps", "role"]
     out: dict[str, list[list[str]]] = {}
     for row in r["leaderboard"]:
         key = (f"{row['pool']} pool, budget {row['budget']:g}" if row["kind"] != "reference"
@@ -631,8 +730,10 @@ def _tables(r: dict) -> dict[str, list[list[str]]]:
             "" if row["p_maxt"] is None else f"{row['p_maxt']:.3g}",
             "" if row["wins"] is None else f"{row['wins']}/{row['ties']}/{row['losses']}",
             *("" if row.get(k) is None else str(row[k])
-              for k in ("items_seen", "backward_passes", "gradient_steps")),
+              for k in ("n_distinct", "items_seen", "backward_passes", "gradient_steps")),
             row["role"] + (" (zero variance)" if row["zero_variance"] else "")
+            + ("; unequal data vs random: " + ", ".join(row["unequal_vs_random"])
+               if row.get("unequal_vs_random") else "")
             + _versus_text(row.get("vs_all"))])
     for t in out.values():
         t[1:] = sorted(t[1:], key=lambda x: -float(x[3].split(" ")[0]))
@@ -648,6 +749,8 @@ def _versus_text(v: dict | None) -> str:
     for k, what in (("backward_share", "backward passes"), ("seconds_share", "wall time")):
         if v.get(k) is not None:
             text += f", {100 * v[k]:.0f} % of its {what}"
+    if v.get("unequal"):
+        text += "; unequal data vs all: " + ", ".join(v["unequal"])
     return text
 
 
@@ -689,7 +792,9 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
                 x = next((x for x in r["leaderboard"] if x["pool"] == pool
                           and x["loss"] == loss and x["selector"] == ref), None)
                 if x is not None:
-                    t.append([f"{ref} ({x['n_items']} augmentations)",
+                    what = ("originals only, half the steps" if ref == "none" else
+                            f"{x['n_items']} augmentations")
+                    t.append([f"{ref} ({what})",
                               f"{_pct(x['test_acc_mean'])} ± {_pct(x['test_acc_std'])}",
                               *[""] * (len(cfg["budgets"]) - 1)])
             out[f"{pool} pool" + (f", loss {loss}" if len(cfg["losses"]) > 1 else "")] = t
@@ -701,17 +806,28 @@ def _hypotheses_table(r: dict) -> list[list[str]]:
     if not r["hypotheses"]:
         return []
     out = [["role", "selector", "against", "pool", "budget", "margin (pp)", "seeds", "Δ (pp)",
-            "interval", "p (equivalence)", "decision", "seeds: why"]]
+            "interval", "p", "p (equivalence)", "alpha", "decision", "detects (pp)",
+            "test-set SE (pp)", "equal data", "seeds: why"]]
     for h in r["hypotheses"]:
         lo, hi = h["ci95"] or (None, None)
+        det = h.get("detectable")
+        plan = h.get("detectable_planned")
+        se = h.get("test_set_se")
         out.append([h["role"], h["selector"], h.get("against", "random"), h["pool"],
                     f"{h['budget']:g}",
                     f"±{100 * h['margin']:.2g}", str(h["n_seeds"]),
                     "" if h["diff"] is None else f"{100 * h['diff']:+.2f}",
                     "" if lo is None else
-                    f"{100 * h['ci_level']:.3g} %: [{100 * lo:+.2f}, {100 * hi:+.2f}]",
+                    f"{100 * h['ci_level']:.4g} %: [{100 * lo:+.2f}, {100 * hi:+.2f}]",
+                    "" if h["p_value"] is None else f"{h['p_value']:.3g}",
                     "" if h["p_equivalence"] is None else f"{h['p_equivalence']:.3g}",
-                    h["decision"], h.get("why_seeds", "")])
+                    f"{h['alpha']:.3g}", h["decision"],
+                    ("" if det is None else f"{100 * det:.2f} observed")
+                    + ("" if plan is None else f", {100 * plan:.2f} planned"),
+                    "" if se is None else f"≤ {100 * se:.2f}"
+                    + (" (> margin)" if se > h["margin"] else ""),
+                    "yes" if not h.get("unequal") else "no: " + "; ".join(h["unequal"]),
+                    h.get("why_seeds", "")])
     return out
 
 
@@ -754,10 +870,7 @@ def _chosen_table(r: dict) -> list[list[str]]:
               for c in r["chosen_positions"])]
 
 
-def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> Path:
-    """Write study.json, study.md, study.html and the plots; returns the directory (on a
-    remote lake, the local copy of what was uploaded)."""
-    r = _collect(lake, sid, command)
+def _render(out: Path, r: dict, *, html: bool = True) -> Path:
     cfg = r["config"]
     plots = {"paired_differences": plot_forest(r["leaderboard"], r["hypotheses"], cfg),
              "accuracy_vs_budget": plot_budget(
@@ -768,7 +881,129 @@ def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> P
         plots[f"{first}_positions"] = plot_budget(
             r["leaderboard"], cfg, lambda x: x["selector"] == "random"
             or (x["score"] == first and x["kind"] == "window"))
-    return write_report_files(lake, sid, "study", r, plots, tables=_tables(r),
-                              summary=_summary_tables(r), kept=_kept_tables(r),
-                              chosen=_chosen_table(r), hypotheses=_hypotheses_table(r),
-                              cost=_cost_table(r))
+    return render_report_files(out, "study", r, plots, html=html, tables=_tables(r),
+                               summary=_summary_tables(r), kept=_kept_tables(r),
+                               chosen=_chosen_table(r), hypotheses=_hypotheses_table(r),
+                               cost=_cost_table(r))
+
+
+def write_study_report(lake: Lake, sid: str, *, command: str | None = None) -> Path:
+    """Write study.json, study.md, study.html and the plots; returns the directory (on a
+    remote lake, the local copy of what was uploaded)."""
+    r = _collect(lake, sid, command)
+    out = _render(lake.local_path(f"reports/{sid}"), r)
+    lake.upload(out, f"reports/{sid}")
+    return out
+
+
+# ------------------------------------------------------------------ from study.json alone
+
+
+def _n_test(r: dict) -> int | None:
+    """The test images a report's accuracies were measured on: recorded since n_test was;
+    before, from the data config (``per_class_test`` x classes, or Fashion-MNIST's 10 000)."""
+    if r.get("n_test"):
+        return r["n_test"]
+    data = r["config"]["data"]
+    if data.get("per_class_test"):
+        return data["per_class_test"] * len(r["classes"])
+    if data["dataset"] == "fashion-mnist":
+        return 10_000
+    return None
+
+
+def _derived_distinct(row: dict, cfg: dict, pool_size: dict[str, int]) -> int | None:
+    """The distinct augmentations a row recorded before ``n_distinct`` was, where its
+    design fixes them: a static selection its items, ``none`` 0, an online policy one fresh
+    draw per item seen (``none``: 0), a schedule without re-ranking its largest epoch (each
+    epoch a prefix of one ordering), InfoBatch the whole pool (its first epoch trains on
+    every row). None where the training decides (re-ranked schedules, self-paced)."""
+    if row["selector"] == "none":
+        return 0
+    arm = row.get("arm") or {}
+    source = row.get("source") if row["kind"] == "arm" else None
+    if source is None:
+        return row["n_items"]
+    if source == "policy":
+        return 0 if arm.get("policy") in ("none", "identity") else row.get("items_seen")
+    if source == "infobatch":
+        return row["n_items"]
+    if source == "schedule" and not arm.get("every") and row["pool"] in pool_size:
+        sizes = pacing_sizes(arm.get("pacing", "linear"), cfg["retrain"]["epochs"],
+                             row["n_items"], pool_size[row["pool"]],
+                             start=arm.get("start", 0.2), growth=arm.get("growth", 2.0),
+                             step=arm.get("step", 1))
+        return int(sizes.max())
+    return None
+
+
+def reanalyse(r: dict) -> dict:
+    """A study report recomputed from its own study.json: every row's per-seed accuracies
+    are kept; the declared hypotheses, the exploratory family, the equal-data flags, the
+    verdict and the statistics' text are computed again by this version's rules (the study
+    and run ids are unchanged). Rows recorded before ``n_distinct`` get the count their
+    design fixes (``_derived_distinct``)."""
+    r = json.loads(json.dumps(r))  # a copy
+    cfg, rows = r["config"], r["leaderboard"]
+    if not all("seeds" in x and "role" in x for x in rows):
+        raise LakeError(f"study {r.get('study_id')}: its report predates per-seed records "
+                        f"(the leaderboard rows have no seeds): it cannot be recomputed from "
+                        f"study.json; rerun the study to report it again")
+    pool_size = {x["pool"]: x["n_items"] for x in rows if x["selector"] == "all"}
+    epochs = cfg["retrain"]["epochs"]
+    arms = {a["name"]: a for a in cfg.get("arms") or ()}
+    for x in rows:
+        if x["kind"] == "arm" and x.get("source") is None and x["selector"] in arms:
+            x.update(_arm_fields(arms[x["selector"]]))  # reports before arms were described
+        arm = x.get("arm") or {}
+        if x.get("items_seen") is None and (x["kind"] != "arm" or x.get("source") == "policy"):
+            # recorded before the counts: a static selection and an online policy show their
+            # items every epoch, the originals-only ones none
+            none = x["selector"] == "none" or arm.get("policy") in ("none", "identity")
+            x["items_seen"] = 0 if none else x["n_items"] * epochs
+            x["counts_derived"] = True
+        if x.get("n_distinct") is None and x.get("items_seen") is not None:
+            x["n_distinct"] = _derived_distinct(x, cfg, pool_size)
+            x["counts_derived"] = x["n_distinct"] is not None
+        if x["role"] in ("primary", "secondary"):
+            x["role"] = "exploratory"  # hypotheses() gives the role back
+        for k in ("p_holm", "q_bh", "p_maxt", "detectable"):
+            x.pop(k, None) if k == "detectable" else x.update({k: None})
+        x["significant"] = False
+    r["n_test"] = _n_test(r)
+    _flag_unequal(rows)
+    r["hypotheses"] = hypotheses(cfg, rows, n_test=r["n_test"])
+    exploratory(rows, seed=cfg["seed"])
+    r["verdict"] = study_verdict(rows, cfg["seeds"], r["hypotheses"])
+    r["statistics"] = STATISTICS
+    r["reanalysed"] = {"git_sha": git_sha(), "from_git_sha": r.get("reanalysed", {}).get(
+        "from_git_sha", r["git_sha"])}
+    return r
+
+
+def rewrite_study_report(directory: str | Path) -> Path:
+    """``reanalyse`` the study.json in ``directory`` and write its json, md and plots there
+    again (an html too when one is there), replacing the directory whole."""
+    out = Path(directory)
+    path = out / "study.json"
+    if not path.is_file():
+        raise LakeError(f"no study.json in {out}: give the directory of a study's report")
+    return _render_keeping(out, reanalyse(json.loads(path.read_text())))
+
+
+def _render_keeping(out: Path, r: dict) -> Path:
+    """``_render`` into ``out``, keeping what else the directory holds (a study file, an
+    atlas, reruns' reports beside it)."""
+    import shutil
+    import tempfile
+
+    html = (out / "study.html").is_file()
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        new = _render(Path(tmp) / "new", r, html=html)
+        for name in ("study.json", "study.md", "study.html"):
+            if (new / name).is_file():
+                (out / f".{name}.tmp").write_bytes((new / name).read_bytes())
+                (out / f".{name}.tmp").replace(out / name)
+        shutil.rmtree(out / "plots", ignore_errors=True)
+        shutil.copytree(new / "plots", out / "plots")
+    return out
