@@ -206,6 +206,13 @@ def test_every_declared_number_recomputes_from_study_json(where):
                     if -m < lo and hi < m else "undecided")
         assert h["decision"] == decision
         assert h["detectable"] == pytest.approx(_detectable(u, level), rel=1e-6)
+        for j in range(look):  # it stopped at its first decisive look: each earlier undecided
+            early = _units({q: v for q, v in d.items() if q[1] < cfg["seed"] + looks[j]})
+            lv = spending_levels(looks, alpha)[j]
+            lo_j, hi_j = sps.t.interval(lv, len(early) - 1, loc=np.mean(early),
+                                        scale=np.std(early, ddof=1) / math.sqrt(len(early)))
+            assert lo_j <= h["margin"] and hi_j >= -h["margin"]  # neither better nor worse
+            assert not (-h["margin"] < lo_j and hi_j < h["margin"])  # nor inside the margin
         assert h["unequal"] == [f"{c} {a[c]} vs {b[c]}" for c in (
             "n_distinct", "items_seen", "backward_passes", "gradient_steps")
             if a.get(c) is not None and b.get(c) is not None and a[c] != b[c]]

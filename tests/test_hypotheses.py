@@ -263,9 +263,12 @@ def test_two_level_known_answers():
     dec = decide_paired(d, 0.005, [2])
     assert dec["ci"] == pytest.approx(tl["ci"]) and dec["decision"] == "undecided"
     assert dec["n_seeds"] == 2 and dec["n_replicates"] == 3
-    # the smallest detectable difference: (t_0.975 + t_0.8, 2 df) * sd / sqrt(3)
-    assert detectable([0.02, 0.0, 0.04]) == pytest.approx(
-        (sps.t.ppf(0.975, 2) + sps.t.ppf(0.8, 2)) * 0.02 / math.sqrt(3))
+    # the smallest detectable difference: the noncentral t's, 2 df, sd 0.02 over 3 units
+    # (a little above the central-t shortcut (t_0.975 + t_0.8) * sd / sqrt(3))
+    d = detectable([0.02, 0.0, 0.04])
+    crit = sps.t.ppf(0.975, 2)
+    assert sps.nct.sf(crit, 2, d * math.sqrt(3) / 0.02) == pytest.approx(0.8, abs=1e-3)
+    assert d > (crit + sps.t.ppf(0.8, 2)) * 0.02 / math.sqrt(3)
     assert dec["detectable"] == pytest.approx(detectable([0.02, 0.0, 0.04]))
     assert detectable([0.01]) is None and detectable([0.01, 0.01]) is None
 
