@@ -243,6 +243,12 @@ def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> lis
     return out
 
 
+def _pp(x: float) -> str:
+    """A difference in accuracy (a fraction) in points, as a sentence says it: 0.0091 ->
+    "0.91"; one past any accuracy difference -> "more than 100"."""
+    return "more than 100" if x >= 1 else f"{100 * x:.2f}"
+
+
 def statement(h: dict) -> str:
     """What the decision says, from its numbers (never more)."""
     lo, hi = h["ci95"] if h["ci95"] else (float("nan"), float("nan"))
@@ -273,15 +279,15 @@ def statement(h: dict) -> str:
         text += " (every seed gave the same difference: the interval is a point, not a measured spread)"
     if h.get("detectable") is not None:
         text += (f". At this size it detects a true difference of "
-                 f"{100 * h['detectable']:.2g} points with {100 * h['power']:.0f} % power "
+                 f"{_pp(h['detectable'])} points with {100 * h['power']:.0f} % power "
                  f"(from the observed spread"
-                 + (f"; {100 * h['detectable_planned']:.2g} planned from sd_prior"
+                 + (f"; {_pp(h['detectable_planned'])} planned from sd_prior"
                     if h.get("detectable_planned") is not None else "") + ")")
     more = h.get("more")
     if more and h["decision"] == "undecided" and more["double_seeds"] is not None:
         text += (f". From the variance components, twice the seeds would detect "
-                 f"{100 * more['double_seeds']:.2g} points"
-                 + (f", twice the replicates {100 * more['double_replicates']:.2g}"
+                 f"{_pp(more['double_seeds'])} points"
+                 + (f", twice the replicates {_pp(more['double_replicates'])}"
                     if more["double_replicates"] is not None else "")
                  + f": add {more['advice']}")
     if h.get("unequal"):
@@ -289,7 +295,7 @@ def statement(h: dict) -> str:
                  f"): the difference measures that too")
     if h.get("test_set_se") is not None and h["test_set_se"] > h["margin"]:
         text += (f". The test set's own standard error of this difference, about "
-                 f"{100 * h['test_set_se']:.2g} points over {h['n_test']} images (independent "
+                 f"{_pp(h['test_set_se'])} points over {h['n_test']} images (independent "
                  f"errors; models that err on the same images make it smaller), is larger "
                  f"than the margin: on another test set of this size the difference could "
                  f"move by that much, whatever the seeds")
@@ -450,8 +456,8 @@ def study_verdict(rows: list[dict], n_seeds: int, decided: list[dict] | None = N
     if sizes:
         parts.append(f"At this size a corrected exploratory test detects, with "
                      f"{100 * POWER:.0f} % power, a true difference of about "
-                     f"{100 * float(np.median(sizes)):.2g} points (median over the rows; "
-                     f"{100 * min(sizes):.2g} to {100 * max(sizes):.2g}), not a smaller one.")
+                     f"{_pp(float(np.median(sizes)))} points (median over the rows; "
+                     f"{_pp(min(sizes))} to {_pp(max(sizes))}), not a smaller one.")
     parts.append("A difference that is not significant is not shown to be absent: only a "
                  "declared hypothesis decided 'equivalent' says that.")
     return " ".join(parts)
