@@ -285,7 +285,7 @@ def test_every_place_that_names_the_overrides_names_the_same_ones():
         params = set(inspect.signature(command).parameters)
         assert {cli_name.get(o, o) for o in OVERRIDES} <= params, command.__name__
         assert params - {cli_name.get(o, o) for o in OVERRIDES} <= {  # how a study trains
-            "preset", "config", "storage", "workers", "stack"}, command.__name__
+            "preset", "config", "storage", "workers", "stack", "plan", "pilot"}, command.__name__
 
 
 @pytest.mark.slow

@@ -313,10 +313,11 @@ def test_replicated_baselines_are_analysed_over_replicates(tmp_path, capsys, fas
                           if s["replicate"] == b]) for b in (0, 1)]
         assert h["n_replicates"] == 2 and h["n_seeds"] == 2
         assert h["diff"] == pytest.approx(np.mean(means))
+        assert h["ci_level"] == pytest.approx(0.975)  # a primary and a secondary share 0.05
         if np.ptp(means) > 0:  # 1 degree of freedom: the replicates' interval
             assert h["ci95"] == pytest.approx(list(sps.t.interval(
-                0.95, 1, loc=np.mean(means), scale=np.std(means, ddof=1) / math.sqrt(2))))
-        assert h["decision"] == decide(means, h["margin"])["decision"]
+                0.975, 1, loc=np.mean(means), scale=np.std(means, ddof=1) / math.sqrt(2))))
+        assert h["decision"] == decide(means, h["margin"], 0.975)["decision"]
         assert "in each of 2 replicates" in h["statement"]
     # SCORE@val is chosen per replicate, on that replicate's choosing trainings
     assert sorted((c["replicate"], c["score"]) for c in report["chosen_positions"]) == [

@@ -202,7 +202,10 @@ def test_sharded_scoring_equals_one_pass(small_lake):
     sa = lake.read("scores", ra).sort_by("item_id")
     sb = lake.read("scores", rb).sort_by("item_id")
     assert sa["item_id"].to_pylist() == sb["item_id"].to_pylist()
-    assert sa["avh"].to_pylist() == sb["avh"].to_pylist()
+    # batch 32 against the default: other kernel blockings (AVX-512 among them) move the
+    # last float32 bits of a feature, so the scores agree to 1e-6 relative, not bit for bit
+    np.testing.assert_allclose(sb["avh"].to_numpy(), sa["avh"].to_numpy(), rtol=1e-6,
+                               atol=1e-9)
     assert lake.row("scoring_runs", rb)["n_items"] == sb.num_rows
     assert not (lake.root / ".tmp" / f"shards-{rb}").exists()
     assert len(lake.files("scores", rb)) == 3
