@@ -18,11 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.config import StudyConfig, parse_policy
 from pipeline.core.datasets import load_dataset
 from pipeline.core.stats import family_alphas, planned, spending_levels, two_level
+from pipeline.core.train import build_model, train
 from pipeline.errors import InputError
+from pipeline.steps.study import plan_cells
 
 __all__ = ["describe", "plan_study"]
 
@@ -30,10 +33,6 @@ __all__ = ["describe", "plan_study"]
 def _images_per_second(cfg: StudyConfig, shape: tuple[int, int, int], classes: int) -> float:
     """A one-epoch training of the study's model on random images of the dataset's shape:
     the retraining protocol's images a second on this machine, one process."""
-    import torch
-
-    from pipeline.core.train import build_model, train
-
     h, _, c = shape
     n = max(4 * cfg.retrain.batch_size, 2048)
     rng = np.random.default_rng(0)
@@ -82,8 +81,6 @@ def plan_study(cfg: StudyConfig, *, pilot: str | Path | None = None,
     true difference each look detects with 80 % power from the prior spread. ``pilot``: a
     study.json whose spread stands in for ``sd_prior``; ``measure`` = False skips the timing
     (no time estimate)."""
-    from pipeline.steps.study import plan_cells
-
     pilot_report = None
     if pilot is not None:
         path = Path(pilot)
