@@ -519,7 +519,7 @@ class Arm:
 
     - ``policy``: a training of the study's protocol whose augmentations come fresh every
       epoch from ``policy``: ``uniform`` (the pool's kinds, one drawn uniformly per
-      augmentation), ``none`` (the originals only: half the images and gradient steps),
+      augmentation), ``none`` (the originals only: fewer images and gradient steps),
       ``identity`` (the originals again in place of the augmentations: the same images and
       gradient steps as every arm, no augmentation), ``recommended`` (the policy of the
       pool's atlas at

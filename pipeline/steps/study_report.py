@@ -798,8 +798,9 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
                 x = next((x for x in r["leaderboard"] if x["pool"] == pool
                           and x["loss"] == loss and x["selector"] == ref), None)
                 if x is not None:
-                    what = ("originals only, half the steps" if ref == "none" else
-                            f"{x['n_items']} augmentations")
+                    what = (f"originals only, {x['gradient_steps']} gradient steps"
+                            if ref == "none" and x.get("gradient_steps") else "originals only"
+                            if ref == "none" else f"{x['n_items']} augmentations")
                     t.append([f"{ref} ({what})",
                               f"{_pct(x['test_acc_mean'])} ± {_pct(x['test_acc_std'])}",
                               *[""] * (len(cfg["budgets"]) - 1)])
