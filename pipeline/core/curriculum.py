@@ -25,8 +25,8 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
-__all__ = ["ORDERS", "PACINGS", "InfoBatch", "Plan", "Schedule", "SelfPaced", "pacing",
-           "pacing_sizes", "rank", "window_rows"]
+__all__ = ["ORDERS", "PACINGS", "InfoBatch", "Plan", "Schedule", "SelfPaced", "distinct_shown",
+           "pacing", "pacing_sizes", "rank", "window_rows"]
 
 ORDERS = ("easy-to-hard", "hard-to-easy", "random-order")
 PACINGS = ("linear", "step", "exponential")
@@ -89,6 +89,14 @@ def pacing_sizes(name: str, epochs: int, n: int, pool: int, *, start: float,
         for i in order[:short]:
             sizes[i] += 1
     return np.minimum(sizes, pool)
+
+
+def distinct_shown(name: str, epochs: int, n: int, pool: int, *, start: float,
+                   growth: float = 2.0, step: int = 1) -> int:
+    """The distinct items a schedule that keeps its ordering shows over the training: its
+    largest epoch (each epoch is a prefix of the one ordering, ``pacing_sizes``)."""
+    return int(pacing_sizes(name, epochs, n, pool, start=start, growth=growth,
+                            step=step).max())
 
 
 def _least_start(name, epochs, n, pool, growth, step) -> float | None:

@@ -33,7 +33,7 @@ from pipeline.config import (
     StudyConfig,
     identity,
 )
-from pipeline.core.curriculum import pacing_sizes
+from pipeline.core.curriculum import distinct_shown, pacing_sizes
 from pipeline.core.train import resolve_device
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id
@@ -188,10 +188,9 @@ def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = No
         for arm, pool, budget in cfg.arm_cells():  # fresh augmentations, or a curriculum
             if pool == name and budget == b and arm.source == "matched":
                 target = next(a for a in cfg.arms if a.name == arm.matches)
-                shown = pacing_sizes(target.pacing, cfg.retrain.epochs, n, n_pool,
-                                     start=target.start, growth=target.growth,
-                                     step=target.step)
-                add(b, arm.name, "random", int(shown.max()))  # a static random selection
+                add(b, arm.name, "random", distinct_shown(  # a static random selection
+                    target.pacing, cfg.retrain.epochs, n, n_pool, start=target.start,
+                    growth=target.growth, step=target.step))
             elif pool == name and budget == b and arm.source != "infobatch":
                 if arm.source == "schedule":  # refused here if it cannot spend the budget
                     pacing_sizes(arm.pacing, cfg.retrain.epochs, n, n_pool, start=arm.start,

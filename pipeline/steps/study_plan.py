@@ -88,7 +88,14 @@ def plan_study(cfg: StudyConfig, *, pilot: str | Path | None = None,
         if not path.is_file():
             raise InputError(f"--pilot {pilot}: no study.json there; give a study's report "
                              f"(its directory or its study.json)")
-        pilot_report = json.loads(path.read_text())
+        try:
+            pilot_report = json.loads(path.read_text())
+        except ValueError as e:
+            raise InputError(f"--pilot {pilot}: {path} is not JSON ({e}); give a study's "
+                             f"report") from None
+        if not isinstance(pilot_report, dict) or "leaderboard" not in pilot_report:
+            raise InputError(f"--pilot {pilot}: {path} is not a study's report (no "
+                             f"leaderboard)")
     ds = load_dataset(cfg.data, download=False)
     n_train, classes = len(ds.train), len(ds.classes)
     shape = ds.train.images.shape[1:]

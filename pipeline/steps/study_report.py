@@ -14,6 +14,7 @@ never used to choose). The verdict claims only what the tests show.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.config import CHOOSE_SEED_OFFSET, sequential_looks
-from pipeline.core.curriculum import pacing_sizes
+from pipeline.core.curriculum import distinct_shown
 from pipeline.core.stats import (
     ALPHA,
     POWER,
@@ -936,11 +937,10 @@ def _derived_distinct(row: dict, cfg: dict, pool_size: dict[str, int]) -> int | 
     if source == "infobatch":
         return row["n_items"]
     if source == "schedule" and not arm.get("every") and row["pool"] in pool_size:
-        sizes = pacing_sizes(arm.get("pacing", "linear"), cfg["retrain"]["epochs"],
-                             row["n_items"], pool_size[row["pool"]],
-                             start=arm.get("start", 0.2), growth=arm.get("growth", 2.0),
-                             step=arm.get("step", 1))
-        return int(sizes.max())
+        return distinct_shown(arm.get("pacing", "linear"), cfg["retrain"]["epochs"],
+                              row["n_items"], pool_size[row["pool"]],
+                              start=arm.get("start", 0.2), growth=arm.get("growth", 2.0),
+                              step=arm.get("step", 1))
     return None
 
 
@@ -974,9 +974,8 @@ def reanalyse(r: dict) -> dict:
             x["counts_derived"] = x["n_distinct"] is not None
         if x["role"] in ("primary", "secondary"):
             x["role"] = "exploratory"  # hypotheses() gives the role back
-        for k in ("p_holm", "q_bh", "p_maxt", "detectable"):
-            x.pop(k, None) if k == "detectable" else x.update({k: None})
-        x["significant"] = False
+        x.update(p_holm=None, q_bh=None, p_maxt=None, significant=False)  # exploratory()'s
+        x.pop("detectable", None)
     r["n_test"] = _n_test(r)
     _flag_unequal(rows)
     r["hypotheses"] = hypotheses(cfg, rows, n_test=r["n_test"])
@@ -990,27 +989,26 @@ def reanalyse(r: dict) -> dict:
 
 def rewrite_study_report(directory: str | Path) -> Path:
     """``reanalyse`` the study.json in ``directory`` and write its json, md and plots there
-    again (an html too when one is there), replacing the directory whole."""
+    again (an html too when one is there); every file is written whole, then renamed into
+    place (what else the directory holds is kept)."""
     out = Path(directory)
     path = out / "study.json"
     if not path.is_file():
         raise LakeError(f"no study.json in {out}: give the directory of a study's report")
-    return _render_keeping(out, reanalyse(json.loads(path.read_text())))
-
-
-def _render_keeping(out: Path, r: dict) -> Path:
-    """``_render`` into ``out``, keeping what else the directory holds (a study file, an
-    atlas, reruns' reports beside it)."""
-    import shutil
-    import tempfile
-
+    try:
+        r = reanalyse(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        if isinstance(e, LakeError):
+            raise
+        raise LakeError(f"{path} is not a study report smartaug can recompute ({type(e).__name__}"
+                        f": {e}); nothing was written") from None
     html = (out / "study.html").is_file()
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        new = _render(Path(tmp) / "new", r, html=html)
+    with tempfile.TemporaryDirectory(prefix=".study-report-", dir=out) as tmp:
+        new = _render(Path(tmp) / "new", r, html=html)  # the same file system: renames
+        if (out / "plots").exists():
+            (out / "plots").rename(Path(tmp) / "old-plots")
+        (new / "plots").rename(out / "plots")
         for name in ("study.json", "study.md", "study.html"):
             if (new / name).is_file():
-                (out / f".{name}.tmp").write_bytes((new / name).read_bytes())
-                (out / f".{name}.tmp").replace(out / name)
-        shutil.rmtree(out / "plots", ignore_errors=True)
-        shutil.copytree(new / "plots", out / "plots")
+                (new / name).replace(out / name)
     return out
