@@ -133,6 +133,20 @@ def test_a_hypothesis_against_another_arm_has_its_own_p_and_interval():
     assert rows[2]["role"] == "secondary"  # the row against random carries the secondary
 
 
+def test_a_hypothesis_against_all_at_a_budget_pairs_with_the_whole_pool():
+    """``all`` trains on the whole pool (its row at budget 1.0): a selection at 0.5 declared
+    against it is paired with that row, not refused after the run."""
+    rng = np.random.default_rng(4)
+    base = rng.normal(0.8, 0.01, 6)
+    whole = {**_row("all", base + 0.01, n_distinct=200), "budget": 1.0}
+    rows = [_row("random", base), _row("a", base + 0.002), whole]
+    cfg = {"seeds": 6, "primary": {"selector": "a", "against": "all", "pool": "p",
+                                   "budget": 0.5, "margin": 0.005}}
+    (h,) = hypotheses(cfg, rows)
+    assert h["against_budget"] == 1.0 and h["diff"] == pytest.approx(-0.008)
+    assert h["unequal"] == ["n_distinct 100 vs 200"]
+
+
 def test_unequal_names_each_count_that_differs():
     a, b = _row("a", [0.5]), _row("b", [0.5], items_seen=400, gradient_steps=None)
     assert unequal(a, b) == ["items_seen 500 vs 400"]  # an unrecorded count is not compared
@@ -179,7 +193,8 @@ def test_every_declared_number_recomputes_from_study_json(where):
     secondary_p = []
     for h in r["hypotheses"]:
         a = rows[(h["pool"], h["budget"], h["selector"], h["loss"])]
-        b = rows[(h["pool"], h["budget"], h.get("against", "random"), h["loss"])]
+        b = rows[(h["pool"], h.get("against_budget", h["budget"]), h.get("against", "random"),
+                  h["loss"])]
         other = {(s["replicate"], s["seed"]): s["test_acc"] for s in b["seeds"]}
         d = {(s["replicate"], s["seed"]): s["test_acc"] - other[(s["replicate"], s["seed"])]
              for s in a["seeds"] if (s["replicate"], s["seed"]) in other}
@@ -365,9 +380,10 @@ def test_a_plan_answers_before_any_training_and_writes_no_lake(tmp_path, capsys,
     plan = json.loads(out.splitlines()[-1])
     n_train = plan["n_train"]
     assert plan["pool_sizes"] == {"seed": n_train}
-    # random, avh@offset at one budget, all and none, 3 seeds each; then 2 trainings a round
+    # random, avh@offset at one budget, all and none, 3 seeds each; then 6 more seeds of
+    # each arm the hypotheses pair (avh@offset, random, and all on the whole pool)
     assert plan["cells_first_look"] == 4 * 3 and plan["trainings_first_look"] == 13
-    assert plan["trainings_at_most"] == 13 + 2 * 6
+    assert plan["trainings_at_most"] == 13 + 3 * 6
     assert plan["seconds_first_look"] > 0 and plan["seconds_at_most"] > plan[
         "seconds_first_look"]
     primary, secondary = plan["hypotheses"]

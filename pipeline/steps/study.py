@@ -470,8 +470,8 @@ def undecided(lake: Lake, cfg: StudyConfig, cells: list[Cell], *, log: Log = Non
         if h["selector"].endswith("@val"):  # reported with its chosen position's runs
             score = h["selector"].split("@")[0]
             selectors = [f"{score}@{p}" for p in cfg.positions]
-        needed += [(h["pool"], h["budget"], s, h["loss"])
-                   for s in (*selectors, h.get("against", "random"))]
+        needed += [(h["pool"], h["budget"], s, h["loss"]) for s in selectors]
+        needed.append((h["pool"], h["against_budget"], h["against"], h["loss"]))
     return sorted(set(needed))
 
 

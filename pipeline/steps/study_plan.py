@@ -26,6 +26,7 @@ from pipeline.core.stats import family_alphas, planned, spending_levels, two_lev
 from pipeline.core.train import build_model, train
 from pipeline.errors import InputError
 from pipeline.steps.study import plan_cells
+from pipeline.steps.study_report import whole_pool
 
 __all__ = ["describe", "plan_study"]
 
@@ -63,7 +64,8 @@ def _pilot_spread(pilot: dict, h) -> tuple[float | None, float | None, str]:
     rows = {(r["pool"], r["budget"], r["selector"], r["loss"]): r
             for r in pilot.get("leaderboard") or ()}
     a = rows.get((h.pool, h.budget, h.selector, h.loss))
-    b = rows.get((h.pool, h.budget, h.against, h.loss))
+    b = rows.get((h.pool, 1.0 if h.against in whole_pool(pilot["config"]) else h.budget,
+                  h.against, h.loss))
     if a and b and "seeds" in a and "seeds" in b:
         other = {(s["replicate"], s["seed"]): s["test_acc"] for s in b["seeds"]}
         d = {(s["replicate"], s["seed"]): s["test_acc"] - other[(s["replicate"], s["seed"])]
@@ -101,8 +103,10 @@ def plan_study(cfg: StudyConfig, *, pilot: str | Path | None = None,
     shape = ds.train.images.shape[1:]
     reps = cfg.baselines
     sizes, first, most = {}, [], 0
-    hyp_keys = {(h.pool, h.budget, s, h.loss) for _, h in cfg.hypotheses()
-                for s in (h.selector, h.against)}
+    whole = whole_pool(cfg.to_dict())
+    hyp_keys = {k for _, h in cfg.hypotheses() for k in (
+        (h.pool, h.budget, h.selector, h.loss),
+        (h.pool, 1.0 if h.against in whole else h.budget, h.against, h.loss))}
     for p in cfg.pools:
         n_pool = n_train * parse_policy(p.augment.policy, len(p.augment.kinds))
         sizes[p.name] = n_pool

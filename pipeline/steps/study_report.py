@@ -175,6 +175,12 @@ def _flag_unequal(rows: list[dict]) -> None:
             r["vs_all"]["unequal"] = unequal(r, wholes[(r["pool"], r["loss"])])
 
 
+def whole_pool(cfg: dict) -> set[str]:
+    """The arms that train on the whole pool, at budget 1.0: ``all`` and InfoBatch's."""
+    return {"all", *(a["name"] for a in cfg.get("arms") or ()
+                     if a.get("source") == "infobatch")}
+
+
 def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> list[dict]:
     """The declared hypotheses, each decided (``pipeline.core.stats.decide_paired``) from the
     per-seed differences of its selector to what it is compared ``against`` (random unless
@@ -192,12 +198,14 @@ def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> lis
     a_primary, a_secondary = family_alphas(k)
     looks = sequential_looks(cfg["seeds"], cfg.get("max_seeds"), cfg.get("seeds_per_round"))
     out = []
+    whole = whole_pool(cfg)
     for role, h in declared:
         key = (h["pool"], h["budget"], h["selector"], h.get("loss", "ce"))
         against = h.get("against", "random")
+        against_budget = 1.0 if against in whole else h["budget"]  # all runs on the whole pool
         row = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"]) == key)
         rnd = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"])
-                   == (*key[:2], against, key[3]))
+                   == (key[0], against_budget, against, key[3]))
         d = _diffs(row, rnd)
         alpha = a_primary if role == "primary" else a_secondary
         dec = decide_paired(d, h["margin"], looks, alpha)
@@ -215,7 +223,7 @@ def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> lis
         prior = h.get("sd_prior")
         se = sampling_se(row["test_acc_mean"], rnd["test_acc_mean"], n_test)
         out.append({"role": role, "selector": h["selector"], "against": against,
-                    "pool": h["pool"],
+                    "against_budget": against_budget, "pool": h["pool"],
                     "budget": h["budget"], "loss": key[3], "margin": h["margin"],
                     "n_seeds": dec["n_seeds"], "n_replicates": reps,
                     "seeds": sorted({s for _, s in d}), "diff": dec["diff"],
