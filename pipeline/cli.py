@@ -457,6 +457,82 @@ def policy(
     print(rec["path"])
 
 
+@app.command()
+def recommend(
+    dataset_id: Annotated[str, typer.Option("--dataset-id", help="From `smartaug ingest`.")],
+    out: Annotated[str, typer.Option("--out", help="The policy file to write (JSON).")],
+    model: Annotated[str, typer.Option("--model", help=MODEL_HELP)] = "lenet5",
+    kinds: Annotated[str | None, typer.Option(
+        "--kinds", help="Kinds to race, comma-separated (default: every built-in kind; "
+        "`smartaug kinds` lists them).")] = None,
+    space: Annotated[str | None, typer.Option(
+        "--space", help="Instead: a space file's kinds (YAML or JSON).")] = None,
+    budget: Annotated[float, typer.Option(
+        "--budget", help="The most the search may cost, in full trainings (the reference "
+        "and every short training, counted by the images they train on).")] = 4.0,
+    stack: Annotated[int, typer.Option(
+        "--stack", min=1, help="Short trainings trained as one model at a time (1: each "
+        "alone).")] = 8,
+    seed: SeedOpt = 0,
+    reference: Annotated[str, typer.Option(
+        "--reference", help="The augmentation the veto's reference model trains with: "
+        "trivialaugment-wide | randaugment | none.")] = "trivialaugment-wide",
+    max_flip: Annotated[float, typer.Option(
+        "--max-flip", help="Veto an op x magnitude x class that changes more than this share "
+        "of the reference's confident predictions.")] = 0.75,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    storage: StorageOpt = None,
+) -> None:
+    """A policy measured to help: ops x magnitude ranges raced by short trainings of your
+    model on your data (successive halving, paired seeds, the atlas only vetoing), written
+    as TrivialAugment's shape (one op an image, magnitude uniform in its range) in
+    albumentations' serialisation. Prints its cost and the file's path last."""
+    from pipeline.core.search import Candidate
+    from pipeline.steps.recommend import write_recommendation
+
+    lake = _lake(storage)
+    rec = _steps(write_recommendation, lake, dataset_id, out, model=model, kinds=kinds,
+                 space=space, budget=budget, stack=stack, seed=seed, reference=reference,
+                 max_flip=max_flip, device=device, log=err.print)
+    for k in rec["kept"]:
+        err.print(f"kept: {Candidate(k['kind'], k['lo'], k['hi']).name} "
+                  f"({100 * k['score']:+.2f} points over the identity at the last rung)")
+    if not rec["kept"]:
+        err.print("kept: none beat the identity at the last rung; the policy is the identity")
+    if rec["per_class"]:
+        err.print(f"per-class policies: {rec['path'].with_name(rec['per_class'])}")
+    err.print(f"cost: {rec['cost_trainings']:.2f} full trainings (reference "
+              f"{rec['cost']['reference']:g}, race {rec['cost']['race']:.2f}; "
+              f"{rec['cost']['trainings']} trainings), {rec['seconds']:.0f} s on "
+              f"{rec['device']}")
+    print(rec["path"])
+
+
+@app.command("recommend-check")
+def recommend_check(
+    policy_file: Annotated[str, typer.Option("--policy", help="From `smartaug recommend`.")],
+    seeds: Annotated[int, typer.Option(
+        "--seeds", min=2, help="Paired seeds of the full trainings.")] = 5,
+    stack: Annotated[int, typer.Option("--stack", min=1, help="Trainings as one model.")] = 8,
+    storage: StorageOpt = None,
+) -> None:
+    """Check a recommendation's race: train each candidate it raced (and the identity) fully
+    over paired seeds, and report Spearman's rho between the race's scores and those gains
+    (<policy>.check.json beside it). Prints rho last."""
+    from pipeline.steps.recommend import check_recommendation
+
+    lake = _lake(storage)
+    out = _steps(check_recommendation, lake, policy_file, seeds=seeds, stack=stack,
+                 log=err.print)
+    for r in sorted(out["candidates"], key=lambda r: -r["gain_test"]):
+        err.print(f"{r['name']}: rung 0 {100 * r['rung0_score']:+.2f}, reached rung "
+                  f"{r['rung']}, full training {100 * r['gain_test']:+.2f} points")
+    err.print(out["path"])
+    s = out["spearman_rung0"]
+    print(f"spearman {s['rho']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] over "
+          f"{out['n_candidates']} candidates")
+
+
 @app.command("select")
 def select_cmd(
     scoring_run_id: Annotated[str, typer.Option("--scoring-run-id", help="From `smartaug score`.")],

@@ -500,7 +500,7 @@ def online_policy(policy: str) -> bool:
 CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never a reported one
 
 
-ARM_POLICIES = ("uniform", "none", "identity", "recommended", *ONLINE_ANCHORS)
+ARM_POLICIES = ("uniform", "none", "identity", "recommended", "atlas-only", *ONLINE_ANCHORS)
 
 
 ARM_SOURCES = ("policy", "schedule", "self-paced", "infobatch", "matched")
@@ -521,9 +521,10 @@ class Arm:
       epoch from ``policy``: ``uniform`` (the pool's kinds, one drawn uniformly per
       augmentation), ``none`` (the originals only: fewer images and gradient steps),
       ``identity`` (the originals again in place of the augmentations: the same images and
-      gradient steps as every arm, no augmentation), ``recommended`` (the policy of the
-      pool's atlas at
-      ``max_flip``: ``smartaug policy``), an anchor (``trivialaugment-wide``, ``randaugment``,
+      gradient steps as every arm, no augmentation), ``recommended`` (``smartaug
+      recommend``'s race on the replicate's dataset with the study's model and training, at
+      its default budget; the policy file's cost is the study's too), ``atlas-only`` (the
+      policy of the pool's atlas at ``max_flip``: ``smartaug policy``), an anchor (``trivialaugment-wide``, ``randaugment``,
       ``autoaugment-cifar10``) or a policy file (``*.json``). At pool P and budget b it sees
       ``round(b * |P|)`` fresh augmentations every epoch, of originals drawn afresh each
       epoch: the images and gradient steps of a static selection at that budget.
@@ -576,7 +577,8 @@ class Arm:
                                   f"{', '.join(options)}")
 
         choose(self.source, ARM_SOURCES, "source")
-        if self.source == "policy" and not (self.policy in ("uniform", "recommended")
+        if self.source == "policy" and not (self.policy in ("uniform", "recommended",
+                                                            "atlas-only")
                                             or online_policy(self.policy)):
             raise ConfigError(f"{where}: unknown policy {self.policy!r}; valid: "
                               f"{', '.join(ARM_POLICIES)}, space:KIND,KIND (kinds drawn "

@@ -25,7 +25,7 @@ from pipeline.lazy import lazy
 
 A = lazy("albumentations")  # imported when first used
 
-__all__ = ["Policy", "PolicyFileError", "load"]
+__all__ = ["Policy", "PolicyFileError", "from_dict", "load"]
 
 
 class PolicyFileError(InputError):
@@ -75,9 +75,32 @@ class Policy:
             return Image.fromarray(out)
         return out
 
+    @property
+    def identity(self) -> bool:
+        """Whether every class's policy leaves every image as it is (no transform but
+        ``NoOp``)."""
+        def noop(t) -> bool:
+            inner = getattr(t, "transforms", None)
+            if inner is not None:
+                return all(noop(x) for x in inner)
+            return type(t).__name__ == "NoOp"
+
+        return all(noop(t) for t in [self.pooled, *(self.per_class or {}).values()])
+
     def __repr__(self) -> str:
         return (f"Policy({self.path}, {'per-class' if self.per_class else 'pooled'}: "
                 f"{self.pooled})")
+
+
+def from_dict(data: dict, per_class: dict | None = None, *, name: str = "<policy>",
+              seed: int | None = None) -> Policy:
+    """A policy from albumentations' serialisations in memory: ``data`` the pooled one,
+    ``per_class`` label -> its own (what ``load`` reads from the two files)."""
+    where = Path(name)
+    pooled = _compose(data, where, "the policy")
+    table = None if per_class is None else {
+        int(k): _compose(v, where, f"class {k}'s policy") for k, v in per_class.items()}
+    return Policy(pooled, table, where, seed)
 
 
 def load(path: str | Path, *, seed: int | None = None) -> Policy:

@@ -32,7 +32,7 @@ from pipeline.config import AugmentConfig
 from pipeline.core.augment import _apply, _fit, _generators, load_space
 from pipeline.core.magnitude import SCALES, scale_of
 from pipeline.errors import ConfigError
-from pipeline.policy import load
+from pipeline.policy import Policy, load
 
 __all__ = ["ANCHORS", "Online"]
 
@@ -80,15 +80,20 @@ class Online:
     ``seed``: one of each original, or ``count`` of originals drawn afresh each epoch (a
     permutation, repeated when ``count`` > N); ``none``: nothing (``epoch`` returns None)."""
 
-    def __init__(self, policy: str, images: np.ndarray, labels: np.ndarray, seed: int,
+    def __init__(self, policy: str | Policy, images: np.ndarray, labels: np.ndarray, seed: int,
                  count: int | None = None):
         self.policy, self.images, self.labels, self.seed = policy, images, labels, seed
         self.count = count
         self._fn = None
-        self.fresh = policy not in ("none", "identity")  # its draws are new augmentations
-        if policy == "none":
+        # its draws are new augmentations (a loaded policy: unless it is the identity alone)
+        self.fresh = (not policy.identity) if isinstance(policy, Policy) else \
+            policy not in ("none", "identity")
+        if isinstance(policy, Policy):  # a loaded policy (pipeline.policy), as a file's
+            self._policy = policy
+            self._fn = self._file_epoch
+        elif policy == "none":
             return
-        if policy == "identity":
+        elif policy == "identity":
             self._fn = lambda e, rows: self.images[rows]
         elif policy in ANCHORS:
             self._anchor = ANCHORS[policy]()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -250,7 +251,7 @@ def stack_models(models: Sequence[nn.Module]) -> StackedLeNet | VmapStack:
     return VmapStack(models)
 
 
-def _check(models, data, cfgs) -> int:
+def _check(models, data, cfgs, online) -> int:
     if not (len(models) == len(data) == len(cfgs)) or not models:
         raise ValueError("train_stacked takes as many models, datasets and configs, >= 1")
     lengths = {len(y) for _, y in data}
@@ -263,8 +264,10 @@ def _check(models, data, cfgs) -> int:
         raise ValueError("stacked trainings must share epochs, batch size, optimizer and device")
     if len({type(m) for m in models}) != 1:
         raise ValueError("stacked trainings must train one kind of model")
-    if any(c.augment == "online" for c in cfgs):
-        raise ValueError(f"cannot stack: {_ONLINE}")
+    if online is None and any(c.augment == "online" for c in cfgs):
+        raise ValueError(f"cannot stack: {_ONLINE} (give train_stacked their sources)")
+    if online is not None and len(online) != len(models):
+        raise ValueError("train_stacked takes one online source per model")
     return lengths.pop()
 
 
@@ -277,13 +280,17 @@ def train_stacked(
     log: Callable[[str], None] | None = None,
     eval_last: bool = False,
     n_originals: int | None = None,
+    online: Sequence | None = None,
 ) -> list[list[dict]]:
     """Train model k on ``data[k]`` (uint8 images [N, H, W, C], labels [N]; N equal for all)
     with ``cfgs[k]`` (its seed and loss; the rest shared), all K as one model
     (``StackedLeNet`` for LeNets, else ``VmapStack``); the models are trained in place.
+    ``online``: K sources of fresh augmentations (``pipeline.core.online.Online``, each
+    drawing as many an epoch): every epoch model k trains on ``data[k]`` plus source k's
+    draws, the next epoch's made in a thread while this one trains, as ``train`` does.
     Returns K histories, each what ``train`` returns for that model alone (``seconds``: the
     stack's time over K)."""
-    n = _check(models, data, cfgs)
+    n = _check(models, data, cfgs, online)
     cfg0, k = cfgs[0], len(models)
     if cfg0.epochs < 0 or cfg0.batch_size < 1:
         raise ValueError("epochs must be >= 0 and batch_size >= 1")
@@ -309,61 +316,84 @@ def train_stacked(
     bs = cfg0.batch_size
     histories: list[list[dict]] = [[] for _ in range(k)]
     seen = torch.zeros(k, max(n - n_orig, 0), dtype=torch.bool, device=device)
-    for epoch in range(1, cfg0.epochs + 1):
-        t0 = time.perf_counter()
-        stack.train()
-        perms = [torch.randperm(n, generator=g).to(device) for g in gens]
-        loss_sum = torch.zeros(k, device=device)
-        correct = torch.zeros(k, device=device)
-        samples = steps = 0
-        for i in range(0, n, bs):
-            idx = [p[i : i + bs] for p in perms]
-            if len(idx[0]) < 2 and n > 1:  # batch norm needs 2 samples
-                continue
-            x = stack.inputs([x_all[j] for x_all, j in zip(xs, idx, strict=True)])
-            y = torch.stack([y_all[j] for y_all, j in zip(ys, idx, strict=True)])  # (K, B)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                f, logits = stack(x)
-            f, logits = f.float(), logits.float()
-            if plain:  # each model's mean cross-entropy, summed: independent gradients
-                per = F.cross_entropy(logits.reshape(-1, num_classes), y.reshape(-1),
-                                      reduction="none").view(k, -1).mean(1)
-            else:
-                per = torch.stack([compute_loss(c.loss, logits[j], f[j], stack.head_weight[j],
-                                                y[j])[0] for j, c in enumerate(cfgs)])
-            opt.zero_grad(set_to_none=True)
-            per.sum().backward()
-            opt.step()
-            loss_sum += per.detach() * y.shape[1]
-            correct += (logits.detach().argmax(2) == y).sum(1)
-            samples += y.shape[1]
-            steps += 1
-        bad = [cfgs[j].seed for j in range(k) if not torch.isfinite(loss_sum[j])]
-        if bad:
-            raise TrainingError(f"the training of seed(s) {bad} diverged in epoch {epoch} (lr "
-                                f"{cfg0.lr}, {cfg0.optimizer}); nothing was registered. Lower "
-                                f"the learning rate (--lr), or check the starting weights")
-        seconds = (time.perf_counter() - t0) / k
-        due = not eval_last or epoch == cfg0.epochs
-        trained = stack.unstack() if due and eval_sets else None
-        for j in range(k):
-            used = perms[j][:samples]
-            aug = used[used >= n_orig]
-            seen[j, aug - n_orig] = True
-            row = {"epoch": epoch, "train_loss": float(loss_sum[j]) / n,
-                   "train_acc": float(correct[j]) / n, "seconds": seconds,
-                   "plan_seconds": 0.0, "samples": samples, "steps": steps,
-                   "augmented": len(aug), "distinct": int(seen[j].sum()),
-                   "weight_norm_mean": float(stack.head_weight[j].detach().norm(dim=1).mean())}
-            for name, (xe, ye) in (eval_sets or {}).items() if trained else ():
-                m = evaluate(trained[j], xe, ye, device=device)
-                row.update({f"{name}_acc": m["acc"], f"{name}_avh": m["avh"],
-                            f"{name}_feature_norm": m["feature_norm"]})
-            histories[j].append(row)
-        if log is not None:
-            log(f"epoch {epoch:3d}/{cfg0.epochs} ({k} trainings stacked) loss "
-                + " ".join(f"{float(v) / n:.4f}" for v in loss_sum)
-                + f" ({seconds * k:.1f}s, {k * n / (seconds * k):.0f} img/s)")
+    fresh_seen = [0] * k  # an online source's draws: each one new
+    originals_x, originals_y = xs, ys
+    draw = (lambda e: [src.epoch(e) for src in online]) if online is not None else None
+    pool = ThreadPoolExecutor(1) if draw is not None else None
+    ahead = pool.submit(draw, 1) if pool is not None else None
+    try:
+        for epoch in range(1, cfg0.epochs + 1):
+            if pool is not None:  # the originals + this epoch's fresh draws (the next ahead)
+                fresh = ahead.result()
+                ahead = pool.submit(draw, epoch + 1) if epoch < cfg0.epochs else None
+                xs = [torch.cat([x, torch.as_tensor(f[0]).to(device)]) for x, f
+                      in zip(originals_x, fresh, strict=True)]
+                ys = [torch.cat([y, torch.as_tensor(f[1]).to(device=device, dtype=torch.long)])
+                      for y, f in zip(originals_y, fresh, strict=True)]
+                if len({len(y) for y in ys}) != 1:
+                    raise ValueError("stacked online sources must draw as many images each")
+                n = len(ys[0])
+            t0 = time.perf_counter()
+            stack.train()
+            perms = [torch.randperm(n, generator=g).to(device) for g in gens]
+            loss_sum = torch.zeros(k, device=device)
+            correct = torch.zeros(k, device=device)
+            samples = steps = 0
+            for i in range(0, n, bs):
+                idx = [p[i : i + bs] for p in perms]
+                if len(idx[0]) < 2 and n > 1:  # batch norm needs 2 samples
+                    continue
+                x = stack.inputs([x_all[j] for x_all, j in zip(xs, idx, strict=True)])
+                y = torch.stack([y_all[j] for y_all, j in zip(ys, idx, strict=True)])  # (K, B)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    f, logits = stack(x)
+                f, logits = f.float(), logits.float()
+                if plain:  # each model's mean cross-entropy, summed: independent gradients
+                    per = F.cross_entropy(logits.reshape(-1, num_classes), y.reshape(-1),
+                                          reduction="none").view(k, -1).mean(1)
+                else:
+                    per = torch.stack([compute_loss(c.loss, logits[j], f[j], stack.head_weight[j],
+                                                    y[j])[0] for j, c in enumerate(cfgs)])
+                opt.zero_grad(set_to_none=True)
+                per.sum().backward()
+                opt.step()
+                loss_sum += per.detach() * y.shape[1]
+                correct += (logits.detach().argmax(2) == y).sum(1)
+                samples += y.shape[1]
+                steps += 1
+            bad = [cfgs[j].seed for j in range(k) if not torch.isfinite(loss_sum[j])]
+            if bad:
+                raise TrainingError(f"the training of seed(s) {bad} diverged in epoch {epoch} (lr "
+                                    f"{cfg0.lr}, {cfg0.optimizer}); nothing was registered. Lower "
+                                    f"the learning rate (--lr), or check the starting weights")
+            seconds = (time.perf_counter() - t0) / k
+            due = not eval_last or epoch == cfg0.epochs
+            trained = stack.unstack() if due and eval_sets else None
+            for j in range(k):
+                used = perms[j][:samples]
+                aug = used[used >= n_orig]
+                if online is not None:
+                    fresh_seen[j] += len(aug) if online[j].fresh else 0
+                else:
+                    seen[j, aug - n_orig] = True
+                row = {"epoch": epoch, "train_loss": float(loss_sum[j]) / n,
+                       "train_acc": float(correct[j]) / n, "seconds": seconds,
+                       "plan_seconds": 0.0, "samples": samples, "steps": steps,
+                       "augmented": len(aug), "distinct": fresh_seen[j] if online is not None
+                       else int(seen[j].sum()),
+                       "weight_norm_mean": float(stack.head_weight[j].detach().norm(dim=1).mean())}
+                for name, (xe, ye) in (eval_sets or {}).items() if trained else ():
+                    m = evaluate(trained[j], xe, ye, device=device)
+                    row.update({f"{name}_acc": m["acc"], f"{name}_avh": m["avh"],
+                                f"{name}_feature_norm": m["feature_norm"]})
+                histories[j].append(row)
+            if log is not None:
+                log(f"epoch {epoch:3d}/{cfg0.epochs} ({k} trainings stacked) loss "
+                    + " ".join(f"{float(v) / n:.4f}" for v in loss_sum)
+                    + f" ({seconds * k:.1f}s, {k * n / (seconds * k):.0f} img/s)")
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     for j, m in enumerate(stack.unstack()):
         bad = next((name for name, v in m.state_dict().items()
                     if v.is_floating_point() and not torch.isfinite(v).all()), None)

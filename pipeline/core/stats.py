@@ -414,3 +414,22 @@ def decide_paired(d: dict[tuple[int, int], float], margin: float, looks: list[in
             "df": tl["df"], "sd_within": tl["sd_within"], "sd_between": tl["sd_between"],
             "p_value": tl["p_value"], "zero_variance": tl["zero_variance"],
             "detectable": detectable(u, out["ci_level"])}
+
+
+def rank_agreement(predicted, measured, *, boot: int = 10_000, seed: int = 0
+                   ) -> tuple[float, float, float, int]:
+    """(Spearman's rho of ``predicted`` and ``measured``, the 95 % percentile bootstrap
+    interval over the pairs (``boot`` resamples, seeded; a resample with no spread in
+    either is left out), the resamples kept)."""
+    p, g = np.asarray(predicted, float), np.asarray(measured, float)
+    rho = float(stats.spearmanr(p, g).statistic)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        i = rng.integers(0, len(p), len(p))
+        if np.ptp(p[i]) > 0 and np.ptp(g[i]) > 0:
+            draws.append(stats.spearmanr(p[i], g[i]).statistic)
+    if not draws:
+        return rho, float("nan"), float("nan"), 0
+    lo, hi = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
+    return rho, lo, hi, len(draws)

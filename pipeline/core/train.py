@@ -130,6 +130,7 @@ def train(
     eval_last: bool = False,
     curriculum=None,
     n_originals: int | None = None,
+    online_source: Online | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on uint8 images [N, H, W, C] and int labels [N].
 
@@ -143,7 +144,9 @@ def train(
     on. ``n_originals``: how many leading rows are originals (default: all), for the counts
     each history row carries: ``samples`` (rows through a backward pass), ``augmented`` (of
     them, augmentations), ``distinct`` (distinct augmentations seen so far: an online
-    policy's draws are each new) and ``steps`` (optimizer steps).
+    policy's draws are each new) and ``steps`` (optimizer steps). ``online_source``: the
+    fresh augmentations every epoch (``pipeline.core.online.Online``) in place of the one
+    ``cfg``'s policy names.
     """
     if cfg.epochs < 0 or cfg.batch_size < 1:
         raise ValueError("epochs must be >= 0 and batch_size >= 1")
@@ -168,7 +171,7 @@ def train(
     opt = _optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
-    online = _online(cfg, images, labels)
+    online = online_source if online_source is not None else _online(cfg, images, labels)
     originals, y_orig = x_all, y_all
     n_orig = len(y_all) if n_originals is None else n_originals
     if curriculum is not None and online is not None:

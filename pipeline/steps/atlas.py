@@ -18,9 +18,9 @@ import json
 import matplotlib
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 
 from pipeline.core.magnitude import SCALES, bin_of, declared_scale, magnitude_of, scale_of
+from pipeline.core.stats import rank_agreement
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id, git_sha, query_arrow
 from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels, classes, pool_config
@@ -351,18 +351,10 @@ def check_prediction(lake: Lake, atlas_id: str, study: dict, *, boot: int = 10_0
     if len(arms) < 3:
         raise AtlasError(f"only {len(arms)} arm(s) train one kind (space:KIND) or one kind's "
                          f"magnitude bin (bin:KIND@B/N): a rank correlation needs at least 3")
-    p = np.array([a["predicted"] for a in arms])
-    g = np.array([a["gain"] for a in arms])
-    rho = float(stats.spearmanr(p, g).statistic)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(boot):
-        i = rng.integers(0, len(arms), len(arms))
-        if np.ptp(p[i]) > 0 and np.ptp(g[i]) > 0:
-            draws.append(stats.spearmanr(p[i], g[i]).statistic)
-    lo, hi = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
+    rho, lo, hi, n_boot = rank_agreement([a["predicted"] for a in arms],
+                                         [a["gain"] for a in arms], boot=boot, seed=seed)
     return {"atlas_id": atlas_id, "study_id": study["study_id"], "n_arms": len(arms),
-            "spearman": rho, "ci95": [lo, hi], "bootstrap": len(draws), "arms": arms,
+            "spearman": rho, "ci95": [lo, hi], "bootstrap": n_boot, "arms": arms,
             "formula": "predicted benefit = 1 - flip rate: of the augmentations (of that kind, "
                        "or of that kind's magnitude bin) whose original the baseline gets "
                        "right, the share it still gets right; measured gain = mean over the "

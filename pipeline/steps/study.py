@@ -43,6 +43,7 @@ from pipeline.steps import baseline as baseline_
 from pipeline.steps import ingest as ingest_
 from pipeline.steps import policy as policy_
 from pipeline.steps import pool as pool_
+from pipeline.steps import recommend as recommend_
 from pipeline.steps import retrain as retrain_
 from pipeline.steps import score as score_
 from pipeline.steps import select as S
@@ -295,8 +296,10 @@ def cells(lake: Lake, cfg: StudyConfig, dataset_id: str, pool_id: str, model_id:
 
 def arm_policy(lake: Lake, cfg: StudyConfig, arm, pool_id: str, model_id: str) -> str:
     """The online policy an arm trains with at a pool: ``uniform`` = the pool's kinds
-    (``space:KIND,...``), ``recommended`` = the policy file of the pool's atlas (made here
-    once, found after), anything else as the arm names it."""
+    (``space:KIND,...``), ``recommended`` = ``smartaug recommend``'s policy file for the
+    pool's dataset with the study's model and training (raced here once, found after),
+    ``atlas-only`` = the policy file of the pool's atlas (made here once, found after),
+    anything else as the arm names it."""
     if arm.policy == "uniform":
         pool_cfg = pool_config(lake.row("pools", pool_id))
         if pool_cfg.space or pool_cfg.max_angle != 20.0 or pool_cfg.sigma != 0.1:
@@ -304,7 +307,9 @@ def arm_policy(lake: Lake, cfg: StudyConfig, arm, pool_id: str, model_id: str) -
                              f"kinds at their default parameters, and pool {pool_id} has a "
                              f"space file or other parameters; give the arm a policy file")
         return "space:" + ",".join(pool_cfg.kinds)
-    if arm.policy != "recommended":
+    if arm.policy == "recommended":
+        return recommended_policy(lake, cfg, lake.row("pools", pool_id)["dataset_id"])
+    if arm.policy != "atlas-only":
         return arm.policy
     run = score_.pool_scoring_run_id(model_id, pool_id, cfg.retrain.device)
     atlas_id = atlas_.build_atlas(lake, run, trust=cfg.model)
@@ -312,6 +317,23 @@ def arm_policy(lake: Lake, cfg: StudyConfig, arm, pool_id: str, model_id: str) -
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         policy_.write_policy(lake, atlas_id, out, arm.max_flip)
+    return str(out)
+
+
+def recommended_policy(lake: Lake, cfg: StudyConfig, dataset_id: str) -> str:
+    """``smartaug recommend``'s policy file for ``dataset_id`` with the study's model and
+    training (its epochs, batch size, optimizer and seed), at the default budget: raced once,
+    kept in the lake's ``policies`` folder under the race's content id."""
+    protocol = replace(cfg.retrain, seed=cfg.seed)
+    spec = {"model": cfg.model, "protocol": protocol.to_dict(), "seed": cfg.seed,
+            "budget": recommend_.DEFAULT_BUDGET}
+    rid = recommend_.recommendation_id(dataset_id, **spec)
+    out = lake.local_path("policies") / f"recommend-{rid}.json"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        recommend_.write_recommendation(lake, dataset_id, out, model=cfg.model,
+                                        protocol=protocol, seed=cfg.seed,
+                                        device=cfg.retrain.device)
     return str(out)
 
 
