@@ -473,6 +473,9 @@ def recommend(
     stack: Annotated[int, typer.Option(
         "--stack", min=1, help="Short trainings trained as one model at a time (1: each "
         "alone).")] = 8,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", min=1, help="Epochs of a full training (default: the quick preset's, "
+        "5); every training of the search has as many.")] = None,
     seed: SeedOpt = 0,
     reference: Annotated[str, typer.Option(
         "--reference", help="The augmentation the veto's reference model trains with: "
@@ -487,13 +490,19 @@ def recommend(
     model on your data (successive halving, paired seeds, the atlas only vetoing), written
     as TrivialAugment's shape (one op an image, magnitude uniform in its range) in
     albumentations' serialisation. Prints its cost and the file's path last."""
+    from dataclasses import replace
+
+    from pipeline.config import preset
     from pipeline.core.search import Candidate
     from pipeline.steps.recommend import write_recommendation
 
+    protocol = preset("quick").retrain
+    if epochs is not None:
+        protocol = replace(protocol, epochs=epochs)
     lake = _lake(storage)
     rec = _steps(write_recommendation, lake, dataset_id, out, model=model, kinds=kinds,
                  space=space, budget=budget, stack=stack, seed=seed, reference=reference,
-                 max_flip=max_flip, device=device, log=err.print)
+                 max_flip=max_flip, device=device, protocol=protocol, log=err.print)
     for k in rec["kept"]:
         err.print(f"kept: {Candidate(k['kind'], k['lo'], k['hi']).name} "
                   f"({100 * k['score']:+.2f} points over the identity at the last rung)")
@@ -529,8 +538,12 @@ def recommend_check(
                   f"{r['rung']}, full training {100 * r['gain_test']:+.2f} points")
     err.print(out["path"])
     s = out["spearman_rung0"]
-    print(f"spearman {s['rho']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] over "
-          f"{out['n_candidates']} candidates")
+    if s["rho"] is None:
+        print(f"spearman undefined over {out['n_candidates']} candidates: every score or every "
+              f"gain is the same")
+    else:
+        print(f"spearman {s['rho']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] over "
+              f"{out['n_candidates']} candidates")
 
 
 @app.command("select")

@@ -96,7 +96,7 @@ seeds = 2
 primary = {selector = "trivialaugment", pool = "seed", budget = 0.5, margin = 0.01}
 arms = [{name = "trivialaugment", source = "policy", policy = "trivialaugment-wide"},
         {name = "uniform", policy = "uniform"},
-        {name = "recommended", policy = "recommended", max_flip = 0.5}]
+        {name = "atlas-only", policy = "atlas-only", max_flip = 0.5}]
 """ + tiny_study_data(24, 6) + """
 
 [[pools]]
@@ -120,10 +120,10 @@ def test_a_study_with_policy_arms_puts_them_on_the_leaderboard(tmp_path, capsys)
     assert code == 0, err
     report = json.loads((Path(out.split()[-1]) / "study.json").read_text())
     rows = {r["selector"]: r for r in report["leaderboard"]}
-    assert {"trivialaugment", "uniform", "recommended"} <= set(rows)
+    assert {"trivialaugment", "uniform", "atlas-only"} <= set(rows)
     n = rows["random"]["n_items"]
     for name, policy in (("trivialaugment", "trivialaugment-wide"), ("uniform", "uniform"),
-                         ("recommended", "recommended")):
+                         ("atlas-only", "atlas-only")):
         r = rows[name]
         assert r["kind"] == "arm" and r["policy"] == policy and r["n_items"] == n
         assert r["n_seeds"] == 2 and r["selection_ids"] == [] and r["diff_vs_random"] is not None
@@ -143,9 +143,9 @@ def test_a_study_with_policy_arms_puts_them_on_the_leaderboard(tmp_path, capsys)
 
 
 def costs_ok(rows) -> bool:
-    """An arm's cost: its retrainings; the recommended one also needs baseline and scoring."""
+    """An arm's cost: its retrainings; the atlas's policy also needs baseline and scoring."""
     return (rows["trivialaugment"]["cost"]["scoring_s"] == 0
-            and rows["recommended"]["cost"]["scoring_s"] > 0
+            and rows["atlas-only"]["cost"]["scoring_s"] > 0
             and all(r["cost"]["retraining_s"] > 0 for r in rows.values()))
 
 

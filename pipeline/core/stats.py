@@ -420,8 +420,11 @@ def rank_agreement(predicted, measured, *, boot: int = 10_000, seed: int = 0
                    ) -> tuple[float, float, float, int]:
     """(Spearman's rho of ``predicted`` and ``measured``, the 95 % percentile bootstrap
     interval over the pairs (``boot`` resamples, seeded; a resample with no spread in
-    either is left out), the resamples kept)."""
+    either is left out), the resamples kept); all NaN when either has no spread (rho is
+    then undefined)."""
     p, g = np.asarray(predicted, float), np.asarray(measured, float)
+    if np.ptp(p) == 0 or np.ptp(g) == 0:
+        return float("nan"), float("nan"), float("nan"), 0
     rho = float(stats.spearmanr(p, g).statistic)
     rng = np.random.default_rng(seed)
     draws = []

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import TrainConfig, preset
-from pipeline.core.augment import BUILTIN, check_kinds, load_space
+from pipeline.config import AugmentConfig, TrainConfig, preset
+from pipeline.core.augment import BUILTIN, load_space
 from pipeline.core.search import (
     CONFIDENT,
     Candidate,
@@ -64,7 +64,7 @@ def _kinds(kinds: str | list[str] | None, space: str | None) -> tuple[tuple[str,
                   if k.strip())
     if not names:
         raise SearchError("--kinds is empty; name at least one kind (smartaug kinds lists them)")
-    check_kinds(names, ())
+    AugmentConfig(kinds=names)  # unknown kinds refused, by name
     return names, ()
 
 
@@ -265,7 +265,12 @@ def check_recommendation(lake: Lake, path: str | Path, *, seeds: int = 5, stack:
                             ("final", order, "gain_test")):
         rho, lo, hi, _ = rank_agreement(pred, [r[key] for r in rows])
         out[f"spearman_{name}"] = {"rho": rho, "ci95": [lo, hi]}
-    out["spearman"] = out["spearman_rung0"]["rho"]
+    rho = out["spearman_rung0"]["rho"]
+    out["spearman"] = None if np.isnan(rho) else rho  # None: the gains (or scores) all equal
+    for name in ("rung0", "rung0_val", "final"):
+        s = out[f"spearman_{name}"]
+        if np.isnan(s["rho"]):
+            out[f"spearman_{name}"] = {"rho": None, "ci95": [None, None]}
     out["formula"] = ("gain = mean over paired seeds of (accuracy of the candidate's full "
                       "training - the identity's), the protocol's epochs on all the originals "
                       "plus one fresh draw an image; rung0: rung 0's scores against the test "

@@ -585,7 +585,7 @@ def _kept(lake: Lake, rows: list[dict], class_names: list[str]) -> list[dict]:
 
 
 def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
-           scoring_s: dict[str, float]) -> None:
+           scoring_s: dict[str, float], searches: dict[str, list[dict]] | None = None) -> None:
     """Each row's cost in seconds: the baselines and the pool's scorings (what a hardness
     selector, a curriculum by hardness and a self-paced arm need first; random, a
     random-order schedule, InfoBatch and the references need neither), its selections and its
@@ -596,14 +596,18 @@ def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
         ids = r["run_ids"] + r.get("choose_run_ids", [])
         arm = r.get("arm") or {}
         hardness = r["kind"] in ("window", "coverage") or r["chosen_on"] is not None or (
-            r["kind"] == "arm" and r.get("policy") == "recommended") or (  # its atlas: both
+            r["kind"] == "arm" and r.get("policy") == "atlas-only") or (  # its atlas: both
             r.get("source") in ("schedule", "self-paced")  # ranked by the baseline's scores
             and arm.get("order") != "random-order")
         cost = {"baseline_s": baseline_s if hardness else 0.0,
                 "scoring_s": scoring_s.get(r["pool"], 0.0) if hardness else 0.0,
                 "selection_s": sum(by_id[i].get("selection_seconds") or 0.0 for i in ids),
                 "retraining_s": sum(by_run[i]["seconds"] or 0.0 for i in ids)}
-        cost["total_s"] = sum(cost.values())
+        if r["kind"] == "arm" and r.get("policy") == "recommended":  # its races, beside
+            found = (searches or {}).get(r["pool"], [])
+            cost["search_s"] = sum(x["seconds"] for x in found)
+            cost["search_trainings"] = sum(x["cost_trainings"] for x in found)
+        cost["total_s"] = sum(v for k, v in cost.items() if k.endswith("_s"))
         r["cost"] = cost
 
 
@@ -640,7 +644,16 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
                for name, r in reps.items()}
     models = {x["baseline_model_id"] for r in reps.values() for x in r}
     baselines = {m: lake.row("models", m) for m in sorted(models)}
-    _costs(rows, cells, by_run, sum(b["seconds"] for b in baselines.values()), scoring)
+    races = []
+    for f in sorted(lake.local_path("policies").glob("recommend-*.json")) \
+            if lake.local_path("policies").is_dir() else ():
+        meta = json.loads(f.read_text()).get("smartaug") or {}
+        if meta.get("model") == cfg.get("model"):
+            races.append(meta)
+    searches = {name: [m for m in races if m.get("dataset_id") in {x["dataset_id"] for x in r}]
+                for name, r in reps.items()}
+    _costs(rows, cells, by_run, sum(b["seconds"] for b in baselines.values()), scoring,
+           searches)
     n_reps = cfg.get("baselines", 1)
     return {
         "study_id": sid, "command": command, "git_sha": git_sha(), "config": cfg,
