@@ -524,10 +524,11 @@ class Arm:
       gradient steps as every arm, no augmentation), ``recommended`` (``smartaug
       recommend``'s race on the replicate's dataset with the study's model and training, at
       its default budget; the policy file's cost is the study's too), ``atlas-only`` (the
-      policy of the pool's atlas at ``max_flip``: ``smartaug policy``), an anchor (``trivialaugment-wide``, ``randaugment``,
-      ``autoaugment-cifar10``) or a policy file (``*.json``). At pool P and budget b it sees
-      ``round(b * |P|)`` fresh augmentations every epoch, of originals drawn afresh each
-      epoch: the images and gradient steps of a static selection at that budget.
+      policy of the pool's atlas at ``max_flip``: ``smartaug policy``), an anchor
+      (``trivialaugment-wide``, ``randaugment``, ``autoaugment-cifar10``) or a policy file
+      (``*.json``). At pool P and budget b it sees ``round(b * |P|)`` fresh augmentations
+      every epoch, of originals drawn afresh each epoch: the images and gradient steps of a
+      static selection at that budget.
     - ``schedule``: a curriculum over the pool's ``score`` ranking in ``order``
       (``easy-to-hard``, ``hard-to-easy``, ``random-order``: the control), paced by
       ``pacing`` (``linear``, ``step``, ``exponential``: ``start``, ``growth``, ``step``

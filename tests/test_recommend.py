@@ -247,6 +247,14 @@ def test_recommend_bad_input_is_refused_before_any_training(folder_lake, capsys)
     code, _, err = smartaug(capsys, "recommend", "--dataset-id", dataset_id, "--out",
                             str(root / "nodir" / "p.json"), "--storage", str(lake.root))
     assert code == 2 and "does not exist" in err
+    # every candidate vetoed: said, with what to change, and no file written
+    import albumentations as A
+
+    invert = A.to_dict(A.InvertImg(p=1.0))  # these classes differ by brightness alone
+    (root / "invert.json").write_text(json.dumps({"kinds": {"invert": invert}}))
+    code, _, err = smartaug(capsys, *base, "--space", str(root / "invert.json"), "--epochs", "1",
+                            "--max-flip", "0.5")
+    assert code == 2 and "every candidate was vetoed" in err and "--max-flip" in err
     assert not (root / "p.json").exists()
 
 
@@ -262,3 +270,21 @@ def test_recommend_needs_a_validation_split(tmp_path, capsys):
     code, _, err = smartaug(capsys, "recommend", "--dataset-id", dataset_id, "--out",
                             str(tmp_path / "p.json"), "--storage", str(lake.root))
     assert code == 2 and "no validation split" in err and "--val-fraction" in err
+
+
+def test_a_model_that_cannot_stack_trains_alone_and_says_why():
+    trainer = Trainer(lambda s: build_model("resnet", 3, 1, 28, seed=s),
+                      TrainConfig(epochs=1, batch_size=32, device="cpu"), stack=8)
+    assert trainer.stack == 1 and "slower than training alone" in trainer.alone
+    lenet = Trainer(lambda s: build_model("lenet5", 3, 1, 28, seed=s),
+                    TrainConfig(epochs=1, batch_size=32, device="cpu"), stack=8)
+    assert lenet.stack == 8 and lenet.alone is None
+
+
+def test_a_study_arm_names_the_race_or_the_atlas():
+    from pipeline.config import Arm
+
+    assert Arm("a", policy="recommended").policy == "recommended"
+    assert Arm("b", policy="atlas-only", max_flip=0.3).to_dict()["max_flip"] == 0.3
+    with pytest.raises(Exception, match="atlas-only"):
+        Arm("c", policy="nosuch")

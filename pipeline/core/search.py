@@ -354,11 +354,21 @@ def veto(reference: nn.Module, cands: Sequence[Candidate], x: np.ndarray, y: np.
     """(vetoes ``{kind, lo, hi, label, flip_rate, n}``, label None for every class; what the
     judgement saw). Each candidate at the strongest end of its range, on up to
     ``VETO_IMAGES`` images a class that ``reference`` classifies right with probability >=
-    ``CONFIDENT``."""
+    ``CONFIDENT`` (a class with fewer than ``VETO_MIN`` such: its right images at or above
+    their median probability, the class named in ``unsure``)."""
     p = _probs(reference, x)
-    confident = p[np.arange(len(y)), y] >= CONFIDENT
-    rows = np.concatenate([np.flatnonzero(confident & (y == c))[:VETO_IMAGES]
-                           for c in np.unique(y)]).astype(np.int64)
+    prob = p[np.arange(len(y)), y] if len(y) else np.empty(0)
+    right = p.argmax(1) == y if len(y) else np.zeros(0, bool)
+    picked, unsure = [], []
+    for c in np.unique(y):
+        mine = right & (y == c)
+        sure = mine & (prob >= CONFIDENT)
+        if sure.sum() < VETO_MIN and mine.any():
+            sure = mine & (prob >= np.median(prob[mine]))
+            unsure.append(int(c))
+        idx = np.flatnonzero(sure)
+        picked.append(idx[np.argsort(-prob[idx], kind="stable")][:VETO_IMAGES])
+    rows = np.sort(np.concatenate(picked)).astype(np.int64) if picked else np.empty(0, np.int64)
     h, w = x.shape[1:3]
     labels = y[rows]
     out = []
@@ -380,7 +390,7 @@ def veto(reference: nn.Module, cands: Sequence[Candidate], x: np.ndarray, y: np.
             if n >= VETO_MIN and rate > max_flip:
                 out.append({**c.to_dict(), "label": k, "flip_rate": rate, "n": n})
     return out, {"confident": int(len(rows)), "classes": int(len(np.unique(y))),
-                 "cells": cells}
+                 "unsure": unsure, "cells": cells}
 
 
 def _fit(img: np.ndarray, shape) -> np.ndarray:

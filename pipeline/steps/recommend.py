@@ -144,6 +144,10 @@ def write_recommendation(lake: Lake, dataset_id: str, out: str | Path, *,
         log(f"reference: {100 * ref_acc:.1f} % validation accuracy (chance {100 * chance:.0f} "
             f"%)" + ("; weak: its vetoes judge few confident images" if weak else ""))
     vetoes, seen = veto(ref, cands, tr.images, tr.labels, max_flip=max_flip, seed=seed)
+    if log and seen["unsure"]:
+        log(f"reference: classes {seen['unsure']} have fewer than 5 images it gets right with "
+            f"probability >= {CONFIDENT:g}; their vetoes judge its surest right ones (the "
+            f"upper half)")
     gone = {(v["kind"], v["lo"], v["hi"]) for v in vetoes if v["label"] is None}
     racing = [c for c in cands if (c.kind, c.lo, c.hi) not in gone]
     if log:
@@ -173,7 +177,8 @@ def write_recommendation(lake: Lake, dataset_id: str, out: str | Path, *,
         "seconds": seconds, "reference_seconds": ref_seconds,
         "device": device_name(protocol.device),
         "reference": {"policy": reference, "val_acc": ref_acc, "chance": chance, "weak": weak,
-                      "confident_at": CONFIDENT, "confident_images": seen["confident"]},
+                      "confident_at": CONFIDENT, "confident_images": seen["confident"],
+                      "unsure_classes": seen["unsure"]},
         "max_flip": max_flip,
         "vetoed": [{k: v[k] for k in ("kind", "lo", "hi", "label", "flip_rate", "n")}
                    for v in vetoes],
