@@ -288,3 +288,24 @@ def test_a_study_arm_names_the_race_or_the_atlas():
     assert Arm("b", policy="atlas-only", max_flip=0.3).to_dict()["max_flip"] == 0.3
     with pytest.raises(Exception, match="atlas-only"):
         Arm("c", policy="nosuch")
+
+
+def test_a_recommended_arm_reports_its_race_beside_its_trainings():
+    from pipeline.steps.study_report import _cost_table, _costs
+
+    rows = [{"kind": "arm", "policy": "recommended", "pool": "p", "run_ids": ["a"],
+             "chosen_on": None, "budget": 0.1, "selector": "recommended", "loss": "ce",
+             "n_seeds": 1},
+            {"kind": "arm", "policy": "trivialaugment-wide", "pool": "p", "run_ids": ["b"],
+             "chosen_on": None, "budget": 0.1, "selector": "ta", "loss": "ce", "n_seeds": 1}]
+    cells = [{"run_id": "a", "selection_seconds": 0.0}, {"run_id": "b"}]
+    by_run = {"a": {"seconds": 10.0}, "b": {"seconds": 12.0}}
+    _costs(rows, cells, by_run, 5.0, {"p": 3.0},
+           {"p": [{"seconds": 40.0, "cost_trainings": 3.5}]})
+    assert rows[0]["cost"]["search_s"] == 40.0 and rows[0]["cost"]["search_trainings"] == 3.5
+    assert rows[0]["cost"]["total_s"] == 50.0  # seconds only: the trainings count is not summed
+    assert rows[0]["cost"]["baseline_s"] == 0.0  # the race needs no baseline, no scoring
+    assert "search_s" not in rows[1]["cost"]
+    table = _cost_table({"leaderboard": rows})
+    assert table[0][8:10] == ["search s", "search (full trainings)"]
+    assert table[1][8:10] == ["40.0", "3.50"] and table[2][8:10] == ["", ""]

@@ -861,16 +861,22 @@ def _hypotheses_table(r: dict) -> list[list[str]]:
 
 
 def _cost_table(r: dict) -> list[list[str]]:
-    """Seconds each arm cost (the hypotheses' and random's, and every other arm's)."""
+    """Seconds each arm cost (the hypotheses' and random's, and every other arm's); with a
+    recommended arm, its races' seconds and full trainings too."""
+    races = any("search_s" in (x.get("cost") or {}) for x in r["leaderboard"])
     out = [["pool", "budget", "selector", "loss", "seeds", "baseline s", "scoring s",
-            "selection s", "retraining s", "total s"]]
+            "selection s", *(["search s", "search (full trainings)"] if races else []),
+            "retraining s", "total s"]]
     for x in r["leaderboard"]:
         c = x.get("cost")
         if c is None:
             continue
+        search = [f"{c['search_s']:.1f}", f"{c['search_trainings']:.2f}"] if "search_s" in c \
+            else ["", ""]
         out.append([str(x["pool"]), f"{x['budget']:g}", x["selector"], x["loss"],
                     str(x["n_seeds"]), *(f"{c[k]:.1f}" for k in (
-                        "baseline_s", "scoring_s", "selection_s", "retraining_s", "total_s"))])
+                        "baseline_s", "scoring_s", "selection_s")), *(search if races else []),
+                    *(f"{c[k]:.1f}" for k in ("retraining_s", "total_s"))])
     return out
 
 
