@@ -177,7 +177,8 @@ def test_atlas_counts_flips_and_rates_agree_with_the_baselines_predictions(score
 
 
 def test_the_readmes_training_loop_runs(scored, capsys, tmp_path, monkeypatch):
-    """The README's loop, as written, on a policy file the CLI wrote."""
+    """The README's policy block, as written (an ImageFolder dataset with the policy as a
+    transform), on a policy file the CLI wrote; then a loop drawing fresh ones each epoch."""
     lake, ids = scored
     code, out, err = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
                               "--storage", str(lake))
@@ -191,10 +192,15 @@ def test_the_readmes_training_loop_runs(scored, capsys, tmp_path, monkeypatch):
     (loop,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
                if "pipeline.policy" in b]
     assert len(loop.strip().splitlines()) <= 13
+    from tests.conftest import write_image_folder
+
+    write_image_folder(tmp_path / "pets", per_class=(3, 1), size=(36, 36))
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(loop, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
-    assert scope["loss"].isfinite() and scope["epoch"] == 1
+    exec(compile(loop.replace("/data/pets", str(tmp_path / "pets")), "README.md", "exec"),
+         scope)  # noqa: S102 - the README's own code
+    x, y = scope["train"][0]
+    assert tuple(x.shape) == (1, 28, 28) and len(scope["train"]) == 9
     import torch
 
     from pipeline.policy import load

@@ -255,19 +255,3 @@ def test_readme_training_loop_runs(scratch):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("epoch ") == 2
 
-
-def test_readme_policy_block_runs_as_a_torchvision_transform(tmp_path):
-    import json
-
-    from pipeline.core.search import Candidate, _one_op
-
-    write_image_folder(tmp_path / "pets", per_class=(4, 1), size=(36, 36))
-    (tmp_path / "policy.json").write_text(json.dumps(_one_op([Candidate("hflip")], 28, 28)))
-    code = next(b for b in blocks("python") if "ImageFolder" in b)
-    code = code.replace("/data/pets", str(tmp_path / "pets")).replace(
-        '"policy.json"', repr(str(tmp_path / "policy.json")))
-    res = subprocess.run([sys.executable, "-c", code + "\nx, y = train[0]\n"
-                          "print(tuple(x.shape), len(train))"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.split() == ["(1,", "28,", "28)", "12"]
