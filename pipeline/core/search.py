@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ from pipeline.config import TrainConfig
 from pipeline.core.magnitude import Scale, scale_of
 from pipeline.core.online import Online
 from pipeline.core.stacked import stackable, train_stacked
-from pipeline.core.train import evaluate, resolve_device, train
+from pipeline.core.train import as_batch, evaluate, resolve_device, train
 from pipeline.errors import InputError
 from pipeline.lazy import lazy
 from pipeline.policy import Policy, from_dict
@@ -338,8 +339,6 @@ def race(trainer: Trainer, cands: Sequence[Candidate], rungs: list[dict], *,
 
 @torch.inference_mode()
 def _probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    from pipeline.core.train import as_batch
-
     device = next(model.parameters()).device
     model.eval()
     out = []
@@ -394,8 +393,6 @@ def veto(reference: nn.Module, cands: Sequence[Candidate], x: np.ndarray, y: np.
 
 
 def _fit(img: np.ndarray, shape) -> np.ndarray:
-    import cv2
-
     if img.ndim == 2:
         img = img[..., None]
     if img.shape != tuple(shape):

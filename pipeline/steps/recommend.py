@@ -43,6 +43,7 @@ from pipeline.core.train import build_model, evaluate, train
 from pipeline.lake import Lake, content_id, git_sha
 from pipeline.lake.files import atomic_path
 from pipeline.lake.readers import classes, read_split
+from pipeline.policy import PolicyFileError
 from pipeline.steps.policy import per_class_path
 
 __all__ = ["DEFAULT_BUDGET", "check_recommendation", "recommendation_id",
@@ -210,8 +211,6 @@ def check_recommendation(lake: Lake, path: str | Path, *, seeds: int = 5, stack:
     scores and the gains on the test split (and on the validation split), and between the
     race's final order (rung reached, then score) and them. Written beside the policy as
     ``<name>.check.json``."""
-    from pipeline.policy import PolicyFileError
-
     path = Path(path)
     try:
         prov = json.loads(path.read_text())["smartaug"]
