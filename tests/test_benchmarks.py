@@ -25,6 +25,7 @@ TINY = {
     "hardness": ["--batch", "64", "--batches", "2", "--repeats", "2"],
     "online": ["--images", "300", "--epochs", "1", "--repeats", "1"],
     "pool": ["--per-class", "50", "--repeats", "1"],
+    "recommend": ["--images", "300", "--ops", "3", "--stack", "2", "--epochs", "1"],
     "rescore": ["--images", "300", "--epochs", "2", "--repeats", "1"],
     "scale": ["--sizes", "2000", "--k", "2"],
     "score": ["--items", "2000", "--repeats", "1", "--rss-items", "0"],
@@ -41,7 +42,8 @@ def test_every_benchmark_has_a_smoke_run():
 
 # the smoke runs that start no processes of their own run in one process (benchmarks/_smoke.py):
 # each would otherwise import torch and the pipeline again; the rest run as a user runs them
-SHARED = ("augment", "dataset", "hardness", "online", "rescore", "select", "train", "verify")
+SHARED = ("augment", "dataset", "hardness", "online", "recommend", "rescore", "select", "train",
+          "verify")
 
 
 @pytest.fixture(scope="module")
