@@ -309,3 +309,18 @@ def test_a_recommended_arm_reports_its_race_beside_its_trainings():
     table = _cost_table({"leaderboard": rows})
     assert table[0][8:10] == ["search s", "search (full trainings)"]
     assert table[1][8:10] == ["40.0", "3.50"] and table[2][8:10] == ["", ""]
+
+
+def test_recommend_refuses_a_class_too_small_to_race(tmp_path, capsys):
+    write_image_folder(tmp_path / "images", per_class=(8, 2), size=(28, 28), ext=".png")
+    from pipeline.config import DataConfig
+    from pipeline.lake import Lake
+    from pipeline.steps.ingest import ingest
+
+    lake = Lake(tmp_path / "lake")
+    dataset_id = ingest(lake, DataConfig(dataset=f"imagefolder:{tmp_path / 'images'}",
+                                         grayscale=True, val_fraction=0.25))
+    code, _, err = smartaug(capsys, "recommend", "--dataset-id", dataset_id, "--out",
+                            str(tmp_path / "p.json"), "--storage", str(lake.root))
+    assert code == 2 and "train images" in err and "at least 8 a class" in err
+    assert not (tmp_path / "p.json").exists()
