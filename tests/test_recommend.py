@@ -169,20 +169,25 @@ def test_the_race_halves_and_scores_against_the_identity():
     assert min(ranking[:4], key=lambda r: r["score"])["kind"] == "hflip"
 
 
-@pytest.fixture(scope="module")
-def folder_lake(tmp_path_factory):
-    """3 classes of real PNG files, 100 train (25 % held out for validation) and 10 test
-    images a class, 28 x 28 grey, ingested into a lake."""
-    root = tmp_path_factory.mktemp("rec")
-    write_image_folder(root / "images", per_class=(100, 10), size=(28, 28), ext=".png")
+def _ingested(root, per_class, val_fraction):
+    """(lake, dataset_id): a real PNG image folder of 3 classes under ``root``, ingested grey
+    with ``val_fraction`` held out for validation."""
+    write_image_folder(root / "images", per_class=per_class, size=(28, 28), ext=".png")
     from pipeline.config import DataConfig
     from pipeline.lake import Lake
     from pipeline.steps.ingest import ingest
 
     lake = Lake(root / "lake")
-    dataset_id = ingest(lake, DataConfig(dataset=f"imagefolder:{root / 'images'}",
-                                         grayscale=True, val_fraction=0.25))
-    return root, lake, dataset_id
+    return lake, ingest(lake, DataConfig(dataset=f"imagefolder:{root / 'images'}",
+                                         grayscale=True, val_fraction=val_fraction))
+
+
+@pytest.fixture(scope="module")
+def folder_lake(tmp_path_factory):
+    """3 classes of real PNG files, 100 train (25 % held out for validation) and 10 test
+    images a class, 28 x 28 grey, ingested into a lake."""
+    root = tmp_path_factory.mktemp("rec")
+    return (root, *_ingested(root, (100, 10), 0.25))
 
 
 @pytest.mark.slow
@@ -259,14 +264,7 @@ def test_recommend_bad_input_is_refused_before_any_training(folder_lake, capsys)
 
 
 def test_recommend_needs_a_validation_split(tmp_path, capsys):
-    write_image_folder(tmp_path / "images", per_class=(20, 4), size=(28, 28), ext=".png")
-    from pipeline.config import DataConfig
-    from pipeline.lake import Lake
-    from pipeline.steps.ingest import ingest
-
-    lake = Lake(tmp_path / "lake")
-    dataset_id = ingest(lake, DataConfig(dataset=f"imagefolder:{tmp_path / 'images'}",
-                                         grayscale=True, val_fraction=0.0))
+    lake, dataset_id = _ingested(tmp_path, (20, 4), 0.0)
     code, _, err = smartaug(capsys, "recommend", "--dataset-id", dataset_id, "--out",
                             str(tmp_path / "p.json"), "--storage", str(lake.root))
     assert code == 2 and "no validation split" in err and "--val-fraction" in err
@@ -312,14 +310,7 @@ def test_a_recommended_arm_reports_its_race_beside_its_trainings():
 
 
 def test_recommend_refuses_a_class_too_small_to_race(tmp_path, capsys):
-    write_image_folder(tmp_path / "images", per_class=(8, 2), size=(28, 28), ext=".png")
-    from pipeline.config import DataConfig
-    from pipeline.lake import Lake
-    from pipeline.steps.ingest import ingest
-
-    lake = Lake(tmp_path / "lake")
-    dataset_id = ingest(lake, DataConfig(dataset=f"imagefolder:{tmp_path / 'images'}",
-                                         grayscale=True, val_fraction=0.25))
+    lake, dataset_id = _ingested(tmp_path, (8, 2), 0.25)
     code, _, err = smartaug(capsys, "recommend", "--dataset-id", dataset_id, "--out",
                             str(tmp_path / "p.json"), "--storage", str(lake.root))
     assert code == 2 and "train images" in err and "at least 8 a class" in err

@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.config import TrainConfig
+from pipeline.core.augment import _fit
 from pipeline.core.magnitude import Scale, scale_of
 from pipeline.core.online import Online
 from pipeline.core.stacked import stackable, train_stacked
@@ -375,7 +375,8 @@ def veto(reference: nn.Module, cands: Sequence[Candidate], x: np.ndarray, y: np.
     for i, c in enumerate(cands):
         t = c.strongest(h, w)
         t.set_random_seed(seed + i)
-        aug = np.stack([_fit(t(image=x[r])["image"], x.shape[1:]) for r in rows.tolist()]) \
+        aug = np.stack([_fit(t(image=x[r])["image"], x.shape[1:], c.kind)
+                        for r in rows.tolist()]) \
             if len(rows) else x[:0]
         flipped = _probs(reference, aug).argmax(1) != labels if len(rows) else labels
         pooled = float(flipped.mean()) if len(rows) else 0.0
@@ -390,14 +391,6 @@ def veto(reference: nn.Module, cands: Sequence[Candidate], x: np.ndarray, y: np.
                 out.append({**c.to_dict(), "label": k, "flip_rate": rate, "n": n})
     return out, {"confident": int(len(rows)), "classes": int(len(np.unique(y))),
                  "unsure": unsure, "cells": cells}
-
-
-def _fit(img: np.ndarray, shape) -> np.ndarray:
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape != tuple(shape):
-        img = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR).reshape(shape)
-    return img
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pipeline.steps.atlas import read_atlas
 
 A = lazy("albumentations")  # imported when first used
 
-__all__ = ["MIN_CLASS_ITEMS", "PolicyError", "per_class_path", "recommend", "write_policy"]
+__all__ = ["MIN_CLASS_ITEMS", "PolicyError", "check_out", "per_class_path", "recommend", "write_policy"]
 
 MIN_CLASS_ITEMS = 10
 
@@ -40,6 +40,17 @@ def per_class_path(path: str | Path) -> Path:
     """Where the per-class policies of the policy file ``path`` go."""
     path = Path(path)
     return path.with_name(path.stem + ".per_class" + (path.suffix or ".json"))
+
+
+def check_out(out: str | Path, error=None) -> Path:
+    """``out`` as a policy file to write: refused (``error``, default PolicyError) when it is a
+    directory or its directory does not exist."""
+    out, error = Path(out), error or PolicyError
+    if out.exists() and out.is_dir():
+        raise error(f"--out {out} is a directory; give a file name, e.g. {out}/policy.json")
+    if not out.parent.exists():
+        raise error(f"--out {out}: its directory {out.parent} does not exist")
+    return out
 
 
 def _pool(rows: list[dict]) -> dict[tuple[str, int], list[int]]:
@@ -151,11 +162,7 @@ def write_policy(lake: Lake, atlas_id: str, out: str | Path, max_flip: float = 0
     came from under the key ``smartaug``, which ``A.from_dict`` ignores) and, where classes
     differ, the per-class policies beside it; returns ``recommend``'s dict with ``path``."""
     rec = recommend(lake, atlas_id, max_flip)
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise PolicyError(f"--out {out} is a directory; give a file name, e.g. {out}/policy.json")
-    if not out.parent.exists():
-        raise PolicyError(f"--out {out}: its directory {out.parent} does not exist")
+    out = check_out(out)
     provenance = {k: rec[k] for k in ("atlas_id", "max_flip", "kinds", "left_out",
                                       "image_size", "git_sha", "rule")}
     side = per_class_path(out)

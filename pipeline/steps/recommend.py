@@ -44,7 +44,7 @@ from pipeline.lake import Lake, content_id, git_sha
 from pipeline.lake.files import atomic_path
 from pipeline.lake.readers import classes, read_split
 from pipeline.policy import PolicyFileError
-from pipeline.steps.policy import per_class_path
+from pipeline.steps.policy import check_out, per_class_path
 
 __all__ = ["DEFAULT_BUDGET", "check_recommendation", "recommendation_id",
            "write_recommendation"]
@@ -85,12 +85,7 @@ def write_recommendation(lake: Lake, dataset_id: str, out: str | Path, *,
     within ``budget`` full trainings, and write the policy to ``out``; returns its
     ``smartaug`` provenance with ``path``."""
     t_start = time.perf_counter()
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise SearchError(f"--out {out} is a directory; give a file name, e.g. "
-                          f"{out}/policy.json")
-    if not out.parent.exists():
-        raise SearchError(f"--out {out}: its directory {out.parent} does not exist")
+    out = check_out(out, SearchError)
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
         raise SearchError(f"--budget must be a positive number of full trainings, got "
                           f"{budget!r}")
