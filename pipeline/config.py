@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ConfigDict, TypeAdapter
 
-from pipeline.core.curriculum import ORDERS, PACINGS, pacing
 from pipeline.errors import ConfigError
+from pipeline.pacing import ORDERS, PACINGS, pacing
 
 _STRICT = ConfigDict(extra="forbid")
 

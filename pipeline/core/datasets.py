@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import DataConfig
 from pipeline.errors import UserError
-from pipeline.lake.files import atomic_path
+from pipeline.files import atomic_path
 
 __all__ = ["Dataset", "DatasetError", "Split", "fingerprint", "load_dataset", "SOURCES"]
 

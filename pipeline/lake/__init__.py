@@ -1,8 +1,8 @@
 """The lake: ``schemas`` (the tables), ``store`` (where they live, reads), ``writer`` (the one
 way rows enter), ``files`` (the one way whole files do), ``codec`` (images), ``provenance``."""
 
+from pipeline.files import atomic_path
 from pipeline.lake.codec import decode_images, encode_images, image_columns
-from pipeline.lake.files import atomic_path
 from pipeline.lake.provenance import content_id, git_sha, provenance
 from pipeline.lake.schemas import PARTITION_KEYS, SCHEMAS, TABLES, views_sql
 from pipeline.lake.store import Lake, LakeError, query_arrow, resolve_root

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
-from pipeline.lake.files import atomic_path, process_alive
+from pipeline.files import atomic_path, process_alive
 from pipeline.lake.manifest import (
     MANIFEST,
     ManifestError,

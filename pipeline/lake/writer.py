@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.lake.files import publish
+from pipeline.files import publish
 from pipeline.lake.manifest import MANIFEST, write_manifest
 from pipeline.lake.provenance import provenance
 from pipeline.lake.schemas import OPTIONAL, SCHEMAS

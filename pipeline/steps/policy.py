@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pipeline.core.magnitude import scale_of
 from pipeline.errors import InputError
+from pipeline.files import atomic_path
 from pipeline.lake import Lake, git_sha
-from pipeline.lake.files import atomic_path
 from pipeline.lake.readers import pool_config
 from pipeline.lazy import lazy
 from pipeline.steps.atlas import read_atlas

@@ -40,8 +40,8 @@ from pipeline.core.search import (
 )
 from pipeline.core.stats import rank_agreement
 from pipeline.core.train import build_model, evaluate, train
+from pipeline.files import atomic_path
 from pipeline.lake import Lake, content_id, git_sha
-from pipeline.lake.files import atomic_path
 from pipeline.lake.readers import classes, read_split
 from pipeline.policy import PolicyFileError
 from pipeline.steps.policy import check_out, per_class_path

@@ -20,8 +20,8 @@ from models import fuse_for_inference, load_checkpoint
 from pipeline.config import SCORE_COLUMNS
 from pipeline.core.scoring import ScoringError, prefetch, score_batches
 from pipeline.core.train import resolve_device
+from pipeline.files import publish
 from pipeline.lake import Lake, content_id, decode_images
-from pipeline.lake.files import publish
 from pipeline.lake.manifest import write_manifest
 from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels, checkpoint_path, classes
 

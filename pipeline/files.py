@@ -1,5 +1,6 @@
 """Whole-file writes that appear complete or not at all: the bytes go to a temporary name
-beside the target and are renamed into place only when complete."""
+beside the target and are renamed into place only when complete. A leaf (the standard library
+only): the datasets of ``pipeline.core`` and the lake both write through it."""
 
 from __future__ import annotations
 
