@@ -84,13 +84,17 @@ def test_rotation_matrix_is_albumentations_own():
     import cv2
     from albumentations.augmentations.geometric import functional as fg
 
+    from pipeline.core.augment import rotation_center
+
     for shape, a in (((28, 28), 13.3), ((32, 20), -19.9), ((5, 5), 0.0)):
-        c = fg.center(shape)
         ref = fg.create_affine_transformation_matrix({"x": 0, "y": 0}, {"x": 0, "y": 0},
-                                                     {"x": 1, "y": 1}, a, c)
-        # what the rotate kind warps with: OpenCV's matrix, as a 3x3
-        mine = np.vstack([cv2.getRotationMatrix2D(c, a, 1.0), (0.0, 0.0, 1.0)])
+                                                     {"x": 1, "y": 1}, a, fg.center(shape))
+        # what the rotate kind warps with: OpenCV's matrix about the project's centre, as 3x3
+        mine = np.vstack([cv2.getRotationMatrix2D(rotation_center(*shape), a, 1.0),
+                          (0.0, 0.0, 1.0)])
         np.testing.assert_allclose(mine, ref, atol=1e-12)
+    assert rotation_center(28, 28) == (13.5, 13.5)  # the pixel grid's middle, not (14, 14)
+    assert rotation_center(32, 20) == (9.5, 15.5)  # (x, y): x runs along the width
 
 
 # the default space's pool before the space became data: ids, plan and applied parameters, and

@@ -362,9 +362,15 @@ def test_task_runner_choice():
 
     from flows.runners import task_runner
 
-    assert isinstance(task_runner("threads"), ThreadPoolTaskRunner)
-    assert isinstance(task_runner("dask:3"), DaskTaskRunner)
-    assert isinstance(task_runner("dask://10.0.0.5:8786"), DaskTaskRunner)
+    threads = task_runner("threads")
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 1
+    local = task_runner("dask:3")  # a local cluster of 3 one-thread worker processes
+    assert isinstance(local, DaskTaskRunner) and local.address is None
+    assert local.cluster_kwargs["n_workers"] == 3
+    assert local.cluster_kwargs["threads_per_worker"] == 1 and local.cluster_kwargs["processes"]
+    assert task_runner("dask").cluster_kwargs["n_workers"] == 2
+    remote = task_runner("dask://10.0.0.5:8786")  # an existing scheduler, no local cluster
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
     with pytest.raises(ValueError, match="valid: threads, dask"):
         task_runner("ray")
 

@@ -1,4 +1,4 @@
-"""Known answers and properties of the AVH family (pipeline/hardness.py)."""
+"""Known answers and properties of the AVH family (pipeline/core/hardness.py)."""
 
 import math
 

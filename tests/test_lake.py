@@ -66,6 +66,9 @@ def test_stale_temporary_partitions_of_dead_processes_are_removed(tmp_path):
 
 
 def test_content_id_is_stable_and_order_free():
+    # pinned: an id computed today names the same partition on any machine, in any release
+    assert content_id("x", {"a": 1, "b": [1, 2]}) == "823d3ee4e9ceb6e6"
+    assert content_id("x", {}) == "70de19b125c6d57a"
     assert content_id("x", {"a": 1, "b": [1, 2]}) == content_id("x", {"b": [1, 2], "a": 1})
     assert content_id("x", {"a": 1}) != content_id("y", {"a": 1})
     assert re.fullmatch(r"[0-9a-f]{16}", content_id("x", {}))
@@ -83,8 +86,12 @@ def test_image_round_trip_and_corrupt_image_named():
 
 
 def test_missing_partition_says_what_to_run(tmp_path):
-    with pytest.raises(LakeError, match="run the step that produces it"):
-        Lake(tmp_path).files("pools", "nope")
+    lake = Lake(tmp_path)
+    with pytest.raises(LakeError, match=r"no pool_id 'nope' in .*pools; run the step that "
+                       r"produces it first \(`smartaug augment`, or check --storage\)"):
+        lake.files("pools", "nope")
+    with pytest.raises(LakeError, match=r"scoring_run_id 'x' .*`smartaug score`"):
+        lake.files("scores", "x")
 
 
 @pytest.mark.slow

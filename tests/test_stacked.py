@@ -135,9 +135,12 @@ def test_a_diverging_stack_names_its_seeds_and_gives_nothing(fashion):
     tr = fashion.train
     cfgs = [TrainConfig(epochs=1, batch_size=64, seed=s, device="cpu", lr=1e30,
                         optimizer="sgd") for s in (3, 4)]
+    models = [build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
     with pytest.raises(TrainingError, match=r"seed\(s\) \[3, 4\] diverged in epoch 1"):
-        train_stacked([build_model("lenet5", 10, 1, 28, seed=c.seed) for c in cfgs],
-                      [(tr.images[:256], tr.labels[:256])] * 2, cfgs)
+        train_stacked(models, [(tr.images[:256], tr.labels[:256])] * 2, cfgs)
+    for m, b in zip(models, before, strict=True):  # "nothing": the inputs keep their weights
+        assert all(torch.equal(v, b[k]) for k, v in m.state_dict().items())
 
 
 def test_a_stack_writes_its_weights_back_exactly():

@@ -260,6 +260,12 @@ def reference_transforms(cfg: AugmentConfig) -> dict:
     }
 
 
+def rotation_center(h: int, w: int) -> tuple[float, float]:
+    """The (x, y) pixel the rotate kind turns about: albumentations' centre of an h x w image,
+    so that OpenCV's matrix about it is the one albumentations' Rotate warps with."""
+    return (w / 2 - 0.5, h / 2 - 0.5)
+
+
 def rotation_angle(seed, max_angle: float):
     """A rotate item's angle, from its seed's low 32 bits: U[-max_angle, max_angle) (a seed
     or an array of them)."""
@@ -383,7 +389,7 @@ def _apply(images: np.ndarray, items, cfg: AugmentConfig, *, record: bool = True
                     applied[i] = json.dumps({"magnitude": m, "magnitude_bin": b,
                                              **_scalars([(type(t).__name__, t.params)])})
         elif fast == "rotate":
-            center = (w / 2 - 0.5, h / 2 - 0.5)  # (x, y): albumentations' centre
+            center = rotation_center(h, w)
             angles = rotation_angle(seeds, cfg.max_angle)
             angle[idx] = angles
             warp, rot = cv2.warpAffine, cv2.getRotationMatrix2D

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pipeline.config import SCORE_COLUMNS
 
-__all__ = ["OPTIONAL", "SCHEMAS", "PARTITION_KEYS", "PROVENANCE", "TABLES", "views_sql"]
+__all__ = ["OPTIONAL", "SCHEMAS", "PARTITION_KEYS", "PRODUCED_BY", "PROVENANCE", "TABLES", "views_sql"]
 
 _F = pa.float64()
 _IMAGE = [("image", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
@@ -104,6 +104,12 @@ OPTIONAL: dict[str, frozenset[str]] = {
 TABLES: tuple[str, ...] = tuple(_TABLES)
 SCHEMAS: dict[str, pa.Schema] = {t: s for t, (_, s) in _TABLES.items()}
 PARTITION_KEYS: dict[str, str] = {t: k for t, (k, _) in _TABLES.items()}
+# the command that writes each table's partitions (named when one is missing)
+PRODUCED_BY: dict[str, str] = {
+    "datasets": "ingest", "samples": "ingest", "pools": "augment", "augmentations": "augment",
+    "models": "baseline", "scoring_runs": "score", "scores": "score", "selections": "select",
+    "experiments": "experiment", "studies": "study", "runs": "experiment",
+    "history": "experiment", "drift": "reselect", "atlas": "atlas"}
 
 _VIEWS_HEADER = """\
 -- One DuckDB view per smartaug table, over the table's Parquet partitions.

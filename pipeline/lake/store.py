@@ -35,7 +35,7 @@ from pipeline.lake.manifest import (
     local_digest,
     parse_manifest,
 )
-from pipeline.lake.schemas import PARTITION_KEYS, SCHEMAS, views_sql
+from pipeline.lake.schemas import PARTITION_KEYS, PRODUCED_BY, SCHEMAS, views_sql
 from pipeline.lake.writer import PartitionWriter
 
 __all__ = ["Lake", "LakeError", "query_arrow", "resolve_root", "sandbox"]
@@ -322,7 +322,8 @@ class Lake:
         from the footers, for both the check and ``count``)."""
         if not self.has(table, key):
             raise LakeError(f"no {PARTITION_KEYS[table]} {key!r} in {self.url(table)}; "
-                            f"run the step that produces it first")
+                            f"run the step that produces it first (`smartaug "
+                            f"{PRODUCED_BY[table]}`, or check --storage)")
         files = self.parquet_files(self.partition_dir(table, key))
         held = None
         if table in RECORDED_ROWS:
