@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -38,8 +37,18 @@ from torch.func import functional_call, stack_module_state, vmap
 from models.lenet import LeNet
 from pipeline.config import TrainConfig
 from pipeline.core.losses import compute_loss
-from pipeline.core.train import TrainingError, _optimizer, as_batch, evaluate, resolve_device
-from pipeline.errors import InputError
+from pipeline.core.train import (
+    Distinct,
+    _optimizer,
+    as_batch,
+    check_labels,
+    check_weights,
+    diverged,
+    epoch_row,
+    fresh_draws,
+    resolve_device,
+    with_draws,
+)
 
 __all__ = ["StackedLeNet", "VmapStack", "stackable", "train_stacked"]
 
@@ -289,117 +298,97 @@ def train_stacked(
     drawing as many an epoch): every epoch model k trains on ``data[k]`` plus source k's
     draws, the next epoch's made in a thread while this one trains, as ``train`` does.
     Returns K histories, each what ``train`` returns for that model alone (``seconds``: the
-    stack's time over K)."""
+    stack's time over K); the epoch's bookkeeping is ``train``'s own."""
     n = _check(models, data, cfgs, online)
     cfg0, k = cfgs[0], len(models)
     if cfg0.epochs < 0 or cfg0.batch_size < 1:
         raise ValueError("epochs must be >= 0 and batch_size >= 1")
     device = resolve_device(cfg0.device)
-    cuda = device.type == "cuda"
-    num_classes = models[0].head.out_features
-    xs, ys = [], []
-    for x, y in data:
-        xt = torch.as_tensor(x).to(device)
-        yt = torch.as_tensor(y).to(device=device, dtype=torch.long)
-        if n and (int(yt.min()) < 0 or int(yt.max()) >= num_classes):
-            raise InputError(f"labels must lie in 0..{num_classes - 1}; got "
-                             f"{int(yt.min())}..{int(yt.max())}")
-        xs.append(xt)
-        ys.append(yt)
-    stack = stack_models([m.to(device) for m in models]).to(device)
-    if isinstance(stack, StackedLeNet) or cuda:
-        stack.to(memory_format=torch.channels_last)
-    opt = _optimizer(stack, cfg0)
+    xs = [torch.as_tensor(x).to(device) for x, _ in data]
+    ys = [torch.as_tensor(y).to(device=device, dtype=torch.long) for _, y in data]
+    for y in ys:
+        check_labels(y, models[0].head.out_features)
+    run = _StackedRun(models, cfgs, device)
     gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]
-    plain = all(c.loss.kind == "none" for c in cfgs)
     n_orig = n if n_originals is None else n_originals
-    bs = cfg0.batch_size
+    distinct = [Distinct(n - n_orig, device, src.fresh if online else None)
+                for src in (online or [None] * k)]
     histories: list[list[dict]] = [[] for _ in range(k)]
-    seen = torch.zeros(k, max(n - n_orig, 0), dtype=torch.bool, device=device)
-    fresh_seen = [0] * k  # an online source's draws: each one new
-    originals_x, originals_y = xs, ys
     draw = (lambda e: [src.epoch(e) for src in online]) if online is not None else None
-    pool = ThreadPoolExecutor(1) if draw is not None else None
-    ahead = pool.submit(draw, 1) if pool is not None else None
-    try:
+    with fresh_draws(draw, cfg0.epochs) as take:
         for epoch in range(1, cfg0.epochs + 1):
-            if pool is not None:  # the originals + this epoch's fresh draws (the next ahead)
-                fresh = ahead.result()
-                ahead = pool.submit(draw, epoch + 1) if epoch < cfg0.epochs else None
-                xs = [torch.cat([x, torch.as_tensor(f[0]).to(device)]) for x, f
-                      in zip(originals_x, fresh, strict=True)]
-                ys = [torch.cat([y, torch.as_tensor(f[1]).to(device=device, dtype=torch.long)])
-                      for y, f in zip(originals_y, fresh, strict=True)]
-                if len({len(y) for y in ys}) != 1:
-                    raise ValueError("stacked online sources must draw as many images each")
-                n = len(ys[0])
+            fresh = take(epoch)
+            xs_e, ys_e = (xs, ys) if fresh is None else map(list, zip(*(  # + fresh draws
+                with_draws(x, y, f) for x, y, f in zip(xs, ys, fresh, strict=True)), strict=True))
+            if len({len(y) for y in ys_e}) != 1:
+                raise ValueError("stacked online sources must draw as many images each")
+            n = len(ys_e[0])
             t0 = time.perf_counter()
-            stack.train()
             perms = [torch.randperm(n, generator=g).to(device) for g in gens]
-            loss_sum = torch.zeros(k, device=device)
-            correct = torch.zeros(k, device=device)
-            samples = steps = 0
-            for i in range(0, n, bs):
-                idx = [p[i : i + bs] for p in perms]
-                if len(idx[0]) < 2 and n > 1:  # batch norm needs 2 samples
-                    continue
-                x = stack.inputs([x_all[j] for x_all, j in zip(xs, idx, strict=True)])
-                y = torch.stack([y_all[j] for y_all, j in zip(ys, idx, strict=True)])  # (K, B)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                    f, logits = stack(x)
-                f, logits = f.float(), logits.float()
-                if plain:  # each model's mean cross-entropy, summed: independent gradients
-                    per = F.cross_entropy(logits.reshape(-1, num_classes), y.reshape(-1),
-                                          reduction="none").view(k, -1).mean(1)
-                else:
-                    per = torch.stack([compute_loss(c.loss, logits[j], f[j], stack.head_weight[j],
-                                                    y[j])[0] for j, c in enumerate(cfgs)])
-                opt.zero_grad(set_to_none=True)
-                per.sum().backward()
-                opt.step()
-                loss_sum += per.detach() * y.shape[1]
-                correct += (logits.detach().argmax(2) == y).sum(1)
-                samples += y.shape[1]
-                steps += 1
-            bad = [cfgs[j].seed for j in range(k) if not torch.isfinite(loss_sum[j])]
-            if bad:
-                raise TrainingError(f"the training of seed(s) {bad} diverged in epoch {epoch} (lr "
-                                    f"{cfg0.lr}, {cfg0.optimizer}); nothing was registered. Lower "
-                                    f"the learning rate (--lr), or check the starting weights")
+            loss_sum, correct, samples, steps = run.epoch(xs_e, ys_e, perms)
+            diverged(loss_sum, epoch, cfg0, seeds=[c.seed for c in cfgs])
             seconds = (time.perf_counter() - t0) / k
             due = not eval_last or epoch == cfg0.epochs
-            trained = stack.unstack() if due and eval_sets else None
+            trained = run.stack.unstack() if due and eval_sets else None
             for j in range(k):
                 used = perms[j][:samples]
                 aug = used[used >= n_orig]
-                if online is not None:
-                    fresh_seen[j] += len(aug) if online[j].fresh else 0
-                else:
-                    seen[j, aug - n_orig] = True
-                row = {"epoch": epoch, "train_loss": float(loss_sum[j]) / n,
-                       "train_acc": float(correct[j]) / n, "seconds": seconds,
-                       "plan_seconds": 0.0, "samples": samples, "steps": steps,
-                       "augmented": len(aug), "distinct": fresh_seen[j] if online is not None
-                       else int(seen[j].sum()),
-                       "weight_norm_mean": float(stack.head_weight[j].detach().norm(dim=1).mean())}
-                for name, (xe, ye) in (eval_sets or {}).items() if trained else ():
-                    m = evaluate(trained[j], xe, ye, device=device)
-                    row.update({f"{name}_acc": m["acc"], f"{name}_avh": m["avh"],
-                                f"{name}_feature_norm": m["feature_norm"]})
-                histories[j].append(row)
+                histories[j].append(epoch_row(
+                    epoch, loss_sum=loss_sum[j], correct=correct[j], n=n, seconds=seconds,
+                    plan_seconds=0.0, samples=samples, steps=steps, augmented=len(aug),
+                    distinct=distinct[j].add(aug - n_orig), head_weight=run.stack.head_weight[j],
+                    model=trained[j] if trained else None, eval_sets=eval_sets, device=device))
             if log is not None:
                 log(f"epoch {epoch:3d}/{cfg0.epochs} ({k} trainings stacked) loss "
                     + " ".join(f"{float(v) / n:.4f}" for v in loss_sum)
                     + f" ({seconds * k:.1f}s, {k * n / (seconds * k):.0f} img/s)")
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    for j, m in enumerate(stack.unstack()):
-        bad = next((name for name, v in m.state_dict().items()
-                    if v.is_floating_point() and not torch.isfinite(v).all()), None)
-        if bad is not None:
-            raise TrainingError(f"seed {cfgs[j].seed}'s trained model's {bad} holds non-finite "
-                                f"values; nothing was registered. Check the starting weights, "
-                                f"or lower the learning rate")
+    for c, m in zip(cfgs, run.stack.unstack(), strict=True):
+        check_weights(m, f"seed {c.seed}'s trained model")
         m.eval()
     return histories
+
+
+class _StackedRun:
+    """What every epoch of K stacked trainings shares: the stack, its optimizer and losses."""
+
+    def __init__(self, models: Sequence[nn.Module], cfgs: Sequence[TrainConfig],
+                 device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.stack = stack_models([m.to(device) for m in models]).to(device)
+        if isinstance(self.stack, StackedLeNet) or self.cuda:
+            self.stack.to(memory_format=torch.channels_last)
+        self.cfgs, self.k = cfgs, len(models)
+        self.opt = _optimizer(self.stack, cfgs[0])
+        self.plain = all(c.loss.kind == "none" for c in cfgs)
+        self.num_classes = models[0].head.out_features
+
+    def epoch(self, xs: list[Tensor], ys: list[Tensor], perms: list[Tensor]):
+        """One pass, model k over ``perms[k]``: (loss sums [K], correct [K], samples, steps)."""
+        stack, k, bs, n = self.stack, self.k, self.cfgs[0].batch_size, len(perms[0])
+        stack.train()
+        loss_sum = torch.zeros(k, device=perms[0].device)
+        correct = torch.zeros(k, device=perms[0].device)
+        samples = steps = 0
+        for i in range(0, n, bs):
+            idx = [p[i : i + bs] for p in perms]
+            if len(idx[0]) < 2 and n > 1:  # batch norm needs 2 samples
+                continue
+            x = stack.inputs([x_all[j] for x_all, j in zip(xs, idx, strict=True)])
+            y = torch.stack([y_all[j] for y_all, j in zip(ys, idx, strict=True)])  # (K, B)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+                f, logits = stack(x)
+            f, logits = f.float(), logits.float()
+            if self.plain:  # each model's mean cross-entropy, summed: independent gradients
+                per = F.cross_entropy(logits.reshape(-1, self.num_classes), y.reshape(-1),
+                                      reduction="none").view(k, -1).mean(1)
+            else:
+                per = torch.stack([compute_loss(c.loss, logits[j], f[j], stack.head_weight[j],
+                                                y[j])[0] for j, c in enumerate(self.cfgs)])
+            self.opt.zero_grad(set_to_none=True)
+            per.sum().backward()
+            self.opt.step()
+            loss_sum += per.detach() * y.shape[1]
+            correct += (logits.detach().argmax(2) == y).sum(1)
+            samples += y.shape[1]
+            steps += 1
+        return loss_sum, correct, samples, steps
