@@ -586,7 +586,7 @@ def select_cmd(
     storage: StorageOpt = None,
 ) -> None:
     """Select items of a scoring run through DuckDB. Prints the selection_id last."""
-    from pipeline.config import POSITIONS
+    from pipeline.config import POSITIONS, Selector
     from pipeline.steps import select as S
 
     lake = _lake(storage)
@@ -597,42 +597,31 @@ def select_cmd(
     if sum(ways.values()) != 1:
         _fail(f"give exactly one of {', '.join(ways)}")
     sized = window is not None or coverage or stratified
-    given = (size is not None) + (fraction is not None)
-    if sized and given != 1:
-        _fail("--window, --coverage and --stratified take one of --size N or --fraction F")
-    if not sized and given:
+    if not sized and (size is not None or fraction is not None):
         _fail("--size and --fraction go with --window, --coverage or --stratified")
-    if sized:
-        total = _steps(lake.row, "scoring_runs", scoring_run_id)["n_items"]
-        if fraction is not None and not 0.0 < fraction <= 1.0:
-            _fail(f"--fraction must be in (0, 1], got {fraction}")
-        n = size if size is not None else round(fraction * total)
-        budget = n / total
+    start = None
+    if window is not None and window not in POSITIONS:
+        try:
+            start = float(window)
+        except ValueError:
+            _fail(f"--window {window!r}: give easiest, offset, median, hardest or a start "
+                  f"quantile in [0, 1]")
     if band is not None:
         sid = _steps(S.band, lake, scoring_run_id, band[0], band[1], score=score_col,
                      per_class=per_class)
-    elif window is not None:
-        if window in POSITIONS:
-            lo = POSITIONS[window](budget)
-        else:
-            try:
-                lo = float(window)
-            except ValueError:
-                _fail(f"--window {window!r}: give easiest, offset, median, hardest or a start "
-                      f"quantile in [0, 1]")
-        sid = _steps(S.window, lake, scoring_run_id, n, score=score_col, lo=lo,
-                     per_class=per_class)
-    elif coverage:
-        sid = _steps(S.coverage, lake, scoring_run_id, n, score=score_col, drop=drop, bins=bins,
-                     seed=seed, per_class=per_class)
-    elif stratified:
-        sid = _steps(S.random_stratified, lake, scoring_run_id, n, seed=seed)
     elif random_matched is not None:
         sid = _steps(S.random_subset, lake, scoring_run_id, matched_to=random_matched, seed=seed)
     elif random_fraction is not None:
         sid = _steps(S.random_subset, lake, scoring_run_id, fraction=random_fraction, seed=seed)
-    else:
-        sid = _steps(S.all_items, lake, scoring_run_id)
+    else:  # one of the study's selectors, by the study's own rule
+        selector = Selector("all") if all_ else Selector("random") if stratified else \
+            Selector("coverage", score_col) if coverage else \
+            Selector("window", score_col, window if start is None else None)
+        n = None
+        if sized:
+            n, _ = _steps(S.size_of, lake, scoring_run_id, size=size, fraction=fraction)
+        sid = _steps(S.pick, lake, scoring_run_id, selector, n, seed=seed, per_class=per_class,
+                     drop=drop, bins=bins, start=start)
     n = lake.count("selections", sid)
     err.print(f"selected {n} items")
     print(sid)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ConfigDict, TypeAdapter
@@ -679,6 +679,73 @@ def _default_pools() -> tuple[PoolSpec, ...]:
     return (PoolSpec("seed", seed_pool()), PoolSpec("wide", wide_pool()))
 
 
+SELECTOR_KINDS = ("random", "random-unstratified", "window", "chosen", "coverage", "none",
+                  "all", "arm")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """How one row of a study's grid picks its augmentations, by ``kind``: ``random``
+    (stratified), ``random-unstratified``, ``window`` (a window of ``score``'s ranking at
+    ``position``, a ``POSITIONS`` name), ``chosen`` (``score``'s window at the position chosen
+    on validation, ``SCORE@val``: the runs of a window, never trained for itself), ``coverage``
+    (of ``score``), the references ``none`` (originals only) and ``all`` (the whole pool), or
+    ``arm`` (the study's arm named ``arm``). ``name`` is how tables, runs and hypotheses spell
+    it; ``parse`` reads it back."""
+
+    kind: str
+    score: str | None = None
+    position: str | None = None
+    arm: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.kind == "window":
+            return f"{self.score}@{self.position}"
+        if self.kind == "chosen":
+            return f"{self.score}@val"
+        if self.kind == "coverage":
+            return f"coverage-{self.score}"
+        return self.arm if self.kind == "arm" else self.kind
+
+    @property
+    def family(self) -> str:
+        """The cell kind it trains as (``random``, ``window``, ``coverage``, ``reference``,
+        ``arm``), as the runs and a study's cells record it."""
+        return {"random-unstratified": "random", "chosen": "window", "none": "reference",
+                "all": "reference"}.get(self.kind, self.kind)
+
+    @classmethod
+    def parse(cls, name: str, arms: tuple[str, ...] | list[str] = ()) -> Selector:
+        """The selector ``name`` spells (``arms``: the study's arm names). ConfigError for a
+        name no selector has."""
+        if name in arms:
+            return cls("arm", arm=name)
+        if name in ("random", "random-unstratified", "none", "all"):
+            return cls(name)
+        if name.startswith("coverage-") and name[9:] in SCORE_DIRECTIONS:
+            return cls("coverage", score=name[9:])
+        score, at, position = name.partition("@")
+        if at and score in SCORE_DIRECTIONS and position == "val":
+            return cls("chosen", score=score)
+        if at and score in SCORE_DIRECTIONS and position in POSITIONS:
+            return cls("window", score=score, position=position)
+        raise ConfigError(f"unknown selector {name!r}; valid: random, random-unstratified, "
+                          f"SCORE@POSITION ({', '.join(POSITIONS)}, val), coverage-SCORE, none, "
+                          f"all" + (f", or an arm: {', '.join(arms)}" if arms else ""))
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One reported row of a study's grid: a pool (its name), a budget (1.0 for the whole
+    pool, 0.0 for ``none``), a selector and a loss; its seeds are the study's."""
+
+    pool: str
+    budget: float
+    selector: Selector
+    loss: str
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """A grid on one dataset and one baseline model: pools x budgets x selectors x losses x
@@ -739,11 +806,40 @@ class StudyConfig:
         return sequential_looks(self.seeds, self.max_seeds, self.seeds_per_round)
 
     def selectors(self) -> list[str]:
-        """The grid's selectors other than ``random`` and the references."""
-        windows = [f"{s}@{p}" for s in self.scores for p in self.positions]
-        chosen = [f"{s}@val" for s in self.scores] if self.chooses() else []
-        return [*windows, *chosen, *(f"coverage-{s}" for s in self.coverage),
-                *(a.name for a in self.arms)]
+        """The grid's selectors other than ``random`` and the references, by name."""
+        seen: dict[str, None] = {}
+        for c in self.grid():
+            if c.selector.kind not in ("random", "random-unstratified", "none", "all"):
+                seen.setdefault(c.selector.name)
+        return list(seen)
+
+    def grid(self) -> Iterator[GridCell]:
+        """Every reported row of the grid, the one order planning, selection, the leaderboard
+        and the report's tables follow: pool by pool, each budget's ``random``
+        (``random-unstratified`` beside unstratified windows), each score's windows then its
+        ``SCORE@val``, coverage and the arms at that budget, each with every loss; then
+        ``none`` (one set of trainings for every pool: budget 0), ``all`` and the arms that
+        train on the whole pool (InfoBatch), at budget 1."""
+        arms = self.arm_cells()
+        for pool in self.pools:
+            for b in self.budgets:
+                at_b = [Selector("random")]
+                if not self.per_class:  # unstratified windows get an unstratified random
+                    at_b.append(Selector("random-unstratified"))
+                for s in self.scores:
+                    at_b += [Selector("window", s, p) for p in self.positions]
+                    if self.chooses():
+                        at_b.append(Selector("chosen", s))
+                at_b += [Selector("coverage", s) for s in self.coverage]
+                at_b += [Selector("arm", arm=a.name) for a, p, budget in arms
+                         if p == pool.name and budget == b and a.source != "infobatch"]
+                yield from (GridCell(pool.name, b, sel, loss) for sel in at_b
+                            for loss in self.losses)
+            whole = [(0.0, Selector(r)) for r in ("none", "all") if r in self.references]
+            whole += [(1.0, Selector("arm", arm=a.name)) for a, p, _ in arms
+                      if p == pool.name and a.source == "infobatch"]
+            yield from (GridCell(pool.name, 1.0 if sel.kind == "all" else b, sel, loss)
+                        for b, sel in whole for loss in self.losses)
 
     def arm_cells(self) -> list[tuple[Arm, str, float]]:
         """(arm, pool, budget) wherever each arm runs (an infobatch arm: at budget 1.0, on
@@ -766,9 +862,13 @@ class StudyConfig:
         names = [a.name for a in self.arms]
         taken = {"random", "random-unstratified", "none", "all"}
         for a in self.arms:
+            try:  # a name a grid selector spells (coverage-avh) would be two rows
+                taken.add(Selector.parse(a.name).name)
+            except ConfigError:
+                pass
             if a.name in taken or names.count(a.name) > 1:
-                raise ConfigError(f"arm name {a.name!r} is taken (another arm, random, none or "
-                                  f"all); give each arm its own name")
+                raise ConfigError(f"arm name {a.name!r} is taken (another arm, random, none, "
+                                  f"all or a selector's name); give each arm its own name")
             for v, valid, what in ((a.pools, [p.name for p in self.pools], "pool"),
                                    (a.budgets, [float(b) for b in self.budgets], "budget")):
                 bad = [x for x in (v or ()) if x not in valid]
@@ -956,6 +1056,42 @@ def _study_adapter() -> TypeAdapter:
 def study_from_dict(d: dict) -> StudyConfig:
     """A StudyConfig from its ``to_dict()``; an unknown key is an error."""
     return _study_adapter().validate_python(d)
+
+
+# The shapes a study's config has been stored in (a studies row, a report's study.json), each
+# told by its keys: to_dict() never writes a version, so that the ids stay what they were.
+#   1: before ``per_class``: windows and coverage over the whole pool (unstratified)
+#   2: ``per_class``; before ``choose_seeds``: no trainings chose SCORE@val
+#   3: today's (``choose_seeds`` wherever there is a position to choose)
+STUDY_FORMAT = 3
+
+
+def study_format(d: dict) -> int:
+    """Which of the stored shapes (``STUDY_FORMAT``'s list) ``d`` is."""
+    if "per_class" not in d:
+        return 1
+    if "choose_seeds" not in d and len(d.get("positions", POSITIONS)) > 1:
+        return 2
+    return STUDY_FORMAT
+
+
+def upgrade_study(d: dict) -> dict:
+    """A stored study config in today's shape, one explicit step per format (the values that
+    reproduce what that study did); today's is returned as it is."""
+    d = dict(d)
+    fmt = study_format(d)
+    if fmt == 1:
+        d["per_class"] = False
+        fmt = 2
+    if fmt == 2:
+        d["choose_seeds"] = 0
+    return d
+
+
+def load_study(d: dict) -> StudyConfig:
+    """The typed config of a stored study (any format: ``upgrade_study``); the one schema and
+    set of defaults the report and the rounds read."""
+    return study_from_dict(upgrade_study(d))
 
 
 def study_preset(name: str) -> StudyConfig:

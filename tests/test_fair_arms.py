@@ -15,7 +15,7 @@ import pytest
 from scipy import optimize
 from scipy import stats as sps
 
-from pipeline.config import TrainConfig, sequential_looks
+from pipeline.config import Arm, Hypothesis, PoolSpec, StudyConfig, TrainConfig, sequential_looks
 from pipeline.core.stats import (
     detectable_for,
     family_alphas,
@@ -102,6 +102,14 @@ def test_the_test_sets_own_error():
 # ------------------------------------------------------------------ hypotheses
 
 
+def _study(seeds, primary, *secondary) -> StudyConfig:
+    """A study whose grid has the rows these tests compare: pool p at budget 0.5, two arms
+    a and b beside random, and all."""
+    return StudyConfig(seeds=seeds, pools=(PoolSpec("p"),), budgets=(0.5,),
+                       arms=(Arm("a", policy="uniform"), Arm("b", policy="uniform")),
+                       primary=primary, secondary=secondary)
+
+
 def _row(selector, accs, **counts):
     return {"pool": "p", "budget": 0.5, "selector": selector, "loss": "ce",
             "role": "exploratory", "test_acc_mean": float(np.mean(accs)),
@@ -115,9 +123,8 @@ def test_a_hypothesis_against_another_arm_has_its_own_p_and_interval():
     base = rng.normal(0.8, 0.01, 8)
     rows = [_row("random", base - 0.03), _row("b", base + rng.normal(0, 0.002, 8)),
             _row("a", base + 0.004 + rng.normal(0, 0.002, 8), n_distinct=160)]
-    cfg = {"seeds": 8, "primary": {"selector": "a", "against": "b", "pool": "p",
-                                   "budget": 0.5, "margin": 0.005},
-           "secondary": [{"selector": "a", "pool": "p", "budget": 0.5, "margin": 0.005}]}
+    cfg = _study(8, Hypothesis("a", "p", 0.5, 0.005, against="b"),
+                 Hypothesis("a", "p", 0.5, 0.005))
     h, s = hypotheses(cfg, rows, n_test=2000)
     a, b, rnd = ([x["test_acc"] for x in r["seeds"]] for r in (rows[2], rows[1], rows[0]))
     assert h["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
@@ -140,9 +147,7 @@ def test_a_hypothesis_against_all_at_a_budget_pairs_with_the_whole_pool():
     base = rng.normal(0.8, 0.01, 6)
     whole = {**_row("all", base + 0.01, n_distinct=200), "budget": 1.0}
     rows = [_row("random", base), _row("a", base + 0.002), whole]
-    cfg = {"seeds": 6, "primary": {"selector": "a", "against": "all", "pool": "p",
-                                   "budget": 0.5, "margin": 0.005}}
-    (h,) = hypotheses(cfg, rows)
+    (h,) = hypotheses(_study(6, Hypothesis("a", "p", 0.5, 0.005, against="all")), rows)
     assert h["against_budget"] == 1.0 and h["diff"] == pytest.approx(-0.008)
     assert h["unequal"] == ["n_distinct 100 vs 200"]
 

@@ -14,13 +14,13 @@ import json
 
 import pyarrow as pa
 
-from pipeline.config import SCORE_COLUMNS, SCORE_DIRECTIONS
+from pipeline.config import POSITIONS, SCORE_COLUMNS, SCORE_DIRECTIONS, Selector
 from pipeline.errors import UserError
 from pipeline.lake import Lake, LakeError, content_id, query_arrow
 from pipeline.steps.sql import sql_hash, sql_text
 
-__all__ = ["SelectionError", "all_items", "band", "class_quotas", "coverage", "random_stratified",
-           "random_subset", "read_selection", "window"]
+__all__ = ["SELECTIONS", "SelectionError", "all_items", "band", "class_quotas", "coverage",
+           "pick", "random_stratified", "random_subset", "read_selection", "size_of", "window"]
 
 
 class SelectionError(UserError, ValueError):
@@ -239,6 +239,60 @@ def random_stratified(lake: Lake, scoring_run_id: str, n: int, *, seed: int = 0)
 def all_items(lake: Lake, scoring_run_id: str) -> str:
     """Every item of the run (M0). Returns selection_id."""
     return _store(lake, scoring_run_id, "all", "all.sql", {}, {"files": _files(lake, scoring_run_id)})
+
+
+# ------------------------------------------------------------------ a grid selector's rule
+
+
+def size_of(lake: Lake, scoring_run_id: str, *, size: int | None = None,
+            fraction: float | None = None) -> tuple[int, float]:
+    """(items, budget) of a selection of exactly ``size`` items or a ``fraction`` of the run's
+    (rounded), the budget being the share those items are of the run."""
+    if (size is None) == (fraction is None):
+        raise SelectionError("--window, --coverage and --stratified take one of --size N or "
+                             "--fraction F")
+    _files(lake, scoring_run_id)  # a missing run, named
+    total = lake.row("scoring_runs", scoring_run_id)["n_items"]
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise SelectionError(f"--fraction must be in (0, 1], got {fraction}")
+    n = size if size is not None else round(fraction * total)
+    return n, n / total
+
+
+def _window(lake, run, sel, n, *, budget, start, per_class, **_):
+    lo = start if start is not None else POSITIONS[sel.position](budget)
+    return window(lake, run, n, score=sel.score, lo=lo, per_class=per_class)
+
+
+# each grid kind's rule: what makes its selection of exactly n items at a budget
+SELECTIONS = {
+    "random": lambda lake, run, sel, n, *, seed, **_: random_stratified(lake, run, n, seed=seed),
+    "random-unstratified": lambda lake, run, sel, n, *, seed, **_: random_subset(
+        lake, run, size=n, seed=seed),
+    "window": _window,
+    "coverage": lambda lake, run, sel, n, *, seed, per_class, drop, bins, **_: coverage(
+        lake, run, n, score=sel.score, drop=drop, bins=bins, seed=seed, per_class=per_class),
+    "all": lambda lake, run, sel, n, **_: all_items(lake, run),
+}
+
+
+def pick(lake: Lake, scoring_run_id: str, selector: Selector, n: int, *,
+         budget: float | None = None, seed: int = 0, per_class: bool = True,
+         drop: float = 0.1, bins: int = 50, start: float | None = None) -> str:
+    """The selection ``selector`` (``pipeline.config.Selector``) makes of a scoring run: the
+    one rule the study's cells and ``smartaug select`` share. ``n`` items at ``budget`` (the
+    share a window's position is placed by; default ``n`` over the run's items), ``seed``
+    for the random draws, ``per_class`` for windows and coverage, coverage's ``drop`` and
+    ``bins``, a window's ``start`` quantile in place of its position. Returns
+    selection_id."""
+    rule = SELECTIONS.get(selector.kind)
+    if rule is None:
+        raise SelectionError(f"{selector.name} makes no selection of its own; selectors that "
+                             f"do: {', '.join(SELECTIONS)}")
+    if budget is None and selector.kind == "window" and start is None:
+        budget = n / lake.row("scoring_runs", scoring_run_id)["n_items"]
+    return rule(lake, scoring_run_id, selector, n, budget=budget, seed=seed,
+                per_class=per_class, drop=drop, bins=bins, start=start)
 
 
 def read_selection(lake: Lake, selection_id: str) -> pa.Table:

@@ -24,12 +24,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from itertools import groupby
 
 from pipeline.config import (
     CHOOSE_SEED_OFFSET,
     ONLINE_ANCHORS,
-    POSITIONS,
     MethodSpec,
+    Selector,
     StudyConfig,
     identity,
 )
@@ -156,53 +157,50 @@ def score(lake: Lake, cfg: StudyConfig, model_id: str, pool_id: str, *, log: Log
 
 def plan_cells(cfg: StudyConfig, name: str, n_pool: int, reps: range | None = None
                ) -> list[Cell]:
-    """The cells of pool ``name`` (``n_pool`` augmentations), without their selections: one
-    per budget x selector x loss x seed (``reps``, default the study's seeds), plus the
-    reference ``all`` (``none`` is the study's, not a pool's) and, in the first round, the
-    trainings that choose ``SCORE@val`` positions. Raises SelectionError when a budget rounds
-    to no augmentation."""
+    """The cells of pool ``name`` (``n_pool`` augmentations), without their selections: its
+    rows of ``cfg.grid()`` that train (not ``SCORE@val``, the runs of a window; not ``none``,
+    the study's and no pool's), each at every seed (``reps``, default the study's seeds) and,
+    in the first round, each window's trainings that choose ``SCORE@val`` positions. Raises
+    SelectionError when a budget rounds to no augmentation."""
     cells = []
-    first = reps is None
+    choosing = reps is None and cfg.chooses()
     reps = range(cfg.seeds) if reps is None else reps
-
-    def add(budget, selector, kind, n, seeds=reps, **extra):
-        cells.extend(Cell(pool=name, budget=budget, selector=selector, kind=kind, n_items=n,
-                          loss=loss, rep=rep, **extra) for loss in cfg.losses for rep in seeds)
-
-    for b in cfg.budgets:
-        n = round(b * n_pool)
-        if n < 1:
-            raise S.SelectionError(f"budget {b} of pool {name!r} ({n_pool} augmentations) is "
-                                   f"no augmentation at all; raise the budget to at least "
-                                   f"{1 / n_pool:.2g}")
-        add(b, "random", "random", n)
-        if not cfg.per_class:  # unstratified windows get an unstratified random beside them
-            add(b, "random-unstratified", "random", n)
-        for s in cfg.scores:
-            for p in cfg.positions:
-                add(b, f"{s}@{p}", "window", n, score=s, position=p)
-                if first and cfg.chooses():
-                    add(b, f"{s}@{p}", "window", n, score=s, position=p, choose=True,
-                        seeds=range(CHOOSE_SEED_OFFSET, CHOOSE_SEED_OFFSET + cfg.choose_seeds))
-        for s in cfg.coverage:
-            add(b, f"coverage-{s}", "coverage", n, score=s)
-        for arm, pool, budget in cfg.arm_cells():  # fresh augmentations, or a curriculum
-            if pool == name and budget == b and arm.source == "matched":
-                target = next(a for a in cfg.arms if a.name == arm.matches)
-                add(b, arm.name, "random", distinct_shown(  # a static random selection
-                    target.pacing, cfg.retrain.epochs, n, n_pool, start=target.start,
-                    growth=target.growth, step=target.step))
-            elif pool == name and budget == b and arm.source != "infobatch":
-                if arm.source == "schedule":  # refused here if it cannot spend the budget
-                    pacing_sizes(arm.pacing, cfg.retrain.epochs, n, n_pool, start=arm.start,
-                                 growth=arm.growth, step=arm.step)
-                add(b, arm.name, "arm", n)
-    if "all" in cfg.references:
-        add(1.0, "all", "reference", n_pool)
-    for arm, pool, _ in cfg.arm_cells():  # pruning over the originals and the whole pool
-        if pool == name and arm.source == "infobatch":
-            add(1.0, arm.name, "arm", n_pool)
+    rows = [g for g in cfg.grid() if g.pool == name and g.selector.kind not in ("chosen",
+                                                                                  "none")]
+    for (budget, sel), same in groupby(rows, key=lambda g: (g.budget, g.selector)):
+        n = _cell_items(cfg, name, n_pool, budget, sel)
+        matched = sel.kind == "arm" and next(a for a in cfg.arms if a.name == sel.arm
+                                             ).source == "matched"
+        seeds = [reps]
+        if choosing and sel.kind == "window":
+            seeds.append(range(CHOOSE_SEED_OFFSET, CHOOSE_SEED_OFFSET + cfg.choose_seeds))
+        losses = [g.loss for g in same]
+        cells += [Cell(pool=name, budget=budget, selector=sel.name,
+                       kind="random" if matched else sel.family,
+                       n_items=n, loss=loss, rep=rep, score=sel.score, position=sel.position,
+                       choose=i > 0)
+                  for i, rs in enumerate(seeds) for loss in losses for rep in rs]
     return cells
+
+
+def _cell_items(cfg: StudyConfig, name: str, n_pool: int, budget: float, sel) -> int:
+    """The augmentations a cell of ``sel`` at ``budget`` trains on: ``round(budget * n_pool)``
+    (a matched arm: as many distinct ones as its schedule shows). SelectionError when that
+    is none; ConfigError when a schedule cannot spend it."""
+    n = round(budget * n_pool)
+    if n < 1:
+        raise S.SelectionError(f"budget {budget} of pool {name!r} ({n_pool} augmentations) is "
+                               f"no augmentation at all; raise the budget to at least "
+                               f"{1 / n_pool:.2g}")
+    arm = next((a for a in cfg.arms if a.name == sel.arm), None)
+    if arm is not None and arm.source == "matched":  # a static random selection
+        target = next(a for a in cfg.arms if a.name == arm.matches)
+        return distinct_shown(target.pacing, cfg.retrain.epochs, n, n_pool, start=target.start,
+                              growth=target.growth, step=target.step)
+    if arm is not None and arm.source == "schedule":  # refused here if it cannot spend it
+        pacing_sizes(arm.pacing, cfg.retrain.epochs, n, n_pool, start=arm.start,
+                     growth=arm.growth, step=arm.step)
+    return n
 
 
 def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str,
@@ -228,19 +226,10 @@ def select(lake: Lake, cfg: StudyConfig, name: str, scoring_run_id: str,
             out.append(replace(c, selection_id=memo[key], selection_seconds=0.0))
             continue
         t0 = time.perf_counter()
-        if c.selector == "random-unstratified":
-            sel = S.random_subset(lake, scoring_run_id, size=c.n_items, seed=seed)
-        elif c.kind == "random":
-            sel = S.random_stratified(lake, scoring_run_id, c.n_items, seed=seed)
-        elif c.kind == "window":
-            sel = S.window(lake, scoring_run_id, c.n_items, score=c.score,
-                           lo=POSITIONS[c.position](c.budget), per_class=cfg.per_class)
-        elif c.kind == "coverage":
-            sel = S.coverage(lake, scoring_run_id, c.n_items, score=c.score,
-                             drop=cfg.coverage_drop, bins=cfg.coverage_bins, seed=seed,
-                             per_class=cfg.per_class)
-        else:
-            sel = S.all_items(lake, scoring_run_id)
+        rule = Selector("random") if c.kind == "random" and c.selector != \
+            "random-unstratified" else Selector.parse(c.selector)  # a matched arm: random
+        sel = S.pick(lake, scoring_run_id, rule, c.n_items, budget=c.budget, seed=seed,
+                     per_class=cfg.per_class, drop=cfg.coverage_drop, bins=cfg.coverage_bins)
         memo[key] = sel
         out.append(replace(c, selection_id=sel, selection_seconds=time.perf_counter() - t0))
     return out
@@ -482,16 +471,16 @@ def undecided(lake: Lake, cfg: StudyConfig, cells: list[Cell], *, log: Log = Non
     (their selector, every position of an ``@val`` one, and random), judged by the report's
     own ``leaderboard`` on the test accuracies so far."""
     rows = query(lake, "study_runs", ids=[c.run_id for c in cells]).to_pylist()
-    _, _, decided = leaderboard(cfg.to_dict(), [asdict(c) for c in cells],
+    _, _, decided = leaderboard(cfg, [asdict(c) for c in cells],
                                 {r["run_id"]: r for r in rows}, family=False)
     needed: list[tuple] = []
     for h in decided:
         if h["decision"] != "undecided":
             continue
-        selectors = [h["selector"]]
-        if h["selector"].endswith("@val"):  # reported with its chosen position's runs
-            score = h["selector"].split("@")[0]
-            selectors = [f"{score}@{p}" for p in cfg.positions]
+        sel = Selector.parse(h["selector"], [a.name for a in cfg.arms])
+        selectors = [sel.name]
+        if sel.kind == "chosen":  # reported with its chosen position's runs
+            selectors = [Selector("window", sel.score, p).name for p in cfg.positions]
         needed += [(h["pool"], h["budget"], s, h["loss"]) for s in selectors]
         needed.append((h["pool"], h["against_budget"], h["against"], h["loss"]))
     return sorted(set(needed))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import StudyConfig, parse_policy
+from pipeline.config import StudyConfig, load_study, parse_policy
 from pipeline.core.datasets import load_dataset
 from pipeline.core.stats import family_alphas, planned, spending_levels, two_level
 from pipeline.core.train import build_model, train
@@ -64,7 +64,7 @@ def _pilot_spread(pilot: dict, h) -> tuple[float | None, float | None, str]:
     rows = {(r["pool"], r["budget"], r["selector"], r["loss"]): r
             for r in pilot.get("leaderboard") or ()}
     a = rows.get((h.pool, h.budget, h.selector, h.loss))
-    b = rows.get((h.pool, 1.0 if h.against in whole_pool(pilot["config"]) else h.budget,
+    b = rows.get((h.pool, 1.0 if h.against in whole_pool(load_study(pilot["config"])) else h.budget,
                   h.against, h.loss))
     if a and b and "seeds" in a and "seeds" in b:
         other = {(s["replicate"], s["seed"]): s["test_acc"] for s in b["seeds"]}
@@ -103,7 +103,7 @@ def plan_study(cfg: StudyConfig, *, pilot: str | Path | None = None,
     shape = ds.train.images.shape[1:]
     reps = cfg.baselines
     sizes, first, most = {}, [], 0
-    whole = whole_pool(cfg.to_dict())
+    whole = whole_pool(cfg)
     hyp_keys = {k for _, h in cfg.hypotheses() for k in (
         (h.pool, h.budget, h.selector, h.loss),
         (h.pool, 1.0 if h.against in whole else h.budget, h.against, h.loss))}

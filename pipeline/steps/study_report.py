@@ -22,7 +22,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from pipeline.config import CHOOSE_SEED_OFFSET, sequential_looks
+from pipeline.config import CHOOSE_SEED_OFFSET, Arm, GridCell, Selector, StudyConfig, load_study
 from pipeline.core.curriculum import distinct_shown
 from pipeline.core.stats import (
     ALPHA,
@@ -122,10 +122,11 @@ def _counts(cells, by_run) -> dict:
     return out
 
 
-def _arm_fields(arm: dict) -> dict:
+def _arm_fields(arm: Arm) -> dict:
     """What a leaderboard row says of an arm: its source and that source's settings."""
-    return {"source": arm.get("source", "policy"), "policy": arm.get("policy"),
-            "arm": {k: v for k, v in arm.items() if k not in ("name", "pools", "budgets")}}
+    return {"source": arm.source, "policy": arm.policy if arm.source == "policy" else None,
+            "arm": {k: v for k, v in arm.to_dict().items()
+                    if k not in ("name", "pools", "budgets")}}
 
 
 def _versus(row: dict, other: dict) -> None:
@@ -175,13 +176,13 @@ def _flag_unequal(rows: list[dict]) -> None:
             r["vs_all"]["unequal"] = unequal(r, wholes[(r["pool"], r["loss"])])
 
 
-def whole_pool(cfg: dict) -> set[str]:
+def whole_pool(cfg: StudyConfig) -> set[str]:
     """The arms that train on the whole pool, at budget 1.0: ``all`` and InfoBatch's."""
-    return {"all", *(a["name"] for a in cfg.get("arms") or ()
-                     if a.get("source") == "infobatch")}
+    return {"all", *(a.name for a in cfg.arms if a.source == "infobatch")}
 
 
-def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> list[dict]:
+def hypotheses(cfg: StudyConfig, rows: list[dict], *, n_test: int | None = None
+               ) -> list[dict]:
     """The declared hypotheses, each decided (``pipeline.core.stats.decide_paired``) from the
     per-seed differences of its selector to what it is compared ``against`` (random unless
     named; over the replicates' means when there are several): its own p, interval, level
@@ -192,23 +193,22 @@ def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> lis
     what its two arms' data differ in (``unequal``), the test set's own standard error of
     the difference (``n_test``: the test images), and the detectable difference planned
     from ``sd_prior`` (when the study file gives one) beside the observed one."""
-    declared = ([("primary", cfg["primary"])] if cfg.get("primary") else []) + [
-        ("secondary", h) for h in cfg.get("secondary") or []]
+    declared = cfg.hypotheses()
     k = sum(role == "secondary" for role, _ in declared)
     a_primary, a_secondary = family_alphas(k)
-    looks = sequential_looks(cfg["seeds"], cfg.get("max_seeds"), cfg.get("seeds_per_round"))
+    looks = cfg.looks()
     out = []
     whole = whole_pool(cfg)
     for role, h in declared:
-        key = (h["pool"], h["budget"], h["selector"], h.get("loss", "ce"))
-        against = h.get("against", "random")
-        against_budget = 1.0 if against in whole else h["budget"]  # all runs on the whole pool
+        key = (h.pool, h.budget, h.selector, h.loss)
+        against = h.against
+        against_budget = 1.0 if against in whole else h.budget  # all runs on the whole pool
         row = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"]) == key)
         rnd = next(r for r in rows if (r["pool"], r["budget"], r["selector"], r["loss"])
                    == (key[0], against_budget, against, key[3]))
         d = _diffs(row, rnd)
         alpha = a_primary if role == "primary" else a_secondary
-        dec = decide_paired(d, h["margin"], looks, alpha)
+        dec = decide_paired(d, h.margin, looks, alpha)
         if against == "random":  # a row compared with another arm stays in its family
             row["role"] = role
         if len(looks) == 1:
@@ -220,11 +220,11 @@ def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> lis
                 f"stopped at look {dec['look']} of {len(looks)}, undecided (run it again)"
         reps = dec["n_replicates"]
         final = spending_levels(looks, alpha)[-1]
-        prior = h.get("sd_prior")
+        prior = h.sd_prior
         se = sampling_se(row["test_acc_mean"], rnd["test_acc_mean"], n_test)
-        out.append({"role": role, "selector": h["selector"], "against": against,
-                    "against_budget": against_budget, "pool": h["pool"],
-                    "budget": h["budget"], "loss": key[3], "margin": h["margin"],
+        out.append({"role": role, "selector": h.selector, "against": against,
+                    "against_budget": against_budget, "pool": h.pool,
+                    "budget": h.budget, "loss": key[3], "margin": h.margin,
                     "n_seeds": dec["n_seeds"], "n_replicates": reps,
                     "seeds": sorted({s for _, s in d}), "diff": dec["diff"],
                     "ci95": dec["ci"], "ci_level": dec["ci_level"], "p_value": dec["p_value"],
@@ -240,7 +240,7 @@ def hypotheses(cfg: dict, rows: list[dict], *, n_test: int | None = None) -> lis
                     "more": more_units(dec["sd_within"], dec["sd_between"], dec["n_seeds"],
                                        reps, dec["ci_level"]),
                     "test_set_se": se, "n_test": n_test,
-                    "test_set_se_over_margin": None if se is None else se > h["margin"],
+                    "test_set_se_over_margin": None if se is None else se > h.margin,
                     "unequal": unequal(row, rnd),
                     **{f"{k}_{side}": x.get(k) for k in EQUAL_DATA
                        for side, x in (("selector", row), ("against", rnd))}})
@@ -311,99 +311,93 @@ def statement(h: dict) -> str:
     return f"{h['role'].capitalize()} hypothesis, {what}: {text}."
 
 
-def _choose(cfg: dict, choosing: list[dict], by_run: dict, replicate: int) -> tuple | None:
+def _choose(cfg: StudyConfig, choosing: list[dict], by_run: dict, replicate: int
+            ) -> tuple | None:
     """The position with the best mean validation accuracy over replicate ``replicate``'s
     choosing trainings (``choosing``: their cells; ties to the first position), and the
     means by position; None when there is nothing to choose on."""
     means = {}
-    for p in cfg["positions"]:
+    for p in cfg.positions:
         v = [by_run[c["run_id"]]["val_acc"] for c in choosing
              if c["position"] == p and c.get("replicate", 0) == replicate]
         if not v or any(x is None for x in v):
             return None
         means[p] = float(np.mean(v))
-    best = max(cfg["positions"], key=lambda p: (means[p], -cfg["positions"].index(p)))
+    best = max(cfg.positions, key=lambda p: (means[p], -cfg.positions.index(p)))
     return best, means
 
 
-def leaderboard(cfg: dict, cells: list[dict], by_run: dict[str, dict], *, family: bool = True,
-                n_test: int | None = None) -> tuple[list, list, list]:
-    """The leaderboard rows (one per pool, budget, selector, loss), the positions chosen on
-    validation and the declared hypotheses, decided; ``family``: with the exploratory
-    family's corrections (the rounds of a sequential study need only the hypotheses)."""
+def leaderboard(cfg: StudyConfig, cells: list[dict], by_run: dict[str, dict], *,
+                family: bool = True, n_test: int | None = None) -> tuple[list, list, list]:
+    """The leaderboard rows (one per pool, budget, selector, loss: ``cfg.grid()``'s rows, pool
+    by pool and loss by loss), the positions chosen on validation and the declared
+    hypotheses, decided; ``family``: with the exploratory family's corrections (the rounds of
+    a sequential study need only the hypotheses)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     choosing: dict[tuple, list[dict]] = defaultdict(list)
     for c in cells:
         key = (c["pool"], c["budget"], c["score"] if c.get("choose") else c["selector"],
                c["loss"])
         (choosing if c.get("choose") else groups)[key].append(c)
-    pools = [p["name"] for p in cfg["pools"]]
-    n_replicates = cfg.get("baselines", 1)
+    arms = {a.name: a for a in cfg.arms}
+    grid = list(cfg.grid())
     rows, chosen = [], []
-    base = cfg["seed"]
-    for pool in pools:
-        for loss in cfg["losses"]:
-            for budget in cfg["budgets"]:
-                rnd = groups[(pool, budget, "random", loss)]
-                rnd_accs = {_key(c): by_run[c["run_id"]]["test_acc"] for c in rnd}
-                rows.append(_row(pool, budget, "random", loss, rnd, by_run, rnd_accs, base))
-                if groups.get((pool, budget, "random-unstratified", loss)):
-                    rows.append(_row(pool, budget, "random-unstratified", loss,
-                                     groups[(pool, budget, "random-unstratified", loss)],
-                                     by_run, rnd_accs, base))
-                for s in cfg["scores"]:
-                    for p in cfg["positions"]:
-                        g = groups[(pool, budget, f"{s}@{p}", loss)]
-                        rows.append(_row(pool, budget, f"{s}@{p}", loss, g, by_run, rnd_accs,
-                                         base))
-                    ch = choosing.get((pool, budget, s, loss))
-                    picks = [_choose(cfg, ch, by_run, b) for b in range(n_replicates)] \
-                        if ch else []
-                    if picks and all(picks):
-                        g = [c for b, (best, _) in enumerate(picks) for c in
-                             groups[(pool, budget, f"{s}@{best}", loss)]
-                             if c.get("replicate", 0) == b]
-                        same = sorted({f"{s}@{best}" for best, _ in picks})
-                        rows.append(_row(pool, budget, f"{s}@val", loss, g, by_run, rnd_accs,
-                                         base, chosen_on="validation",
-                                         same_runs_as=", ".join(same)))
-                        rows[-1].update(kind="window, position chosen on validation",
-                                        role="chosen-on-validation",
-                                        position=picks[0][0] if len(same) == 1 else None,
-                                        choose_run_ids=[c["run_id"] for c in ch])
-                        chosen += [{"pool": pool, "budget": budget, "loss": loss, "score": s,
-                                    "replicate": b, "position": best,
-                                    "choose_seeds": sorted({base + c["rep"] for c in ch}),
-                                    "val_acc_by_position": means}
-                                   for b, (best, means) in enumerate(picks)]
-                for s in cfg["coverage"]:
-                    g = groups[(pool, budget, f"coverage-{s}", loss)]
-                    rows.append(_row(pool, budget, f"coverage-{s}", loss, g, by_run, rnd_accs,
-                                     base))
-                for arm in cfg.get("arms") or ():  # fresh augmentations, or a curriculum
-                    g = groups.get((pool, budget, arm["name"], loss))
-                    if g and arm.get("source", "policy") != "infobatch":
-                        rows.append(_row(pool, budget, arm["name"], loss, g, by_run, rnd_accs,
-                                         base, **_arm_fields(arm)))
-            for ref, budget in (("none", 0.0), ("all", 1.0)):
-                g = groups[(None if ref == "none" else pool, budget, ref, loss)]
-                if g:
-                    rows.append(_row(pool, budget, ref, loss, g, by_run, None, base))
-                    rows[-1]["role"] = "reference"
-            whole = next((r for r in rows if (r["pool"], r["selector"], r["loss"]) ==
-                          (pool, "all", loss)), None)
-            for arm in cfg.get("arms") or ():  # pruning: on the whole pool, beside all
-                g = groups.get((pool, 1.0, arm["name"], loss))
-                if g and arm.get("source") == "infobatch":
-                    rows.append(_row(pool, 1.0, arm["name"], loss, g, by_run, None, base,
-                                     **_arm_fields(arm)))
-                    if whole is not None:
-                        _versus(rows[-1], whole)
+    for pool in cfg.pools:
+        for loss in cfg.losses:
+            rnd_accs = whole = None
+            for g in (g for g in grid if g.pool == pool.name and g.loss == loss):
+                sel = g.selector
+                cs = groups.get((None if sel.kind == "none" else g.pool, g.budget, sel.name,
+                                 loss))
+                arm = arms.get(sel.arm)
+                if sel.kind == "chosen":
+                    _chosen(cfg, g, groups, choosing.get((g.pool, g.budget, sel.score, loss)),
+                            by_run, rnd_accs, rows, chosen)
+                elif sel.kind in ("none", "all") or arm and arm.source == "infobatch":
+                    if cs:  # a reference; pruning on the whole pool beside all
+                        rows.append(_row(g.pool, g.budget, sel.name, loss, cs, by_run, None,
+                                         cfg.seed, **(_arm_fields(arm) if arm else {})))
+                        if arm is None:
+                            rows[-1]["role"] = "reference"
+                        elif whole is not None:
+                            _versus(rows[-1], whole)
+                        whole = rows[-1] if sel.kind == "all" else whole
+                elif cs or sel.kind in ("random", "window", "coverage"):
+                    rows.append(_row(g.pool, g.budget, sel.name, loss, cs or [], by_run,
+                                     rnd_accs, cfg.seed,
+                                     **(_arm_fields(arm) if arm else {})))
+                    if sel.kind == "random":
+                        rnd_accs = {_key(c): by_run[c["run_id"]]["test_acc"] for c in cs}
     _flag_unequal(rows)
     decided = hypotheses(cfg, rows, n_test=n_test)
     if family:
-        exploratory(rows, seed=cfg["seed"])
+        exploratory(rows, seed=cfg.seed)
     return rows, chosen, decided
+
+
+def _chosen(cfg: StudyConfig, g: GridCell, groups: dict, choosing: list[dict] | None,
+            by_run: dict, rnd_accs: dict | None, rows: list[dict], chosen: list[dict]) -> None:
+    """The ``SCORE@val`` row of ``g``: per replicate, the position its choosing trainings
+    chose on validation (``_choose``), reported with that position's runs; and each choice
+    (``chosen``). Nothing when there was nothing to choose on."""
+    s, pool, budget, loss = g.selector.score, g.pool, g.budget, g.loss
+    picks = [_choose(cfg, choosing, by_run, b) for b in range(cfg.baselines)] \
+        if choosing else []
+    if not picks or not all(picks):
+        return
+    cs = [c for b, (best, _) in enumerate(picks) for c in
+          groups[(pool, budget, Selector("window", s, best).name, loss)]
+          if c.get("replicate", 0) == b]
+    same = sorted({Selector("window", s, best).name for best, _ in picks})
+    rows.append(_row(pool, budget, g.selector.name, loss, cs, by_run, rnd_accs, cfg.seed,
+                     chosen_on="validation", same_runs_as=", ".join(same)))
+    rows[-1].update(kind="window, position chosen on validation", role="chosen-on-validation",
+                    position=picks[0][0] if len(same) == 1 else None,
+                    choose_run_ids=[c["run_id"] for c in choosing])
+    chosen += [{"pool": pool, "budget": budget, "loss": loss, "score": s, "replicate": b,
+                "position": best,
+                "choose_seeds": sorted({cfg.seed + c["rep"] for c in choosing}),
+                "val_acc_by_position": means} for b, (best, means) in enumerate(picks)]
 
 
 def exploratory(rows: list[dict], *, seed: int = 0) -> None:
@@ -475,10 +469,10 @@ def study_verdict(rows: list[dict], n_seeds: int, decided: list[dict] | None = N
 # ------------------------------------------------------------------ plots
 
 
-def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
+def plot_budget(rows: list[dict], cfg: StudyConfig, which) -> bytes:
     """Test accuracy against budget per pool: one line per selector (``which``), its 95 %
     interval as a band; the references as horizontal lines."""
-    pools = [p["name"] for p in cfg["pools"]]
+    pools = [p.name for p in cfg.pools]
     fig, axes = plt.subplots(1, len(pools), figsize=(6.5 * len(pools), 4.5), squeeze=False)
     for ax, pool in zip(axes[0], pools, strict=True):
         by_sel: dict[tuple, list] = defaultdict(list)
@@ -499,12 +493,12 @@ def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
         for r in rows:
             if r["pool"] == pool and r["kind"] == "reference":
                 ax.axhline(100 * r["test_acc_mean"], ls=":", color="grey")
-                ax.text(min(cfg["budgets"]),
+                ax.text(min(cfg.budgets),
                         100 * r["test_acc_mean"], f" {r['selector']} ({r['loss']})",
                         va="bottom", fontsize=8, color="grey")
         ax.set_xscale("log")
         ax.minorticks_off()
-        ax.set_xticks(cfg["budgets"], [f"{b:g}" for b in cfg["budgets"]])
+        ax.set_xticks(cfg.budgets, [f"{b:g}" for b in cfg.budgets])
         ax.set_xlabel("budget (fraction of the pool)")
         ax.set_ylabel("test accuracy % (mean, 95 % CI)")
         ax.set_title(f"{pool} pool")
@@ -512,13 +506,13 @@ def plot_budget(rows: list[dict], cfg: dict, which) -> bytes:
     return figure_png(fig)
 
 
-def plot_forest(rows: list[dict], decided: list[dict], cfg: dict) -> bytes:
+def plot_forest(rows: list[dict], decided: list[dict], cfg: StudyConfig) -> bytes:
     """Per pool: the declared hypotheses on top, each its selector's paired difference to
     what it names (``against``) with its interval at its own level, decision and margin
     band; then the exploratory rows' differences to random (95 % t intervals, uncorrected),
     ``@val`` rows left out (their fixed row is there). Each label says what it is compared
     with."""
-    pools = [p["name"] for p in cfg["pools"]]
+    pools = [p.name for p in cfg.pools]
     entries: dict[str, list[tuple]] = {p: [] for p in pools}
     for h in decided:
         if h["ci95"]:
@@ -611,12 +605,12 @@ def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
         r["cost"] = cost
 
 
-def _device(cfg: dict) -> str:
+def _device(cfg: StudyConfig) -> str:
     """Where the cells trained (as this process resolves the study's device)."""
     try:
-        dev = resolve_device(cfg["retrain"]["device"])
+        dev = resolve_device(cfg.retrain.device)
     except ValueError:
-        return str(cfg["retrain"]["device"])
+        return str(cfg.retrain.device)
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
     return "cpu (one thread per worker process)"
@@ -624,7 +618,8 @@ def _device(cfg: dict) -> str:
 
 def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     row = lake.row("studies", sid)
-    cfg = json.loads(row["config"])
+    stored = json.loads(row["config"])
+    cfg = load_study(stored)
     cells = json.loads(row["cells"])
     runs = query(lake, "study_runs", ids=[c["run_id"] for c in cells]).to_pylist()
     by_run = {r["run_id"]: r for r in runs}
@@ -648,15 +643,15 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
     for f in sorted(lake.local_path("policies").glob("recommend-*.json")) \
             if lake.local_path("policies").is_dir() else ():
         meta = json.loads(f.read_text()).get("smartaug") or {}
-        if meta.get("model") == cfg.get("model"):
+        if meta.get("model") == cfg.model:
             races.append(meta)
     searches = {name: [m for m in races if m.get("dataset_id") in {x["dataset_id"] for x in r}]
                 for name, r in reps.items()}
     _costs(rows, cells, by_run, sum(b["seconds"] for b in baselines.values()), scoring,
            searches)
-    n_reps = cfg.get("baselines", 1)
+    n_reps, seed, retrain = cfg.baselines, cfg.seed, cfg.retrain
     return {
-        "study_id": sid, "command": command, "git_sha": git_sha(), "config": cfg,
+        "study_id": sid, "command": command, "git_sha": git_sha(), "config": stored,
         "dataset_id": row["dataset_id"], "baseline_model_id": row["baseline_model_id"],
         "baseline": {"test_acc": baseline["test_acc"], "val_acc": baseline["val_acc"]},
         "baselines": [{"model_id": m, "test_acc": b["test_acc"], "val_acc": b["val_acc"]}
@@ -664,34 +659,35 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
         "pools": pools, "n_cells": len(cells), "device": _device(cfg), "n_test": n_test,
         "n_trainings": len({c["run_id"] for c in cells}),
         "seconds": row["seconds"],
-        "protocol": (f"every cell trains {cfg['model']} ({cfg['init']}) for "
-                     f"{cfg['retrain']['epochs']} epochs (batch {cfg['retrain']['batch_size']}, "
-                     f"{cfg['retrain']['optimizer']} lr {cfg['retrain']['lr']:g}) on the "
+        "protocol": (f"every cell trains {cfg.model} ({cfg.init}) for "
+                     f"{retrain.epochs} epochs (batch {retrain.batch_size}, "
+                     f"{retrain.optimizer} lr {retrain.lr:g}) on the "
                      f"train split's originals plus the cell's augmentations, at seeds "
-                     f"{cfg['seed']}..{cfg['seed'] + cfg['seeds'] - 1} (model init and batch "
+                     f"{seed}..{seed + cfg.seeds - 1} (model init and batch "
                      f"order; random and coverage draw afresh per seed; more for the declared "
                      f"hypotheses up to max_seeds); accuracy after the last epoch. Windows "
                      f"and coverage are "
                      + ("drawn within each class to the pool's class mix, like random"
-                        if cfg.get("per_class", False) else
+                        if cfg.per_class else
                         "drawn over the whole pool (unstratified; random-unstratified beside "
                         "them)")
                      + (f". {n_reps} replicates: each its own validation split, baseline "
-                        f"(seed {cfg['seed']}..{cfg['seed'] + n_reps - 1}), pools (their seed "
+                        f"(seed {seed}..{seed + n_reps - 1}), pools (their seed "
                         f"+ replicate) and selections, every cell trained in each"
                         if n_reps > 1 else ". One replicate: one baseline, pool and "
                         "validation split (the seeds measure retraining noise only)")),
         "how_chosen": (f"SCORE@val rows: per pool, budget, loss, score and replicate, the "
                        f"window position with the highest mean validation accuracy over "
-                       f"{cfg.get('choose_seeds', 0)} choosing trainings per position at seeds "
-                       f"from {cfg['seed'] + CHOOSE_SEED_OFFSET}, never reported on test (the "
+                       f"{cfg.choose_seeds if cfg.chooses() else 0} choosing trainings per "
+                       f"position at seeds from {seed + CHOOSE_SEED_OFFSET}, never reported on "
+                       f"test (the "
                        f"validation split is held out of the train split; test accuracy is "
                        f"never used to choose); the row reports that position's runs at the "
                        f"study's seeds, so it is left out of the exploratory family (its "
                        f"fixed-position row is in it)."),
         "hypotheses": decided, "leaderboard": rows, "chosen_positions": chosen,
         "kept": _kept(lake, rows, names), "classes": names,
-        "verdict": study_verdict(rows, cfg["seeds"], decided),
+        "verdict": study_verdict(rows, cfg.seeds, decided),
         "statistics": STATISTICS,
     }
 
@@ -787,22 +783,31 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
     accuracy % (mean ± std; for SCORE@val, after the position chosen) and the difference to
     random in points; fixed window positions other than the seed's (``offset``, of the first
     score) are left to the full tables."""
-    cfg = r["config"]
+    cfg = load_study(r["config"])
     out: dict[str, list[list[str]]] = {}
-    shown = ["random", "random-unstratified", *(f"{s}@val" for s in cfg["scores"]),
-             *(f"{s}@offset" for s in cfg["scores"][:1]),
-             *(f"coverage-{s}" for s in cfg["coverage"]),
-             *(a["name"] for a in cfg.get("arms") or () if a.get("source") != "infobatch")]
-    whole = ["none", "all", *(a["name"] for a in cfg.get("arms") or ()
-                              if a.get("source") == "infobatch")]
-    for pool in [p["name"] for p in cfg["pools"]]:
-        for loss in cfg["losses"]:
+    grid = list(cfg.grid())
+    arms = {a.name: a for a in cfg.arms}
+
+    def summarised(sel: Selector) -> bool:  # each score's @val, the first's offset, ...
+        return sel.kind in ("random", "random-unstratified", "chosen", "coverage") or (
+            sel.kind == "window" and sel.score == cfg.scores[0] and sel.position == "offset"
+        ) or (sel.kind == "arm" and arms[sel.arm].source != "infobatch")
+
+    for pool in [p.name for p in cfg.pools]:
+        for loss in cfg.losses:
             rows = {(x["selector"], x["budget"]): x for x in r["leaderboard"]
                     if x["pool"] == pool and x["loss"] == loss}
-            t = [["selector", *(f"budget {b:g}" for b in cfg["budgets"])]]
+            mine = [g.selector for g in grid if g.pool == pool and g.loss == loss]
+            shown = list(dict.fromkeys(
+                [x.name for x in mine if summarised(x)]
+                + [x["selector"] for x in r["leaderboard"] if x["pool"] == pool
+                   and x["chosen_on"]]))  # a report that chose on its own seeds
+            whole = list(dict.fromkeys(x.name for x in mine if x.kind in ("none", "all") or (
+                x.kind == "arm" and arms[x.arm].source == "infobatch")))
+            t = [["selector", *(f"budget {b:g}" for b in cfg.budgets)]]
             for sel in shown:
                 cells = []
-                for b in cfg["budgets"]:
+                for b in cfg.budgets:
                     x = rows.get((sel, b))
                     if x is None:
                         cells.append("")
@@ -825,8 +830,8 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
                             if ref == "none" else f"{x['n_items']} augmentations")
                     t.append([f"{ref} ({what})",
                               f"{_pct(x['test_acc_mean'])} ± {_pct(x['test_acc_std'])}",
-                              *[""] * (len(cfg["budgets"]) - 1)])
-            out[f"{pool} pool" + (f", loss {loss}" if len(cfg["losses"]) > 1 else "")] = t
+                              *[""] * (len(cfg.budgets) - 1)])
+            out[f"{pool} pool" + (f", loss {loss}" if len(cfg.losses) > 1 else "")] = t
     return out
 
 
@@ -906,13 +911,13 @@ def _chosen_table(r: dict) -> list[list[str]]:
 
 
 def _render(out: Path, r: dict, *, html: bool = True) -> Path:
-    cfg = r["config"]
+    cfg = load_study(r["config"])
     plots = {"paired_differences": plot_forest(r["leaderboard"], r["hypotheses"], cfg),
              "accuracy_vs_budget": plot_budget(
         r["leaderboard"], cfg, lambda x: x["selector"] == "random" or x["chosen_on"]
         or x["kind"] == "coverage")}
-    if cfg["scores"] and len(cfg["positions"]) > 1:
-        first = cfg["scores"][0]
+    if cfg.scores and len(cfg.positions) > 1:
+        first = cfg.scores[0]
         plots[f"{first}_positions"] = plot_budget(
             r["leaderboard"], cfg, lambda x: x["selector"] == "random"
             or (x["score"] == first and x["kind"] == "window"))
@@ -939,15 +944,15 @@ def _n_test(r: dict) -> int | None:
     before, from the data config (``per_class_test`` x classes, or Fashion-MNIST's 10 000)."""
     if r.get("n_test"):
         return r["n_test"]
-    data = r["config"]["data"]
-    if data.get("per_class_test"):
-        return data["per_class_test"] * len(r["classes"])
-    if data["dataset"] == "fashion-mnist":
+    data = load_study(r["config"]).data
+    if data.per_class_test:
+        return data.per_class_test * len(r["classes"])
+    if data.dataset == "fashion-mnist":
         return 10_000
     return None
 
 
-def _derived_distinct(row: dict, cfg: dict, pool_size: dict[str, int]) -> int | None:
+def _derived_distinct(row: dict, cfg: StudyConfig, pool_size: dict[str, int]) -> int | None:
     """The distinct augmentations a row recorded before ``n_distinct`` was, where its
     design fixes them: a static selection its items, ``none`` 0, an online policy one fresh
     draw per item seen (``none``: 0), a schedule without re-ranking its largest epoch (each
@@ -964,7 +969,7 @@ def _derived_distinct(row: dict, cfg: dict, pool_size: dict[str, int]) -> int | 
     if source == "infobatch":
         return row["n_items"]
     if source == "schedule" and not arm.get("every") and row["pool"] in pool_size:
-        return distinct_shown(arm.get("pacing", "linear"), cfg["retrain"]["epochs"],
+        return distinct_shown(arm.get("pacing", "linear"), cfg.retrain.epochs,
                               row["n_items"], pool_size[row["pool"]],
                               start=arm.get("start", 0.2), growth=arm.get("growth", 2.0),
                               step=arm.get("step", 1))
@@ -978,14 +983,14 @@ def reanalyse(r: dict) -> dict:
     and run ids are unchanged). Rows recorded before ``n_distinct`` get the count their
     design fixes (``_derived_distinct``)."""
     r = json.loads(json.dumps(r))  # a copy
-    cfg, rows = r["config"], r["leaderboard"]
+    cfg, rows = load_study(r["config"]), r["leaderboard"]
     if not all("seeds" in x and "role" in x for x in rows):
         raise LakeError(f"study {r.get('study_id')}: its report predates per-seed records "
                         f"(the leaderboard rows have no seeds): it cannot be recomputed from "
                         f"study.json; rerun the study to report it again")
     pool_size = {x["pool"]: x["n_items"] for x in rows if x["selector"] == "all"}
-    epochs = cfg["retrain"]["epochs"]
-    arms = {a["name"]: a for a in cfg.get("arms") or ()}
+    epochs = cfg.retrain.epochs
+    arms = {a.name: a for a in cfg.arms}
     for x in rows:
         if x["kind"] == "arm" and x.get("source") is None and x["selector"] in arms:
             x.update(_arm_fields(arms[x["selector"]]))  # reports before arms were described
@@ -1006,8 +1011,8 @@ def reanalyse(r: dict) -> dict:
     r["n_test"] = _n_test(r)
     _flag_unequal(rows)
     r["hypotheses"] = hypotheses(cfg, rows, n_test=r["n_test"])
-    exploratory(rows, seed=cfg["seed"])
-    r["verdict"] = study_verdict(rows, cfg["seeds"], r["hypotheses"])
+    exploratory(rows, seed=cfg.seed)
+    r["verdict"] = study_verdict(rows, cfg.seeds, r["hypotheses"])
     r["statistics"] = STATISTICS
     r["reanalysed"] = {"git_sha": git_sha(), "from_git_sha": r.get("reanalysed", {}).get(
         "from_git_sha", r["git_sha"])}
