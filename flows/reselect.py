@@ -18,19 +18,22 @@ from pipeline.lake import Lake
 from pipeline.steps import reselect as steps
 
 # a round depends on the lake's newest model, not only on its inputs: never cached
-_OPTIONS = {steps.curriculum_round: {"cache": False}, steps.report: {"cache": False}}
+_OPTIONS = {steps.reselect: {"cache": False}, steps.report: {"cache": False}}
 
 
 @flow(name="reselect", log_prints=True)
 @fail_plainly
 def reselect(experiment_id: str | None = None, model_id: str | None = None,
-             retrain: bool = True, storage: str | None = None,
-             schedule: str | None = None) -> dict:
-    """One curriculum round; returns the ids it produced and the drift. ``schedule``
-    (``ORDER[:PACING[:START]]``, e.g. ``easy-to-hard:linear:0.2``): the round's fine-tuning
-    runs that curriculum over the whole pool as the newest model scores it."""
+             retrain: bool = False, storage: str | None = None,
+             schedule: str | None = None, trust_model: list[str] | None = None) -> dict:
+    """One curriculum round, as ``smartaug reselect`` (the same defaults: ``retrain`` off;
+    the reselect/nightly deployment turns it on); returns the ids it produced and the drift.
+    ``schedule`` (``ORDER[:PACING[:START]]``, e.g. ``easy-to-hard:linear:0.2``): the round's
+    fine-tuning runs that curriculum over the whole pool as the newest model scores it.
+    ``trust_model``: models of yours whose checkpoints the round may rebuild (``--trust-model``)."""
     runner = PrefectRunner(Lake(storage).url(), _OPTIONS)
-    out = runner.call(steps.curriculum_round, experiment_id, model_id, retrain, schedule)
+    out = runner.call(steps.reselect, experiment_id, model_id, retrain, schedule,
+                      tuple(trust_model or ()))
     out["report"] = runner.call(steps.report, out["experiment_id"])
     print(f"round {out['round']}: selection {out['selection_id']} (previous "
           f"{out['previous_selection_id']}), drift {out['drift']}, "

@@ -59,6 +59,91 @@ MODEL_HELP = ("lenet5 | lenet5-wide | resnet | torchvision:NAME (e.g. torchvisio
               "timm:NAME | package.module:factory (your callable returning an nn.Module)")
 
 
+# the options every run of the protocol takes (experiment, study), defined once; unset = the
+# preset's (or file's) value. ``protocol_options`` adds them to a command.
+PROTOCOL_OPTIONS: dict[str, object] = {
+    "preset": Annotated[str | None, typer.Option(
+        help="quick (minutes on 2 cores; the default) | paper (seed 000's protocol) | gpu "
+        "(ResNet on CIFAR-10, one GPU): the preset to start from")],
+    "config": Annotated[str | None, typer.Option(
+        "--config", help="An experiment or study file (TOML, YAML or JSON) describing the run "
+        "in full (`smartaug config show quick` prints an experiment file to start from; "
+        "docs/studies.md the study file). Options given here apply on top of it.")],
+    "dataset": DatasetOverride,
+    "data": DataDirOpt,
+    "grayscale": GrayOverride,
+    "image_size": SizeOpt,
+    "per_class_train": PerClassTrainOpt,
+    "per_class_test": PerClassTestOpt,
+    "epochs": Annotated[int | None, typer.Option(
+        min=1, help="Epochs of the baseline and of every training.")],
+    "seeds": Annotated[int | None, typer.Option(
+        min=1, help="Seeds of every method (experiment) or cell (study, >= 2: paired): "
+        "training r uses seed + r.")],
+    "model": Annotated[str | None, typer.Option(help=MODEL_HELP)],
+    "device": Annotated[str | None, typer.Option(help="auto | cpu | cuda")],
+    "materialize": MaterializeOverride,
+}
+
+
+class Protocol:
+    """What ``PROTOCOL_OPTIONS`` gave a command: the preset or file, and the overrides."""
+
+    def __init__(self, preset: str | None, config: str | None, **overrides):
+        if config is not None and preset is not None:
+            _fail("give --preset or --config, not both (a file starts from a preset with "
+                  "preset = \"quick\")")
+        self.preset = None if config is not None else preset or "quick"
+        self.config, self.overrides = config, overrides
+
+    def load(self, kind: str, **more):
+        """The experiment's or study's config (``kind``), the overrides (and ``more``) on top."""
+        from pipeline import config as C
+
+        if self.config is not None:
+            from pipeline import experiment_file
+
+            base = _steps(getattr(experiment_file, f"load_{kind}"), self.config)
+        else:
+            base = _steps(C.preset if kind == "experiment" else C.study_preset, self.preset)
+        apply = C.apply_overrides if kind == "experiment" else C.apply_study_overrides
+        overrides = {("reps" if k == "seeds" and kind == "experiment" else k): v
+                     for k, v in {**self.overrides, **more}.items()}
+        try:
+            return apply(base, **overrides)
+        except UserError as e:
+            _fail(e)
+
+    def command(self, kind: str) -> str:
+        """How the run was asked for: the command line, or its preset or file."""
+        if sys.argv and sys.argv[0].endswith("smartaug"):
+            return " ".join(["smartaug", *sys.argv[1:]])
+        return (f"smartaug {kind} --config {self.config}" if self.config
+                else f"smartaug {kind} --preset {self.preset}")
+
+
+def protocol_options(fn):
+    """Give command ``fn`` the ``PROTOCOL_OPTIONS`` first; it receives them as one
+    ``protocol: Protocol`` argument."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn, eval_str=True)
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                annotation=kind) for name, kind in PROTOCOL_OPTIONS.items()]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values()
+           if p.name != "protocol"]
+
+    @functools.wraps(fn)
+    def command(**kwargs):
+        shared_values = {name: kwargs.pop(name) for name in PROTOCOL_OPTIONS}
+        return fn(protocol=Protocol(**shared_values), **kwargs)
+
+    command.__signature__ = sig.replace(parameters=[*shared, *own])
+    command.__annotations__ = {p.name: p.annotation for p in (*shared, *own)}
+    return command
+
+
 def _error_line(message: str) -> Text:
     """``error: <message>``, the message as plain text."""
     return Text("error:", style="bold red") + Text(" " + message)
@@ -716,58 +801,16 @@ def sql(
 
 
 @app.command()
-def experiment(
-    preset: Annotated[str | None, typer.Option(
-        help="quick (minutes on 2 cores; the default) | paper (seed 000) | gpu (ResNet on "
-        "CIFAR-10, one GPU)")] = None,
-    config: Annotated[str | None, typer.Option(
-        "--config", help="An experiment file (TOML or YAML): everything a preset describes; "
-        "`smartaug config show quick` prints one to start from. Options given here apply on "
-        "top of it.")] = None,
-    dataset: DatasetOverride = None,
-    data: DataDirOpt = None,
-    grayscale: GrayOverride = None,
-    image_size: SizeOpt = None,
-    per_class_train: PerClassTrainOpt = None,
-    per_class_test: PerClassTestOpt = None,
-    epochs: Annotated[int | None, typer.Option(
-        min=1, help="Epochs of the baseline and of every retraining run.")] = None,
-    seeds: Annotated[int | None, typer.Option(
-        min=1, help="Seeds (replications) per method: run r uses seed + r.")] = None,
-    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    materialize: MaterializeOverride = None,
-    storage: StorageOpt = None,
-) -> None:
+@protocol_options
+def experiment(protocol: Protocol, storage: StorageOpt = None) -> None:
     """Run a whole experiment (ingest, baseline, augment, score, select, retrain every method
     over seeds, report). Prints the report directory last."""
-    from pipeline.config import apply_overrides
-    from pipeline.config import preset as get_preset
     from pipeline.steps.experiment import run_experiment
 
-    if config is not None and preset is not None:
-        _fail("give --preset or --config, not both (a file starts from a preset with "
-              "preset = \"quick\")")
-    if config is not None:
-        from pipeline.experiment_file import load_experiment
-
-        base = _steps(load_experiment, config)
-    else:
-        preset = preset or "quick"
-        base = _steps(get_preset, preset)
-    try:
-        cfg = apply_overrides(base, dataset=dataset, data=data,
-                              grayscale=grayscale, image_size=image_size,
-                              per_class_train=per_class_train, per_class_test=per_class_test,
-                              epochs=epochs, reps=seeds, model=model, device=device,
-                              materialize=materialize)
-    except UserError as e:
-        _fail(e)
+    cfg = protocol.load("experiment")
     lake = _lake(storage)
-    command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
-        sys.argv[0].endswith("smartaug") else (f"smartaug experiment --config {config}" if config
-                                               else f"smartaug experiment --preset {preset}")
-    exp_id = _steps(run_experiment, cfg, lake, log=err.print, command=command)
+    exp_id = _steps(run_experiment, cfg, lake, log=err.print,
+                    command=protocol.command("experiment"))
     report = json.loads(lake.local_path(f"reports/{exp_id}/report.json").read_text())
     table = Table(title=f"experiment {exp_id} ({cfg.preset})")
     for col in ("method", "loss", "test acc % (mean ± std)", "95 % CI", "n"):
@@ -782,27 +825,9 @@ def experiment(
 
 
 @app.command()
+@protocol_options
 def study(
-    preset: Annotated[str | None, typer.Option(
-        help="quick (the default) | paper | gpu: the study at that experiment preset's size (its "
-        "data, model and training), both pools, budgets 0.1/0.2/0.5, every selector, "
-        "5 paired seeds")] = None,
-    config: Annotated[str | None, typer.Option(
-        "--config", help="A study file (TOML, YAML or JSON): pools, budgets, scores, "
-        "positions, coverage, losses, seeds, and the data, baseline and retrain tables of an "
-        "experiment file. Options given here apply on top of it.")] = None,
-    dataset: DatasetOverride = None,
-    data: DataDirOpt = None,
-    grayscale: GrayOverride = None,
-    image_size: SizeOpt = None,
-    per_class_train: PerClassTrainOpt = None,
-    per_class_test: PerClassTestOpt = None,
-    epochs: Annotated[int | None, typer.Option(
-        min=1, help="Epochs of the baseline and of every cell's training.")] = None,
-    seeds: Annotated[int | None, typer.Option(
-        help="Paired seeds per cell (>= 2; the same seeds for every cell).")] = None,
-    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    protocol: Protocol,
     workers: Annotated[int | None, typer.Option(
         help="Cells trained at once, one single-threaded process each (default: "
         "SMARTAUG_WORKERS if set, else one per core on the CPU, 1 on a GPU).")] = None,
@@ -811,7 +836,6 @@ def study(
         "selectors) together as one model (LeNet models on any device, others on CUDA; "
         "1: each alone, the default). Same figures up to rounding, more cells per hour.")
     ] = None,
-    materialize: MaterializeOverride = None,
     plan: Annotated[bool, typer.Option(
         "--plan", help="Print what the study will cost and can detect, and train nothing "
         "(no lake is written): its cells and trainings, the estimated time (one epoch timed "
@@ -826,26 +850,7 @@ def study(
     selector x loss x seed is a training (a row of the runs table); a crashed study resumes,
     a finished one does nothing. Prints the report directory last (with --plan: the plan,
     as JSON)."""
-    from pipeline.config import apply_study_overrides, study_preset
-
-    if config is not None and preset is not None:
-        _fail("give --preset or --config, not both (a file starts from a preset with "
-              "preset = \"quick\")")
-    if config is not None:
-        from pipeline.experiment_file import load_study
-
-        base = _steps(load_study, config)
-    else:
-        preset = preset or "quick"
-        base = _steps(study_preset, preset)
-    try:
-        cfg = apply_study_overrides(base, dataset=dataset, data=data, grayscale=grayscale,
-                                    image_size=image_size, per_class_train=per_class_train,
-                                    per_class_test=per_class_test, epochs=epochs,
-                                    seeds=seeds, model=model, stack=stack,
-                                    device=device, materialize=materialize)
-    except UserError as e:
-        _fail(e)
+    cfg = protocol.load("study", stack=stack)
     if workers is not None and workers < 1:
         _fail(f"--workers must be >= 1, got {workers}")
     if pilot is not None and not plan:
@@ -861,11 +866,8 @@ def study(
     from pipeline.steps.study import run_study  # torch: after the grid is known to be sound
 
     lake = _lake(storage)
-    command = " ".join(["smartaug", *sys.argv[1:]]) if sys.argv and \
-        sys.argv[0].endswith("smartaug") else (f"smartaug study --config {config}" if config
-                                               else f"smartaug study --preset {preset}")
     sid, location = _steps(run_study, cfg, lake, workers=workers, log=err.print,
-                           command=command)
+                           command=protocol.command("study"))
     report = json.loads(lake.local_path(f"reports/{sid}/study.json").read_text())
     err.print(report["verdict"])
     print(location)
@@ -927,8 +929,8 @@ def reselect(
     from pipeline.steps import reselect as steps
 
     lake = _lake(storage)
-    out = _steps(steps.curriculum_round, lake, experiment_id, model_id, retrain, schedule,
-                 log=err.print, trust=tuple(trust_model or ()))
+    out = _steps(steps.reselect, lake, experiment_id, model_id, retrain, schedule,
+                 tuple(trust_model or ()), log=err.print)
     _steps(steps.report, lake, out["experiment_id"])
     err.print(f"round {out['round']} of experiment {out['experiment_id']}: model "
               f"{out['model_id']}, scoring run {out['scoring_run_id']}, drift {out['drift']}")

@@ -770,7 +770,8 @@ class StudyConfig:
     B times, each replicate scored and selected on its own, the hypotheses tested over
     replicates and seeds (``pipeline.core.stats.two_level``). ``stack`` = K trains up to K
     cells of one training-set size (a budget's seeds and selectors) as one model
-    (``pipeline.core.stacked``: LeNet models; the others, and arms, train alone).
+    (``pipeline.core.stacked``: LeNet models; the others, and arms, train alone); it is not
+    part of the study's id, and the stored config records the stack the cells trained in.
     """
 
     preset: str = "custom"

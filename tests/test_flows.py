@@ -196,8 +196,9 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
         # a reselect run writes drift and a child model; the nightly round can run a
         # schedule: its fine-tuning is paced, the rest as before (both in one process)
         out = _python(prefect_env, "import json\nfrom flows.reselect import reselect\n"
-                      f"print(json.dumps(reselect(storage={str(storage)!r}), default=str))\n"
-                      f"print(json.dumps(reselect(storage={str(storage)!r}, "
+                      f"print(json.dumps(reselect(storage={str(storage)!r}, retrain=True), "
+                      "default=str))\n"
+                      f"print(json.dumps(reselect(storage={str(storage)!r}, retrain=True, "
                       "schedule='easy-to-hard:linear:0.5'), default=str))", lines=2)
         result, paced = (json.loads(o) for o in out)
         assert result["drift"] is not None and result["child_model_id"]
@@ -386,3 +387,19 @@ def test_the_nightly_deployment_takes_a_schedule(monkeypatch):
     assert nightly().parameters == {"retrain": True}
     monkeypatch.setenv("SMARTAUG_RESELECT_SCHEDULE", "hard-to-easy:exponential:0.25")
     assert nightly().parameters == {"retrain": True, "schedule": "hard-to-easy:exponential:0.25"}
+
+
+def test_the_reselect_flow_has_the_commands_defaults():
+    """``prefect deployment run reselect/...`` and ``smartaug reselect`` do the same round
+    when given nothing: the flow's parameters default as the command's options do."""
+    import inspect
+
+    from flows.reselect import reselect
+    from pipeline.cli import reselect as command
+
+    flow = inspect.signature(reselect.fn).parameters
+    cli = inspect.signature(command).parameters
+    names = ("experiment_id", "model_id", "retrain", "schedule", "trust_model", "storage")
+    assert all(n in flow and n in cli for n in names)
+    assert {n: flow[n].default for n in names} == {n: cli[n].default for n in names}
+    assert flow["retrain"].default is False

@@ -37,7 +37,7 @@ from pipeline.steps.retrain import training_data
 from pipeline.steps.score import Trust, score_pool
 from pipeline.steps.sql import query
 
-__all__ = ["curriculum_round", "lineage", "report", "reselect"]
+__all__ = ["lineage", "report", "reselect"]
 
 
 def latest_experiment(lake: Lake) -> str:
@@ -82,14 +82,14 @@ def _schedule(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, arm: Arm, d
 def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_model_id: str,
                 dataset_id: str, pool_id: str, selection_id: str,
                 log: Callable[[str], None] | None = print, *, trust: Trust = (),
-                schedule: str | None = None) -> str:
+                schedule: Arm | None = None) -> str:
     """Fine-tune the parent on originals + the selection with the method's loss; register the
     result as a child model. Returns its model_id (found, not retrained, when it exists).
-    ``schedule`` (``ORDER[:PACING[:START]]``, ``parse_schedule``): fine-tune instead on a
-    curriculum over the whole pool as the parent scores it, showing as many augmentations
-    over the round as the selection would (``pipeline.core.curriculum.pacing_sizes``)."""
+    ``schedule`` (a schedule arm, ``parse_schedule``): fine-tune instead on a curriculum over
+    the whole pool as the parent scores it, showing as many augmentations over the round as
+    the selection would (``pipeline.core.curriculum.pacing_sizes``)."""
     tcfg = replace(cfg.retrain, loss=method.loss, seed=cfg.seed)
-    arm = parse_schedule(schedule) if schedule else None
+    arm = schedule
     model_id = content_id("model", {"parent_model_id": parent_model_id,
                                     "selection_id": selection_id, "train": tcfg.to_dict(),
                                     **({"schedule": arm.to_dict()} if arm else {})})
@@ -108,30 +108,38 @@ def train_round(lake: Lake, cfg: ExperimentConfig, method: MethodSpec, parent_mo
     if log:
         log(f"curriculum round: fine-tuning {parent_model_id} on {len(data.train)} originals "
             f"and {n_aug} augmentations an epoch"
-            + (f" on the schedule {schedule}" if arm else "") + f", loss {method.loss.label()}")
+            + (f" on the schedule {_spelt(arm)}" if arm else "")
+            + f", loss {method.loss.label()}")
     history = train(model, x, y, tcfg, eval_sets={"test": (data.test.images, data.test.labels)},
                     log=log, curriculum=plan, n_originals=len(data.train))
     return register_model(
         lake, model_id, model, arch=cfg.model, dataset_id=dataset_id, cfg=tcfg,
         history=history, seconds=time.perf_counter() - t0, parent_model_id=parent_model_id,
         extra={"selection_id": selection_id,
-               **({"schedule": schedule, "items_seen": sum(h["augmented"] for h in history)}
+               **({"schedule": _spelt(arm), "items_seen": sum(h["augmented"] for h in history)}
                   if arm else {})},
         evals={"train": (x, y), "val": (data.val.images, data.val.labels),
                "test": (data.test.images, data.test.labels)})
 
 
-def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | None = None,
-             retrain: bool = False, log: Callable[[str], None] | None = print,
-             trust: Trust = (), schedule: str | None = None) -> dict:
+def _spelt(arm: Arm) -> str:
+    """A schedule as ``parse_schedule`` reads it, in full: ORDER:PACING:START."""
+    return f"{arm.order}:{arm.pacing}:{arm.start:g}"
+
+
+def reselect(lake: Lake, experiment_id: str | None = None, model_id: str | None = None,
+             retrain: bool = False, schedule: str | None = None, trust: Trust = (), *,
+             log: Callable[[str], None] | None = print) -> dict:
     """One curriculum round for an experiment (default: the newest). Returns what it did:
     model_id, scoring_run_id, selection_id, previous_selection_id, drift (or None when the
     selection did not change) and child_model_id (when ``retrain``). The experiment's config
     is read from the lake, so its model is imported only when ``trust`` (or
     ``SMARTAUG_TRUST_MODELS``) names it (``models.check_trusted``). ``schedule``: the
-    round's fine-tuning runs that curriculum (``train_round``); the rest is as without."""
+    round's fine-tuning runs that curriculum (``train_round``); the rest is as without. A step
+    (its arguments positional, as a runner passes them): the CLI and the flow run it alike."""
+    arm = None
     if schedule is not None:
-        parse_schedule(schedule)  # refused before anything is read or written
+        arm = parse_schedule(schedule)  # refused before anything is read or written
         if not retrain:
             raise S.SelectionError(f"schedule {schedule!r} paces a fine-tuning; a round "
                                    f"without --retrain trains nothing to pace")
@@ -155,10 +163,10 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
     child = None
     if retrain:  # the next round's model: fine-tuned on the current selection
         child = train_round(lake, cfg, method, model_id, exp["dataset_id"], exp["pool_id"],
-                            previous, log, trust=trust, schedule=schedule)
+                            previous, log, trust=tuple(trust), schedule=arm)
         model_id = child
     scoring_run_id = score_pool(lake, model_id, exp["pool_id"], device=cfg.retrain.device,
-                                trust=trust)
+                                trust=tuple(trust))
     selection_id = S.band(lake, scoring_run_id, band[0], band[1], score=method.score,
                           per_class=method.per_class)
     out = {"experiment_id": exp_id, "model_id": model_id, "scoring_run_id": scoring_run_id,
@@ -185,15 +193,6 @@ def reselect(lake: Lake, *, experiment_id: str | None = None, model_id: str | No
 
 
 # ------------------------------------------------------------------ as steps (the flow's tasks)
-
-
-def curriculum_round(lake: Lake, experiment_id: str | None, model_id: str | None,
-                     retrain: bool, schedule: str | None = None, *,
-                     log: Callable[[str], None] | None = print, trust: Trust = ()) -> dict:
-    """One round (``reselect``) as a step: re-score, re-select, record the drift (and, with
-    ``retrain``, train the round's model first, on ``schedule`` when given)."""
-    return reselect(lake, experiment_id=experiment_id, model_id=model_id, retrain=retrain,
-                    log=log, trust=trust, schedule=schedule)
 
 
 def report(lake: Lake, experiment_id: str, *, log: Callable[[str], None] | None = None) -> str:

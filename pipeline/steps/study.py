@@ -87,7 +87,12 @@ class Cell:
 
 
 def study_id(cfg: StudyConfig) -> str:
-    return content_id("study", identity(cfg.to_dict()))
+    """The study's content id: its config without the choices that do not change what it
+    computes (``identity``; ``stack``: cells trained together give the figures of cells
+    trained alone, up to rounding)."""
+    d = cfg.to_dict()
+    d.pop("stack", None)
+    return content_id("study", identity(d))
 
 
 def protocol_id(cfg: StudyConfig, dataset_id: str, model_id: str) -> str:
@@ -396,6 +401,7 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
             if log:
                 log(f"stack {cfg.stack}: every cell trains alone ({why})")
     cells = train_grid(runner, cfg, replicates, cells, stack)
+    ran = replace(cfg, stack=stack)  # what ran: the stack the cells trained in (same id)
     for n in cfg.looks()[1:]:  # seeds until decided: rounds for the undecided hypotheses only
         needed = runner.call(undecided, cfg, cells)
         if not needed:
@@ -415,7 +421,7 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
                             for c in runner.call(select, cfg, p.name, ids["scoring_run_id"],
                                                  range(have, n), keys)]
         cells += train_grid(runner, cfg, replicates, new, stack)
-    sid = runner.call(record, cfg, replicates, cells, time.perf_counter() - t0)
+    sid = runner.call(record, ran, replicates, cells, time.perf_counter() - t0)
     return sid, runner.call(report, cfg, sid, command)
 
 
