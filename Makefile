@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.smartaug-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data up run serve serve-pg stop test test-fast bench lint clean
+.PHONY: setup data cifar10-mini up run serve serve-pg stop test test-fast bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ data:
 	fi
 
 setup: $(STAMP) data
+
+# The CIFAR-10 subset the committed CIFAR-10 results ran on (1000 train and 200 test JPEGs a
+# class, an ImageFolder), unpacked into data/cifar10-mini/, where their study files look for it
+# (or wherever SMARTAUG_CIFAR10_MINI says). CIFAR10_MINI_TAR: the archive.
+CIFAR10_MINI_TAR ?= ../shared/data/cifar10-mini.tar.gz
+cifar10-mini:
+	@if [ -d data/cifar10-mini/train ]; then echo "data/cifar10-mini is there"; exit 0; fi; \
+	if [ ! -f "$(CIFAR10_MINI_TAR)" ]; then \
+	  echo "no $(CIFAR10_MINI_TAR): give CIFAR10_MINI_TAR=path/to/cifar10-mini.tar.gz"; exit 2; fi; \
+	mkdir -p data && tar -xzf "$(CIFAR10_MINI_TAR)" -C data && echo "data/cifar10-mini: ready"
 
 # Prefect: an embedded server on 127.0.0.1 (SQLite under .prefect/) and the serve process,
 # started in the background when not already up; `make stop` stops them by pid.

@@ -2,7 +2,8 @@
 (optional) starts from a preset; every other key overrides it, section by section (``[data]``,
 ``[augment]``, ``[baseline]``, ``[retrain]``, ``[[methods]]``...). Paths are relative to the
 file: ``data.dataset = "imagefolder:DIR"``, ``data.root`` and ``augment.space`` (a space file:
-its kinds become the pool's). One typed schema (``pipeline.config``) validates the result; an
+its kinds become the pool's); the dataset's folder may name environment variables
+(``imagefolder:${CIFAR:-../data/cifar10}``). One typed schema (``pipeline.config``) validates the result; an
 error names the field, the value and what is valid.
 
 ``dumps(cfg)`` writes a config as TOML (what ``smartaug config show`` prints for a preset,
@@ -12,6 +13,8 @@ from its one definition in ``pipeline.config``).
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -69,12 +72,34 @@ def _table_of_keys(path: Path, what: str) -> dict:
     return data
 
 
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand(path: Path, text: str) -> str:
+    """``text`` with its environment variables filled in: ``$NAME``, ``${NAME}`` and
+    ``${NAME:-default}`` (the default when NAME is unset or empty). ConfigError naming an
+    unset variable that has no default."""
+    def value(m: re.Match) -> str:
+        name = m.group(1) or m.group(3)
+        got = os.environ.get(name)
+        if got:
+            return got
+        if m.group(2) is not None:
+            return m.group(2)
+        raise ConfigError(f"{path}: {text!r} names the environment variable {name}, which is "
+                          f"not set: set it to the directory it stands for "
+                          f"(export {name}=/path/to/it)")
+    return _VARIABLE.sub(value, text)
+
+
 def _paths(path: Path, data: dict) -> None:
-    """The file's relative paths (dataset folder, data root, space file) made absolute."""
+    """The file's paths (dataset folder, data root, space file) made absolute: relative to
+    the file, environment variables filled in (``expand``), so a committed file names its
+    data the same way on every machine."""
     here = path.parent.absolute()
     d = data.get("data", {})
     if isinstance(d.get("dataset"), str) and d["dataset"].startswith("imagefolder:"):
-        folder = here / d["dataset"].split(":", 1)[1]
+        folder = Path(os.path.normpath(here / expand(path, d["dataset"].split(":", 1)[1])))
         if not folder.is_dir():
             raise ConfigError(f"{path}: data.dataset = {d['dataset']!r}: no directory {folder} "
                               f"(a path relative to the file, holding train/CLASS/*.png)")

@@ -132,3 +132,25 @@ def test_experiment_from_the_example_file_with_overrides(tmp_path):
                           "--preset", "quick", "--storage", str(storage)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "not both" in res.stderr
+
+
+def test_a_files_image_folder_may_name_environment_variables(tmp_path, monkeypatch):
+    """A committed file names its data portably: relative to the file, or through a
+    variable (``${NAME:-default}``), resolved to one absolute path when the file loads."""
+    write_image_folder(tmp_path / "shared" / "pets")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    exp = tmp_path / "a" / "b" / "exp.toml"
+    exp.write_text('preset = "quick"\n[data]\n'
+                   'dataset = "imagefolder:${PETS:-../../shared/pets}"\n')
+    monkeypatch.delenv("PETS", raising=False)
+    want = f"imagefolder:{tmp_path / 'shared' / 'pets'}"
+    assert load_experiment(exp).data.dataset == want  # the default, relative to the file
+    monkeypatch.setenv("PETS", str(tmp_path / "shared" / "pets"))
+    assert load_experiment(exp).data.dataset == want  # the variable, absolute
+    exp.write_text('preset = "quick"\n[data]\ndataset = "imagefolder:$PETS_HOME/pets"\n')
+    monkeypatch.setenv("PETS_HOME", str(tmp_path / "shared"))
+    assert load_experiment(exp).data.dataset == want
+    monkeypatch.delenv("PETS_HOME")
+    with pytest.raises(ConfigError, match=r"names the environment variable PETS_HOME, which "
+                       r"is not set.*export PETS_HOME="):
+        load_experiment(exp)

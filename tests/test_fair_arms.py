@@ -28,7 +28,7 @@ from pipeline.core.stats import (
 from pipeline.steps.study_report import hypotheses, reanalyse, rewrite_study_report, unequal
 from tests.conftest import smartaug, tiny_study_data, write_image_folder
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "results"
 COMMITTED = sorted(p.parent for p in DOCS.rglob("study.json")
                    if json.loads(p.read_text()).get("hypotheses"))
 

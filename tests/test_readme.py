@@ -18,7 +18,7 @@ from tests.conftest import write_image_folder
 ROOT = Path(__file__).resolve().parent.parent
 # the README first (its tour makes the lake the other pages' blocks use), then docs/ in order
 PAGES = [ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in (
-    "cli", "studies", "recommend", "library", "prefect", "lake", "performance"))]
+    "cli", "studies", "results", "recommend", "library", "prefect", "lake", "performance"))]
 README = (ROOT / "README.md").read_text()
 TEXT = "\n".join(p.read_text() for p in PAGES)
 BIN = Path(sys.executable).parent
@@ -53,6 +53,10 @@ SKIPPED = {
         "tests/test_study.py runs a study file",
     ".venv/bin/prefect deployment run study/study -p preset=quick -p overrides='{\"reps\": 5}' "
     "--watch": "tests/test_flows.py runs the study flow on a Dask cluster",
+    "make cifar10-mini CIFAR10_MINI_TAR=path/to/cifar10-mini.tar.gz # -> "
+    "data/cifar10-mini/{train,test}":
+        "unpacks the CIFAR-10 subset the committed results ran on (an archive this suite does "
+        "not have); test_experiment_file.py loads files naming their data this way",
     ".venv/bin/prefect deployment run reselect/nightly -p retrain=false --watch":
         "tests/test_flows.py runs the reselect flow",
 }
@@ -255,3 +259,28 @@ def test_readme_training_loop_runs(scratch):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("epoch ") == 2
 
+
+
+def _anchor(title: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_of_the_docs_leads_somewhere():
+    """Every relative link of the README, docs/ and the committed reports names a file that
+    exists, and an anchor a heading of that page has (pages moved: their links moved too)."""
+    broken = []
+    pages = [*PAGES, *sorted((ROOT / "docs" / "results").rglob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            where = (page.parent / path).resolve() if path else page
+            if not where.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+            elif anchor and where.suffix == ".md":
+                heads = {_anchor(h) for h in re.findall(r"^#+ (.*)$", where.read_text(), re.M)}
+                if anchor not in heads:
+                    broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == []
