@@ -704,9 +704,9 @@ class Selector:
             return f"{self.score}@{self.position}"
         if self.kind == "chosen":
             return f"{self.score}@val"
-        if self.kind == "coverage":
-            return f"coverage-{self.score}"
-        return self.arm if self.kind == "arm" else self.kind
+        if self.kind == "arm":
+            return self.arm
+        return f"{self.kind}-{self.score}" if self.score else self.kind  # coverage-avh
 
     @property
     def family(self) -> str:
@@ -723,16 +723,73 @@ class Selector:
             return cls("arm", arm=name)
         if name in ("random", "random-unstratified", "none", "all"):
             return cls(name)
-        if name.startswith("coverage-") and name[9:] in SCORE_DIRECTIONS:
-            return cls("coverage", score=name[9:])
+        kind, dash, score = name.rpartition("-")
+        if dash and kind in SELECTION_RULES and score in SCORE_DIRECTIONS:  # coverage-avh
+            return cls(kind, score=score)
         score, at, position = name.partition("@")
         if at and score in SCORE_DIRECTIONS and position == "val":
             return cls("chosen", score=score)
         if at and score in SCORE_DIRECTIONS and position in POSITIONS:
             return cls("window", score=score, position=position)
         raise ConfigError(f"unknown selector {name!r}; valid: random, random-unstratified, "
-                          f"SCORE@POSITION ({', '.join(POSITIONS)}, val), coverage-SCORE, none, "
-                          f"all" + (f", or an arm: {', '.join(arms)}" if arms else ""))
+                          f"SCORE@POSITION ({', '.join(POSITIONS)}, val), KIND-SCORE (coverage), "
+                          f"none, all" + (f", or an arm: {', '.join(arms)}" if arms else ""))
+
+
+def _scored(params: dict) -> dict:
+    """A score-ranked rule's query parameters: its own, less ``n`` (the class quotas carry
+    it), and the score's direction."""
+    return {**{k: v for k, v in params.items() if k != "n"},
+            "direction": SCORE_DIRECTIONS[params["score"]]}
+
+
+def _window(sel: Selector, n: int, *, budget: float, start: float | None, per_class: bool,
+            **_) -> dict:
+    lo = start if start is not None else POSITIONS[sel.position](budget)
+    return {"score": sel.score, "n": int(n), "lo": float(lo), "per_class": bool(per_class)}
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """How a selector kind picks exactly ``n`` items of a scoring run: its query
+    (``pipeline/steps/sql/<sql>``) and ``method`` name, the parameters its selection id hashes
+    (``params(selector, n, budget=, start=, seed=, per_class=, drop=, bins=)``), the query's
+    bound parameters beside the run's files (``bind(params)``), the class quotas it fills
+    (``mix``: the run's class mix; ``defined``: the mix of the items whose score is defined,
+    or one group over all classes when not per class; None), and ``check(params)``: what is
+    wrong with them, or None. ``pipeline.steps.select.pick`` runs any of them; a new kind is
+    one entry here (and a line in ``StudyConfig.grid``) and its SQL file."""
+
+    method: str
+    sql: str
+    params: Callable[..., dict]
+    bind: Callable[[dict], dict] = lambda params: {}
+    quotas: str | None = None
+    check: Callable[[dict], str | None] = lambda params: None
+
+
+SELECTION_RULES: dict[str, SelectionRule] = {
+    "random": SelectionRule(
+        "random", "random_stratified.sql",
+        lambda sel, n, *, seed, **_: {"n": int(n), "seed": int(seed), "stratified": True},
+        bind=lambda p: {"seed": p["seed"]}, quotas="mix"),
+    "random-unstratified": SelectionRule(
+        "random", "random.sql", lambda sel, n, *, seed, **_: {"n": int(n), "seed": int(seed)},
+        bind=lambda p: p),
+    "window": SelectionRule(
+        "window", "window.sql", _window, bind=_scored, quotas="defined",
+        check=lambda p: None if 0.0 <= p["lo"] <= 1.0 else
+        f"window start {p['lo']} lies outside [0, 1]"),
+    "coverage": SelectionRule(
+        "coverage", "coverage.sql",
+        lambda sel, n, *, seed, per_class, drop, bins, **_: {
+            "score": sel.score, "n": int(n), "drop": float(drop), "bins": int(bins),
+            "seed": int(seed), "per_class": bool(per_class)},
+        bind=_scored, quotas="defined",
+        check=lambda p: None if 0.0 <= p["drop"] < 1.0 and p["bins"] >= 1 else
+        f"coverage needs 0 <= drop < 1 and bins >= 1, got drop {p['drop']}, bins {p['bins']}"),
+    "all": SelectionRule("all", "all.sql", lambda sel, n, **_: {}),
+}
 
 
 @dataclass(frozen=True)

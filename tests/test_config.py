@@ -86,3 +86,62 @@ def test_fields_added_later_keep_every_id_made_before_them():
     for c in (one, many):
         assert study_from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert StudyConfig().per_class  # windows and coverage stratified like random, by default
+
+
+# ------------------------------------------------------------------ the study's grid
+
+
+def test_a_selector_spells_its_name_and_reads_it_back():
+    from pipeline.config import Selector
+    from pipeline.errors import ConfigError
+
+    known = {"random": Selector("random"), "random-unstratified": Selector("random-unstratified"),
+             "avh@offset": Selector("window", "avh", "offset"),
+             "el2n@val": Selector("chosen", "el2n"), "coverage-margin": Selector("coverage", "margin"),
+             "none": Selector("none"), "all": Selector("all"), "ta": Selector("arm", arm="ta")}
+    for name, sel in known.items():
+        assert sel.name == name and Selector.parse(name, ["ta"]) == sel
+    assert [Selector.parse(n, ["ta"]).family for n in known] == [
+        "random", "random", "window", "window", "coverage", "reference", "reference", "arm"]
+    for bad in ("avh@middle", "coverage-x", "ta", "nosuch@val"):
+        with pytest.raises(ConfigError, match="unknown selector"):
+            Selector.parse(bad)
+
+
+def test_the_grid_is_every_reported_row_in_one_order():
+    """One pool, two budgets, two losses, unstratified windows: random (and its unstratified
+    control), each score's windows then its @val, coverage and the arm at each budget, each
+    with every loss; then none, all and the pruning arm on the whole pool."""
+    from pipeline.config import Arm, PoolSpec, StudyConfig
+
+    cfg = StudyConfig(pools=(PoolSpec("p"),), budgets=(0.1, 0.5), scores=("avh",),
+                      positions=("easiest", "hardest"), coverage=("el2n",), per_class=False,
+                      losses=("ce", "avh"), arms=(Arm("u", policy="uniform", budgets=(0.5,)),))
+    rows = [(g.pool, g.budget, g.selector.name, g.loss) for g in cfg.grid()]
+    per_budget = ["random", "random-unstratified", "avh@easiest", "avh@hardest", "avh@val",
+                  "coverage-el2n"]
+    want = [("p", b, s, loss) for b in (0.1, 0.5) for s in per_budget + (["u"] if b == 0.5
+                                                                        else [])
+            for loss in ("ce", "avh")]
+    want += [("p", b, s, loss) for b, s in ((0.0, "none"), (1.0, "all"))
+             for loss in ("ce", "avh")]
+    assert rows == want
+    assert cfg.selectors() == ["avh@easiest", "avh@hardest", "avh@val", "coverage-el2n", "u"]
+    pruned = replace(cfg, losses=("ce",), arms=(Arm("ib", source="infobatch"),))
+    assert [(g.budget, g.selector.name) for g in pruned.grid()][-3:] == [
+        (0.0, "none"), (1.0, "all"), (1.0, "ib")]  # pruning on the whole pool, beside all
+
+
+def test_stored_study_configs_load_through_one_versioned_upgrade():
+    from pipeline.config import STUDY_FORMAT, load_study, study_format, study_preset
+
+    today = study_preset("quick").to_dict()
+    assert study_format(today) == STUDY_FORMAT and load_study(today) == study_preset("quick")
+    before_choosing = {k: v for k, v in today.items() if k != "choose_seeds"}
+    assert study_format(before_choosing) == 2  # SCORE@val chosen on the reported seeds
+    assert load_study(before_choosing).choose_seeds == 0
+    before_stratifying = {k: v for k, v in before_choosing.items() if k != "per_class"}
+    assert study_format(before_stratifying) == 1  # windows over the whole pool
+    old = load_study(before_stratifying)
+    assert (old.per_class, old.choose_seeds) == (False, 0)
+    assert [g.selector.name for g in old.grid()][:2] == ["random", "random-unstratified"]

@@ -14,12 +14,12 @@ import json
 
 import pyarrow as pa
 
-from pipeline.config import POSITIONS, SCORE_COLUMNS, SCORE_DIRECTIONS, Selector
+from pipeline.config import SCORE_COLUMNS, SELECTION_RULES, Selector
 from pipeline.errors import UserError
 from pipeline.lake import Lake, LakeError, content_id, query_arrow
 from pipeline.steps.sql import sql_hash, sql_text
 
-__all__ = ["SELECTIONS", "SelectionError", "all_items", "band", "class_quotas", "coverage",
+__all__ = ["SelectionError", "all_items", "band", "class_quotas", "coverage",
            "pick", "random_stratified", "random_subset", "read_selection", "size_of", "window"]
 
 
@@ -118,9 +118,7 @@ def random_subset(lake: Lake, scoring_run_id: str, *, size: int | None = None,
         size = int(round(fraction * total))
     if size is None or size < 1 or size > total:
         raise SelectionError(f"size must be between 1 and the run's {total} items, got {size}")
-    params = {"n": int(size), "seed": int(seed)}
-    return _store(lake, scoring_run_id, "random", "random.sql", params,
-                  {"files": files, **params})
+    return pick(lake, scoring_run_id, Selector("random-unstratified"), size, seed=seed)
 
 
 def _same_items(lake: Lake, scoring_run_id: str, matched_to: str) -> None:
@@ -194,16 +192,8 @@ def window(lake: Lake, scoring_run_id: str, n: int, *, score: str = "avh", lo: f
     """Exactly ``n`` items: the window of the hardness ranking by ``score`` (easiest first)
     that starts at quantile ``lo`` (0 = the easiest; moved back to fit, so 1 - n/N = the
     hardest), over all items or in each class with its share of ``n``. Returns selection_id."""
-    _check_score(score)
-    if not 0.0 <= lo <= 1.0:
-        raise SelectionError(f"window start {lo} lies outside [0, 1]")
-    params = {"score": score, "n": int(n), "lo": float(lo), "per_class": bool(per_class)}
-    groups = _groups(lake, scoring_run_id, int(n), score, per_class)
-    return _store(lake, scoring_run_id, "window", "window.sql", params,
-                  {"files": _files(lake, scoring_run_id),
-                   **{k: v for k, v in params.items() if k != "n"},
-                   "direction": SCORE_DIRECTIONS[score], **groups},
-                  score_column=score, per_class=bool(per_class), expected=int(n))
+    return pick(lake, scoring_run_id, Selector("window", score), n, start=lo,
+                per_class=per_class)
 
 
 def coverage(lake: Lake, scoring_run_id: str, n: int, *, score: str = "avh",
@@ -211,34 +201,19 @@ def coverage(lake: Lake, scoring_run_id: str, n: int, *, score: str = "avh",
     """Exactly ``n`` items: the hardest ``drop`` fraction by ``score`` left out, then drawn
     evenly across ``bins`` equal-width bins of the rest (``coverage.sql``). Returns
     selection_id."""
-    _check_score(score)
-    if not 0.0 <= drop < 1.0 or bins < 1:
-        raise SelectionError(f"coverage needs 0 <= drop < 1 and bins >= 1, got drop {drop}, "
-                             f"bins {bins}")
-    params = {"score": score, "n": int(n), "drop": float(drop), "bins": int(bins),
-              "seed": int(seed), "per_class": bool(per_class)}
-    groups = _groups(lake, scoring_run_id, int(n), score, per_class)
-    return _store(lake, scoring_run_id, "coverage", "coverage.sql", params,
-                  {"files": _files(lake, scoring_run_id),
-                   **{k: v for k, v in params.items() if k != "n"},
-                   "direction": SCORE_DIRECTIONS[score], **groups},
-                  score_column=score, per_class=bool(per_class), expected=int(n))
+    return pick(lake, scoring_run_id, Selector("coverage", score), n, drop=drop, bins=bins,
+                seed=seed, per_class=per_class)
 
 
 def random_stratified(lake: Lake, scoring_run_id: str, n: int, *, seed: int = 0) -> str:
     """Exactly ``n`` random items with the run's class mix (``class_quotas``). Returns
     selection_id."""
-    quotas = class_quotas(class_counts(lake, scoring_run_id), int(n))
-    params = {"n": int(n), "seed": int(seed), "stratified": True}
-    return _store(lake, scoring_run_id, "random", "random_stratified.sql", params,
-                  {"files": _files(lake, scoring_run_id), "groups": list(quotas),
-                   "quotas": list(quotas.values()), "seed": int(seed)},
-                  per_class=True, expected=int(n))
+    return pick(lake, scoring_run_id, Selector("random"), n, seed=seed)
 
 
 def all_items(lake: Lake, scoring_run_id: str) -> str:
     """Every item of the run (M0). Returns selection_id."""
-    return _store(lake, scoring_run_id, "all", "all.sql", {}, {"files": _files(lake, scoring_run_id)})
+    return pick(lake, scoring_run_id, Selector("all"), 0)
 
 
 # ------------------------------------------------------------------ a grid selector's rule
@@ -259,40 +234,46 @@ def size_of(lake: Lake, scoring_run_id: str, *, size: int | None = None,
     return n, n / total
 
 
-def _window(lake, run, sel, n, *, budget, start, per_class, **_):
-    lo = start if start is not None else POSITIONS[sel.position](budget)
-    return window(lake, run, n, score=sel.score, lo=lo, per_class=per_class)
-
-
-# each grid kind's rule: what makes its selection of exactly n items at a budget
-SELECTIONS = {
-    "random": lambda lake, run, sel, n, *, seed, **_: random_stratified(lake, run, n, seed=seed),
-    "random-unstratified": lambda lake, run, sel, n, *, seed, **_: random_subset(
-        lake, run, size=n, seed=seed),
-    "window": _window,
-    "coverage": lambda lake, run, sel, n, *, seed, per_class, drop, bins, **_: coverage(
-        lake, run, n, score=sel.score, drop=drop, bins=bins, seed=seed, per_class=per_class),
-    "all": lambda lake, run, sel, n, **_: all_items(lake, run),
-}
-
-
-def pick(lake: Lake, scoring_run_id: str, selector: Selector, n: int, *,
+def pick(lake: Lake, scoring_run_id: str, selector: Selector, n: int | None, *,
          budget: float | None = None, seed: int = 0, per_class: bool = True,
          drop: float = 0.1, bins: int = 50, start: float | None = None) -> str:
-    """The selection ``selector`` (``pipeline.config.Selector``) makes of a scoring run: the
-    one rule the study's cells and ``smartaug select`` share. ``n`` items at ``budget`` (the
-    share a window's position is placed by; default ``n`` over the run's items), ``seed``
-    for the random draws, ``per_class`` for windows and coverage, coverage's ``drop`` and
-    ``bins``, a window's ``start`` quantile in place of its position. Returns
-    selection_id."""
-    rule = SELECTIONS.get(selector.kind)
+    """The selection ``selector`` makes of a scoring run by its kind's rule
+    (``pipeline.config.SELECTION_RULES``): the one path the study's cells, ``smartaug
+    select`` and ``window``, ``coverage``, ``random_stratified`` and ``all_items`` share.
+    ``n`` items at ``budget`` (the share a window's position is placed by; default ``n``
+    over the run's items), ``seed`` for the random draws, ``per_class`` for windows and
+    coverage, coverage's ``drop`` and ``bins``, a window's ``start`` quantile in place of its
+    position. Returns selection_id."""
+    rule = SELECTION_RULES.get(selector.kind)
     if rule is None:
         raise SelectionError(f"{selector.name} makes no selection of its own; selectors that "
-                             f"do: {', '.join(SELECTIONS)}")
-    if budget is None and selector.kind == "window" and start is None:
+                             f"do: {', '.join(SELECTION_RULES)}")
+    if selector.score is not None:
+        _check_score(selector.score)
+    files = _files(lake, scoring_run_id)
+    if budget is None and start is None and selector.kind == "window":
         budget = n / lake.row("scoring_runs", scoring_run_id)["n_items"]
-    return rule(lake, scoring_run_id, selector, n, budget=budget, seed=seed,
-                per_class=per_class, drop=drop, bins=bins, start=start)
+    params = rule.params(selector, n, budget=budget, start=start, seed=seed,
+                         per_class=per_class, drop=drop, bins=bins)
+    wrong = rule.check(params)
+    if wrong:
+        raise SelectionError(wrong)
+    query = {"files": files, **rule.bind(params)}
+    if rule.quotas == "mix":
+        quotas = class_quotas(class_counts(lake, scoring_run_id), int(n))
+        query.update(groups=list(quotas), quotas=list(quotas.values()))
+    elif rule.quotas == "defined":
+        query.update(_groups(lake, scoring_run_id, int(n), params["score"],
+                             params["per_class"]))
+    elif "n" in params:  # an unstratified draw: from the run's items
+        total = lake.row("scoring_runs", scoring_run_id)["n_items"]
+        if not 1 <= params["n"] <= total:
+            raise SelectionError(f"size must be between 1 and the run's {total} items, got "
+                                 f"{params['n']}")
+    return _store(lake, scoring_run_id, rule.method, rule.sql, params, query,
+                  score_column=params.get("score"),
+                  per_class=params.get("per_class", rule.quotas == "mix"),
+                  expected=int(n) if rule.quotas else None)
 
 
 def read_selection(lake: Lake, selection_id: str) -> pa.Table:
