@@ -125,7 +125,10 @@ def test_batch_size_independence():
     x, w, y = random_case(n=100, seed=4, dtype=torch.float32)
     whole = avh(x, w, y)
     parts = torch.cat([avh(x[i : i + 7], w, y[i : i + 7]) for i in range(0, 100, 7)])
-    assert torch.equal(whole, parts)
+    # float64 inside, rounded to float32: another batch size may block the product otherwise
+    # (tests/README.md), which moves float64's last bits, far below float32's (rtol 1e-6)
+    np.testing.assert_allclose(parts.numpy(), whole.numpy(), rtol=1e-6, atol=0)
+    assert not torch.isnan(whole).any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

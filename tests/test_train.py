@@ -1,6 +1,7 @@
-"""Training loop (pipeline/train.py) and the CLI demo on real data."""
+"""Training loop (pipeline/core/train.py) and the CLI demo on real data."""
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -110,3 +111,21 @@ def test_large_batches_train_channels_last_with_the_same_result():
     assert conv.weight.is_contiguous()
     test = toy(seed=2)
     assert evaluate(nhwc, *test)["acc"] > 0.9 and evaluate(nchw, *test)["acc"] > 0.9
+
+
+def test_the_layout_a_training_uses_can_be_forced(monkeypatch):
+    """Channels-last on CUDA and for large CPU batches; SMARTAUG_CHANNELS_LAST forces either
+    (the suite runs under both: tests/README.md)."""
+    from pipeline.core.train import channels_last
+    from pipeline.errors import InputError
+
+    monkeypatch.delenv("SMARTAUG_CHANNELS_LAST", raising=False)
+    assert [channels_last(False, 128), channels_last(False, 512), channels_last(True, 2)] == [
+        False, True, True]
+    monkeypatch.setenv("SMARTAUG_CHANNELS_LAST", "1")
+    assert channels_last(False, 128)
+    monkeypatch.setenv("SMARTAUG_CHANNELS_LAST", "0")
+    assert not channels_last(True, 4096)
+    monkeypatch.setenv("SMARTAUG_CHANNELS_LAST", "yes")
+    with pytest.raises(InputError, match="must be 1 or 0"):
+        channels_last(False, 128)

@@ -6,6 +6,7 @@ The whole split stays one uint8 tensor on the device; each batch is indexed, sca
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -308,6 +309,22 @@ def _log_epoch(log, row: dict, epochs: int, n: int) -> None:
             f"{n / row['seconds']:.0f} img/s)")
 
 
+CHANNELS_LAST_ENV = "SMARTAUG_CHANNELS_LAST"
+
+
+def channels_last(cuda: bool, batch_size: int) -> bool:
+    """Whether a training lays its batches out channels-last (NHWC): on CUDA always; on the CPU
+    for batches of 512 or more, where oneDNN's NHWC kernels pay off. ``SMARTAUG_CHANNELS_LAST``
+    = 1 or 0 forces either layout (the figures agree within float tolerance either way; the
+    test suite runs under both)."""
+    forced = os.environ.get(CHANNELS_LAST_ENV, "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise InputError(f"{CHANNELS_LAST_ENV} must be 1 or 0 (or unset), got {forced!r}")
+    return cuda or batch_size >= 512
+
+
 class _Run:
     """What every epoch of one training shares: the model, its optimizer, its loss and how its
     batches are laid out (channels_last; bf16 autocast on CUDA)."""
@@ -316,10 +333,10 @@ class _Run:
         model.to(device)
         # channels_last: tensor cores on CUDA; on the CPU oneDNN's NHWC kernels pay off for
         # large batches (lenet5-wide, batch 1000, 2 cores: 1.6x faster) and cost ~10 % on
-        # small ones (LeNet-5, batch 128). On CUDA also bf16 autocast (no loss scaling), and
-        # the whole dataset resident on the device as uint8 (batches gathered there)
+        # small ones (LeNet-5, batch 128): ``channels_last``. On CUDA also bf16 autocast (no
+        # loss scaling), and the whole dataset resident on the device as uint8
         self.cuda = device.type == "cuda"
-        self.channels_last = self.cuda or cfg.batch_size >= 512
+        self.channels_last = channels_last(self.cuda, cfg.batch_size)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model, self.cfg, self.curriculum = model, cfg, curriculum

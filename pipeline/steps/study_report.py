@@ -589,7 +589,7 @@ def _costs(rows: list[dict], cells: list[dict], by_run: dict, baseline_s: float,
     for r in rows:
         ids = r["run_ids"] + r.get("choose_run_ids", [])
         arm = r.get("arm") or {}
-        hardness = r["kind"] in ("window", "coverage") or r["chosen_on"] is not None or (
+        hardness = (r["kind"] != "arm" and r.get("score") is not None) or r["chosen_on"] is not None or (
             r["kind"] == "arm" and r.get("policy") == "atlas-only") or (  # its atlas: both
             r.get("source") in ("schedule", "self-paced")  # ranked by the baseline's scores
             and arm.get("order") != "random-order")
