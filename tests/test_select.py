@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.config import SCORE_COLUMNS
+from pipeline.config import SCORE_COLUMNS, SCORE_DIRECTIONS
 from pipeline.lake import Lake
 from pipeline.steps import select as S
 from pipeline.steps.select import SelectionError
@@ -152,7 +152,7 @@ def test_every_query_that_reads_a_score_reads_the_one_it_is_given(lake):
         q = np.quantile(cols[c][defined], 0.1)  # linear, as quantile_cont
         assert ids(lake, S.band(lake, run, 0.0, 0.1, score=c)) == sorted(
             i for i in defined.tolist() if cols[c][i] < q)
-        hard = defined if S.SCORE_DIRECTIONS[c] > 0 else defined[::-1]
+        hard = defined if SCORE_DIRECTIONS[c] > 0 else defined[::-1]
         assert ids(lake, S.window(lake, run, 20, score=c, lo=0.0)) == sorted(hard[:20].tolist())
         kept = set(ids(lake, S.coverage(lake, run, 20, score=c, drop=0.5, bins=1)))
         assert kept <= set(hard[:len(hard) - len(hard) // 2].tolist()) and len(kept) == 20

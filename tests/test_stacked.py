@@ -197,18 +197,20 @@ def _study(root: str, **change) -> StudyConfig:
 def test_a_stacked_study_trains_the_same_cells_to_the_same_figures(tmp_path, fashion_root):
     from pipeline.steps.study import grid_groups, run_study
 
-    lake = Lake(tmp_path / "lake")
-    alone = _study(fashion_root)
-    together = _study(fashion_root, stack=2)
-    sid_a, _ = run_study(alone, lake, workers=1, log=None)
+    alone, together = _study(fashion_root), _study(fashion_root, stack=2)
+    lakes = {"alone": Lake(tmp_path / "alone"), "together": Lake(tmp_path / "together")}
+    sid_a, _ = run_study(alone, lakes["alone"], workers=1, log=None)
     lines: list[str] = []
-    sid_t, _ = run_study(together, lake, workers=1, log=lines.append)
-    assert sid_a != sid_t
+    sid_t, _ = run_study(together, lakes["together"], workers=1, log=lines.append)
+    assert sid_a == sid_t  # one study: stack is how it trains, not what it computes
+    assert json.loads(lakes["together"].row("studies", sid_t)["config"])["stack"] == 2
+    assert "stack" not in json.loads(lakes["alone"].row("studies", sid_a)["config"])
     cells: dict = {}
-    for sid in (sid_a, sid_t):
-        for c in json.loads(lake.row("studies", sid)["cells"]):
+    runs = {}
+    for lake in lakes.values():
+        for c in json.loads(lake.row("studies", sid_a)["cells"]):
             cells.setdefault((c["budget"], c["selector"], c["rep"]), []).append(c)
-    runs = {r["run_id"]: r for r in lake.sql("select * from runs").to_pylist()}
+        runs.update({r["run_id"]: r for r in lake.sql("select * from runs").to_pylist()})
     assert len(cells) == 2 * 2 * 3 + 3 and len(runs) == 2 * len(cells)
     for a, t in cells.values():
         assert a["selection_id"] == t["selection_id"]  # the same selections, a run each
@@ -224,10 +226,11 @@ def test_a_stacked_study_trains_the_same_cells_to_the_same_figures(tmp_path, fas
     typed = [Cell(**t) for _, t in cells.values()]
     assert sorted(len(g) for g in grid_groups(typed, 2)) == [1, 2, 2, 2, 2, 2, 2, 2]
     assert sum("2 trainings as one model" in line for line in lines) == 7
-    # found again, nothing retrained
-    n = len(runs)
-    assert run_study(together, lake, workers=1, log=None)[0] == sid_t
-    assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == n
+    # found again, nothing retrained: stacked or alone, the finished study is the same one
+    for lake in lakes.values():
+        n = lake.sql("select count(*) n from runs").to_pylist()[0]["n"]
+        assert run_study(together, lake, workers=1, log=None)[0] == sid_t
+        assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == n
     # a crash in the middle of a group: the lost cell trains alone, its group's others stay
     lost = cells[(0.2, "random", 1)][1]["run_id"]
     kept_at = {r["run_id"]: r["created_at"] for r in lake.sql("select * from runs").to_pylist()}
