@@ -476,12 +476,16 @@ def atlas(
     """What the baseline makes of each kind of augmentation at each magnitude, per class:
     the atlas table (flip rate, AVH, loss, margin, confidence drop) and a report (heatmap,
     the classes a kind treats differently, each cell's extremes). Prints the atlas_id last."""
-    from pipeline.steps.atlas import build_atlas, write_atlas_report
+    from pipeline.steps.atlas import baseline_health, build_atlas, write_atlas_report
 
     lake = _lake(storage)
     atlas_id = _steps(build_atlas, lake, scoring_run_id, bins=bins, min_items=min_items,
                       device=device, trust=tuple(trust_model or ()), log=err.print)
     where = _steps(write_atlas_report, lake, atlas_id)
+    weak = _steps(baseline_health, lake, lake.row("scoring_runs", scoring_run_id)["model_id"]
+                  )["weak"]
+    if weak:
+        err.print(f"warning: {weak}")
     err.print(f"report: {where}")
     print(atlas_id)
 
@@ -528,13 +532,17 @@ def policy(
     """A recommended policy for on-the-fly training from an atlas: per kind a magnitude
     range and a weight, in albumentations' own serialisation (A.from_dict loads it; per-class
     policies beside it where classes differ). Prints the file's path last."""
-    from pipeline.steps.policy import per_class_path, write_policy
+    from pipeline.steps.policy import per_class_path, said, write_policy
 
     lake = _lake(storage)
     rec = _steps(write_policy, lake, atlas_id, out, max_flip)
+    if rec["baseline"]["weak"]:
+        err.print(f"warning: {rec['baseline']['weak']}")
     for kind, k in rec["kinds"].items():
         limit = "" if k["limit"] is None else f", magnitude up to {k['limit']:.3g}"
-        err.print(f"{kind}: weight {k['weight']:.3f}{limit} (flip rate {k['flip_rate']:.3f})")
+        decided = f"; {said(k['decided_by'])}" if k.get("decided_by") else ""
+        err.print(f"{kind}: weight {k['weight']:.3f}{limit} (flip rate {k['flip_rate']:.3f} "
+                  f"over the kept bins{decided})")
     for kind, why in rec["left_out"].items():
         err.print(f"{kind}: left out ({why})")
     if rec["per_class"]:

@@ -290,3 +290,83 @@ def test_a_scoring_run_of_originals_is_not_an_atlas(scored, capsys):
                             str(lake))
     assert code == 2 and "not a pool" in err
     assert Path(lake).exists()
+
+
+# ------------------------------------------------------------------ the policy's rule, cell by cell
+
+
+def test_a_policy_cut_steps_over_empty_bins_and_states_its_doubts():
+    """A kind that fills only some magnitude bins (noise at a fixed sigma fills bin 2 of 3)
+    is judged on those, never left out for its empty weakest bin; each cut names the bin that
+    decided it with its count and Wilson interval, and says when the interval spans the cut or
+    fewer than MIN_DECIDING images decided it."""
+    from scipy.stats import binomtest
+
+    from pipeline.core.magnitude import scale_of
+    from pipeline.steps.policy import MIN_DECIDING, _cut, said
+
+    scales = {"noise": scale_of("noise", 20.0), "hflip": None, "rotate": scale_of("rotate", 20.0)}
+    cells = {("noise", 2): [8, 90],  # 0.089: bins 0 and 1 hold nothing
+             ("hflip", 0): [12, 48],  # 0.25 over 48 images: out, but uncertain and few
+             ("rotate", 0): [1, 400], ("rotate", 1): [30, 400], ("rotate", 2): [200, 400]}
+    out = _cut(cells, None, ["noise", "hflip", "rotate"], 3, scales, 0.2)
+    assert out["noise"]["bins"] == [2] and out["noise"]["limit"] == pytest.approx(
+        scales["noise"].hi)  # kept, up to the edge of the bin it was judged on
+    assert out["noise"]["decided_by"]["n"] == 90
+    hflip = out["hflip"]
+    assert hflip["bins"] == [] and not hflip["empty"]
+    d = hflip["decided_by"]
+    want = binomtest(12, 48).proportion_ci(method="wilson")
+    assert d["ci95"] == pytest.approx([want.low, want.high])
+    assert d["uncertain"] and d["few"] and 48 < MIN_DECIDING
+    assert said(d) == ("bin 0: flip rate 0.250 [0.149, 0.388] on 48 images; uncertain: the "
+                       "interval spans the cut; decided by fewer than 50 images")
+    rotate = out["rotate"]  # cut at bin 2 (0.5), on 400 images: neither doubt
+    assert rotate["bins"] == [0, 1] and rotate["decided_by"]["bin"] == 2
+    assert not rotate["decided_by"]["uncertain"] and not rotate["decided_by"]["few"]
+    assert _cut({}, None, ["noise"], 3, scales, 0.2)["noise"]["empty"]
+
+
+def test_wilson_intervals_and_weak_baselines_are_named():
+    from scipy.stats import binomtest
+
+    from pipeline.core.stats import weak_baseline, wilson
+
+    for k, n in ((0, 6), (6, 6), (12, 48), (3, 1000)):
+        want = binomtest(k, n).proportion_ci(method="wilson")
+        assert wilson(k, n) == pytest.approx((want.low, want.high), abs=1e-12)
+    assert wilson(0, 6)[0] == 0.0 and wilson(6, 6)[1] == 1.0 and wilson(0, 0) is None
+    assert "at chance (33.3 % accurate, chance 33.3 %)" in weak_baseline(1 / 3, 3)
+    assert "weak (52.0 % accurate, chance 10.0 %)" in weak_baseline(0.52, 10)
+    assert "52 %-accurate baseline" in weak_baseline(0.52, 10)  # the README's failure case
+    assert weak_baseline(0.85, 10) is None and weak_baseline(None, 10) is None
+
+
+def test_the_atlas_and_the_policy_name_a_weak_baseline(scored, capsys, tmp_path):
+    """The atlas and its policy say, in one line, when the baseline they judge by is too weak
+    to judge augmentations (and the atlas's table gives every cell its interval)."""
+    from pipeline.lake import Lake
+    from pipeline.steps.atlas import baseline_health
+
+    lake, ids = scored
+    code, out, err = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
+                              "--storage", str(lake))
+    assert code == 0, err
+    atlas_id = out.split()[-1]
+    health = baseline_health(Lake(lake), ids["model"])
+    assert health["classes"] == 3 and 0 <= health["accuracy"] <= 1
+    assert (health["weak"] is not None) == (health["accuracy"] < 2 / 3)
+    assert ("warning: the baseline is" in err) == (health["weak"] is not None)
+    data = json.loads((lake / "reports" / atlas_id / "atlas.json").read_text())
+    assert data["baseline"] == health
+    assert all(c["flip_rate_ci95"] is None or c["flip_rate_ci95"][0] <= c["flip_rate"]
+               <= c["flip_rate_ci95"][1] for c in data["cells"])
+    assert "95 % interval (Wilson)" in (lake / "reports" / atlas_id / "atlas.md").read_text()
+    code, out, err = smartaug(capsys, "policy", "--atlas", atlas_id, "--out",
+                              str(tmp_path / "p.json"), "--storage", str(lake))
+    assert code == 0, err
+    assert ("warning: the baseline is" in err) == (health["weak"] is not None)
+    meta = json.loads((tmp_path / "p.json").read_text())["smartaug"]
+    assert meta["baseline"] == health
+    for kind, k in meta["kinds"].items():  # each kept kind names the bin that decided it
+        assert k["decided_by"]["kind"] == kind and k["decided_by"]["n"] > 0

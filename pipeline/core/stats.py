@@ -26,6 +26,43 @@ DECISIONS = ("better", "worse", "equivalent", "smaller-than-margin", "undecided"
 POWER = 0.8  # the power ``detectable`` states a design's smallest detectable difference at
 
 
+WEAK_ACCURACY = 0.6  # a baseline below this accuracy (or twice chance) is called weak
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion ``k`` of ``n`` (None when ``n`` is 0): honest
+    at the ends and at small n, where k/n +- z*se is not (0 of 6 is [0, 0.39], not [0, 0])."""
+    if n <= 0:
+        return None
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else
+            min(1.0, centre + half))
+
+
+def weak_baseline(accuracy: float | None, classes: int) -> str | None:
+    """What makes a baseline too weak to judge augmentations by, in one line, or None: below
+    ``WEAK_ACCURACY`` (or twice chance) its flips measure its own fragility more than what an
+    augmentation does (the README's failure case: on CIFAR-10 a 52 %-accurate baseline's atlas
+    left out mirror flips, and its policy lost 2 points to uniform)."""
+    if accuracy is None or classes < 2:
+        return None
+    chance = 1.0 / classes
+    if accuracy <= 1.5 * chance:
+        return (f"the baseline is at chance ({100 * accuracy:.1f} % accurate, chance "
+                f"{100 * chance:.1f} %): its flips say nothing about the augmentations; train it "
+                f"longer or on more images first")
+    if accuracy < max(WEAK_ACCURACY, 2 * chance):
+        return (f"the baseline is weak ({100 * accuracy:.1f} % accurate, chance "
+                f"{100 * chance:.1f} %): its flip rates measure its own fragility as much as "
+                f"the augmentations (on CIFAR-10 a 52 %-accurate baseline cut mirror flips and "
+                f"its policy lost 2 points to uniform); `smartaug recommend` measures benefit "
+                f"directly")
+    return None
+
+
 def method_stats(accs: list[float]) -> dict:
     """Mean, std (ddof=1), 95 % t interval and n of a list of accuracies."""
     a = np.asarray(accs, dtype=float)

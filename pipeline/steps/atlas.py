@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.core.magnitude import SCALES, bin_of, declared_scale, magnitude_of, scale_of
-from pipeline.core.stats import rank_agreement
+from pipeline.core.stats import rank_agreement, weak_baseline, wilson
 from pipeline.errors import InputError
 from pipeline.lake import Lake, content_id, git_sha, query_arrow
 from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels, classes, pool_config
@@ -260,6 +260,22 @@ def _plot_gallery(items: pa.Table, lake: Lake, pool_id: str) -> bytes:
     return figure_png(fig)
 
 
+def baseline_health(lake: Lake, model_id: str) -> dict:
+    """The model an atlas judges by: its accuracy (validation, else test) and, when it is too
+    weak to judge augmentations by, why (``weak_baseline``; None when it is not)."""
+    model = lake.row("models", model_id)
+    tried = (model.get("val_acc"), model.get("test_acc"))
+    accuracy = next((a for a in tried if a is not None and a == a), None)
+    n_classes = len(classes(lake, model["dataset_id"]))
+    return {"model_id": model_id, "accuracy": accuracy, "classes": n_classes,
+            "weak": weak_baseline(accuracy, n_classes)}
+
+
+def _interval(k: int, n: int) -> str:
+    ci = wilson(k, n)
+    return "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def write_atlas_report(lake: Lake, atlas_id: str, *, command: str | None = None):
     """``reports/<atlas_id>/``: atlas.json, atlas.md, atlas.html and the plots (the flip
     rate's heatmap, each cell's extremes); returns the directory."""
@@ -282,12 +298,17 @@ def write_atlas_report(lake: Lake, atlas_id: str, *, command: str | None = None)
             "confidence_drop_mean: the true class's probability on the original minus on the "
             "augmentation. Magnitudes: pipeline.core.magnitude (a grid pool's bins, else "
             "each kind's range cut into equal bins; a flip has none: bin 0)."),
-        "cells": [{"kind": k, "magnitude_bin": b, **c} for (k, b), c in sorted(cells.items())],
+        "cells": [{"kind": k, "magnitude_bin": b, **c,
+                   "flip_rate_ci95": wilson(c["n_flipped"], c["n_orig_correct"])}
+                  for (k, b), c in sorted(cells.items())],
+        "baseline": baseline_health(lake, run["model_id"]),
         "classes": spread, "rows": rows}
-    kind_table = [["kind", "bin", "magnitude", "n", "originals right", "flipped", "flip rate"],
+    kind_table = [["kind", "bin", "magnitude", "augmentations", "originals right", "flipped",
+                   "flip rate", "95 % interval (Wilson)"],
                   *([k, str(b), "" if c["lo"] is None else f"{c['lo']:.3g}-{c['hi']:.3g}",
                      str(c["n"]), str(c["n_orig_correct"]), str(c["n_flipped"]),
-                     "" if c["flip_rate"] is None else f"{c['flip_rate']:.3f}"]
+                     "" if c["flip_rate"] is None else f"{c['flip_rate']:.3f}",
+                     _interval(c["n_flipped"], c["n_orig_correct"])]
                     for (k, b), c in sorted(cells.items()))]
     class_table = [["kind", "lowest flip rate", "highest flip rate", "spread"],
                    *([s["kind"], f"{s['lowest']} {s['lowest_rate']:.3f}",

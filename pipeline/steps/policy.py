@@ -18,18 +18,21 @@ import json
 from pathlib import Path
 
 from pipeline.core.magnitude import scale_of
+from pipeline.core.stats import wilson
 from pipeline.errors import InputError
 from pipeline.files import atomic_path
 from pipeline.lake import Lake, git_sha
 from pipeline.lake.readers import pool_config
 from pipeline.lazy import lazy
-from pipeline.steps.atlas import read_atlas
+from pipeline.steps.atlas import baseline_health, read_atlas
 
 A = lazy("albumentations")  # imported when first used
 
-__all__ = ["MIN_CLASS_ITEMS", "PolicyError", "check_out", "per_class_path", "recommend", "write_policy"]
+__all__ = ["MIN_CLASS_ITEMS", "MIN_DECIDING", "PolicyError", "check_out", "per_class_path",
+           "recommend", "said", "write_policy"]
 
 MIN_CLASS_ITEMS = 10
+MIN_DECIDING = 50  # a cut decided by fewer images is marked as such (``few``)
 
 
 class PolicyError(InputError):
@@ -62,36 +65,64 @@ def _pool(rows: list[dict]) -> dict[tuple[str, int], list[int]]:
     return out
 
 
+def _cell(kind: str, b: int, f: int, n: int, max_flip: float) -> dict:
+    """One magnitude bin as the rule judged it: its count, flips, rate and Wilson interval,
+    and whether it is ``uncertain`` (the interval spans ``max_flip``) or decided by ``few``
+    images (fewer than ``MIN_DECIDING``)."""
+    ci = wilson(f, n)
+    return {"kind": kind, "bin": b, "n": n, "flipped": f, "flip_rate": f / n if n else None,
+            "ci95": list(ci) if ci else None,
+            "uncertain": bool(ci and ci[0] <= max_flip <= ci[1]), "few": n < MIN_DECIDING}
+
+
 def _cut(cells: dict[tuple[str, int], list[int]], fallback: dict | None, kinds, bins: int,
          scales: dict, max_flip: float) -> dict[str, dict]:
-    """kind -> {limit (magnitude; None: no magnitude), flip_rate over the kept bins,
-    kept bins} for the kinds kept."""
+    """kind -> {limit (magnitude; None: no magnitude), flip_rate over the kept bins, kept
+    bins, ``decided_by`` (the bin whose rate ended the range, or the strongest kept one:
+    ``_cell``)}, for every kind; a kind left out has no bins. Bins holding no image are
+    stepped over, never a reason to stop: a kind that fills only some bins (a fixed sigma)
+    is judged on those."""
     out = {}
     for kind in kinds:
         scale = scales[kind]
         order = [0] if scale is None else (list(range(bins)) if scale.higher
                                            else list(range(bins - 1, -1, -1)))
-        kept, flipped, right = [], 0, 0
+        kept, flipped, right, decided = [], 0, 0, None
         for b in order:
             f, n = cells.get((kind, b), (0, 0))
             if n < MIN_CLASS_ITEMS and fallback is not None:  # too few here: the pooled rule
                 if b in fallback.get(kind, {}).get("bins", []):
                     kept.append(b)
                     continue
+                if n == 0 and b not in fallback.get(kind, {}).get("cut_at", [b]):
+                    continue  # empty and not where the pooled rule stopped
                 break
-            if n == 0 or f / n > max_flip:
+            if n == 0:
+                continue  # no image at this magnitude: nothing to judge it by
+            decided = _cell(kind, b, f, n, max_flip)
+            if f / n > max_flip:
                 break
             kept.append(b)
             flipped, right = flipped + f, right + n
-        if not kept:
-            continue
         limit = None
-        if scale is not None:
+        if scale is not None and kept:
             edge = max(kept) + 1 if scale.higher else min(kept)
             limit = scale.lo + (scale.hi - scale.lo) * edge / bins
         rate = flipped / right if right else (fallback or {}).get(kind, {}).get("flip_rate", 0)
-        out[kind] = {"limit": limit, "flip_rate": rate, "bins": sorted(kept)}
+        cut_at = [decided["bin"]] if decided and decided["bin"] not in kept else []
+        out[kind] = {"limit": limit, "flip_rate": rate, "bins": sorted(kept),
+                     "decided_by": decided, "cut_at": cut_at,
+                     "empty": decided is None and not kept}
     return out
+
+
+def said(cell: dict) -> str:
+    """A bin's judgement in words: its rate, Wilson interval and count, and its doubts."""
+    lo, hi = cell["ci95"]
+    return (f"bin {cell['bin']}: flip rate {cell['flip_rate']:.3f} [{lo:.3f}, {hi:.3f}] on "
+            f"{cell['n']} images" + ("; uncertain: the interval spans the cut" if
+                                      cell["uncertain"] else "")
+            + (f"; decided by fewer than {MIN_DECIDING} images" if cell["few"] else ""))
 
 
 def _transform(kind: str, limit: float | None, scale, weight: float, h: int, w: int):
@@ -136,22 +167,27 @@ def recommend(lake: Lake, atlas_id: str, max_flip: float = 0.2) -> dict:
     left_out = {k: "a space file's kind: no transform up to a magnitude" for k in kinds
                 if k in dict(cfg.space) or (scales[k] is None and k not in ("hflip", "vflip"))}
     usable = [k for k in kinds if k not in left_out]
-    pooled = _cut(_pool(rows), None, usable, bins, scales, max_flip)
-    for k in usable:
-        if k not in pooled:
-            left_out[k] = f"its weakest magnitudes flip more than {max_flip:g}"
+    judged = _cut(_pool(rows), None, usable, bins, scales, max_flip)
+    pooled = {k: v for k, v in judged.items() if v["bins"]}
+    for k, v in judged.items():
+        if not v["bins"]:
+            left_out[k] = "no image at any magnitude" if v["empty"] else (
+                f"its weakest magnitudes flip more than {max_flip:g}: " + said(v["decided_by"]))
     policy, summary = _serialise(pooled, scales, h, w)
+    for k, v in summary.items():
+        v["decided_by"] = pooled[k]["decided_by"]
     per_class: dict[str, dict] = {}
     differs = False
     for label in sorted({r["label"] for r in rows}):
-        mine = _cut(_pool([r for r in rows if r["label"] == label]), pooled, usable, bins,
-                    scales, max_flip)
+        mine = {k: v for k, v in _cut(_pool([r for r in rows if r["label"] == label]), judged,
+                                      usable, bins, scales, max_flip).items() if v["bins"]}
         same = {k: v["bins"] for k, v in mine.items()} == {k: v["bins"] for k, v in
                                                            pooled.items()}
         differs |= not same
         per_class[str(label)] = _serialise(mine, scales, h, w)[0]
     return {"atlas_id": atlas_id, "max_flip": max_flip, "policy": policy, "kinds": summary,
             "per_class": per_class if differs else None, "left_out": left_out,
+            "baseline": baseline_health(lake, run["model_id"]),
             "image_size": [h, w], "git_sha": git_sha(),
             "rule": __doc__.split("The rule (``recommend``), ")[1].split("``pipeline.policy")[0]
             .replace("\n", " ").strip()}
@@ -164,7 +200,7 @@ def write_policy(lake: Lake, atlas_id: str, out: str | Path, max_flip: float = 0
     rec = recommend(lake, atlas_id, max_flip)
     out = check_out(out)
     provenance = {k: rec[k] for k in ("atlas_id", "max_flip", "kinds", "left_out",
-                                      "image_size", "git_sha", "rule")}
+                                      "image_size", "git_sha", "rule", "baseline")}
     side = per_class_path(out)
     files = [(out, {**rec["policy"], "smartaug": {**provenance,
                                                    "per_class": side.name if rec["per_class"]

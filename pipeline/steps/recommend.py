@@ -38,7 +38,7 @@ from pipeline.core.search import (
     race,
     veto,
 )
-from pipeline.core.stats import rank_agreement
+from pipeline.core.stats import WEAK_ACCURACY, rank_agreement, weak_baseline
 from pipeline.core.train import build_model, evaluate, train
 from pipeline.files import atomic_path
 from pipeline.lake import Lake, content_id, git_sha
@@ -51,7 +51,7 @@ __all__ = ["DEFAULT_BUDGET", "check_recommendation", "recommendation_id",
 
 DEFAULT_BUDGET = 4.0
 REFERENCES = ("trivialaugment-wide", "randaugment", "none")
-WEAK = 0.6  # a reference below this validation accuracy is called weak
+WEAK = WEAK_ACCURACY  # a reference below this validation accuracy is called weak
 
 
 def _kinds(kinds: str | list[str] | None, space: str | None) -> tuple[tuple[str, ...], tuple]:
@@ -135,10 +135,13 @@ def write_recommendation(lake: Lake, dataset_id: str, out: str | Path, *,
     ref_seconds = time.perf_counter() - t0
     ref_acc = evaluate(ref, va.images, va.labels)["acc"]
     chance = 1.0 / len(labels)
-    weak = ref_acc < max(WEAK, 2 * chance)
+    why = weak_baseline(ref_acc, len(labels))
+    weak = why is not None
     if log:
         log(f"reference: {100 * ref_acc:.1f} % validation accuracy (chance {100 * chance:.0f} "
             f"%)" + ("; weak: its vetoes judge few confident images" if weak else ""))
+        if weak:
+            log(f"warning: {why.replace('the baseline', 'the reference', 1)}")
     vetoes, seen = veto(ref, cands, tr.images, tr.labels, max_flip=max_flip, seed=seed)
     if log and seen["unsure"]:
         log(f"reference: classes {seen['unsure']} have fewer than 5 images it gets right with "
@@ -173,6 +176,7 @@ def write_recommendation(lake: Lake, dataset_id: str, out: str | Path, *,
         "seconds": seconds, "reference_seconds": ref_seconds,
         "device": device_name(protocol.device),
         "reference": {"policy": reference, "val_acc": ref_acc, "chance": chance, "weak": weak,
+                      "weak_why": why,
                       "confident_at": CONFIDENT, "confident_images": seen["confident"],
                       "unsure_classes": seen["unsure"]},
         "max_flip": max_flip,
