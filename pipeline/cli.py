@@ -25,7 +25,27 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"smartaug {version('smartaug')}")
+        except PackageNotFoundError:  # run from a checkout that is not installed
+            print("smartaug (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_version, is_eager=True,
+        help="Print smartaug's version and exit.")] = False) -> None:
+    """AVH-guided augmentation selection: augment, score by Angular Visual Hardness, select
+    bands with DuckDB, retrain, report."""
 # markup off: every value shown (a class name, a path, a query's cell) is printed as it is,
 # never read as rich markup
 err = Console(stderr=True, soft_wrap=True, markup=False)
@@ -286,10 +306,12 @@ TrustOpt = Annotated[list[str] | None, typer.Option(
     "name read from the lake alone is never imported.")]
 
 
-def _lake(storage):
+def _lake(storage, *, create: bool = False):
+    """The lake at ``storage``; only the commands that make one (``create``: ingest,
+    experiment, study) create it where there is none."""
     from pipeline.lake import Lake
 
-    return _steps(Lake, storage)
+    return _steps(Lake, storage, create=create)
 
 
 def _steps(fn, *args, **kwargs):
@@ -345,7 +367,7 @@ def ingest(
     cfg = DataConfig(dataset=dataset, root=data, per_class_train=per_class_train,
                      per_class_test=per_class_test, grayscale=grayscale, image_size=image_size,
                      val_fraction=val_fraction, seed=seed)
-    lake = _lake(storage)
+    lake = _lake(storage, create=True)
     dataset_id = _steps(_ingest, lake, cfg)
     meta = lake.row("datasets", dataset_id)
     err.print(f"{meta['name']}: train {meta['n_train']}, val {meta['n_val']}, test "
@@ -816,7 +838,7 @@ def experiment(protocol: Protocol, storage: StorageOpt = None) -> None:
     from pipeline.steps.experiment import run_experiment
 
     cfg = protocol.load("experiment")
-    lake = _lake(storage)
+    lake = _lake(storage, create=True)
     exp_id = _steps(run_experiment, cfg, lake, log=err.print,
                     command=protocol.command("experiment"))
     report = json.loads(lake.local_path(f"reports/{exp_id}/report.json").read_text())
@@ -873,7 +895,7 @@ def study(
         return
     from pipeline.steps.study import run_study  # torch: after the grid is known to be sound
 
-    lake = _lake(storage)
+    lake = _lake(storage, create=True)
     sid, location = _steps(run_study, cfg, lake, workers=workers, log=err.print,
                            command=protocol.command("study"))
     report = json.loads(lake.local_path(f"reports/{sid}/study.json").read_text())
@@ -1026,6 +1048,23 @@ def _cell(v) -> str:
     if isinstance(v, bytes):
         return f"<{len(v)} bytes>"
     return "" if v is None else str(v)
+
+
+def _unwrapped(doc: str | None) -> str | None:
+    """A docstring as help text: each paragraph one line, so the terminal wraps it at its own
+    width and never mid-sentence where the source broke its lines."""
+    if not doc:
+        return doc
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+for _typer in (app, config_app):
+    for _command in _typer.registered_commands:
+        if _command.help is None and _command.callback is not None:
+            _command.help = _unwrapped(_command.callback.__doc__)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -370,3 +370,40 @@ def test_the_atlas_and_the_policy_name_a_weak_baseline(scored, capsys, tmp_path)
     assert meta["baseline"] == health
     for kind, k in meta["kinds"].items():  # each kept kind names the bin that decided it
         assert k["decided_by"]["kind"] == kind and k["decided_by"]["n"] > 0
+
+
+def test_a_policy_refuses_a_label_it_was_not_made_for_and_takes_tensors():
+    """A 3-class policy refuses label 7 (and -1, and 'cat') instead of answering with the
+    pooled policy; a torch tensor [C, H, W], uint8 or float, goes through as torchvision's
+    transforms take it and comes back in its own layout and dtype."""
+    import albumentations as A
+    import torch
+
+    from pipeline.policy import PolicyInputError, from_dict
+
+    flip = A.to_dict(A.Compose([A.HorizontalFlip(p=1.0)]))
+    keep = A.to_dict(A.Compose([A.NoOp()]))
+    pooled = from_dict({**flip, "smartaug": {"classes": 3}}, name="p.json")
+    per_class = from_dict(flip, {"0": keep, "1": flip, "2": flip}, name="p.json")
+    img = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3)
+    for policy in (per_class, pooled):
+        for bad in (7, -1, 3):
+            with pytest.raises(PolicyInputError, match=rf"label {bad} is not a class of this "
+                               r"policy \(p.json: labels 0..2\)"):
+                policy(img, bad)
+        with pytest.raises(PolicyInputError, match="a label is a class index"):
+            policy(img, "cat")
+    assert np.array_equal(per_class(img, np.int64(0)), img)  # class 0 keeps it
+    assert np.array_equal(per_class(img, torch.tensor(1)), img[:, ::-1])
+    assert pooled.classes == 3 and per_class.classes == 3  # the file's, or its classes
+    chw = torch.from_numpy(img).permute(2, 0, 1)
+    got = per_class(chw, 1)
+    assert got.dtype == torch.uint8 and got.shape == chw.shape
+    assert torch.equal(got, torch.from_numpy(np.ascontiguousarray(img[:, ::-1])).permute(2, 0, 1))
+    f = chw.float() / 255
+    got = per_class(f, 2)
+    assert got.dtype == torch.float32 and torch.allclose(got, f.flip(-1), atol=1 / 255)
+    with pytest.raises(PolicyInputError, match="uint8 or float"):
+        per_class(chw.to(torch.int32), 1)
+    with pytest.raises(PolicyInputError, match="has no pixels"):
+        per_class(np.zeros((0, 0, 3), np.uint8))

@@ -439,8 +439,10 @@ def test_values_are_printed_as_they_are_and_an_empty_storage_is_refused(tmp_path
                                                                         monkeypatch):
     """Nothing the user supplied is read as rich markup (a cell, a path in a message), and an
     empty --storage or SMARTAUG_STORAGE is an error, not ./storage."""
+    from pipeline.lake import Lake
+
     monkeypatch.chdir(tmp_path)
-    lake = str(tmp_path / "lake")
+    lake = str(Lake(tmp_path / "lake").root)
     code, out, _ = smartaug(capsys, "sql", "select '[bold]abc[/bold]' as s, '[/x]' as t",
                             "--storage", lake)
     assert code == 0 and "[bold]abc[/bold]" in out and "[/x]" in out
@@ -861,3 +863,28 @@ def test_a_lake_from_before_manifests_is_adopted_only_when_asked(world, tmp_path
     assert code == 0 and "adopted" in err and out.startswith("ok:"), err
     assert sorted(p.relative_to(copy) for p in copy.glob("*/*/_manifest.json")) == sorted(
         p.relative_to(world["root"]) for p in world["root"].glob("*/*/_manifest.json"))
+
+
+def test_a_command_that_reads_finds_no_lake_and_makes_none(tmp_path, capsys, monkeypatch):
+    """Forgetting --storage: in a directory without a lake, a command that reads says where it
+    looked, why there, and how to point it elsewhere, and creates nothing; the commands that
+    make a lake (ingest, experiment, study) still do."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMARTAUG_STORAGE", raising=False)
+    for args in (["verify"], ["sql", "select 1"], ["views"],
+                 ["augment", "--dataset-id", "d"], ["select", "--scoring-run-id", "r", "--all"]):
+        code, out, err = smartaug(capsys, *args)
+        said = " ".join(err.split())
+        assert code == 2 and out == "" and "Traceback" not in err, err
+        assert f"no lake at {tmp_path / 'storage'} (the default, ./storage: neither --storage " \
+               f"nor SMARTAUG_STORAGE was given)" in said, said
+        assert "Point --storage (or SMARTAUG_STORAGE) at the lake you made" in said
+    monkeypatch.setenv("SMARTAUG_STORAGE", str(tmp_path / "elsewhere"))
+    code, _, err = smartaug(capsys, "verify")
+    assert code == 2 and f"no lake at {tmp_path / 'elsewhere'} (from SMARTAUG_STORAGE)" in \
+        " ".join(err.split())
+    code, _, err = smartaug(capsys, "verify", "--storage", str(tmp_path / "given"))
+    assert code == 2 and "(given as --storage)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was created
+    code, _, err = smartaug(capsys, "ingest", "--dataset", "imagefolder:/no/such/dir")
+    assert code == 2 and "/no/such/dir" in err  # ingest may make the lake; the data is wrong

@@ -124,6 +124,9 @@ def test_a_wheel_install_runs_sql_and_views_from_any_directory(tmp_path):
         assert res.returncode == 0, res.stderr
         return res.stdout
 
+    from pipeline.lake import Lake
+
+    Lake(tmp_path / "lake")  # made here: reading never makes a lake
     where = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.startswith(str(tmp_path / "site"))
@@ -135,3 +138,23 @@ def test_a_wheel_install_runs_sql_and_views_from_any_directory(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "pipeline/steps/sql/band.sql" in names
     assert "pipeline/steps/templates/report.html.j2" in names
+
+
+def test_version_short_help_and_help_that_wraps_at_the_terminal(capsys):
+    """`--version` and `-h` answer as every tool's do; the help's sentences are the
+    terminal's to wrap, never broken where the source broke its lines."""
+    from importlib.metadata import version
+
+    from tests.conftest import smartaug
+
+    code, out, _ = smartaug(capsys, "--version")
+    assert code == 0 and out.strip() == f"smartaug {version('smartaug')}"
+    code, short, _ = smartaug(capsys, "-h")
+    code2, long, _ = smartaug(capsys, "--help")
+    assert code == code2 == 0 and short == long and "Commands" in short
+    code, out, _ = smartaug(capsys, "sql", "-h")
+    assert code == 0 and "Run an ad-hoc DuckDB query" in out
+    from pipeline.cli import app
+
+    helps = [c.help for c in app.registered_commands]
+    assert all(h and "\n" not in h.split("\n\n")[0] for h in helps)  # one line a paragraph

@@ -163,6 +163,19 @@ def _make_root(root: Path) -> None:
                         f"--storage DIR (SMARTAUG_STORAGE) naming a directory you can write") from e
 
 
+def _check_exists(fs, path: str, given: str, root) -> None:
+    """LakeError unless ``path`` holds a lake (its ``.lake-id``, written when it was made)."""
+    if fs.exists(f"{path.rstrip('/')}/.lake-id"):
+        return
+    how = ("given as --storage" if root is not None else "from SMARTAUG_STORAGE"
+           if os.environ.get("SMARTAUG_STORAGE") else
+           "the default, ./storage: neither --storage nor SMARTAUG_STORAGE was given")
+    where = os.path.abspath(path) if "://" not in given else given
+    raise LakeError(f"no lake at {where} ({how}). Point --storage (or SMARTAUG_STORAGE) at "
+                    f"the lake you made, or make one there first: `smartaug ingest`, "
+                    f"`smartaug experiment` or `smartaug study` create it")
+
+
 class Lake:
     """The tables under one storage root. ``Lake()`` uses ``resolve_root()``.
 
@@ -170,7 +183,10 @@ class Lake:
     ``staging`` is a local directory for files being written (``<root>/.tmp`` when local).
     """
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, create: bool = True):
+        """Open the lake at ``root``; with ``create`` False (a command that only reads, or
+        writes into what is there) a root that holds no lake is an error naming where it
+        looked and why there, and nothing is created."""
         given = resolve_root(root)
         try:
             self.fs, path = fsspec.core.url_to_fs(given)
@@ -180,6 +196,8 @@ class Lake:
                             f"adlfs for az://)") from e
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple)
                                 else (self.fs.protocol,))
+        if not create:
+            _check_exists(self.fs, path, given, root)
         if self.local:
             self.root: Path | str = Path(path).absolute()
             self.path = str(self.root)

@@ -188,7 +188,8 @@ def recommend(lake: Lake, atlas_id: str, max_flip: float = 0.2) -> dict:
     return {"atlas_id": atlas_id, "max_flip": max_flip, "policy": policy, "kinds": summary,
             "per_class": per_class if differs else None, "left_out": left_out,
             "baseline": baseline_health(lake, run["model_id"]),
-            "image_size": [h, w], "git_sha": git_sha(),
+            "image_size": [h, w], "classes": len(json.loads(meta["classes"])),
+            "git_sha": git_sha(),
             "rule": __doc__.split("The rule (``recommend``), ")[1].split("``pipeline.policy")[0]
             .replace("\n", " ").strip()}
 
@@ -200,7 +201,7 @@ def write_policy(lake: Lake, atlas_id: str, out: str | Path, max_flip: float = 0
     rec = recommend(lake, atlas_id, max_flip)
     out = check_out(out)
     provenance = {k: rec[k] for k in ("atlas_id", "max_flip", "kinds", "left_out",
-                                      "image_size", "git_sha", "rule", "baseline")}
+                                      "image_size", "classes", "git_sha", "rule", "baseline")}
     side = per_class_path(out)
     files = [(out, {**rec["policy"], "smartaug": {**provenance,
                                                    "per_class": side.name if rec["per_class"]

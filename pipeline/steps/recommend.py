@@ -167,6 +167,7 @@ def write_recommendation(lake: Lake, dataset_id: str, out: str | Path, *,
     side = per_class_path(out)
     provenance = {
         "method": "recommend", "dataset_id": dataset_id, "model": model,
+        "classes": len(labels),
         "kinds": list(names), "space": space, "budget": float(budget), "stack": trainer.stack,
         "trained": "alone: " + trainer.alone if trainer.alone else f"stacked {trainer.stack}",
         "seed": seed, "protocol": protocol.to_dict(),
