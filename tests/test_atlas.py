@@ -359,6 +359,8 @@ def test_the_atlas_and_the_policy_name_a_weak_baseline(scored, capsys, tmp_path)
     assert ("warning: the baseline is" in err) == (health["weak"] is not None)
     data = json.loads((lake / "reports" / atlas_id / "atlas.json").read_text())
     assert data["baseline"] == health
+    assert data["command"] == (f"smartaug atlas --scoring-run-id {ids['run']} --bins 3 "
+                               f"--storage {Lake(lake).url()}")  # what reproduces it, in full
     assert all(c["flip_rate_ci95"] is None or c["flip_rate_ci95"][0] <= c["flip_rate"]
                <= c["flip_rate_ci95"][1] for c in data["cells"])
     assert "95 % interval (Wilson)" in (lake / "reports" / atlas_id / "atlas.md").read_text()

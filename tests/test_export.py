@@ -86,6 +86,10 @@ def test_export_imagefolder_and_parquet(selection, tmp_path):
 
     folder = torchvision.datasets.ImageFolder(str(out / "train"))
     assert len(folder) == m["n_items"]
+    test = torchvision.datasets.ImageFolder(str(out / "test"))  # the held-out splits too
+    meta = lake.row("datasets", m["dataset_id"])
+    assert len(test) == m["splits"]["test"] == meta["n_test"] > 0
+    assert m["splits"].get("val", 0) == meta["n_val"] and test.classes == folder.classes
     assert folder.classes == sorted(c.replace("/", "_") for c in m["classes"])  # T-shirt/top
     first = next(i for i in m["items"] if i["kind"] != "original")
     from PIL import Image

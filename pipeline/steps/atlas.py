@@ -291,7 +291,8 @@ def write_atlas_report(lake: Lake, atlas_id: str, *, command: str | None = None)
         "atlas_id": atlas_id, "scoring_run_id": run["scoring_run_id"],
         "model_id": run["model_id"], "pool_id": run["pool_id"],
         "originals_run_id": rows[0]["originals_run_id"], "git_sha": git_sha(),
-        "command": command or f"smartaug atlas --scoring-run-id {run['scoring_run_id']}",
+        "command": command or (f"smartaug atlas --scoring-run-id {run['scoring_run_id']} "
+                               f"--bins {rows[0]['bins']} --storage {lake.url()}"),
         "definitions": (
             "flip_rate = n_flipped / n_orig_correct: of the augmentations whose original the "
             "baseline classifies correctly, the share whose augmentation it classifies wrongly; "

@@ -111,9 +111,10 @@ class SelectionDataset(Dataset):
 def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
            fmt: str = "imagefolder", originals: bool = True) -> Path:
     """Write the selection's items (and, with ``originals``, the train originals) to ``to``:
-    ``imagefolder`` (``train/<class>/<item>.png``) or ``parquet`` (``items.parquet``), with a
-    ``manifest.json``. Written into a temporary directory renamed into place; a non-empty
-    ``to`` is refused."""
+    ``imagefolder`` (``train/<class>/<item>.png``, and the dataset's validation and test
+    originals in ``val/`` and ``test/``: a folder ``smartaug ingest`` and torchvision's
+    ImageFolder read whole) or ``parquet`` (``items.parquet``), with a ``manifest.json``.
+    Written into a temporary directory renamed into place; a non-empty ``to`` is refused."""
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     to = Path(to).absolute()
@@ -127,8 +128,14 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
         raise InputError(f"{to} is not an empty directory: export into a new or empty one")
     items = selection_items(lake, selection_id, originals=originals)
     info = items.pop("lineage")
+    held_out = {}
+    if fmt == "imagefolder":  # a folder you can train and test on: the held-out splits too
+        dataset_id = info["pool"]["dataset_id"]
+        held_out = {name: read_split(lake, dataset_id, name) for name in ("val", "test")}
     with atomic_path(to, directory=True) as tmp:  # an empty `to` is replaced when complete
         paths = _write_items(tmp, items, fmt)
+        splits = {name: _write_split(tmp, name, split, items["classes"])
+                  for name, split in held_out.items() if len(split.labels)}
         sel = info["selection"]
         manifest = {
             "selection_id": selection_id, "method": sel["method"],
@@ -143,6 +150,7 @@ def export(lake: Lake, selection_id: str, to: str | os.PathLike, *,
             "model_config": {k: v for k, v in json.loads(info["model"]["config"]).items()
                              if k != "history"},
             "classes": items["classes"], "originals": originals, "format": fmt,
+            "splits": {"train": len(items["ids"]), **splits},
             "git_sha": git_sha(), "n_items": len(items["ids"]),
             "items": [{"id": i, "label": int(y), "kind": k, "score": s,
                        "params": None if p is None else json.loads(p), "path": path}
@@ -179,6 +187,18 @@ def _write_items(tmp: Path, items: dict, fmt: str) -> list[str]:
         Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(tmp / rel)
         paths.append(rel)
     return paths
+
+
+def _write_split(tmp: Path, name: str, split, names: list[str]) -> int:
+    """An ingested split's originals as ``<name>/<class>/<sample_id>.png``; their count."""
+    from PIL import Image
+
+    for i, (sid, y, img) in enumerate(zip(split.sample_ids, split.labels, split.images,
+                                          strict=True)):
+        rel = tmp / name / _folder(names[int(y)]) / f"{i:07d}-{_safe(sid)}.png"
+        rel.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(rel)
+    return len(split.labels)
 
 
 def _folder(name: str) -> str:
