@@ -843,12 +843,13 @@ def experiment(protocol: Protocol, storage: StorageOpt = None) -> None:
                     command=protocol.command("experiment"))
     report = json.loads(lake.local_path(f"reports/{exp_id}/report.json").read_text())
     table = Table(title=f"experiment {exp_id} ({cfg.preset})")
-    for col in ("method", "loss", "test acc % (mean ± std)", "95 % CI", "n"):
+    from pipeline.steps.report import accuracy_cells
+
+    for col in ("method", "loss", "test acc % (mean ± std)", "95 % CI", "seeds"):
         table.add_column(col)
     for name, m in report["methods"].items():
-        table.add_row(name, m["loss"], f"{100 * m['test_acc_mean']:.2f} ± "
-                      f"{100 * m['test_acc_std']:.2f}",
-                      f"[{100 * m['ci95'][0]:.2f}, {100 * m['ci95'][1]:.2f}]", str(m["n"]))
+        table.add_row(name, m["loss"], *accuracy_cells(m["test_acc_mean"], m["test_acc_std"],
+                                                       m["ci95"], m["n"]), str(m["n"]))
     err.print(table)
     err.print(report["verdict"])
     print(lake.url("reports", exp_id))

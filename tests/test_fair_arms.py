@@ -425,3 +425,27 @@ def test_a_plan_takes_its_spread_from_a_pilot_report(tmp_path, capsys, monkeypat
     want = json.loads((pilot / "study.json").read_text())["hypotheses"][0]["sd_within"]
     assert primary["sd_within"] == pytest.approx(want) and primary["spread_from"] == \
         "pilot hypothesis"
+
+
+def test_meaningless_numbers_are_said_in_words():
+    """A training at chance, an interval of zero width and a design that can detect nothing
+    each say so in one line instead of printing a number that means nothing."""
+    from pipeline.steps.report import accuracy_cells, at_chance
+    from pipeline.steps.study_report import statement, study_verdict
+
+    assert accuracy_cells(1 / 3, 0.0, [1 / 3, 1 / 3], 3) == ("33.33 on every seed",
+                                                             "none: no spread")
+    assert accuracy_cells(0.5, 0.01, [0.49, 0.51], 3) == ("50.00 ± 1.00", "[49.00, 51.00]")
+    line = at_chance([1 / 3, 0.34, 0.30], 3)
+    assert line.startswith("Every training is at chance level (at most 34.0 % accurate, "
+                           "chance 33.3 %)")
+    assert at_chance([0.34, 0.9], 3) is None and at_chance([], 3) is None
+    h = {"role": "primary", "selector": "a", "against": "random", "pool": "p", "budget": 0.5,
+         "margin": 0.005, "n_seeds": 2, "ci95": [-0.3, 0.4], "ci_level": 0.95, "looks": [2],
+         "decision": "undecided", "detectable": 11.0, "power": 0.8}
+    text = statement(h)
+    assert "cannot detect any difference accuracy can show" in text and "1.1e" not in text
+    assert "more than 100" not in text
+    rows = [{"p_value": 0.5, "role": "exploratory", "significant": False,
+             "diff_vs_random": 0.01, "detectable": 3.0}]
+    assert "cannot detect any difference accuracy can show" in study_verdict(rows, 2)

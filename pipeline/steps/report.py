@@ -25,7 +25,8 @@ from pipeline.steps.sql import query
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 
-__all__ = ["figure_png", "verdict", "write_report", "write_report_files"]
+__all__ = ["accuracy_cells", "at_chance", "figure_png", "verdict", "write_report",
+           "write_report_files"]
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.steps", "templates"),
                                 autoescape=jinja2.select_autoescape(["html.j2"]),
@@ -244,12 +245,34 @@ def _collect(lake: Lake, experiment_id: str, command: str | None):
                                   pool_id=exp["pool_id"]).to_pylist(),
         "band_search": search,
         "drift": query(lake, "report_drift", experiment_id=experiment_id).to_pylist(),
-        "verdict": verdict(methods, comparisons)}
+        "verdict": " ".join(x for x in (
+            at_chance([base["test_acc"], *(m["test_acc_mean"] for m in methods.values())],
+                      len(names)), verdict(methods, comparisons)) if x)}
     return report, (exp, runs, history, mix, names)
 
 
 def _pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def accuracy_cells(mean, std, ci, n) -> tuple[str, str]:
+    """(mean ± std, its interval) as a table shows them, in %; an interval of zero width is
+    said in words, never printed as [a, a]: every seed gave the same accuracy."""
+    if n and n > 1 and std == 0:
+        return f"{_pct(mean)} on every seed", "none: no spread"
+    lo, hi = ci if ci else (None, None)
+    return f"{_pct(mean)} ± {_pct(std)}", f"[{_pct(lo)}, {_pct(hi)}]"
+
+
+def at_chance(accuracies, classes: int) -> str | None:
+    """One line when every accuracy is at chance (at most 1.5 x 1 / classes), else None: the
+    comparisons between them measure nothing and are not worth a number."""
+    accs = [a for a in accuracies if a is not None and a == a]
+    if classes < 2 or not accs or max(accs) > 1.5 / classes:
+        return None
+    return (f"Every training is at chance level (at most {100 * max(accs):.1f} % accurate, "
+            f"chance {100 / classes:.1f} %): the comparisons below measure nothing. Train "
+            f"longer (--epochs) or on more images (--per-class-train) first.")
 
 
 def _num(x, fmt: str) -> str:
@@ -258,11 +281,11 @@ def _num(x, fmt: str) -> str:
 
 def _tables(r: dict) -> dict[str, list[list[str]]]:
     """The report's tables as rows of strings (the header first), for both templates."""
-    methods = [["method", "loss", "train images", "test acc % (mean ± std)", "95 % CI", "n",
+    methods = [["method", "loss", "train images", "test acc % (mean ± std)", "95 % CI", "seeds",
                 "test AVH", "train acc %", "seconds"]]
     methods += [[name, m["loss"] or "-", str(m["n_train"]),
-                 f"{_pct(m['test_acc_mean'])} ± {_pct(m['test_acc_std'])}",
-                 f"[{_pct(m['ci95'][0])}, {_pct(m['ci95'][1])}]", str(m["n"]),
+                 *accuracy_cells(m["test_acc_mean"], m["test_acc_std"], m["ci95"], m["n"]),
+                 str(m["n"]),
                  _num(m["test_avh_mean"], ".4f"), _pct(m["train_acc_mean"]),
                  _num(m["seconds_mean"], ".1f")] for name, m in r["methods"].items()]
     comparisons = [["a", "b", "mean diff (points)", "p (paired t)", "pairs"]]

@@ -44,7 +44,7 @@ from pipeline.core.stats import (
 from pipeline.core.train import resolve_device
 from pipeline.lake import Lake, LakeError, git_sha
 from pipeline.lake.readers import classes as dataset_classes
-from pipeline.steps.report import figure_png, render_report_files
+from pipeline.steps.report import accuracy_cells, at_chance, figure_png, render_report_files
 from pipeline.steps.sql import query
 
 matplotlib.use("Agg")
@@ -55,6 +55,8 @@ __all__ = ["exploratory", "holm", "hypotheses", "leaderboard", "reanalyse",
            "write_study_report"]
 
 MAXT_PERMUTATIONS = 10_000  # or every sign flip, when there are fewer
+# a smallest detectable difference this large (in accuracy) detects nothing a study can show
+NOTHING_DETECTABLE = 0.5
 
 
 def _key(c: dict) -> tuple[int, int]:
@@ -286,7 +288,10 @@ def statement(h: dict) -> str:
                  f"the margin")
     if h["ci95"] and h["ci95"][0] == h["ci95"][1]:
         text += " (every seed gave the same difference: the interval is a point, not a measured spread)"
-    if h.get("detectable") is not None:
+    if h.get("detectable") is not None and h["detectable"] >= NOTHING_DETECTABLE:
+        text += (". At this size it cannot detect any difference accuracy can show (the "
+                 "seeds' spread is too wide for their number)")
+    elif h.get("detectable") is not None:
         text += (f". At this size it detects a true difference of "
                  f"{_pp(h['detectable'])} points with {100 * h['power']:.0f} % power "
                  f"(from the observed spread"
@@ -456,7 +461,10 @@ def study_verdict(rows: list[dict], n_seeds: int, decided: list[dict] | None = N
     else:
         parts.append("None lost to random either.")
     sizes = [r["detectable"] for r in tested if r.get("detectable") is not None]
-    if sizes:
+    if sizes and float(np.median(sizes)) >= NOTHING_DETECTABLE:
+        parts.append("At this size a corrected exploratory test cannot detect any difference "
+                     "accuracy can show: add seeds before reading these rows.")
+    elif sizes:
         parts.append(f"At this size a corrected exploratory test detects, with "
                      f"{100 * POWER:.0f} % power, a true difference of about "
                      f"{_pp(float(np.median(sizes)))} points (median over the rows; "
@@ -687,7 +695,10 @@ def _collect(lake: Lake, sid: str, command: str | None) -> dict:
                        f"fixed-position row is in it)."),
         "hypotheses": decided, "leaderboard": rows, "chosen_positions": chosen,
         "kept": _kept(lake, rows, names), "classes": names,
-        "verdict": study_verdict(rows, cfg.seeds, decided),
+        "verdict": " ".join(x for x in (
+            at_chance([*(b["test_acc"] for b in baselines.values()),
+                       *(x["test_acc_mean"] for x in rows)], len(names)),
+            study_verdict(rows, cfg.seeds, decided)) if x),
         "statistics": STATISTICS,
     }
 
@@ -743,8 +754,8 @@ def _tables(r: dict) -> dict[str, list[list[str]]]:
         t.append([
             row["selector"] + (" *" if row["significant"] else ""), row["loss"],
             str(row["n_items"]),
-            f"{_pct(row['test_acc_mean'])} ± {_pct(row['test_acc_std'])}",
-            f"[{_pct(row['ci95'][0])}, {_pct(row['ci95'][1])}]",
+            *accuracy_cells(row["test_acc_mean"], row["test_acc_std"], row["ci95"],
+                            row["n_seeds"]),
             "" if d is None else f"{100 * d:+.2f}",
             "" if not row["diff_ci95"] else
             f"[{100 * row['diff_ci95'][0]:+.2f}, {100 * row['diff_ci95'][1]:+.2f}]",
@@ -812,7 +823,8 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
                     if x is None:
                         cells.append("")
                         continue
-                    cell = f"{_pct(x['test_acc_mean'])} ± {_pct(x['test_acc_std'])}"
+                    cell = accuracy_cells(x["test_acc_mean"], x["test_acc_std"], x["ci95"],
+                                          x["n_seeds"])[0]
                     if x["chosen_on"]:
                         cell = f"{x['position']}: {cell}"
                     if sel != "random" and x["diff_vs_random"] is not None:
@@ -829,7 +841,8 @@ def _summary_tables(r: dict) -> dict[str, list[list[str]]]:
                             if ref == "none" and x.get("gradient_steps") else "originals only"
                             if ref == "none" else f"{x['n_items']} augmentations")
                     t.append([f"{ref} ({what})",
-                              f"{_pct(x['test_acc_mean'])} ± {_pct(x['test_acc_std'])}",
+                              accuracy_cells(x["test_acc_mean"], x["test_acc_std"], x["ci95"],
+                                             x["n_seeds"])[0],
                               *[""] * (len(cfg.budgets) - 1)])
             out[f"{pool} pool" + (f", loss {loss}" if len(cfg.losses) > 1 else "")] = t
     return out
