@@ -83,7 +83,7 @@ MODEL_HELP = ("lenet5 | lenet5-wide | resnet | torchvision:NAME (e.g. torchvisio
 # preset's (or file's) value. ``protocol_options`` adds them to a command.
 PROTOCOL_OPTIONS: dict[str, object] = {
     "preset": Annotated[str | None, typer.Option(
-        help="quick (minutes on 2 cores; the default) | paper (seed 000's protocol) | gpu "
+        help="quick (minutes on 2 cores; the default) | paper (the paper's protocol) | gpu "
         "(ResNet on CIFAR-10, one GPU): the preset to start from")],
     "config": Annotated[str | None, typer.Option(
         "--config", help="An experiment or study file (TOML, YAML or JSON) describing the run "

@@ -69,7 +69,7 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
     then the same entry point in this process."""
     from tests.conftest import smartaug
 
-    storage = tmp_path / "storage"
+    storage = Lake(tmp_path / "storage").root  # a lake, empty: the steps' own errors
     res = run(storage, "select", "--scoring-run-id", "nope", "--band", "0.1", "0.2", ok=False)
     assert res.returncode == 2 and res.stdout == "" and "Traceback" not in res.stderr
     assert res.stderr.startswith("error: ") and "no scoring run 'nope'" in res.stderr

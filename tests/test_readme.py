@@ -18,7 +18,8 @@ from tests.conftest import write_image_folder
 ROOT = Path(__file__).resolve().parent.parent
 # the README first (its tour makes the lake the other pages' blocks use), then docs/ in order
 PAGES = [ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in (
-    "cli", "studies", "results", "recommend", "library", "prefect", "lake", "performance"))]
+    "cli", "studies", "results", "recommend", "library", "prefect", "lake", "performance",
+    "glossary"))]
 README = (ROOT / "README.md").read_text()
 TEXT = "\n".join(p.read_text() for p in PAGES)
 BIN = Path(sys.executable).parent
@@ -152,8 +153,9 @@ def test_readme_shell_commands_run(scratch):
     for block in (b for b in bash if "duckdb" in b):
         for line in commands(block):  # each opens the DuckDB CLI, which reads stdin
             res = run_block(scratch, line, stdin=query)
-            assert "n_pools" in res.stdout, (line, res.stdout, res.stderr)
-    # the other lake was made by the DuckDB block's commands; the views file it wrote works
+            if "duckdb" in line:  # (the block's other lines make what they open)
+                assert "n_pools" in res.stdout, (line, res.stdout, res.stderr)
+    # the other lake was made by the DuckDB block's ingest; the views file it wrote works
     assert (d / "other.sql").is_file() and (d / "other-lake" / ".lake-id").is_file()
 
 
@@ -284,3 +286,25 @@ def test_every_link_of_the_docs_leads_somewhere():
                 if anchor not in heads:
                     broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert broken == []
+
+
+# the words a newcomer meets in the README, each linked to its glossary entry at first use
+GLOSSARY_AT_FIRST_USE = {"band": "band", "replicate": "replicate", "M2": "m0-m1-m2",
+                         "lake": "lake", "budget": "budget", "arm": "arm",
+                         "scoring run": "scoring-run", "look": "hypothesis-margin-look"}
+
+
+def test_the_readme_starts_with_its_commands_and_links_its_words():
+    """The README reaches its first command within its first 40 lines, and the first use of
+    each of its own words links the glossary entry that defines it (which exists)."""
+    lines = README.splitlines()
+    assert next(i for i, line in enumerate(lines) if line.startswith("```bash")) < 40
+    heads = {_anchor(h) for h in re.findall(r"^## (.*)$", (ROOT / "docs" / "glossary.md")
+                                             .read_text(), re.M)}
+    prose = re.sub(r"```.*?```", "", README, flags=re.S)  # words, not commands
+    for word, anchor in GLOSSARY_AT_FIRST_USE.items():
+        assert anchor in heads, anchor
+        first = re.search(rf"(?<![\w-]){re.escape(word)}s?(?![\w-])", prose, re.I)
+        assert first, word
+        after = prose[first.start() - 1:first.end() + 60]
+        assert after.startswith("[") and f"(docs/glossary.md#{anchor})" in after, (word, after)
