@@ -60,7 +60,8 @@ PerClassTrainOpt = Annotated[int | None, typer.Option(
     "--per-class-train", min=1, help="Train images per class (default: all).")]
 PerClassTestOpt = Annotated[int | None, typer.Option(
     "--per-class-test", min=1, help="Test images per class (default: all).")]
-GrayOpt = Annotated[bool, typer.Option("--grayscale", help="Convert RGB images to 1 channel.")]
+GrayOpt = Annotated[bool, typer.Option("--grayscale/--no-grayscale",
+                                        help="Convert RGB images to 1 channel.")]
 # the overrides of a preset or file (experiment, study): unset = the preset's value
 DatasetOverride = Annotated[str | None, typer.Option(
     "--dataset", help="fashion-mnist | mnist | cifar10 | imagefolder:PATH")]
@@ -514,7 +515,7 @@ def atlas(
 
 @app.command("atlas-check")
 def atlas_check(
-    atlas_id: Annotated[str, typer.Option("--atlas", help="From `smartaug atlas`.")],
+    atlas_id: Annotated[str, typer.Option("--atlas-id", help="From `smartaug atlas`.")],
     study_id: Annotated[str, typer.Option(
         "--study-id", help="A study whose arms train one kind (space:KIND) or one magnitude "
         "bin (bin:KIND@B/N), with the 'none' reference.")],
@@ -544,8 +545,8 @@ def atlas_check(
 
 @app.command()
 def policy(
-    atlas_id: Annotated[str, typer.Option("--atlas", help="From `smartaug atlas`.")],
-    out: Annotated[str, typer.Option("--out", help="The policy file to write (JSON).")],
+    atlas_id: Annotated[str, typer.Option("--atlas-id", help="From `smartaug atlas`.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="The policy file to write (JSON).")],
     max_flip: Annotated[float, typer.Option(
         "--max-flip", help="Cut each kind's magnitudes where its flip rate passes this.")
     ] = 0.2,
@@ -575,7 +576,7 @@ def policy(
 @app.command()
 def recommend(
     dataset_id: Annotated[str, typer.Option("--dataset-id", help="From `smartaug ingest`.")],
-    out: Annotated[str, typer.Option("--out", help="The policy file to write (JSON).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="The policy file to write (JSON).")],
     model: Annotated[str, typer.Option("--model", help=MODEL_HELP)] = "lenet5",
     kinds: Annotated[str | None, typer.Option(
         "--kinds", help="Kinds to race, comma-separated (default: every built-in kind; "
@@ -746,7 +747,7 @@ def select_cmd(
 def views(
     storage: StorageOpt = None,
     output: Annotated[str | None, typer.Option(
-        "--output", "-o", help="Write the SQL to this file instead of printing it.")] = None,
+        "--out", "-o", help="Write the SQL to this file instead of printing it.")] = None,
 ) -> None:
     """The DuckDB views of a lake (storage/views.sql pointed at its root), for the DuckDB CLI:
     `smartaug views --storage ROOT -o views.sql && duckdb -init views.sql`, or in one step
@@ -996,7 +997,7 @@ def verify(
 @app.command("export")
 def export_cmd(
     selection_id: Annotated[str, typer.Option("--selection-id", help="From `smartaug select`.")],
-    to: Annotated[str, typer.Option("--to", help="A new or empty directory.")],
+    to: Annotated[str, typer.Option("--out", "-o", help="A new or empty directory.")],
     fmt: Annotated[str, typer.Option("--format", help="imagefolder (PNGs) | parquet")] =
         "imagefolder",
     originals: Annotated[bool, typer.Option(
@@ -1068,9 +1069,31 @@ for _typer in (app, config_app):
             _command.help = _unwrapped(_command.callback.__doc__)
 
 
+# old option names, still read for one release (said once on standard error): command ->
+# {old: new}; every command names an id --NAME-id and a file or folder it writes --out
+RENAMED = {"policy": {"--atlas": "--atlas-id"}, "atlas-check": {"--atlas": "--atlas-id"},
+           "export": {"--to": "--out"}, "views": {"--output": "--out"}}
+
+
+def _renamed(argv: list[str]) -> list[str]:
+    """``argv`` with a command's old option names replaced by their new ones."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    table = RENAMED.get(command, {})
+    out = []
+    for a in argv:
+        name, eq, value = a.partition("=")
+        if name in table:
+            err.print(f"note: {name} is now {table[name]} ({command}); the old name goes in "
+                      f"the next release", highlight=False)
+            a = table[name] + eq + value
+        out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: the app, with usage errors (an unknown option, a value out of
     range) printed like every other failure: `error: ...`, exit code 2."""
+    argv = _renamed(list(sys.argv[1:] if argv is None else argv))
     try:
         code = app(args=argv, prog_name="smartaug", standalone_mode=False)
     except typer.Abort:

@@ -151,6 +151,10 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     except ConfigError as e:
         raise ConfigError(f"{path}: preset: {e}") from e
     base["preset"] = name or "custom"
+    if "seeds" in data:  # the name --seeds and study files use; reps is the older one
+        if "reps" in data:
+            raise ConfigError(f"{path}: give seeds (reps is its older name), not both")
+        data["reps"] = data.pop("seeds")
     _paths(path, data)
     merged = _merge(base, data)
     try:
@@ -270,6 +274,7 @@ def dumps(cfg: ExperimentConfig | StudyConfig) -> str:
             _table(p, "pools", lines, array=True)
         return "\n".join(lines) + "\n"
     methods = d.pop("methods")
+    d = {("seeds" if k == "reps" else k): v for k, v in d.items()}  # the CLI's name, --seeds
     lines = [f"# smartaug experiment file ({cfg.preset}): smartaug experiment --config FILE"]
     _table({k: v for k, v in d.items() if k not in _SECTIONS}, "", lines)
     for section in _SECTIONS:

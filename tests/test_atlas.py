@@ -150,8 +150,9 @@ def test_atlas_counts_flips_and_rates_agree_with_the_baselines_predictions(score
     # the recommended policy: albumentations' own file, loaded as a callable
     path = lake.parent / "policy.json"
     code, out, err = smartaug(capsys, "policy", "--atlas", atlas_id, "--out", str(path),
-                              "--max-flip", "0.3", "--storage", str(lake))
+                              "--max-flip", "0.3", "--storage", str(lake))  # the old name
     assert code == 0, err
+    assert "note: --atlas is now --atlas-id (policy)" in err
     assert out.split()[-1] == str(path)
     compose = A.from_dict(json.loads(path.read_text()))
     assert isinstance(compose, A.Compose)
@@ -184,7 +185,7 @@ def test_the_readmes_training_loop_runs(scored, capsys, tmp_path, monkeypatch):
                               "--storage", str(lake))
     assert code == 0, err
     path = tmp_path / "policy.json"
-    assert smartaug(capsys, "policy", "--atlas", out.split()[-1], "--out", str(path),
+    assert smartaug(capsys, "policy", "--atlas-id", out.split()[-1], "--out", str(path),
                     "--storage", str(lake))[0] == 0
     import re
 
@@ -230,7 +231,7 @@ def test_a_policy_with_a_bad_cut_is_refused(scored, capsys, tmp_path, args, word
     code, out, _ = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
                             "--storage", str(lake))
     path = tmp_path / "p.json"
-    code, _, err = smartaug(capsys, "policy", "--atlas", out.split()[-1], "--out", str(path),
+    code, _, err = smartaug(capsys, "policy", "--atlas-id", out.split()[-1], "--out", str(path),
                             *args, "--storage", str(lake))
     assert code == 2 and words in err and "Traceback" not in err and not path.exists()
 
@@ -364,7 +365,7 @@ def test_the_atlas_and_the_policy_name_a_weak_baseline(scored, capsys, tmp_path)
     assert all(c["flip_rate_ci95"] is None or c["flip_rate_ci95"][0] <= c["flip_rate"]
                <= c["flip_rate_ci95"][1] for c in data["cells"])
     assert "95 % interval (Wilson)" in (lake / "reports" / atlas_id / "atlas.md").read_text()
-    code, out, err = smartaug(capsys, "policy", "--atlas", atlas_id, "--out",
+    code, out, err = smartaug(capsys, "policy", "--atlas-id", atlas_id, "--out",
                               str(tmp_path / "p.json"), "--storage", str(lake))
     assert code == 0, err
     assert ("warning: the baseline is" in err) == (health["weak"] is not None)

@@ -154,3 +154,31 @@ def test_a_files_image_folder_may_name_environment_variables(tmp_path, monkeypat
     with pytest.raises(ConfigError, match=r"names the environment variable PETS_HOME, which "
                        r"is not set.*export PETS_HOME="):
         load_experiment(exp)
+
+
+def test_one_name_per_job_across_commands_and_files(tmp_path, capsys):
+    """`seeds` in a file is --seeds on the command line (reps, its older name, still reads);
+    an old option name still works for a release, with a note; --no-grayscale on ingest."""
+    from pipeline.config import preset as get_preset
+    from tests.conftest import smartaug
+
+    f = tmp_path / "e.toml"
+    f.write_text('preset = "quick"\nseeds = 2\n')
+    assert load_experiment(f).reps == 2
+    f.write_text('preset = "quick"\nreps = 2\n')
+    assert load_experiment(f).reps == 2
+    f.write_text('preset = "quick"\nreps = 2\nseeds = 2\n')
+    with pytest.raises(ConfigError, match="give seeds .reps is its older name., not both"):
+        load_experiment(f)
+    text = preset_text("quick")
+    assert "\nseeds = 3\n" in text and "\nreps" not in text
+    f.write_text(text)
+    assert load_experiment(f) == get_preset("quick")
+    from pipeline.cli import _renamed
+
+    assert _renamed(["export", "--selection-id", "s", "--to=d"]) == [
+        "export", "--selection-id", "s", "--out=d"]
+    assert _renamed(["views", "--output", "v.sql"]) == ["views", "--out", "v.sql"]
+    assert _renamed(["sql", "--to", "x"]) == ["sql", "--to", "x"]  # only where it was a name
+    code, out, err = smartaug(capsys, "ingest", "--help")
+    assert code == 0 and "--no-grayscale" in out
