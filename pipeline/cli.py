@@ -104,13 +104,18 @@ PROTOCOL_OPTIONS: dict[str, object] = {
     "model": Annotated[str | None, typer.Option(help=MODEL_HELP)],
     "device": Annotated[str | None, typer.Option(help="auto | cpu | cuda")],
     "materialize": MaterializeOverride,
+    "quiet": Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only the result's location (no progress, no verdict).")],
 }
 
 
 class Protocol:
     """What ``PROTOCOL_OPTIONS`` gave a command: the preset or file, and the overrides."""
 
-    def __init__(self, preset: str | None, config: str | None, **overrides):
+    def __init__(self, preset: str | None, config: str | None, quiet: bool | None = None,
+                 **overrides):
+        self.quiet = bool(quiet)
+        self.log = None if self.quiet else err.print
         if config is not None and preset is not None:
             _fail("give --preset or --config, not both (a file starts from a preset with "
                   "preset = \"quick\")")
@@ -840,7 +845,7 @@ def experiment(protocol: Protocol, storage: StorageOpt = None) -> None:
 
     cfg = protocol.load("experiment")
     lake = _lake(storage, create=True)
-    exp_id = _steps(run_experiment, cfg, lake, log=err.print,
+    exp_id = _steps(run_experiment, cfg, lake, log=protocol.log,
                     command=protocol.command("experiment"))
     report = json.loads(lake.local_path(f"reports/{exp_id}/report.json").read_text())
     table = Table(title=f"experiment {exp_id} ({cfg.preset})")
@@ -851,8 +856,9 @@ def experiment(protocol: Protocol, storage: StorageOpt = None) -> None:
     for name, m in report["methods"].items():
         table.add_row(name, m["loss"], *accuracy_cells(m["test_acc_mean"], m["test_acc_std"],
                                                        m["ci95"], m["n"]), str(m["n"]))
-    err.print(table)
-    err.print(report["verdict"])
+    if not protocol.quiet:
+        err.print(table)
+        err.print(report["verdict"])
     print(lake.url("reports", exp_id))
 
 
@@ -898,10 +904,11 @@ def study(
     from pipeline.steps.study import run_study  # torch: after the grid is known to be sound
 
     lake = _lake(storage, create=True)
-    sid, location = _steps(run_study, cfg, lake, workers=workers, log=err.print,
+    sid, location = _steps(run_study, cfg, lake, workers=workers, log=protocol.log,
                            command=protocol.command("study"))
-    report = json.loads(lake.local_path(f"reports/{sid}/study.json").read_text())
-    err.print(report["verdict"])
+    if not protocol.quiet:
+        report = json.loads(lake.local_path(f"reports/{sid}/study.json").read_text())
+        err.print(report["verdict"])
     print(location)
 
 

@@ -197,6 +197,13 @@ def test_experiment_cli_on_an_imagefolder(tmp_path):
     assert set(r["methods"]) == {"M0", "M1", "M2"} and r["methods"]["M0"]["n"] == 2
     assert r["config"]["data"]["image_size"] == 28 and r["config"]["data"]["grayscale"]
     assert "--dataset" in r["command"]
+    assert "baseline lenet5: epoch   1/1" in res.stderr  # whose epochs they are
+    again = subprocess.run([str(BIN / "smartaug"), "experiment", "--quiet", "--preset", "quick",
+                            "--dataset", f"imagefolder:{images}", "--grayscale", "--image-size",
+                            "28", "--epochs", "1", "--seeds", "2", "--device", "cpu",
+                            "--storage", str(tmp_path / "storage")],
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and again.stderr == "" and again.stdout.strip() == str(out)
 
 
 def test_reselect_rounds_record_drift_and_child_models(small_experiment):

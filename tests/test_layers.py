@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # the lowest layer first; a module takes the rank of the longest prefix listed
 LAYERS = [
-    ("pipeline.errors", "pipeline.lazy", "pipeline.orphans", "pipeline.files", "pipeline.textfile"),
+    ("pipeline.errors", "pipeline.lazy", "pipeline.orphans", "pipeline.files", "pipeline.textfile",
+     "pipeline.progress"),
     ("pipeline.config", "pipeline.pacing", "pipeline.policy"),
     ("pipeline.core", "models"),
     ("pipeline.lake",),

@@ -80,7 +80,8 @@ def train_baseline(lake: Lake, dataset_id: str, *, arch: str = "lenet5",
                       seed=cfg.seed)
     if weights is not None:
         load_weights(net, weights)
-    history = train(net, *evals["train"], cfg, log=log,
+    said = None if log is None else (lambda line: log(f"baseline {arch}: {line}"))
+    history = train(net, *evals["train"], cfg, log=said,
                     eval_sets={s: evals[s] for s in ("val", "test") if len(splits[s])})
     return register_model(lake, model_id, net, arch=arch, dataset_id=dataset_id, cfg=cfg,
                           history=history, seconds=time.perf_counter() - t0, evals=evals,

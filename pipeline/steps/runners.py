@@ -14,6 +14,7 @@ from typing import Protocol
 
 from pipeline.lake import Lake
 from pipeline.orphans import watch_parent
+from pipeline.progress import Bar
 
 __all__ = ["LocalRunner", "ProcessRunner", "Runner"]
 
@@ -83,6 +84,7 @@ class ProcessRunner(LocalRunner):
                 initializer=_worker_start, initargs=(os.getpid(),))
         futures = [self._pool.submit(_call, self.lake.url(), step, args) for args in calls]
         pending, n_done = set(futures), 0
+        bar = Bar(f"{step.__name__} ({self.workers} workers)", len(calls), self.log)
         while pending:
             finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished_:
@@ -92,6 +94,5 @@ class ProcessRunner(LocalRunner):
                     self.close()
                     raise f.exception()
             n_done += len(finished_)
-            if self.log:
-                self.log(f"{step.__name__}: {n_done}/{len(calls)} done")
+            bar.update(n_done)
         return [f.result() for f in futures]
