@@ -142,9 +142,17 @@ def test_a_study_with_declared_hypotheses_anyone_can_recompute(tmp_path, capsys,
         assert h["statement"] in report["verdict"] and f"{100 * h['margin']:.2g}" in h[
             "statement"]
     md = (Path(out.split()[-1]) / "study.md").read_text()
-    assert "## Hypotheses declared before the run" in md and "exploratory" in md
+    assert "## Decisions: the hypotheses declared before the run" in md and "exploratory" in md
     assert "![paired_differences](plots/paired_differences.png)" in md
-    assert "## What each arm cost (seconds on cpu" in md
+    assert "### What each arm cost (seconds on cpu" in md
+    # read top-down: the decisions and their chart, then each selector against random, then
+    # the summary; every full table folded below
+    order = [md.index(x) for x in ("**Verdict.**", "## Decisions", "![decisions]",
+                                   "![differences]", "## Summary", "<details>")]
+    assert order == sorted(order)
+    assert md.index("<details><summary>Full tables") < md.index("### seed pool, budget")
+    assert (Path(out.split()[-1]) / "plots" / "decisions.png").stat().st_size > 1000
+    assert (Path(out.split()[-1]) / "plots" / "differences.png").stat().st_size > 1000
     costs = {r["selector"]: r["cost"] for r in rows}
     assert costs["random"]["baseline_s"] == costs["random"]["scoring_s"] == 0  # only its own
     assert costs["avh@offset"]["baseline_s"] > 0 and costs["avh@offset"]["scoring_s"] > 0

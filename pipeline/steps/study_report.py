@@ -514,7 +514,43 @@ def plot_budget(rows: list[dict], cfg: StudyConfig, which) -> bytes:
     return figure_png(fig)
 
 
-def plot_forest(rows: list[dict], decided: list[dict], cfg: StudyConfig) -> bytes:
+def plot_differences(rows: list[dict], cfg: StudyConfig) -> bytes:
+    """Each selector's paired difference to random (points, 95 % interval) against budget, one
+    line a selector and loss, one panel a pool; the legend beside the panels, never over the
+    intervals."""
+    pools = [p.name for p in cfg.pools]
+    fig, axes = plt.subplots(1, len(pools), figsize=(6.5 * len(pools) + 2.5, 4.5),
+                             squeeze=False)
+    for ax, pool in zip(axes[0], pools, strict=True):
+        by_sel: dict[tuple, list] = defaultdict(list)
+        for r in rows:
+            if r["pool"] == pool and r["diff_vs_random"] is not None and r["diff_ci95"]:
+                by_sel[(r["selector"], r["loss"])].append(r)
+        for i, ((sel, loss), rs) in enumerate(by_sel.items()):
+            rs.sort(key=lambda r: r["budget"])
+            dodge = 1.04 ** (i - (len(by_sel) - 1) / 2)  # side by side, not on top
+            x = np.array([r["budget"] for r in rs]) * dodge
+            y = np.array([100 * r["diff_vs_random"] for r in rs])
+            err = np.array([[100 * (r["diff_vs_random"] - r["diff_ci95"][0]),
+                             100 * (r["diff_ci95"][1] - r["diff_vs_random"])] for r in rs]).T
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, lw=1.3,
+                        ls="-" if loss == "ce" else "--", label=f"{sel} ({loss})")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(cfg.budgets, [f"{b:g}" for b in cfg.budgets])
+        ax.set_xlabel("budget (fraction of the pool)")
+        ax.set_ylabel("test accuracy minus random's, points (95 % CI)")
+        ax.set_title(f"{pool} pool: each selector against random")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if labels:
+        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
+    return figure_png(fig)
+
+
+def plot_forest(rows: list[dict], decided: list[dict], cfg: StudyConfig, *,
+                exploratory: bool = True) -> bytes:
     """Per pool: the declared hypotheses on top, each its selector's paired difference to
     what it names (``against``) with its interval at its own level, decision and margin
     band; then the exploratory rows' differences to random (95 % t intervals, uncorrected),
@@ -527,11 +563,11 @@ def plot_forest(rows: list[dict], decided: list[dict], cfg: StudyConfig) -> byte
             entries[h["pool"]].append((
                 f"{h['selector']} vs {h['against']} @ {h['budget']:g} [{h['role']}, "
                 f"{100 * h['ci_level']:.3g} %]", h["diff"], h["ci95"], h))
-    for r in sorted((r for r in rows if r["diff_ci95"] and r["role"] == "exploratory"),
-                    key=lambda r: (r["budget"], r["selector"])):
+    for r in sorted((r for r in rows if exploratory and r["diff_ci95"]
+                     and r["role"] == "exploratory"), key=lambda r: (r["budget"], r["selector"])):
         entries[r["pool"]].append((f"{r['selector']} vs random @ {r['budget']:g}",
                                    r["diff_vs_random"], r["diff_ci95"], None))
-    height = max(3.0, 0.28 * max(len(v) for v in entries.values()) + 1.5)
+    height = max(3.0, 0.28 * max([len(v) for v in entries.values()] + [1]) + 1.5)
     fig, axes = plt.subplots(1, len(pools), figsize=(7.5 * len(pools), height), squeeze=False)
     for ax, pool in zip(axes[0], pools, strict=True):
         es = entries[pool]
@@ -925,7 +961,10 @@ def _chosen_table(r: dict) -> list[list[str]]:
 
 def _render(out: Path, r: dict, *, html: bool = True) -> Path:
     cfg = load_study(r["config"])
-    plots = {"paired_differences": plot_forest(r["leaderboard"], r["hypotheses"], cfg),
+    plots = {**({"decisions": plot_forest(r["leaderboard"], r["hypotheses"], cfg,
+                                          exploratory=False)} if r["hypotheses"] else {}),
+             "differences": plot_differences(r["leaderboard"], cfg),
+             "paired_differences": plot_forest(r["leaderboard"], r["hypotheses"], cfg),
              "accuracy_vs_budget": plot_budget(
         r["leaderboard"], cfg, lambda x: x["selector"] == "random" or x["chosen_on"]
         or x["kind"] == "coverage")}
