@@ -65,7 +65,7 @@ HEALTHY := $(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(PR
 up: setup
 	@mkdir -p $(PREFECT_HOME)
 	@if ! $(HEALTHY) && [ -n "$$PREFECT_API_DATABASE_CONNECTION_URL" ]; then \
-	  $(BIN)/python -m flows.database check || exit 2; \
+	  $(BIN)/python -m smartaug.flows.database check || exit 2; \
 	fi
 	@if ! $(HEALTHY); then \
 	  db="SQLite in $(PREFECT_HOME)"; [ -n "$$PREFECT_API_DATABASE_CONNECTION_URL" ] && db="$$PREFECT_API_DATABASE_CONNECTION_URL"; \
@@ -77,7 +77,7 @@ up: setup
 	fi
 	@if [ ! -f $(PREFECT_HOME)/serve.pid ] || ! kill -0 $$(cat $(PREFECT_HOME)/serve.pid) 2>/dev/null; then \
 	  echo "Serving the deployments (log: $(PREFECT_HOME)/serve.log) ..."; \
-	  nohup $(BIN)/python -m flows.serve > $(PREFECT_HOME)/serve.log 2>&1 & echo $$! > $(PREFECT_HOME)/serve.pid; \
+	  nohup $(BIN)/python -m smartaug.flows.serve > $(PREFECT_HOME)/serve.log 2>&1 & echo $$! > $(PREFECT_HOME)/serve.pid; \
 	fi
 	@for i in $$(seq 1 120); do \
 	  $(BIN)/prefect deployment inspect smart-augmentation/smart-augmentation >/dev/null 2>&1 && break; sleep 1; \
@@ -94,7 +94,7 @@ run: up
 serve: setup
 	@$(MAKE) --no-print-directory up
 	@kill $$(cat $(PREFECT_HOME)/serve.pid 2>/dev/null) 2>/dev/null; rm -f $(PREFECT_HOME)/serve.pid
-	$(BIN)/python -m flows.serve
+	$(BIN)/python -m smartaug.flows.serve
 
 # The same with the Prefect server on PostgreSQL (for many workers: SQLite serialises writes):
 # a local cluster in .prefect/postgres on 127.0.0.1:$(PG_PORT), started when not running.
@@ -102,7 +102,7 @@ serve: setup
 PG_PORT ?= 5433
 PG_DATA := $(PREFECT_HOME)/postgres
 serve-pg: setup
-	@url=$$($(BIN)/python -m flows.database start --data $(PG_DATA) --port $(PG_PORT)) || exit 2; \
+	@url=$$($(BIN)/python -m smartaug.flows.database start --data $(PG_DATA) --port $(PG_PORT)) || exit 2; \
 	echo "PostgreSQL on 127.0.0.1:$(PG_PORT) (data: $(PG_DATA)): $$url"; \
 	PREFECT_API_DATABASE_CONNECTION_URL=$$url $(MAKE) --no-print-directory serve
 
@@ -110,7 +110,7 @@ stop:
 	@for p in serve server; do \
 	  if [ -f $(PREFECT_HOME)/$$p.pid ]; then kill $$(cat $(PREFECT_HOME)/$$p.pid) 2>/dev/null && echo "stopped $$p"; rm -f $(PREFECT_HOME)/$$p.pid; fi; \
 	done
-	@if [ -f $(PG_DATA)/postmaster.pid ]; then $(BIN)/python -m flows.database stop --data $(PG_DATA); fi
+	@if [ -f $(PG_DATA)/postmaster.pid ]; then $(BIN)/python -m smartaug.flows.database stop --data $(PG_DATA); fi
 
 # Every test, real servers included, on one pytest-xdist worker per core; a module's tests stay
 # on one worker (--dist loadfile), so a module's server, lake or tour is made once, and the

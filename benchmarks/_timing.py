@@ -48,7 +48,7 @@ def fashion_or_generated(images: int):
     import numpy as np
 
     try:
-        from pipeline.core.datasets import load_dataset
+        from smartaug.core.datasets import load_dataset
 
         ds = load_dataset("fashion-mnist", per_class_train=images // 10, download=False)
         return ds.train.images, ds.train.labels, "fashion-mnist"

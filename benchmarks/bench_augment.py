@@ -1,4 +1,4 @@
-"""Pool generation on all cores (pipeline.augment.augment_images) vs a bare single-process
+"""Pool generation on all cores (smartaug.augment.augment_images) vs a bare single-process
 albumentations loop over the same images (same transforms, kinds drawn per image), on two
 spaces: the default (the seed's rotate, noise, hflip) and 10 built-in kinds.
 
@@ -20,7 +20,7 @@ from _timing import alternate
 
 def load_images(n: int) -> np.ndarray:
     try:
-        from pipeline.core.datasets import load_dataset
+        from smartaug.core.datasets import load_dataset
 
         x = load_dataset("fashion-mnist", download=False).train.images
         reps = -(-n // len(x))
@@ -39,8 +39,8 @@ def main() -> None:
     import albumentations as A
     import cv2
 
-    from pipeline.config import AugmentConfig
-    from pipeline.core.augment import BUILTIN, augment_images
+    from smartaug.config import AugmentConfig
+    from smartaug.core.augment import BUILTIN, augment_images
 
     cv2.setNumThreads(1)
     images = load_images(args.images)

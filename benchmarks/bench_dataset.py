@@ -1,4 +1,4 @@
-"""A DataLoader over ``pipeline.SelectionDataset`` vs what a user would do instead: export the
+"""A DataLoader over ``smartaug.SelectionDataset`` vs what a user would do instead: export the
 same items as PNGs and read them with torchvision's ``ImageFolder``. One epoch each, batches of
 256, 2 worker processes, images as float tensors [C, H, W] in [0, 1].
 
@@ -29,15 +29,15 @@ def main() -> None:
     from torch.utils.data import DataLoader
     from torchvision.transforms import v2
 
-    import pipeline
-    from pipeline.config import AugmentConfig, DataConfig, TrainConfig
-    from pipeline.lake import Lake
-    from pipeline.steps.baseline import train_baseline
-    from pipeline.steps.export import export
-    from pipeline.steps.ingest import ingest
-    from pipeline.steps.pool import build_pool
-    from pipeline.steps.score import score_pool
-    from pipeline.steps.select import band
+    import smartaug
+    from smartaug.config import AugmentConfig, DataConfig, TrainConfig
+    from smartaug.lake import Lake
+    from smartaug.steps.baseline import train_baseline
+    from smartaug.steps.export import export
+    from smartaug.steps.ingest import ingest
+    from smartaug.steps.pool import build_pool
+    from smartaug.steps.score import score_pool
+    from smartaug.steps.select import band
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +58,7 @@ def main() -> None:
         r = score_pool(lake, m, p, device="cpu")
         want = min(1.0, max(0.0, (args.items - n_orig) / lake.count("scores", r)))
         sid = band(lake, r, 0.0, round(want, 6))
-        ds = pipeline.SelectionDataset(lake.root, sid)
+        ds = smartaug.SelectionDataset(lake.root, sid)
         out = export(lake, sid, Path(tmp) / "export")
         folder = torchvision.datasets.ImageFolder(
             str(out / "train"), transform=v2.Compose([v2.PILToTensor(),

@@ -37,7 +37,7 @@ CHILD = """
 import asyncio, json, sys, time
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from flows.smart_augmentation import Overrides, smart_augmentation
+from smartaug.flows.smart_augmentation import Overrides, smart_augmentation
 
 overrides = Overrides(**json.loads(sys.argv[1]))
 t0 = time.perf_counter()

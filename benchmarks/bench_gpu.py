@@ -6,10 +6,10 @@ time end to end.
   -> AVH and the other scores -> Parquet) vs bare ``model(x)`` over the same batches already
   on the device (bf16 autocast, channels_last, inference mode). Target ratio >= 0.85. Also
   from a recipe pool (the preset's K=4 wide pool, pixels regenerated on the CPU cores).
-- train: ``pipeline.core.train.train`` (the dataset resident on the device as uint8, bf16
+- train: ``smartaug.core.train.train`` (the dataset resident on the device as uint8, bf16
   autocast, channels_last, SGD) vs a bare AMP loop doing the same. Target ratio >= 0.9.
 - grid: ``--stack`` K cells of the preset's study (its seeds; the preset's ResNet, SGD,
-  batch) trained as one model (``pipeline.core.stacked``, torch.func's vmap) vs the bare
+  batch) trained as one model (``smartaug.core.stacked``, torch.func's vmap) vs the bare
   loop training them one after another: cells per hour on one card.
 - preset: ``smartaug experiment --preset gpu`` on CIFAR-10 (``--cifar DIR``) or a generated
   ImageFolder of the same shape (50 000 train images, 32x32 RGB, 10 classes): its wall time.
@@ -56,11 +56,11 @@ def make_lake(root: Path, n: int, device: str):
     one-per-image pool stored with pixels and the preset's K=4 wide pool as recipes."""
     from dataclasses import replace
 
-    from pipeline.config import AugmentConfig, TrainConfig, preset
-    from pipeline.core.train import build_model
-    from pipeline.lake import Lake, image_columns
-    from pipeline.steps.baseline import register_model
-    from pipeline.steps.pool import build_pool
+    from smartaug.config import AugmentConfig, TrainConfig, preset
+    from smartaug.core.train import build_model
+    from smartaug.lake import Lake, image_columns
+    from smartaug.steps.baseline import register_model
+    from smartaug.steps.pool import build_pool
 
     lake = Lake(root)
     images, labels = synthetic(n)
@@ -90,7 +90,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench_score(lake, model_id, pool_id, images, device, batch, repeats) -> dict:
-    from pipeline.steps.score import load_model, score_pool
+    from smartaug.steps.score import load_model, score_pool
 
     n = lake.row("pools", pool_id)["n_items"]
     model, _ = load_model(lake, model_id, device)
@@ -123,7 +123,7 @@ def bench_score(lake, model_id, pool_id, images, device, batch, repeats) -> dict
 
 def bare_training(images, labels, device, batch, epochs, seed: int) -> None:
     """The bare AMP loop: the preset's ResNet and SGD, the uint8 images on the device."""
-    from pipeline.core.train import build_model
+    from smartaug.core.train import build_model
 
     cuda = device.type == "cuda"
     model = build_model("resnet", 10, 3, 32, seed=seed).to(device)
@@ -152,11 +152,11 @@ def bare_training(images, labels, device, batch, epochs, seed: int) -> None:
 
 def bench_grid(images, labels, device, batch, epochs, repeats, stack) -> dict:
     """``stack`` cells of the preset's study (its seeds) trained as one model
-    (``pipeline.core.stacked.train_stacked``: torch.func's vmap over the ResNet) vs the bare
+    (``smartaug.core.stacked.train_stacked``: torch.func's vmap over the ResNet) vs the bare
     loop training them one after another on the same device."""
-    from pipeline.config import TrainConfig
-    from pipeline.core.stacked import train_stacked
-    from pipeline.core.train import build_model
+    from smartaug.config import TrainConfig
+    from smartaug.core.stacked import train_stacked
+    from smartaug.core.train import build_model
 
     cfgs = [TrainConfig(epochs=epochs, batch_size=batch, lr=0.05, optimizer="sgd",
                         weight_decay=5e-4, device=str(device), seed=s) for s in range(stack)]
@@ -178,8 +178,8 @@ def bench_grid(images, labels, device, batch, epochs, repeats, stack) -> dict:
 
 
 def bench_train(images, labels, device, batch, epochs, repeats) -> dict:
-    from pipeline.config import TrainConfig
-    from pipeline.core.train import build_model, train
+    from smartaug.config import TrainConfig
+    from smartaug.core.train import build_model, train
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=0.05, optimizer="sgd",
                       weight_decay=5e-4, device=str(device), seed=0)
@@ -243,7 +243,7 @@ def main() -> None:
     ap.add_argument("--cifar", help="CIFAR-10's directory for the preset run (else generated)")
     args = ap.parse_args()
 
-    from pipeline.core.train import resolve_device
+    from smartaug.core.train import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -4,7 +4,7 @@ The study's cells (originals + each selection, LeNet-5, Adam, batch 128, the stu
 test accuracy after the last epoch) run through ``ProcessRunner`` (one single-threaded worker
 process per core, each cell read from and written to the lake: runs and history rows) in two
 ways: ``stacked`` (the study's ``stack``: up to K cells of one size trained as one model,
-``pipeline.core.stacked``) and ``process`` (each cell alone, one per worker). The bare loop
+``smartaug.core.stacked``) and ``process`` (each cell alone, one per worker). The bare loop
 trains the same cells one after another in this process, on the same images already in
 memory, with torch's default threads, and writes nothing. All are warmed up first: the
 workers are started once, as a study starts them once for all its cells.
@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from _timing import alternate_all
 
-from pipeline.config import DataConfig, StudyConfig, TrainConfig
-from pipeline.core.train import build_model, evaluate
-from pipeline.lake import Lake
-from pipeline.steps import study as steps
-from pipeline.steps.retrain import training_data
-from pipeline.steps.runners import ProcessRunner
+from smartaug.config import DataConfig, StudyConfig, TrainConfig
+from smartaug.core.train import build_model, evaluate
+from smartaug.lake import Lake
+from smartaug.steps import study as steps
+from smartaug.steps.retrain import training_data
+from smartaug.steps.runners import ProcessRunner
 
 
 def main() -> None:

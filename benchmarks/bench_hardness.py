@@ -14,8 +14,8 @@ import json
 import torch
 from _timing import alternate
 
-from models import make_model
-from pipeline.core.hardness import hardness_scores
+from smartaug.core.hardness import hardness_scores
+from smartaug.models import make_model
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from _timing import alternate, arguments, fashion_or_generated
 
-from pipeline.config import AugmentConfig, TrainConfig
-from pipeline.core.augment import augment_images
-from pipeline.core.train import build_model, train
+from smartaug.config import AugmentConfig, TrainConfig
+from smartaug.core.augment import augment_images
+from smartaug.core.train import build_model, train
 
 
 def main() -> None:

@@ -27,11 +27,11 @@ from _timing import alternate
 def lakes(root: Path, per_class: int):
     """Two lakes with the same dataset and a LeNet-5 (one epoch), ready for the same pool
     stored two ways."""
-    from pipeline.config import DataConfig, TrainConfig
-    from pipeline.core.datasets import DatasetError
-    from pipeline.lake import Lake
-    from pipeline.steps.baseline import train_baseline
-    from pipeline.steps.ingest import ingest
+    from smartaug.config import DataConfig, TrainConfig
+    from smartaug.core.datasets import DatasetError
+    from smartaug.lake import Lake
+    from smartaug.steps.baseline import train_baseline
+    from smartaug.steps.ingest import ingest
 
     a = Lake(root / "materialized")
     try:
@@ -55,9 +55,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from pipeline.config import AugmentConfig, seed_pool, wide_pool
-    from pipeline.steps.pool import build_pool
-    from pipeline.steps.score import score_pool
+    from smartaug.config import AugmentConfig, seed_pool, wide_pool
+    from smartaug.steps.pool import build_pool
+    from smartaug.steps.score import score_pool
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pool-"))
     try:

@@ -2,10 +2,10 @@
 the same K + 1 trainings one after another.
 
 Every training is LeNet-5 (batch 128, Adam 1e-3, CPU) on the same originals plus one fresh
-draw of its op for each of them every epoch (``pipeline.core.search.Trainer``, as
+draw of its op for each of them every epoch (``smartaug.core.search.Trainer``, as
 ``smartaug recommend`` trains a rung). Sequential: each training alone through
-``pipeline.core.train.train`` (itself 0.98 of a bare torch loop: bench_train.py), as a script
-would loop over the ops; stacked: ``--stack`` at a time (``pipeline.core.stacked``), each with
+``smartaug.core.train.train`` (itself 0.98 of a bare torch loop: bench_train.py), as a script
+would loop over the ops; stacked: ``--stack`` at a time (``smartaug.core.stacked``), each with
 its own op's draws, the next epoch's made in a thread.
 
 ratio = sequential seconds / stacked seconds (target >= 1.5). Alternating, medians. JSON on
@@ -21,9 +21,9 @@ import json
 import torch
 from _timing import alternate, arguments, fashion_or_generated
 
-from pipeline.config import TrainConfig
-from pipeline.core.search import IDENTITY, Trainer, candidates
-from pipeline.core.train import build_model
+from smartaug.config import TrainConfig
+from smartaug.core.search import IDENTITY, Trainer, candidates
+from smartaug.core.train import build_model
 
 KINDS = ["rotate", "noise", "hflip", "crop", "cutout", "brightness-contrast", "jpeg", "blur"]
 

@@ -3,7 +3,7 @@
 The quick preset's retraining on Fashion-MNIST (LeNet-5, batch 128, Adam 1e-3, 5 epochs, CPU):
 the originals (1000 train images a class) plus a 0.2 window of a one-per-image pool, the
 window re-chosen every epoch from the pool's scores by the model being trained
-(``pipeline.core.curriculum.SelfPaced``, ``pipeline.core.scoring.score_arrays``, in process).
+(``smartaug.core.curriculum.SelfPaced``, ``smartaug.core.scoring.score_arrays``, in process).
 The re-scoring time is measured inside the training (its plan time per epoch) and the
 training time is the rest of each epoch.
 
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from _timing import alternate, arguments, fashion_or_generated
 
-from pipeline.config import AugmentConfig, TrainConfig
-from pipeline.core.augment import augment_images
-from pipeline.core.curriculum import InfoBatch, SelfPaced
-from pipeline.core.scoring import score_arrays
-from pipeline.core.train import build_model, train
+from smartaug.config import AugmentConfig, TrainConfig
+from smartaug.core.augment import augment_images
+from smartaug.core.curriculum import InfoBatch, SelfPaced
+from smartaug.core.scoring import score_arrays
+from smartaug.core.train import build_model, train
 
 
 def main() -> None:

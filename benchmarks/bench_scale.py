@@ -26,17 +26,17 @@ STAGES = ("augment", "score", "select")
 
 def stage(root: str, name: str, k: int) -> None:
     """Run one stage on the lake at ``root`` (ids in ``root``/ids.json); print its figures."""
-    from pipeline.lake import Lake
+    from smartaug.lake import Lake
 
     # each stage imports what it needs before the clock starts (scoring: torch, ~0.5 GiB of
     # resident libraries on its own)
     if name == "augment":
-        from pipeline.config import AugmentConfig
-        from pipeline.steps.pool import build_pool
+        from smartaug.config import AugmentConfig
+        from smartaug.steps.pool import build_pool
     elif name == "score":
-        from pipeline.steps.score import score_pool
+        from smartaug.steps.score import score_pool
     else:
-        from pipeline.steps import select as S
+        from smartaug.steps import select as S
     lake = Lake(root)
     ids_file = Path(root) / "ids.json"
     ids = json.loads(ids_file.read_text())
@@ -56,7 +56,7 @@ def stage(root: str, name: str, k: int) -> None:
         n = lake.row("scoring_runs", ids["scoring_run_id"])["n_items"]
     seconds = time.perf_counter() - t0
     ids_file.write_text(json.dumps(ids))
-    augment = sys.modules.get("pipeline.core.augment")
+    augment = sys.modules.get("smartaug.core.augment")
     workers = [hwm_mib(p.pid) for pool in (augment._POOLS.values() if augment else ())
                for p in pool._pool]
     print(json.dumps({"items": n, "seconds": seconds, "rss_mib": hwm_mib("self"),
@@ -73,10 +73,10 @@ def hwm_mib(pid) -> float:
 
 
 def prepare(root: Path, per_class: int) -> None:
-    from pipeline.config import DataConfig, TrainConfig
-    from pipeline.lake import Lake
-    from pipeline.steps.baseline import train_baseline
-    from pipeline.steps.ingest import ingest
+    from smartaug.config import DataConfig, TrainConfig
+    from smartaug.lake import Lake
+    from smartaug.steps.baseline import train_baseline
+    from smartaug.steps.ingest import ingest
 
     lake = Lake(root)
     dataset_id = ingest(lake, DataConfig("fashion-mnist", per_class_train=per_class,

@@ -1,4 +1,4 @@
-"""Scoring throughput Parquet -> Parquet (pipeline.score.score_pool) vs a bare ``model(x)`` over
+"""Scoring throughput Parquet -> Parquet (smartaug.score.score_pool) vs a bare ``model(x)`` over
 the same images already in memory as float tensors (LeNet-5, batch 512).
 
 ratio = bare time / pipeline time (target >= 0.85). Then the peak RSS of a separate process
@@ -26,11 +26,11 @@ from _timing import alternate
 
 def make_lake(root: Path, n: int, seed: int = 0):
     """A lake with an n-item pool (Fashion-MNIST images repeated, else random) and a LeNet-5."""
-    from models import make_model, save_checkpoint
-    from pipeline.lake import Lake, image_columns
+    from smartaug.lake import Lake, image_columns
+    from smartaug.models import make_model, save_checkpoint
 
     try:
-        from pipeline.core.datasets import load_dataset
+        from smartaug.core.datasets import load_dataset
 
         base = load_dataset("fashion-mnist", download=False).train
         imgs, labels = base.images, base.labels
@@ -77,8 +77,8 @@ def make_lake(root: Path, n: int, seed: int = 0):
 
 def rss_child(root: str) -> None:
     """Score the pool under ``root`` and exit (run in its own process for its peak RSS)."""
-    from pipeline.lake import Lake
-    from pipeline.steps.score import score_pool
+    from smartaug.lake import Lake
+    from smartaug.steps.score import score_pool
 
     t0 = time.perf_counter()
     score_pool(Lake(root), "benchmodel000001", "benchpool0000001", batch_size=512,
@@ -96,7 +96,7 @@ def main() -> None:
     if args.rss_child:
         return rss_child(args.rss_child)
 
-    from pipeline.steps.score import score_pool
+    from smartaug.steps.score import score_pool
 
     batch = 512
     tmp = Path(tempfile.mkdtemp(prefix="bench-score-"))

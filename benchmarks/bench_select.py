@@ -1,4 +1,4 @@
-"""Band selection through DuckDB (pipeline/sql/band.sql) vs numpy over N synthetic score rows.
+"""Band selection through DuckDB (smartaug/sql/band.sql) vs numpy over N synthetic score rows.
 
 Both read the run's Parquet file, take the 0.02 / 0.22 quantiles of avh and keep the item ids
 in the band. ratio = numpy time / DuckDB time (target: DuckDB <= 1.5x numpy, i.e. ratio >=
@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.lake import Lake, query_arrow
-from pipeline.steps.sql import sql_text
+from smartaug.lake import Lake, query_arrow
+from smartaug.steps.sql import sql_text
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
         query = sql_text("band.sql")
         params = {"files": [path], "score": "avh", "lo": 0.02, "hi": 0.22, "per_class": False}
 
-        def with_duckdb():  # as pipeline.steps.select runs it
+        def with_duckdb():  # as smartaug.steps.select runs it
             con = lake.engine()
             out = query_arrow(con, query, params)
             con.close()

@@ -1,4 +1,4 @@
-"""Training throughput of pipeline.train.train vs a bare loop: same model (LeNet-5), batch
+"""Training throughput of smartaug.train.train vs a bare loop: same model (LeNet-5), batch
 (128), optimizer (Adam 1e-3), the same uint8 tensors in memory, plain cross-entropy.
 
 ratio = bare time / pipeline time (target >= 0.9). Alternating, several repeats, medians;
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from _timing import alternate, arguments, fashion_or_generated
 
-from pipeline.config import TrainConfig
-from pipeline.core.train import build_model, train
+from smartaug.config import TrainConfig
+from smartaug.core.train import build_model, train
 
 
 def main() -> None:

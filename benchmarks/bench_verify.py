@@ -23,14 +23,14 @@ from pathlib import Path
 
 from _timing import alternate
 
-from pipeline.config import AugmentConfig, DataConfig, TrainConfig
-from pipeline.lake import Lake, manifest
-from pipeline.steps.baseline import train_baseline
-from pipeline.steps.export import export
-from pipeline.steps.ingest import ingest
-from pipeline.steps.pool import build_pool
-from pipeline.steps.score import score_pool
-from pipeline.steps.select import band
+from smartaug.config import AugmentConfig, DataConfig, TrainConfig
+from smartaug.lake import Lake, manifest
+from smartaug.steps.baseline import train_baseline
+from smartaug.steps.export import export
+from smartaug.steps.ingest import ingest
+from smartaug.steps.pool import build_pool
+from smartaug.steps.score import score_pool
+from smartaug.steps.select import band
 
 
 def main() -> None:

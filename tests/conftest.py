@@ -30,9 +30,9 @@ def fashion_root() -> str:
 
 
 def smartaug(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI's entry point (``pipeline.cli.main``) in this process: (exit code, stdout,
+    """Run the CLI's entry point (``smartaug.cli.main``) in this process: (exit code, stdout,
     stderr)."""
-    from pipeline import cli
+    from smartaug import cli
 
     capsys.readouterr()
     try:
@@ -65,7 +65,7 @@ def tiny_config(root: str, *, per_class_train: int, per_class_test: int, epochs:
                 val_fraction: float = 1 / 6, **kwargs):
     """An experiment on a few real Fashion-MNIST images per class, trained for ``epochs`` on
     the CPU (batches of 64) for the baseline and every method; ``kwargs`` set the rest."""
-    from pipeline.config import DataConfig, ExperimentConfig, TrainConfig
+    from smartaug.config import DataConfig, ExperimentConfig, TrainConfig
 
     train = TrainConfig(epochs=epochs, batch_size=64, device="cpu")
     return ExperimentConfig(preset="test", data=DataConfig(
@@ -99,12 +99,12 @@ batch_size = 16
 def small_lake(tmp_path_factory, fashion_root):
     """A lake with real Fashion-MNIST (50 train / 20 test per class, 20 % validation), a
     1-epoch LeNet-5 baseline, a one-per-image pool and its scoring run."""
-    from pipeline.config import AugmentConfig, DataConfig, TrainConfig
-    from pipeline.lake import Lake
-    from pipeline.steps.baseline import train_baseline
-    from pipeline.steps.ingest import ingest
-    from pipeline.steps.pool import build_pool
-    from pipeline.steps.score import score_pool
+    from smartaug.config import AugmentConfig, DataConfig, TrainConfig
+    from smartaug.lake import Lake
+    from smartaug.steps.baseline import train_baseline
+    from smartaug.steps.ingest import ingest
+    from smartaug.steps.pool import build_pool
+    from smartaug.steps.score import score_pool
 
     lake = Lake(tmp_path_factory.mktemp("lake"))
     dataset_id = ingest(lake, DataConfig(root=fashion_root, per_class_train=50,

@@ -1,5 +1,5 @@
 """Which augmentations help: magnitudes as data, the atlas of one scoring run, the recommended
-policy and ``pipeline.policy.load`` in a training loop."""
+policy and ``smartaug.policy.load`` in a training loop."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from pipeline.config import AugmentConfig
-from pipeline.core import augment as aug
-from pipeline.core.magnitude import SCALES, bin_of, grid_draw, magnitude_of, scale_of
+from smartaug.config import AugmentConfig
+from smartaug.core import augment as aug
+from smartaug.core.magnitude import SCALES, bin_of, grid_draw, magnitude_of, scale_of
 from tests.conftest import smartaug, write_image_folder
 
 KINDS = ("rotate", "noise", "hflip", "vflip", "rotate180", "crop", "cutout", "jpeg")
@@ -80,7 +80,7 @@ def scored(tmp_path_factory):
         import subprocess
         import sys
 
-        cmd = [sys.executable, "-m", "pipeline.cli", *(a.format(**ids) for a in args),
+        cmd = [sys.executable, "-m", "smartaug.cli", *(a.format(**ids) for a in args),
                "--storage", str(lake)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
@@ -106,7 +106,7 @@ def test_atlas_counts_flips_and_rates_agree_with_the_baselines_predictions(score
                  v if k == "kind" else int(v)) for k, v in r.items()}
             for r in csv.DictReader(io.StringIO(out))]
     assert rows
-    from pipeline.lake import Lake
+    from smartaug.lake import Lake
 
     lk = Lake(lake)
     kinds = lk.sql(f"select kind, count(*) n from augmentations where pool_id = "
@@ -167,7 +167,7 @@ def test_atlas_counts_flips_and_rates_agree_with_the_baselines_predictions(score
                 c[0] += r["n_flipped"]
                 c[1] += r["n_orig_correct"]
         assert all(f <= 0.3 * n for f, n in cells.values())
-    from pipeline.policy import load
+    from smartaug.policy import load
 
     policy = load(path, seed=0)
     image = np.random.default_rng(1).integers(0, 256, (28, 28, 1), dtype=np.uint8)
@@ -191,7 +191,7 @@ def test_the_readmes_training_loop_runs(scored, capsys, tmp_path, monkeypatch):
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     (loop,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-               if "pipeline.policy" in b]
+               if "smartaug.policy" in b]
     assert len(loop.strip().splitlines()) <= 13
     from tests.conftest import write_image_folder
 
@@ -204,7 +204,7 @@ def test_the_readmes_training_loop_runs(scored, capsys, tmp_path, monkeypatch):
     assert tuple(x.shape) == (1, 28, 28) and len(scope["train"]) == 9
     import torch
 
-    from pipeline.policy import load
+    from smartaug.policy import load
 
     policy = load(path, seed=0)
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
@@ -246,7 +246,7 @@ def test_an_atlas_of_too_few_items_names_the_cells(scored, capsys):
 
 
 def test_a_policy_file_albumentations_cannot_load_is_refused(tmp_path):
-    from pipeline.policy import PolicyFileError, load
+    from smartaug.policy import PolicyFileError, load
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"transform": {"__class_fullname__": "NoSuchThing"}}))
@@ -281,7 +281,7 @@ def test_a_declared_magnitude_must_name_a_number(tmp_path):
 
 def test_a_scoring_run_of_originals_is_not_an_atlas(scored, capsys):
     lake, ids = scored
-    from pipeline.lake import Lake
+    from smartaug.lake import Lake
 
     lk = Lake(lake)
     dataset = lk.row("pools", ids["pool"])["dataset_id"]
@@ -303,8 +303,8 @@ def test_a_policy_cut_steps_over_empty_bins_and_states_its_doubts():
     fewer than MIN_DECIDING images decided it."""
     from scipy.stats import binomtest
 
-    from pipeline.core.magnitude import scale_of
-    from pipeline.steps.policy import MIN_DECIDING, _cut, said
+    from smartaug.core.magnitude import scale_of
+    from smartaug.steps.policy import MIN_DECIDING, _cut, said
 
     scales = {"noise": scale_of("noise", 20.0), "hflip": None, "rotate": scale_of("rotate", 20.0)}
     cells = {("noise", 2): [8, 90],  # 0.089: bins 0 and 1 hold nothing
@@ -331,7 +331,7 @@ def test_a_policy_cut_steps_over_empty_bins_and_states_its_doubts():
 def test_wilson_intervals_and_weak_baselines_are_named():
     from scipy.stats import binomtest
 
-    from pipeline.core.stats import weak_baseline, wilson
+    from smartaug.core.stats import weak_baseline, wilson
 
     for k, n in ((0, 6), (6, 6), (12, 48), (3, 1000)):
         want = binomtest(k, n).proportion_ci(method="wilson")
@@ -346,8 +346,8 @@ def test_wilson_intervals_and_weak_baselines_are_named():
 def test_the_atlas_and_the_policy_name_a_weak_baseline(scored, capsys, tmp_path):
     """The atlas and its policy say, in one line, when the baseline they judge by is too weak
     to judge augmentations (and the atlas's table gives every cell its interval)."""
-    from pipeline.lake import Lake
-    from pipeline.steps.atlas import baseline_health
+    from smartaug.lake import Lake
+    from smartaug.steps.atlas import baseline_health
 
     lake, ids = scored
     code, out, err = smartaug(capsys, "atlas", "--scoring-run-id", ids["run"], "--bins", "3",
@@ -382,7 +382,7 @@ def test_a_policy_refuses_a_label_it_was_not_made_for_and_takes_tensors():
     import albumentations as A
     import torch
 
-    from pipeline.policy import PolicyInputError, from_dict
+    from smartaug.policy import PolicyInputError, from_dict
 
     flip = A.to_dict(A.Compose([A.HorizontalFlip(p=1.0)]))
     keep = A.to_dict(A.Compose([A.NoOp()]))

@@ -1,10 +1,10 @@
-"""Augmentation pool (pipeline/augment.py): correct, deterministic, parameters recorded."""
+"""Augmentation pool (smartaug/augment.py): correct, deterministic, parameters recorded."""
 
 import numpy as np
 import pytest
 
-from pipeline.config import AugmentConfig, parse_policy
-from pipeline.core.augment import augment_images, plan
+from smartaug.config import AugmentConfig, parse_policy
+from smartaug.core.augment import augment_images, plan
 
 
 def images(n=40, c=1, size=20, seed=0):
@@ -84,7 +84,7 @@ def test_rotation_matrix_is_albumentations_own():
     import cv2
     from albumentations.augmentations.geometric import functional as fg
 
-    from pipeline.core.augment import rotation_center
+    from smartaug.core.augment import rotation_center
 
     for shape, a in (((28, 28), 13.3), ((32, 20), -19.9), ((5, 5), 0.0)):
         ref = fg.create_affine_transformation_matrix({"x": 0, "y": 0}, {"x": 0, "y": 0},
@@ -181,7 +181,7 @@ def test_default_space_gives_the_same_pool_as_before():
 def test_every_builtin_kind_is_a_pure_function_of_its_seed(shape):
     import json
 
-    from pipeline.config import BUILTIN_KINDS
+    from smartaug.config import BUILTIN_KINDS
 
     x = np.random.default_rng(1).integers(0, 256, size=(30, *shape), dtype=np.uint8)
     ids = [f"train/{i:06d}" for i in range(30)]
@@ -212,7 +212,7 @@ def test_space_file_in_albumentations_format(tmp_path):
 
     import albumentations as A
 
-    from pipeline.core.augment import SpaceError, load_space
+    from smartaug.core.augment import SpaceError, load_space
 
     f = tmp_path / "space.yaml"
     f.write_text("kinds:\n"

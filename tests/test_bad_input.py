@@ -1,5 +1,5 @@
 """Bad input, as a table: every probe runs the ``smartaug`` command line (its real entry point,
-``pipeline.cli.main``, in this process) and asserts exit code 2, an ``error:`` line with the
+``smartaug.cli.main``, in this process) and asserts exit code 2, an ``error:`` line with the
 message's key words, no traceback, and a lake whose file list is unchanged."""
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli
-from pipeline.config import AugmentConfig, DataConfig, TrainConfig
-from pipeline.lake import TABLES, Lake, LakeError
-from pipeline.lake.readers import read_split
-from pipeline.steps.baseline import train_baseline
-from pipeline.steps.ingest import ingest
-from pipeline.steps.pool import build_pool
-from pipeline.steps.score import score_pool, score_split
-from pipeline.steps.select import band
+from smartaug import cli
+from smartaug.config import AugmentConfig, DataConfig, TrainConfig
+from smartaug.lake import TABLES, Lake, LakeError
+from smartaug.lake.readers import read_split
+from smartaug.steps.baseline import train_baseline
+from smartaug.steps.ingest import ingest
+from smartaug.steps.pool import build_pool
+from smartaug.steps.score import score_pool, score_split
+from smartaug.steps.select import band
 from tests.conftest import smartaug, write_image_folder
 
 BIN = Path(sys.executable).parent
@@ -69,7 +69,7 @@ def world(tmp_path_factory):
     p3 = build_pool(lake, d3, AugmentConfig(), workers=1)
     import torch
 
-    from models import make_model
+    from smartaug.models import make_model
 
     state = make_model("lenet5", 4, 1, 28).state_dict()
     key = next(k for k in state if k.endswith("weight"))
@@ -396,8 +396,8 @@ def test_probes_that_succeed_write_what_they_say(world, capsys):
 def test_the_study_selectors_from_the_cli(world, capsys, tmp_path):
     """`select --window/--coverage/--stratified` make the study's selections, of exactly the
     size asked; `config check` reads a study file; `export --selection-id` exports one."""
-    from pipeline.config import POSITIONS
-    from pipeline.steps import select as S
+    from smartaug.config import POSITIONS
+    from smartaug.steps import select as S
 
     lake, r, root = world["lake"], world["r"], str(world["root"])
     total = lake.row("scoring_runs", r)["n_items"]
@@ -423,7 +423,7 @@ def test_the_study_selectors_from_the_cli(world, capsys, tmp_path):
     code, out, err = smartaug(capsys, "config", "check", str(tmp_path / "study.toml"))
     assert code == 0, err
     assert "budgets = [0.05]" in out and "seeds = 3" in out and "[[pools]]" in out
-    from pipeline.experiment_file import load_study
+    from smartaug.experiment_file import load_study
 
     code, _, err = smartaug(capsys, "config", "check", str(world["tmp"] / "study-bad.toml"))
     assert code == 2 and "error:" in err and "1.5" in err and "Traceback" not in err, err
@@ -439,7 +439,7 @@ def test_values_are_printed_as_they_are_and_an_empty_storage_is_refused(tmp_path
                                                                         monkeypatch):
     """Nothing the user supplied is read as rich markup (a cell, a path in a message), and an
     empty --storage or SMARTAUG_STORAGE is an error, not ./storage."""
-    from pipeline.lake import Lake
+    from smartaug.lake import Lake
 
     monkeypatch.chdir(tmp_path)
     lake = str(Lake(tmp_path / "lake").root)
@@ -672,9 +672,9 @@ def test_a_bug_is_not_a_user_error(world, capsys, monkeypatch):
     """Only the errors a user can fix print `error:` and exit 2: a plain ValueError from inside
     a step is a bug, so it keeps its traceback (the CLI lets it through) and Prefect may retry
     it; a UserError is not retried."""
-    from flows.failures import retry_transient
-    from pipeline.errors import ConfigError, UserError, is_user_error
-    from pipeline.steps import select as S
+    from smartaug.errors import ConfigError, UserError, is_user_error
+    from smartaug.flows.failures import retry_transient
+    from smartaug.steps import select as S
 
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")

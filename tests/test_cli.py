@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lake import SCHEMAS, Lake
+from smartaug.lake import SCHEMAS, Lake
 from tests.conftest import write_image_folder
 
 BIN = Path(sys.executable).parent
@@ -119,15 +119,15 @@ def test_a_wheel_install_runs_sql_and_views_from_any_directory(tmp_path):
                SMARTAUG_STORAGE=str(tmp_path / "lake"))
 
     def cli(*args):
-        res = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=elsewhere,
+        res = subprocess.run([sys.executable, "-m", "smartaug.cli", *args], cwd=elsewhere,
                              env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
         return res.stdout
 
-    from pipeline.lake import Lake
+    from smartaug.lake import Lake
 
     Lake(tmp_path / "lake")  # made here: reading never makes a lake
-    where = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import smartaug; print(smartaug.__file__)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.startswith(str(tmp_path / "site"))
     assert "42" in cli("sql", "select 42 as answer")
@@ -136,8 +136,8 @@ def test_a_wheel_install_runs_sql_and_views_from_any_directory(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "pipeline/steps/sql/band.sql" in names
-    assert "pipeline/steps/templates/report.html.j2" in names
+    assert "smartaug/steps/sql/band.sql" in names
+    assert "smartaug/steps/templates/report.html.j2" in names
 
 
 def test_version_short_help_and_help_that_wraps_at_the_terminal(capsys):
@@ -154,7 +154,7 @@ def test_version_short_help_and_help_that_wraps_at_the_terminal(capsys):
     assert code == code2 == 0 and short == long and "Commands" in short
     code, out, _ = smartaug(capsys, "sql", "-h")
     assert code == 0 and "Run an ad-hoc DuckDB query" in out
-    from pipeline.cli import app
+    from smartaug.cli import app
 
     helps = [c.help for c in app.registered_commands]
     assert all(h and "\n" not in h.split("\n\n")[0] for h in helps)  # one line a paragraph

@@ -1,4 +1,4 @@
-"""Configs (pipeline/config.py): a leaf without torch, JSON round trips, strict loading."""
+"""Configs (smartaug/config.py): a leaf without torch, JSON round trips, strict loading."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from dataclasses import replace
 import pydantic
 import pytest
 
-from pipeline.config import (
+from smartaug.config import (
     LOSS_FNS,
     SCORE_COLUMNS,
     ExperimentConfig,
@@ -20,7 +20,7 @@ from pipeline.config import (
 
 
 def test_importing_the_config_does_not_import_torch():
-    code = "import sys, pipeline.config; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, smartaug.config; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -49,10 +49,10 @@ def test_unknown_keys_and_bad_values_are_errors_not_dropped():
 
 
 def test_the_names_the_config_accepts_are_the_ones_the_core_implements():
-    from pipeline.core.hardness import hardness_scores
-    from pipeline.core.losses import ADDITIVE_FNS, MULTIPLICATIVE_FNS
-    from pipeline.lake import SCHEMAS
-    from pipeline.steps.sql import sql_text
+    from smartaug.core.hardness import hardness_scores
+    from smartaug.core.losses import ADDITIVE_FNS, MULTIPLICATIVE_FNS
+    from smartaug.lake import SCHEMAS
+    from smartaug.steps.sql import sql_text
 
     assert set(ADDITIVE_FNS) == set(LOSS_FNS["additive"])
     assert set(MULTIPLICATIVE_FNS) == set(LOSS_FNS["multiplicative"])
@@ -66,7 +66,7 @@ def test_the_names_the_config_accepts_are_the_ones_the_core_implements():
     # is SCORE_COLUMNS (tests/test_select.py runs every such file with every score)
     from importlib import resources
 
-    for f in resources.files("pipeline.steps.sql").iterdir():
+    for f in resources.files("smartaug.steps.sql").iterdir():
         if f.name.endswith(".sql"):
             text = sql_text(f.name)
             listed = [c for c in SCORE_COLUMNS if f"'{c}'" in text and c != "avh"]
@@ -74,7 +74,7 @@ def test_the_names_the_config_accepts_are_the_ones_the_core_implements():
 
 
 def test_fields_added_later_keep_every_id_made_before_them():
-    from pipeline.config import DataConfig, StudyConfig, study_from_dict
+    from smartaug.config import DataConfig, StudyConfig, study_from_dict
 
     cfg = preset("quick")
     assert "val_split" not in cfg.to_dict()["data"]  # the experiment's id is as it was
@@ -92,8 +92,8 @@ def test_fields_added_later_keep_every_id_made_before_them():
 
 
 def test_a_selector_spells_its_name_and_reads_it_back():
-    from pipeline.config import Selector
-    from pipeline.errors import ConfigError
+    from smartaug.config import Selector
+    from smartaug.errors import ConfigError
 
     known = {"random": Selector("random"), "random-unstratified": Selector("random-unstratified"),
              "avh@offset": Selector("window", "avh", "offset"),
@@ -112,7 +112,7 @@ def test_the_grid_is_every_reported_row_in_one_order():
     """One pool, two budgets, two losses, unstratified windows: random (and its unstratified
     control), each score's windows then its @val, coverage and the arm at each budget, each
     with every loss; then none, all and the pruning arm on the whole pool."""
-    from pipeline.config import Arm, PoolSpec, StudyConfig
+    from smartaug.config import Arm, PoolSpec, StudyConfig
 
     cfg = StudyConfig(pools=(PoolSpec("p"),), budgets=(0.1, 0.5), scores=("avh",),
                       positions=("easiest", "hardest"), coverage=("el2n",), per_class=False,
@@ -133,7 +133,7 @@ def test_the_grid_is_every_reported_row_in_one_order():
 
 
 def test_stored_study_configs_load_through_one_versioned_upgrade():
-    from pipeline.config import STUDY_FORMAT, load_study, study_format, study_preset
+    from smartaug.config import STUDY_FORMAT, load_study, study_format, study_preset
 
     today = study_preset("quick").to_dict()
     assert study_format(today) == STUDY_FORMAT and load_study(today) == study_preset("quick")

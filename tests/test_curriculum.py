@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import Arm
-from pipeline.core import curriculum as C
-from pipeline.core.scoring import score_arrays, score_batches
-from pipeline.core.train import TrainConfig, build_model, train
-from pipeline.errors import ConfigError
+from smartaug.config import Arm
+from smartaug.core import curriculum as C
+from smartaug.core.scoring import score_arrays, score_batches
+from smartaug.core.train import TrainConfig, build_model, train
+from smartaug.errors import ConfigError
 from tests.conftest import smartaug, tiny_study_data, write_image_folder
 
 
@@ -81,7 +81,7 @@ def test_orders_rank_by_hardness_keep_the_class_mix_and_put_undefined_last():
 @pytest.mark.parametrize("per_class", [False, True])
 @pytest.mark.parametrize("lo", [0.0, 0.02, 0.5, 1.0])
 def test_the_in_memory_window_is_the_sql_window(small_lake, per_class, lo):
-    from pipeline.steps import select as S
+    from smartaug.steps import select as S
 
     lake, run = small_lake["lake"], small_lake["run_id"]
     t = lake.read("scores", run, columns=["item_id", "label", "avh"])
@@ -319,8 +319,8 @@ CIFAR10_MINI_THEN = Path("/work/data/cifar10-mini")
 def test_every_committed_study_file_still_gives_its_study_id(name, monkeypatch):
     """A new field (an arm source, a hypothesis' against) never changes an old study's id:
     `smartaug study --config docs/results/NAME/study.toml` finds the committed study again."""
-    from pipeline.experiment_file import load_study
-    from pipeline.steps.study import study_id
+    from smartaug.experiment_file import load_study
+    from smartaug.steps.study import study_id
 
     folder = RESULTS / name
     text = (folder / "study.toml").read_text()

@@ -1,11 +1,11 @@
-"""Datasets (pipeline/data.py): real Fashion-MNIST, ImageFolder trees, bad input."""
+"""Datasets (smartaug/data.py): real Fashion-MNIST, ImageFolder trees, bad input."""
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.core.datasets import DatasetError, load_dataset
-from pipeline.core.train import as_batch
+from smartaug.core.datasets import DatasetError, load_dataset
+from smartaug.core.train import as_batch
 from tests.conftest import write_image_folder
 
 
@@ -122,7 +122,7 @@ def test_idx_files_read_as_torchvision_reads_them_and_bad_ones_are_named(fashion
 
     from torchvision.datasets import FashionMNIST
 
-    from pipeline.core.datasets import _IDX_FILES, _load_idx, _stage_idx
+    from smartaug.core.datasets import _IDX_FILES, _load_idx, _stage_idx
 
     ours = _load_idx("fashion-mnist", fashion_root, download=False)
     staged = _stage_idx(Path(fashion_root), "FashionMNIST")
@@ -148,7 +148,7 @@ def test_idx_files_read_as_torchvision_reads_them_and_bad_ones_are_named(fashion
 def test_resize_and_grayscale_are_torchvisions_bit_for_bit(shape, size):
     from torchvision.transforms.v2 import functional as TF
 
-    from pipeline.core.datasets import _resize, _to_grayscale
+    from smartaug.core.datasets import _resize, _to_grayscale
 
     images = np.random.default_rng(size).integers(0, 256, shape, dtype=np.uint8)
     t = torch.from_numpy(images.copy()).permute(0, 3, 1, 2)

@@ -1,4 +1,4 @@
-"""Experiments and reports (pipeline/experiment.py, pipeline/report.py, pipeline/config.py)."""
+"""Experiments and reports (smartaug/experiment.py, smartaug/report.py, smartaug/config.py)."""
 
 import json
 import math
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.config import (
+from smartaug.config import (
     BUILTIN_KINDS,
     ExperimentConfig,
     MethodSpec,
@@ -22,11 +22,11 @@ from pipeline.config import (
     preset,
     standard_methods,
 )
-from pipeline.core.stats import method_stats, paired
-from pipeline.lake import Lake, content_id
-from pipeline.steps.experiment import run_experiment
-from pipeline.steps.report import write_report
-from pipeline.steps.retrain import with_band
+from smartaug.core.stats import method_stats, paired
+from smartaug.lake import Lake, content_id
+from smartaug.steps.experiment import run_experiment
+from smartaug.steps.report import write_report
+from smartaug.steps.retrain import with_band
 from tests.conftest import tiny_config, write_image_folder
 
 BIN = Path(sys.executable).parent
@@ -207,7 +207,7 @@ def test_experiment_cli_on_an_imagefolder(tmp_path):
 
 
 def test_reselect_rounds_record_drift_and_child_models(small_experiment):
-    from pipeline.steps.reselect import lineage, reselect
+    from smartaug.steps.reselect import lineage, reselect
 
     lake, cfg, exp_id, _ = small_experiment
     base = lake.row("experiments", exp_id)["baseline_model_id"]
@@ -285,7 +285,7 @@ def test_reselect_from_the_cli(small_experiment, capsys):
     (0.02, None, "M2 is ahead of, but not significantly (p >= 0.05), M0: +2.00 points "
                  "(paired over 3 seeds, p = n/a)")])
 def test_verdict_wording_in_each_outcome(diff, p, word):
-    from pipeline.steps.report import verdict
+    from smartaug.steps.report import verdict
 
     c = [{"a": "M2", "b": "M0", "mean_diff": diff, "p_value": p, "n_pairs": 3}]
     assert verdict({"M0": {}, "M2": {}}, c).startswith(word)
@@ -322,7 +322,7 @@ ON_EXPERIMENTS = set(CONTRACTS) - {"studies", "atlas"}  # what an experiment's l
 def check_contracts(lake: Lake) -> dict[str, int]:
     """Each table's key unique, no NULL where none belongs, only accepted values: one query a
     table. Returns the tables' row counts."""
-    from pipeline.lake import TABLES
+    from smartaug.lake import TABLES
 
     assert set(CONTRACTS) == set(TABLES)
     rows = {}
@@ -345,7 +345,7 @@ def check_contracts(lake: Lake) -> dict[str, int]:
 
 
 def test_every_table_meets_its_data_contract(small_experiment):
-    from pipeline.steps.reselect import reselect
+    from smartaug.steps.reselect import reselect
 
     lake, _, exp_id, _ = small_experiment
     reselect(lake, experiment_id=exp_id, retrain=True, log=None)  # a drift row and a child
@@ -406,7 +406,7 @@ def test_whole_chain_with_a_torchvision_model(tmp_path, fashion_root):
     """torchvision:resnet18 (adapted: last nn.Linear = head, 1 channel repeated to 3) through
     baseline, scoring, every method's retraining (from scratch and fine-tuning the baseline)
     and a curriculum round."""
-    from pipeline.steps.reselect import reselect
+    from smartaug.steps.reselect import reselect
 
     lake = Lake(tmp_path / "lake")
     cfg = tiny_config(fashion_root, per_class_train=12, per_class_test=4,

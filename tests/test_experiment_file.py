@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import preset
-from pipeline.experiment_file import ConfigError, load_experiment, preset_text
-from pipeline.lake import Lake
+from smartaug.config import preset
+from smartaug.experiment_file import ConfigError, load_experiment, preset_text
+from smartaug.lake import Lake
 from tests.conftest import write_image_folder
 
 BIN = Path(sys.executable).parent
@@ -46,7 +46,7 @@ kinds:
 
 
 def test_each_preset_as_a_file_loads_back_to_the_preset(tmp_path):
-    """`smartaug config show NAME` prints the preset (its one definition, in pipeline.config)
+    """`smartaug config show NAME` prints the preset (its one definition, in smartaug.config)
     as an experiment file that gives the preset back."""
     for name in ("quick", "paper", "gpu"):
         (tmp_path / f"{name}.toml").write_text(preset_text(name))
@@ -159,7 +159,7 @@ def test_a_files_image_folder_may_name_environment_variables(tmp_path, monkeypat
 def test_one_name_per_job_across_commands_and_files(tmp_path, capsys):
     """`seeds` in a file is --seeds on the command line (reps, its older name, still reads);
     an old option name still works for a release, with a note; --no-grayscale on ingest."""
-    from pipeline.config import preset as get_preset
+    from smartaug.config import preset as get_preset
     from tests.conftest import smartaug
 
     f = tmp_path / "e.toml"
@@ -174,7 +174,7 @@ def test_one_name_per_job_across_commands_and_files(tmp_path, capsys):
     assert "\nseeds = 3\n" in text and "\nreps" not in text
     f.write_text(text)
     assert load_experiment(f) == get_preset("quick")
-    from pipeline.cli import _renamed
+    from smartaug.cli import _renamed
 
     assert _renamed(["export", "--selection-id", "s", "--to=d"]) == [
         "export", "--selection-id", "s", "--out=d"]

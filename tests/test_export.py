@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import pipeline
-from pipeline.errors import InputError
-from pipeline.lake import decode_images
-from pipeline.lake.readers import read_split
-from pipeline.steps.export import export
-from pipeline.steps.select import band
+import smartaug
+from smartaug.errors import InputError
+from smartaug.lake import decode_images
+from smartaug.lake.readers import read_split
+from smartaug.steps.export import export
+from smartaug.steps.select import band
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def selection(small_lake):
 
 def test_selection_dataset_is_exactly_the_selection(selection):
     lake, sid, w = selection
-    ds = pipeline.SelectionDataset(lake.root, sid)
+    ds = smartaug.SelectionDataset(lake.root, sid)
     chosen = sorted(lake.read("selections", sid)["aug_id"].to_pylist())
     train = read_split(lake, w["dataset_id"], "train")
     assert len(ds) == len(train.labels) + len(chosen)
@@ -42,7 +42,7 @@ def test_selection_dataset_is_exactly_the_selection(selection):
         item = ds.ids[j]
         ref = train.images[j] if j < len(train.labels) else images[row[item]]
         assert torch.equal((x * 255).round().to(torch.uint8), torch.from_numpy(ref).permute(2, 0, 1))
-    only = pipeline.SelectionDataset(str(lake.root), sid, originals=False,
+    only = smartaug.SelectionDataset(str(lake.root), sid, originals=False,
                                      transform=lambda t: 1 - t)
     assert len(only) == len(chosen) and torch.allclose(only[0][0], 1 - ds[len(train.labels)][0])
     # a DataLoader with worker processes: each epoch every item once, and a plain PyTorch
@@ -94,7 +94,7 @@ def test_export_imagefolder_and_parquet(selection, tmp_path):
     first = next(i for i in m["items"] if i["kind"] != "original")
     from PIL import Image
 
-    ds = pipeline.SelectionDataset(lake.root, sid)
+    ds = smartaug.SelectionDataset(lake.root, sid)
     j = ds.ids.index(first["id"])
     png = np.asarray(Image.open(out / first["path"]))
     assert np.array_equal(png, ds.images[j][..., 0])  # lossless

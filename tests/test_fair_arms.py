@@ -15,8 +15,8 @@ import pytest
 from scipy import optimize
 from scipy import stats as sps
 
-from pipeline.config import Arm, Hypothesis, PoolSpec, StudyConfig, TrainConfig, sequential_looks
-from pipeline.core.stats import (
+from smartaug.config import Arm, Hypothesis, PoolSpec, StudyConfig, TrainConfig, sequential_looks
+from smartaug.core.stats import (
     detectable_for,
     family_alphas,
     obf_boundaries,
@@ -25,7 +25,7 @@ from pipeline.core.stats import (
     sampling_se,
     spending_levels,
 )
-from pipeline.steps.study_report import hypotheses, reanalyse, rewrite_study_report, unequal
+from smartaug.steps.study_report import hypotheses, reanalyse, rewrite_study_report, unequal
 from tests.conftest import smartaug, tiny_study_data, write_image_folder
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -297,7 +297,7 @@ def test_a_report_without_per_seed_values_cannot_be_recomputed(tmp_path, capsys)
 
 
 def _train(**kw):
-    from pipeline.core.train import build_model, train
+    from smartaug.core.train import build_model, train
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (60, 28, 28, 1), dtype=np.uint8)
@@ -316,7 +316,7 @@ def test_distinct_augmentations_are_counted_by_the_training():
         needs_losses = False
 
         def plan(self, epoch, model):
-            from pipeline.core.curriculum import Plan
+            from smartaug.core.curriculum import Plan
 
             return Plan(np.concatenate([np.arange(20), 20 + np.arange(10 * epoch)]))
 
@@ -327,8 +327,8 @@ def test_distinct_augmentations_are_counted_by_the_training():
 
 
 def test_stacked_trainings_count_their_own_distinct_augmentations():
-    from pipeline.core.stacked import train_stacked
-    from pipeline.core.train import build_model
+    from smartaug.core.stacked import train_stacked
+    from smartaug.core.train import build_model
 
     rng = np.random.default_rng(0)
     data = [(rng.integers(0, 256, (50, 28, 28, 1), dtype=np.uint8), rng.integers(0, 3, 50))
@@ -430,8 +430,8 @@ def test_a_plan_takes_its_spread_from_a_pilot_report(tmp_path, capsys, monkeypat
 def test_meaningless_numbers_are_said_in_words():
     """A training at chance, an interval of zero width and a design that can detect nothing
     each say so in one line instead of printing a number that means nothing."""
-    from pipeline.steps.report import accuracy_cells, at_chance
-    from pipeline.steps.study_report import statement, study_verdict
+    from smartaug.steps.report import accuracy_cells, at_chance
+    from smartaug.steps.study_report import statement, study_verdict
 
     assert accuracy_cells(1 / 3, 0.0, [1 / 3, 1 / 3], 3) == ("33.33 on every seed",
                                                              "none: no spread")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lake import Lake
+from smartaug.lake import Lake
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def _counts(lake: Lake) -> dict:
 def _quick(storage) -> str:
     """The code of a run of the smart-augmentation flow: the quick preset at TINY's size."""
     o = json.dumps({**TINY, "storage": str(storage)})
-    return ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
+    return ("from smartaug.flows.smart_augmentation import smart_augmentation, Overrides\n"
             f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
 
 
@@ -101,7 +101,7 @@ def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, quick_run, 
     scored_at = lake.sql("select scoring_run_id, created_at from scoring_runs").to_pylist()
     # a second identical run adds no rows; then deleting the lake invalidates Prefect's
     # cache: the next run recomputes, not fails (both runs in one process)
-    twice = (f"{code}\nimport json, shutil\nfrom pipeline.lake import Lake\n"
+    twice = (f"{code}\nimport json, shutil\nfrom smartaug.lake import Lake\n"
              f"from tests.test_flows import _counts\nlake = Lake({str(storage)!r})\n"
              "print(json.dumps([_counts(lake), lake.sql('select scoring_run_id, created_at "
              "from scoring_runs').to_pylist()], default=str))\n"
@@ -132,7 +132,7 @@ def test_flow_completes_resumes_and_reruns_with_no_work(prefect_env, quick_run, 
 def test_run_killed_after_scoring_resumes_without_rescoring(prefect_env, tmp_path):
     storage = tmp_path / "storage"
     o = json.dumps({**TINY, "epochs": 2, "storage": str(storage)})
-    code = ("from flows.smart_augmentation import smart_augmentation, Overrides\n"
+    code = ("from smartaug.flows.smart_augmentation import smart_augmentation, Overrides\n"
             f"print(smart_augmentation(preset='quick', overrides=Overrides(**{o})))")
     proc = subprocess.Popen([sys.executable, "-c", code], env=prefect_env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -155,7 +155,7 @@ def test_run_killed_after_scoring_resumes_without_rescoring(prefect_env, tmp_pat
 
 @pytest.mark.slow
 def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
-    serve = subprocess.Popen([sys.executable, "-m", "flows.serve"], env=prefect_env, cwd=ROOT,
+    serve = subprocess.Popen([sys.executable, "-m", "smartaug.flows.serve"], env=prefect_env, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         storage = tmp_path / "storage"
@@ -195,7 +195,7 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
         assert "0 3 * * *" in nightly.stdout
         # a reselect run writes drift and a child model; the nightly round can run a
         # schedule: its fine-tuning is paced, the rest as before (both in one process)
-        out = _python(prefect_env, "import json\nfrom flows.reselect import reselect\n"
+        out = _python(prefect_env, "import json\nfrom smartaug.flows.reselect import reselect\n"
                       f"print(json.dumps(reselect(storage={str(storage)!r}, retrain=True), "
                       "default=str))\n"
                       f"print(json.dumps(reselect(storage={str(storage)!r}, retrain=True, "
@@ -240,7 +240,7 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
 def test_bad_overrides_are_refused():
     from pydantic import ValidationError
 
-    from flows.smart_augmentation import Overrides, experiment_config
+    from smartaug.flows.smart_augmentation import Overrides, experiment_config
 
     with pytest.raises(ValidationError):
         Overrides(epochs=0)
@@ -253,8 +253,8 @@ def test_bad_overrides_are_refused():
     # a whole typed config (an experiment file's), validated by Prefect like any parameter
     from prefect.utilities.callables import parameter_schema
 
-    from flows.smart_augmentation import smart_augmentation
-    from pipeline.config import ExperimentConfig, preset
+    from smartaug.config import ExperimentConfig, preset
+    from smartaug.flows.smart_augmentation import smart_augmentation
 
     schema = parameter_schema(smart_augmentation).model_dump()
     assert "ExperimentConfig" in schema["definitions"]  # the UI's form
@@ -272,13 +272,13 @@ def test_bad_overrides_are_refused():
 
 
 def test_every_place_that_names_the_overrides_names_the_same_ones():
-    """pipeline.config.OVERRIDES is the list; the deployments' typed overrides and the CLI's
+    """smartaug.config.OVERRIDES is the list; the deployments' typed overrides and the CLI's
     experiment and study options are held to it (the CLI says --seeds for reps)."""
     import inspect
 
-    from flows.smart_augmentation import Overrides
-    from pipeline import cli
-    from pipeline.config import OVERRIDES
+    from smartaug import cli
+    from smartaug.config import OVERRIDES
+    from smartaug.flows.smart_augmentation import Overrides
 
     assert set(Overrides.model_fields) == {*OVERRIDES, "storage"}
     cli_name = {"reps": "seeds"}
@@ -324,7 +324,7 @@ def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_pa
     """The study/study flow's cells spread over a 2-worker Dask cluster: the same cells,
     selections and accuracies as `smartaug study --config` with its worker processes; both
     train the cells of one size two at a time as one model (the file's ``stack = 2``)."""
-    from pipeline.config import DataConfig, PoolSpec, StudyConfig, TrainConfig
+    from smartaug.config import DataConfig, PoolSpec, StudyConfig, TrainConfig
 
     cfg = StudyConfig(
         data=DataConfig(root=fashion_root, per_class_train=30, per_class_test=10,
@@ -336,8 +336,8 @@ def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_pa
         seeds=2, choose_seeds=1, stack=2)
     (tmp_path / "study.json").write_text(json.dumps(cfg.to_dict()))
     storage = tmp_path / "flow"
-    code = ("import json\nfrom flows.study import study, Overrides\n"
-            "from pipeline.experiment_file import load_study\n"
+    code = ("import json\nfrom smartaug.flows.study import study, Overrides\n"
+            "from smartaug.experiment_file import load_study\n"
             f"cfg = load_study({str(tmp_path / 'study.json')!r})\n"
             f"print(study(config=cfg, overrides=Overrides(storage={str(storage)!r})))")
     out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER=dask_cluster), code))
@@ -361,7 +361,7 @@ def test_task_runner_choice():
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from flows.runners import task_runner
+    from smartaug.flows.runners import task_runner
 
     threads = task_runner("threads")
     assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 1
@@ -379,7 +379,7 @@ def test_task_runner_choice():
 def test_the_nightly_deployment_takes_a_schedule(monkeypatch):
     """SMARTAUG_RESELECT_SCHEDULE puts a schedule into reselect/nightly's parameters (made
     here, not served); without it the rounds are as they were."""
-    from flows.serve import deployments
+    from smartaug.flows.serve import deployments
 
     def nightly():
         return next(d for d in deployments() if d.name == "nightly")
@@ -394,8 +394,8 @@ def test_the_reselect_flow_has_the_commands_defaults():
     when given nothing: the flow's parameters default as the command's options do."""
     import inspect
 
-    from flows.reselect import reselect
-    from pipeline.cli import reselect as command
+    from smartaug.cli import reselect as command
+    from smartaug.flows.reselect import reselect
 
     flow = inspect.signature(reselect.fn).parameters
     cli = inspect.signature(command).parameters

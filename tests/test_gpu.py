@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import preset, wide_pool
-from pipeline.lake import Lake
-from pipeline.steps.pool import materializes
+from smartaug.config import preset, wide_pool
+from smartaug.lake import Lake
+from smartaug.steps.pool import materializes
 from tests.conftest import write_image_folder
 
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""Known answers and properties of the AVH family (pipeline/core/hardness.py)."""
+"""Known answers and properties of the AVH family (smartaug/core/hardness.py)."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.hardness import angles, avc, avh, hardness_scores
+from smartaug.core.hardness import angles, avc, avh, hardness_scores
 
 
 def avh_reference(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pipeline.core.stats import (
+from smartaug.core.stats import (
     benjamini_hochberg,
     decide,
     max_t,
@@ -192,7 +192,7 @@ def test_a_hypothesis_outside_the_grid_is_refused_before_any_training(tmp_path, 
 
 
 def test_spending_levels_known_answers():
-    from pipeline.core.stats import obf_boundaries, spending_levels
+    from smartaug.core.stats import obf_boundaries, spending_levels
 
     assert spending_levels([5]) == pytest.approx([0.95])
     # gsDesign::gsDesign(k = 5, test.type = 2, alpha = 0.025, sfu = sfLDOF)$upper$bound
@@ -246,7 +246,7 @@ def test_a_sequential_design_that_cannot_run_is_refused(tmp_path, capsys, top, w
 
 
 def test_two_level_known_answers():
-    from pipeline.core.stats import decide_paired, detectable, two_level, units
+    from smartaug.core.stats import decide_paired, detectable, two_level, units
 
     # one replicate: the paired t over the seeds, exactly
     d = {(0, 0): 0.01, (0, 1): 0.03, (0, 2): 0.02}
@@ -301,8 +301,8 @@ def test_replicated_baselines_are_analysed_over_replicates(tmp_path, capsys, fas
         assert reps[0][key] != reps[1][key]  # each replicate its own
     assert len(report["baselines"]) == 2
 
-    from pipeline.lake import Lake
-    from pipeline.lake.readers import read_split
+    from smartaug.lake import Lake
+    from smartaug.lake.readers import read_split
 
     lake = Lake(lake_dir)
     vals = [set(read_split(lake, r["dataset_id"], "val").sample_ids) for r in reps]

@@ -1,4 +1,4 @@
-"""The lake (pipeline/lake/, storage/views.sql): schemas, atomic partitions, ids, views."""
+"""The lake (smartaug/lake/, storage/views.sql): schemas, atomic partitions, ids, views."""
 
 import json
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.lake import SCHEMAS, Lake, LakeError, content_id, decode_images, encode_images, views_sql
+from smartaug.lake import SCHEMAS, Lake, LakeError, content_id, decode_images, encode_images, views_sql
 from tests.conftest import tiny_config
 
 
@@ -101,9 +101,9 @@ def test_a_copied_lake_stands_alone(tmp_path, fashion_root):
     relative to the root, so the copy never reads the original's files."""
     import shutil
 
-    from pipeline.lake.readers import checkpoint_path
-    from pipeline.steps import experiment as steps
-    from pipeline.steps.select import band, read_selection
+    from smartaug.lake.readers import checkpoint_path
+    from smartaug.steps import experiment as steps
+    from smartaug.steps.select import band, read_selection
 
     cfg = tiny_config(fashion_root, per_class_train=40, per_class_test=10, val_fraction=0.0,
                       reps=1)
@@ -132,7 +132,7 @@ def test_a_copied_lake_stands_alone(tmp_path, fashion_root):
     (copy.root / "checkpoints" / f"{m}.pt").write_bytes(b"tampered")
     import torch
 
-    from pipeline.steps.score import load_model
+    from smartaug.steps.score import load_model
 
     with pytest.raises(ValueError, match="copy/checkpoints/.* is not a readable"):
         load_model(copy, m, torch.device("cpu"))

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.config import standard_methods
-from pipeline.lake import Lake, LakeError
+from smartaug.config import standard_methods
+from smartaug.lake import Lake, LakeError
 from tests.conftest import tiny_config
 
 
@@ -92,10 +92,10 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
     """The whole chain on an object-store lake: sharded scoring publishes one object equal to
     a local one-pass scoring, the report is uploaded, a rerun adds no rows, and a fresh
     machine (an empty cache) downloads the checkpoint it needs."""
-    from pipeline.steps import experiment as steps
-    from pipeline.steps.experiment import run_experiment
-    from pipeline.steps.report import write_report
-    from pipeline.steps.score import commit_pool_shards, load_model, score_pool, score_pool_shard
+    from smartaug.steps import experiment as steps
+    from smartaug.steps.experiment import run_experiment
+    from smartaug.steps.report import write_report
+    from smartaug.steps.score import commit_pool_shards, load_model, score_pool, score_pool_shard
 
     cfg = tiny_config(fashion_root, per_class_train=30, per_class_test=10,
                       methods=standard_methods(), reps=1)
@@ -139,13 +139,13 @@ def test_experiment_on_a_remote_lake(remote, fashion_root, tmp_path):
     assert row["checkpoint"] == f"checkpoints/{model_id}.pt"  # relative to the root
     assert (remote.cache / "checkpoints" / f"{model_id}.pt").is_file()
     # a selection of the remote lake as a PyTorch Dataset, the same items as from the copy
-    import pipeline
+    import smartaug
 
     sid = json.loads(remote.row("experiments", exp_id)["selections"])["M2"]
-    ds = pipeline.SelectionDataset(remote.root, sid)
+    ds = smartaug.SelectionDataset(remote.root, sid)
     local.remove(local.location("selections"))  # the copy predates the selection: re-copy
     remote.fs.get(remote.path + "/selections/", str(local_dir / "selections"), recursive=True)
-    again = pipeline.SelectionDataset(local_dir, sid)
+    again = smartaug.SelectionDataset(local_dir, sid)
     assert ds.ids == again.ids and (ds.images == again.images).all() and len(ds) > 0
 
 

@@ -12,13 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # the lowest layer first; a module takes the rank of the longest prefix listed
 LAYERS = [
-    ("pipeline.errors", "pipeline.lazy", "pipeline.orphans", "pipeline.files", "pipeline.textfile",
-     "pipeline.progress"),
-    ("pipeline.config", "pipeline.pacing", "pipeline.policy"),
-    ("pipeline.core", "models"),
-    ("pipeline.lake",),
-    ("pipeline.steps", "pipeline.experiment_file"),
-    ("pipeline.cli", "flows"),
+    ("smartaug.errors", "smartaug.lazy", "smartaug.orphans", "smartaug.files", "smartaug.textfile",
+     "smartaug.progress"),
+    ("smartaug.config", "smartaug.pacing", "smartaug.policy"),
+    ("smartaug.core", "smartaug.models"),
+    ("smartaug.lake",),
+    ("smartaug.steps", "smartaug.experiment_file"),
+    ("smartaug.cli", "smartaug.flows"),
 ]
 
 
@@ -39,23 +39,22 @@ def module_name(path: Path) -> str:
 def imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] if node.module != "pipeline" else [
-                f"pipeline.{a.name}" for a in node.names]
+            names = [node.module] if node.module != "smartaug" else [
+                f"smartaug.{a.name}" for a in node.names]
             yield from ((n, node.lineno) for n in names)
         elif isinstance(node, ast.Import):
             yield from ((a.name, node.lineno) for a in node.names)
 
 
 def test_every_module_has_a_layer():
-    missing = [module_name(p) for d in ("pipeline", "models", "flows")
-               for p in (ROOT / d).rglob("*.py") if rank(module_name(p)) is None
-               and module_name(p) != "pipeline"]
+    missing = [module_name(p) for p in (ROOT / "smartaug").rglob("*.py")
+               if rank(module_name(p)) is None and module_name(p) != "smartaug"]
     assert missing == []
 
 
 def test_imports_only_point_down():
     upward = []
-    for d in ("pipeline", "models", "flows"):
+    for d in ("smartaug",):
         for path in sorted((ROOT / d).rglob("*.py")):
             me = module_name(path)
             mine = rank(me)

@@ -1,4 +1,4 @@
-"""Additive / multiplicative AVH losses (pipeline/losses.py)."""
+"""Additive / multiplicative AVH losses (smartaug/losses.py)."""
 
 import math
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import LossSpec
-from pipeline.core.hardness import avh
-from pipeline.core.losses import compute_loss
+from smartaug.config import LossSpec
+from smartaug.core.hardness import avh
+from smartaug.core.losses import compute_loss
 
 
 def case(seed=0, n=32, d=8, c=5):

@@ -1,15 +1,15 @@
-"""Model registry and checkpoints (models/)."""
+"""Model registry and checkpoints (smartaug/models/)."""
 
 import pytest
 import torch
 
-import models
-from models import ModelError, load_checkpoint, make_model, save_checkpoint
+import smartaug.models
+from smartaug.models import ModelError, load_checkpoint, make_model, save_checkpoint
 
 SHAPES = {"lenet5": (1, 28), "lenet5-wide": (1, 28), "resnet": (3, 32)}
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", sorted(smartaug.models.MODELS))
 def test_forward_features_head_and_checkpoint_round_trip(name, tmp_path):
     cin, size = SHAPES[name]
     torch.manual_seed(0)
@@ -62,9 +62,9 @@ def test_bad_inputs(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", sorted(smartaug.models.MODELS))
 def test_fused_model_gives_the_same_features(name):
-    from models import fuse_for_inference
+    from smartaug.models import fuse_for_inference
 
     cin, size = SHAPES[name]
     torch.manual_seed(1)
@@ -119,8 +119,8 @@ def test_your_model_on_the_features_head_protocol(name, tmp_path, monkeypatch):
     input; 1-channel images feed a 3-channel network; the checkpoint round-trips."""
     import torch
 
-    from models import load_checkpoint, make_model, save_checkpoint
-    from pipeline.core.hardness import hardness_scores
+    from smartaug.core.hardness import hardness_scores
+    from smartaug.models import load_checkpoint, make_model, save_checkpoint
 
     if name.startswith("timm:"):
         pytest.importorskip("timm", reason="the optional extra: pip install -e '.[timm]'")
@@ -147,8 +147,8 @@ def test_your_model_on_the_features_head_protocol(name, tmp_path, monkeypatch):
 def test_models_that_cannot_be_adapted(tmp_path, monkeypatch):
     import torch
 
-    from models import make_model
-    from models.external import load_weights
+    from smartaug.models import make_model
+    from smartaug.models.external import load_weights
 
     _mynets(tmp_path, monkeypatch)
     for name, words in (("mynets:nolinear", "has no nn.Linear"),
@@ -192,7 +192,7 @@ def test_a_checkpoint_never_chooses_the_code_that_rebuilds_it(tmp_path, monkeypa
 
     import torch
 
-    from models import load_checkpoint, make_model, save_checkpoint
+    from smartaug.models import load_checkpoint, make_model, save_checkpoint
 
     save_checkpoint(make_model("lenet5", 4, 1, 28), tmp_path / "m.pt")
     payload = torch.load(tmp_path / "m.pt", weights_only=True)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import AugmentConfig, TrainConfig
-from pipeline.core import augment as aug
-from pipeline.core.online import Online, _seed
-from pipeline.core.train import build_model, train
-from pipeline.errors import ConfigError
+from smartaug.config import AugmentConfig, TrainConfig
+from smartaug.core import augment as aug
+from smartaug.core.online import Online, _seed
+from smartaug.core.train import build_model, train
+from smartaug.errors import ConfigError
 from tests.conftest import tiny_study_data
 
 RNG = np.random.default_rng(0)
@@ -130,7 +130,7 @@ def test_a_study_with_policy_arms_puts_them_on_the_leaderboard(tmp_path, capsys)
     (h,) = report["hypotheses"]  # an arm can be a declared hypothesis
     assert h["selector"] == "trivialaugment" and h["decision"] in (
         "better", "worse", "equivalent", "smaller-than-margin", "undecided")
-    from pipeline.lake import Lake
+    from smartaug.lake import Lake
 
     lake = Lake(tmp_path / "lake")
     runs = {r["run_id"]: r for r in lake.sql("select * from runs").to_pylist()}
@@ -166,7 +166,7 @@ def test_an_arm_outside_the_grid_is_refused(tmp_path, capsys):
 
 
 def test_a_bin_policy_draws_one_kind_inside_one_magnitude_bin():
-    from pipeline.core.online import parse_bin
+    from smartaug.core.online import parse_bin
 
     kind, b, n, scale = parse_bin("bin:rotate@4/5")
     assert (kind, b, n) == ("rotate", 4, 5) and scale.hi == 20.0
@@ -180,8 +180,8 @@ def test_a_bin_policy_draws_one_kind_inside_one_magnitude_bin():
 def test_the_prediction_check_ranks_arms_against_their_gains(tmp_path):
     """Spearman of predicted benefit (1 - flip rate) and measured gain over none: a perfect
     ranking gives 1, a reversed one -1; too few arms is an error."""
-    from pipeline.lake import Lake
-    from pipeline.steps.atlas import AtlasError, check_prediction, predicted_benefit
+    from smartaug.lake import Lake
+    from smartaug.steps.atlas import AtlasError, check_prediction, predicted_benefit
 
     rows = [{"kind": k, "magnitude_bin": 0, "label": 0, "n_orig_correct": 100,
              "n_flipped": f, "bins": 1} for k, f in (("rotate", 10), ("noise", 30),

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import BUILTIN_KINDS, AugmentConfig, DataConfig, TrainConfig
-from pipeline.core.augment import (
+from smartaug.config import BUILTIN_KINDS, AugmentConfig, DataConfig, TrainConfig
+from smartaug.core.augment import (
     SpaceError,
     augment_images,
     opencv_seeds,
@@ -22,9 +22,9 @@ from pipeline.core.augment import (
     regenerate,
     rotation_angle,
 )
-from pipeline.lake import Lake
-from pipeline.lake.readers import PIXEL_COLUMNS, PoolPixels
-from pipeline.steps.pool import AUTO_MATERIALIZE_BYTES, build_pool, materializes
+from smartaug.lake import Lake
+from smartaug.lake.readers import PIXEL_COLUMNS, PoolPixels
+from smartaug.steps.pool import AUTO_MATERIALIZE_BYTES, build_pool, materializes
 from tests.conftest import write_image_folder
 
 
@@ -77,8 +77,8 @@ def test_materializes_threshold():
 
 def _lakes(tmp_path, cfg_data):
     """Two lakes holding the same dataset and baseline, ready for a pool each."""
-    from pipeline.steps.baseline import train_baseline
-    from pipeline.steps.ingest import ingest
+    from smartaug.steps.baseline import train_baseline
+    from smartaug.steps.ingest import ingest
 
     a = Lake(tmp_path / "always")
     dataset_id = ingest(a, cfg_data, download=False)
@@ -144,12 +144,12 @@ def test_recipes_regenerate_the_materialised_pixels_kind_by_kind(two_pools):
 
 
 def test_every_reader_sees_the_same_pool(two_pools, tmp_path):
-    import pipeline
-    from pipeline.steps import select as S
-    from pipeline.steps.export import export
-    from pipeline.steps.report import query
-    from pipeline.steps.retrain import TrainingData
-    from pipeline.steps.score import score_pool
+    import smartaug
+    from smartaug.steps import select as S
+    from smartaug.steps.export import export
+    from smartaug.steps.report import query
+    from smartaug.steps.retrain import TrainingData
+    from smartaug.steps.score import score_pool
 
     out = {}
     for mode in ("always", "never"):
@@ -158,7 +158,7 @@ def test_every_reader_sees_the_same_pool(two_pools, tmp_path):
                             device="cpu")
         scores = lake.read("scores", run_id).sort_by("item_id")
         sid = S.band(lake, run_id, 0.1, 0.6)
-        ds = pipeline.SelectionDataset(str(lake.root), sid)
+        ds = smartaug.SelectionDataset(str(lake.root), sid)
         data = TrainingData(lake, two_pools["dataset_id"], two_pools["pool_id"])
         x, y, n = data.with_selection(lake, sid)
         dest = export(lake, sid, tmp_path / mode, fmt="parquet")
@@ -181,7 +181,7 @@ def test_every_reader_sees_the_same_pool(two_pools, tmp_path):
 
 
 def test_a_recipe_row_costs_under_200_bytes(tmp_path, fashion_root):
-    from pipeline.steps.ingest import ingest
+    from smartaug.steps.ingest import ingest
 
     lake = Lake(tmp_path / "lake")
     dataset_id = ingest(lake, DataConfig(root=fashion_root, per_class_train=200,
@@ -201,7 +201,7 @@ def test_a_recipe_row_costs_under_200_bytes(tmp_path, fashion_root):
 def test_edited_kind_is_refused_by_name(two_pools, monkeypatch):
     import albumentations as A
 
-    from pipeline.core import augment
+    from smartaug.core import augment
 
     b, pool_id = two_pools["never"], two_pools["pool_id"]
     table = b.read("augmentations", pool_id, columns=PIXEL_COLUMNS)

@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.database import DatabaseError, check_database, pg_bin, pg_program, start_postgres, stop_postgres
-from pipeline.lake import Lake
+from smartaug.flows.database import (
+    DatabaseError,
+    check_database,
+    pg_bin,
+    pg_program,
+    start_postgres,
+    stop_postgres,
+)
+from smartaug.lake import Lake
 from tests.test_flows import ROOT, _free_port, _healthy, _python
 
 BIN = Path(sys.executable).parent
@@ -72,7 +79,7 @@ FLOW = """
 import json
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from flows.smart_augmentation import smart_augmentation, Overrides
+from smartaug.flows.smart_augmentation import smart_augmentation, Overrides
 state = smart_augmentation(preset='quick', overrides=Overrides(**{o}), return_state=True)
 report = state.result()
 with get_client(sync_client=True) as c:

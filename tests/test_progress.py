@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from pipeline.progress import Bar
+from smartaug.progress import Bar
 
 
 class _Tty(io.StringIO):
@@ -40,10 +40,10 @@ def test_a_terminal_gets_one_line_redrawn_and_quiet_gets_nothing():
 
 
 def test_the_baselines_epochs_say_they_are_the_baselines(tmp_path):
-    from pipeline.config import DataConfig, TrainConfig
-    from pipeline.lake import Lake
-    from pipeline.steps.baseline import train_baseline
-    from pipeline.steps.ingest import ingest
+    from smartaug.config import DataConfig, TrainConfig
+    from smartaug.lake import Lake
+    from smartaug.steps.baseline import train_baseline
+    from smartaug.steps.ingest import ingest
     from tests.conftest import write_image_folder
 
     lake = Lake(tmp_path / "lake")

@@ -203,7 +203,7 @@ def test_readme_python_block_runs(fashion_root, tmp_path):
 
 
 def test_readme_experiment_file_is_accepted(tmp_path):
-    from pipeline.experiment_file import load_experiment
+    from smartaug.experiment_file import load_experiment
 
     (tmp_path / "exp.toml").write_text(next(b for b in blocks("toml") if "budgets" not in b
                                             and "[primary]" not in b and "[[arms]]" not in b))
@@ -215,8 +215,8 @@ def test_readme_experiment_file_is_accepted(tmp_path):
 
 
 def test_readme_study_file_is_accepted(tmp_path):
-    from pipeline.config import study_preset
-    from pipeline.experiment_file import load_study
+    from smartaug.config import study_preset
+    from smartaug.experiment_file import load_study
 
     study = next(b for b in blocks("toml") if "budgets" in b)
     hypotheses = next(b for b in blocks("toml") if "[primary]" in b)
@@ -233,7 +233,7 @@ def test_readme_study_file_is_accepted(tmp_path):
 
 
 def test_every_arms_snippet_loads_into_the_study_file(tmp_path):
-    from pipeline.experiment_file import load_study
+    from smartaug.experiment_file import load_study
 
     study = next(b for b in blocks("toml") if "budgets" in b)
     snippets = [b for b in blocks("toml") if "[[arms]]" in b]

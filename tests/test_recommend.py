@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.core.online import Online
-from pipeline.core.search import (
+from smartaug.config import TrainConfig
+from smartaug.core.online import Online
+from smartaug.core.search import (
     IDENTITY,
     MIN_PER_CLASS,
     Candidate,
@@ -25,9 +25,9 @@ from pipeline.core.search import (
     race,
     veto,
 )
-from pipeline.core.stacked import train_stacked
-from pipeline.core.train import build_model, evaluate, train
-from pipeline.policy import load
+from smartaug.core.stacked import train_stacked
+from smartaug.core.train import build_model, evaluate, train
+from smartaug.policy import load
 from tests.conftest import smartaug, write_image_folder
 
 
@@ -173,9 +173,9 @@ def _ingested(root, per_class, val_fraction):
     """(lake, dataset_id): a real PNG image folder of 3 classes under ``root``, ingested grey
     with ``val_fraction`` held out for validation."""
     write_image_folder(root / "images", per_class=per_class, size=(28, 28), ext=".png")
-    from pipeline.config import DataConfig
-    from pipeline.lake import Lake
-    from pipeline.steps.ingest import ingest
+    from smartaug.config import DataConfig
+    from smartaug.lake import Lake
+    from smartaug.steps.ingest import ingest
 
     lake = Lake(root / "lake")
     return lake, ingest(lake, DataConfig(dataset=f"imagefolder:{root / 'images'}",
@@ -280,7 +280,7 @@ def test_a_model_that_cannot_stack_trains_alone_and_says_why():
 
 
 def test_a_study_arm_names_the_race_or_the_atlas():
-    from pipeline.config import Arm
+    from smartaug.config import Arm
 
     assert Arm("a", policy="recommended").policy == "recommended"
     assert Arm("b", policy="atlas-only", max_flip=0.3).to_dict()["max_flip"] == 0.3
@@ -289,7 +289,7 @@ def test_a_study_arm_names_the_race_or_the_atlas():
 
 
 def test_a_recommended_arm_reports_its_race_beside_its_trainings():
-    from pipeline.steps.study_report import _cost_table, _costs
+    from smartaug.steps.study_report import _cost_table, _costs
 
     rows = [{"kind": "arm", "policy": "recommended", "pool": "p", "run_ids": ["a"],
              "chosen_on": None, "budget": 0.1, "selector": "recommended", "loss": "ce",

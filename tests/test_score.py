@@ -1,4 +1,4 @@
-"""Scoring (pipeline/score.py): agreement with an independent computation, idempotence,
+"""Scoring (smartaug/score.py): agreement with an independent computation, idempotence,
 bad input, and a run killed with SIGKILL halfway."""
 
 import json
@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from models import load_checkpoint
-from pipeline.lake import Lake, LakeError, encode_images
-from pipeline.steps.score import ScoringError, score_pool, score_split
+from smartaug.lake import Lake, LakeError, encode_images
+from smartaug.models import load_checkpoint
+from smartaug.steps.score import ScoringError, score_pool, score_split
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -151,10 +151,10 @@ def test_sigkill_halfway_then_rerun_completes(tmp_path, fashion_root):
         assert res.returncode == 0, res.stderr
         return res.stdout.strip().splitlines()[-1]
 
-    from pipeline.config import AugmentConfig, DataConfig, TrainConfig
-    from pipeline.steps.baseline import train_baseline
-    from pipeline.steps.ingest import ingest
-    from pipeline.steps.pool import build_pool
+    from smartaug.config import AugmentConfig, DataConfig, TrainConfig
+    from smartaug.steps.baseline import train_baseline
+    from smartaug.steps.ingest import ingest
+    from smartaug.steps.pool import build_pool
 
     lake = Lake(storage)  # the steps before, in this process: only scoring is killed
     d = ingest(lake, DataConfig(root=fashion_root, per_class_train=100, per_class_test=10))
@@ -186,7 +186,7 @@ def test_sigkill_halfway_then_rerun_completes(tmp_path, fashion_root):
 
 
 def test_sharded_scoring_equals_one_pass(small_lake):
-    from pipeline.steps.score import commit_pool_shards, score_pool_shard
+    from smartaug.steps.score import commit_pool_shards, score_pool_shard
 
     lake = small_lake["lake"]
     a = _fake_pool(lake, small_lake["pool_id"], "shardpoolA000001", lambda t: t)

@@ -1,12 +1,12 @@
-"""Selections through DuckDB (pipeline/select.py): exact band sizes on known scores."""
+"""Selections through DuckDB (smartaug/select.py): exact band sizes on known scores."""
 
 import numpy as np
 import pytest
 
-from pipeline.config import SCORE_COLUMNS, SCORE_DIRECTIONS
-from pipeline.lake import Lake
-from pipeline.steps import select as S
-from pipeline.steps.select import SelectionError
+from smartaug.config import SCORE_COLUMNS, SCORE_DIRECTIONS
+from smartaug.lake import Lake
+from smartaug.steps import select as S
+from smartaug.steps.select import SelectionError
 
 
 def known_run(lake: Lake, run="run0000000000001", n=10_000, classes=10, scores=None,
@@ -136,9 +136,9 @@ def test_every_query_that_reads_a_score_reads_the_one_it_is_given(lake):
     ranking of the items, so a query reading the wrong one picks other items."""
     from importlib import resources
 
-    from pipeline.steps.sql import sql_text
+    from smartaug.steps.sql import sql_text
 
-    users = sorted(f.name for f in resources.files("pipeline.steps.sql").iterdir()
+    users = sorted(f.name for f in resources.files("smartaug.steps.sql").iterdir()
                    if f.name.endswith(".sql") and "$score" in sql_text(f.name))
     assert users == ["band.sql", "class_counts.sql", "coverage.sql", "window.sql"]
     n = 200
@@ -163,7 +163,7 @@ def test_every_query_that_reads_a_score_reads_the_one_it_is_given(lake):
 def test_a_comment_or_layout_edit_keeps_a_selection_id(lake, monkeypatch):
     """Selection ids hash the query's normalised text: an edited comment or re-indented SQL
     finds the same selection; a change in what the query does makes a new one."""
-    from pipeline.steps import sql
+    from smartaug.steps import sql
 
     run = known_run(lake, n=100)
     first = S.band(lake, run, 0.1, 0.3)

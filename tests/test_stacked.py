@@ -1,4 +1,4 @@
-"""Seeds trained as one model (pipeline/core/stacked.py) against the same trainings alone.
+"""Seeds trained as one model (smartaug/core/stacked.py) against the same trainings alone.
 
 The stated tolerance: a stacked training is its lone training up to floating-point
 reassociation. After one step each tensor's update differs from the lone one's by at most
@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import AugmentConfig, DataConfig, LossSpec, PoolSpec, StudyConfig, TrainConfig
-from pipeline.core.stacked import StackedLeNet, stackable, train_stacked, vmap_refusal
-from pipeline.core.train import build_model, evaluate, train
-from pipeline.errors import ConfigError
-from pipeline.lake import Lake
+from smartaug.config import AugmentConfig, DataConfig, LossSpec, PoolSpec, StudyConfig, TrainConfig
+from smartaug.core.stacked import StackedLeNet, stackable, train_stacked, vmap_refusal
+from smartaug.core.train import build_model, evaluate, train
+from smartaug.errors import ConfigError
+from smartaug.lake import Lake
 
 STEP_TOL = 1e-3
 LOSS_TOL = 2e-3
@@ -30,7 +30,7 @@ ACC_TOL = 0.02
 
 @pytest.fixture(scope="module")
 def fashion(fashion_root):
-    from pipeline.core.datasets import load_dataset
+    from smartaug.core.datasets import load_dataset
 
     return load_dataset("fashion-mnist", root=fashion_root, per_class_train=100,
                         per_class_test=40, download=False)
@@ -123,14 +123,14 @@ def test_one_stacked_step_is_each_lone_step_to_rounding(fashion):
 def test_other_models_stack_through_vmap_to_rounding(fashion, name, monkeypatch):
     """Any model (here the built-in ResNet, and a LeNet sent down the generic path): its
     parameters and buffers stacked, its own forward under torch.func.vmap."""
-    import pipeline.core.stacked as stacked_
+    import smartaug.core.stacked as stacked_
 
     monkeypatch.setattr(stacked_, "stack_models", stacked_.VmapStack)
     _one_step(fashion, name, [LossSpec(), LossSpec()])
 
 
 def test_a_diverging_stack_names_its_seeds_and_gives_nothing(fashion):
-    from pipeline.core.train import TrainingError
+    from smartaug.core.train import TrainingError
 
     tr = fashion.train
     cfgs = [TrainConfig(epochs=1, batch_size=64, seed=s, device="cpu", lr=1e30,
@@ -195,7 +195,7 @@ def _study(root: str, **change) -> StudyConfig:
 
 @pytest.mark.slow
 def test_a_stacked_study_trains_the_same_cells_to_the_same_figures(tmp_path, fashion_root):
-    from pipeline.steps.study import grid_groups, run_study
+    from smartaug.steps.study import grid_groups, run_study
 
     alone, together = _study(fashion_root), _study(fashion_root, stack=2)
     lakes = {"alone": Lake(tmp_path / "alone"), "together": Lake(tmp_path / "together")}
@@ -221,7 +221,7 @@ def test_a_stacked_study_trains_the_same_cells_to_the_same_figures(tmp_path, fas
         assert abs(ra["test_acc"] - rt["test_acc"]) <= ACC_TOL
         assert abs(ra["val_acc"] - rt["val_acc"]) <= ACC_TOL
     # groups of at most 2 cells of one size: 6 per budget -> 3 groups, the 3 'none' -> 2
-    from pipeline.steps.study import Cell
+    from smartaug.steps.study import Cell
 
     typed = [Cell(**t) for _, t in cells.values()]
     assert sorted(len(g) for g in grid_groups(typed, 2)) == [1, 2, 2, 2, 2, 2, 2, 2]
@@ -246,7 +246,7 @@ def test_a_stacked_study_trains_the_same_cells_to_the_same_figures(tmp_path, fas
 
 
 def test_a_model_that_cannot_stack_is_named_before_any_training(small_lake):
-    from pipeline.steps.retrain import stack_refusal
+    from smartaug.steps.retrain import stack_refusal
 
     lake, model_id = small_lake["lake"], small_lake["model_id"]
     cfg = _study("unused").protocol()

@@ -1,4 +1,4 @@
-"""The study (pipeline/steps/study.py, study_report.py): exact equal budgets through the window,
+"""The study (smartaug/steps/study.py, study_report.py): exact equal budgets through the window,
 coverage and stratified random SQL; Holm's correction; the grid's bad input refused before any
 work; and whole studies on real Fashion-MNIST: cells as runs, resumed with no repeated work, a
 cell equal to the same training done by hand, the leaderboard's shape, the CLI and the file."""
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import (
+from smartaug.config import (
     POSITIONS,
     AugmentConfig,
     DataConfig,
@@ -27,10 +27,10 @@ from pipeline.config import (
     study_from_dict,
     study_preset,
 )
-from pipeline.lake import Lake
-from pipeline.steps import select as S
-from pipeline.steps.select import SelectionError
-from pipeline.steps.study_report import holm
+from smartaug.lake import Lake
+from smartaug.steps import select as S
+from smartaug.steps.select import SelectionError
+from smartaug.steps.study_report import holm
 from tests.conftest import write_image_folder
 from tests.test_select import known_run
 
@@ -228,9 +228,9 @@ KEYS = {"pool", "budget", "selector", "loss", "n_items", "n_seeds", "test_acc_me
 def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_root):
     import torch
 
-    from pipeline.core.train import build_model, evaluate, train
-    from pipeline.steps.retrain import training_data
-    from pipeline.steps.study import run_study
+    from smartaug.core.train import build_model, evaluate, train
+    from smartaug.steps.retrain import training_data
+    from smartaug.steps.study import run_study
 
     cfg = tiny_study(fashion_root, losses=("ce", "avh"))
     lake = Lake(tmp_path / "lake")
@@ -362,7 +362,7 @@ def test_a_study_runs_resumes_and_matches_training_by_hand(tmp_path, fashion_roo
 
 @pytest.mark.slow
 def test_unstratified_windows_get_an_unstratified_random_beside_them(tmp_path, fashion_root):
-    from pipeline.steps.study import run_study
+    from smartaug.steps.study import run_study
 
     cfg = tiny_study(fashion_root, pools=(PoolSpec("seed", AugmentConfig()),), budgets=(0.2,),
                      scores=("avh",), positions=("offset",), coverage=(), references=(),
@@ -415,7 +415,7 @@ def test_cli_study_preset_with_overrides_prints_the_report_last(tmp_path):
 def test_a_study_file_with_a_space_and_relative_paths(tmp_path, fashion_root):
     import albumentations as A
 
-    from pipeline.experiment_file import ConfigError, load_study
+    from smartaug.experiment_file import ConfigError, load_study
 
     dark = A.to_dict(A.RandomBrightnessContrast(brightness_limit=(-0.6, -0.4),
                                                 contrast_limit=(0, 0), p=1.0))
@@ -450,7 +450,7 @@ space = "space.json"
     cfg = load_study(f)
     assert cfg.pools[0].augment.kinds == ("rotate180", "dark") and cfg.budgets == (0.25,)
     assert cfg.retrain.batch_size == 128 and cfg.data.val_fraction == pytest.approx(1 / 11)
-    from pipeline.steps.study import run_study
+    from smartaug.steps.study import run_study
 
     sid, location = run_study(cfg, Lake(tmp_path / "lake"), workers=1, log=None)
     report = json.loads((Path(location) / "study.json").read_text())
@@ -531,8 +531,8 @@ epochs = 1
 
 
 def test_smartaug_workers_sets_the_default_worker_count(monkeypatch):
-    from pipeline.errors import InputError
-    from pipeline.steps.study import default_workers
+    from smartaug.errors import InputError
+    from smartaug.steps.study import default_workers
 
     cfg = StudyConfig(retrain=TrainConfig(device="cpu"))
     monkeypatch.setenv("SMARTAUG_WORKERS", "3")

@@ -1,13 +1,13 @@
-"""Training loop (pipeline/core/train.py) and the CLI demo on real data."""
+"""Training loop (smartaug/core/train.py) and the CLI demo on real data."""
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.config import LossSpec, TrainConfig
-from pipeline.core.train import build_model, evaluate, train
+from smartaug.cli import app
+from smartaug.config import LossSpec, TrainConfig
+from smartaug.core.train import build_model, evaluate, train
 
 
 def toy(n=64, seed=0):
@@ -56,7 +56,7 @@ def test_demo_end_to_end_on_fashion_mnist(fashion_root):
 def test_demo_auroc_known_answers():
     import numpy as np
 
-    from pipeline.steps.demo import auroc
+    from smartaug.steps.demo import auroc
 
     assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0  # every error scores higher
     assert auroc(np.array([1.0]), np.array([2.0, 3.0])) == 0.0
@@ -67,8 +67,8 @@ def test_demo_auroc_known_answers():
 def test_demo_scores_the_errors(fashion_root):
     """The library side of `smartaug demo`: after a short training, AVH and loss mark the
     test errors (AUROC well above 0.5) and the accuracy is far above chance."""
-    from pipeline.core.datasets import load_dataset
-    from pipeline.steps.demo import DEMO_SCORES, demo
+    from smartaug.core.datasets import load_dataset
+    from smartaug.steps.demo import DEMO_SCORES, demo
 
     ds = load_dataset("fashion-mnist", root=fashion_root, per_class_train=100,
                       per_class_test=20, seed=0)
@@ -116,8 +116,8 @@ def test_large_batches_train_channels_last_with_the_same_result():
 def test_the_layout_a_training_uses_can_be_forced(monkeypatch):
     """Channels-last on CUDA and for large CPU batches; SMARTAUG_CHANNELS_LAST forces either
     (the suite runs under both: tests/README.md)."""
-    from pipeline.core.train import channels_last
-    from pipeline.errors import InputError
+    from smartaug.core.train import channels_last
+    from smartaug.errors import InputError
 
     monkeypatch.delenv("SMARTAUG_CHANNELS_LAST", raising=False)
     assert [channels_last(False, 128), channels_last(False, 512), channels_last(True, 2)] == [

@@ -1,0 +1,159 @@
+"""The experiment as one list of steps (``experiment``), run by either of two runners:
+``LocalRunner`` in this process (``run_experiment``, the CLI) or the Prefect flow
+(``smartaug/flows/smart_augmentation.py``: each step a task, with caching, retries and workers). A step
+is ``step(lake, cfg, *ids, log=...)``: it reads the lake, calls one step function, writes its
+table and returns an id. Ids are content hashes, so a rerun resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import replace
+
+from smartaug.config import ExperimentConfig, identity
+from smartaug.core.train import resolve_device
+from smartaug.errors import ConfigError
+from smartaug.lake import Lake, content_id
+from smartaug.steps import baseline as baseline_
+from smartaug.steps import ingest as ingest_
+from smartaug.steps import pool as pool_
+from smartaug.steps import retrain as retrain_
+from smartaug.steps import score as score_
+from smartaug.steps.report import write_report
+from smartaug.steps.runners import LocalRunner, Runner
+
+__all__ = ["LocalRunner", "Runner", "experiment", "experiment_id", "run_experiment",
+           "score_shards"]
+
+Log = Callable[[str], None] | None
+
+
+def experiment_id(cfg: ExperimentConfig) -> str:
+    return content_id("experiment", identity(cfg.to_dict()))
+
+
+def score_shards() -> int:
+    """Shards of the pool's scoring (``SMARTAUG_SCORE_SHARDS``, default 1 = one step)."""
+    value = os.environ.get("SMARTAUG_SCORE_SHARDS", "1")
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ConfigError(f"SMARTAUG_SCORE_SHARDS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------ the steps
+
+
+def ingest(lake: Lake, cfg: ExperimentConfig, *, log: Log = None) -> str:
+    """Load the dataset into the samples table."""
+    return ingest_.ingest(lake, cfg.data)
+
+
+def baseline(lake: Lake, cfg: ExperimentConfig, dataset_id: str, *, log: Log = print) -> str:
+    """Train and register the baseline model."""
+    return baseline_.train_baseline(lake, dataset_id, arch=cfg.model,
+                                    cfg=replace(cfg.baseline, seed=cfg.seed), log=log)
+
+
+def pool(lake: Lake, cfg: ExperimentConfig, dataset_id: str, *, log: Log = None) -> str:
+    """Generate the augmentation pool."""
+    return pool_.build_pool(lake, dataset_id, cfg.augment)
+
+
+def score_originals(lake: Lake, cfg: ExperimentConfig, model_id: str, dataset_id: str, *,
+                    log: Log = None) -> list[str]:
+    """Score the original train and test images (for the report)."""
+    return [score_.score_split(lake, model_id, dataset_id, split, device=cfg.retrain.device, trust=cfg.model)
+            for split in ("train", "test")]
+
+
+def score(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str, *, log: Log = None
+          ) -> str:
+    """Score the pool by AVH and the other hardness scores."""
+    return score_.score_pool(lake, model_id, pool_id, device=cfg.retrain.device, trust=cfg.model)
+
+
+def score_shard(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str, shard: int,
+                n_shards: int, *, log: Log = print) -> str:
+    """Score one shard of the pool into the staging area."""
+    return score_.score_pool_shard(lake, model_id, pool_id, shard, n_shards,
+                                   device=cfg.retrain.device, trust=cfg.model)
+
+
+def commit_shards(lake: Lake, cfg: ExperimentConfig, model_id: str, pool_id: str,
+                  n_shards: int, *, log: Log = print) -> str:
+    """Publish the scored shards as one scoring run."""
+    return score_.commit_pool_shards(lake, model_id, pool_id, n_shards,
+                                     device=cfg.retrain.device)
+
+
+def choose(lake: Lake, cfg: ExperimentConfig, dataset_id: str, pool_id: str,
+           scoring_run_id: str, model_id: str, *, log: Log = print) -> dict:
+    """The band search on validation (if configured), then one selection per method."""
+    return retrain_.choose(lake, cfg, experiment_id(cfg), dataset_id, pool_id, scoring_run_id,
+                           model_id, log)
+
+
+def cell(lake: Lake, cfg: ExperimentConfig, dataset_id: str, pool_id: str, model_id: str,
+         chosen: dict, method: str, rep: int, *, log: Log = print) -> str:
+    """One cell of the retraining grid: one method, one seed."""
+    effective = retrain_.with_band(cfg, chosen["band"])
+    m = next(x for x in effective.methods if x.name == method)
+    data = retrain_.training_data(lake, dataset_id, pool_id)
+    return retrain_.train_cell(lake, effective, experiment_id=experiment_id(cfg), data=data,
+                               method=m, selection_id=chosen["selections"][method], rep=rep,
+                               baseline_model_id=model_id, log=log)
+
+
+def record(lake: Lake, cfg: ExperimentConfig, dataset_id: str, model_id: str, pool_id: str,
+           scoring_run_id: str, chosen: dict, *, log: Log = print) -> str:
+    """Record the experiment (its ids, selections and band search); returns its id."""
+    exp_id = experiment_id(cfg)
+    lake.write("experiments", exp_id, {
+        "experiment_id": [exp_id], "preset": [cfg.preset],
+        "config": [json.dumps(cfg.to_dict(), default=str)], "dataset_id": [dataset_id],
+        "baseline_model_id": [model_id], "pool_id": [pool_id],
+        "scoring_run_id": [scoring_run_id], "selections": [json.dumps(chosen["selections"])],
+        "band_search": [json.dumps(chosen["search"])]})
+    return exp_id
+
+
+def report(lake: Lake, cfg: ExperimentConfig, exp_id: str, command: str, *,
+           log: Log = print) -> str:
+    """Write the report; returns its location (a directory, or a URL on an object store)."""
+    write_report(lake, exp_id, command=command)
+    return lake.url("reports", exp_id)
+
+
+# ------------------------------------------------------------------ the order
+
+
+def experiment(cfg: ExperimentConfig, runner: Runner, *, command: str,
+               n_shards: int = 1) -> tuple[str, str]:
+    """Run every step of the experiment in order; returns (experiment_id, report location).
+    A device this machine lacks is refused before the first step writes anything."""
+    for train_cfg in (cfg.baseline, cfg.retrain):
+        resolve_device(train_cfg.device)
+    dataset_id = runner.call(ingest, cfg)
+    model_id = runner.call(baseline, cfg, dataset_id)
+    pool_id = runner.call(pool, cfg, dataset_id)
+    runner.call(score_originals, cfg, model_id, dataset_id)
+    if n_shards > 1:  # the pool's scoring spread over the runner's workers
+        runner.map(score_shard, [(cfg, model_id, pool_id, k, n_shards) for k in range(n_shards)])
+        scoring_run_id = runner.call(commit_shards, cfg, model_id, pool_id, n_shards)
+    else:
+        scoring_run_id = runner.call(score, cfg, model_id, pool_id)
+    chosen = runner.call(choose, cfg, dataset_id, pool_id, scoring_run_id, model_id)
+    runner.map(cell, [(cfg, dataset_id, pool_id, model_id, chosen, m.name, rep)
+                      for rep in range(cfg.reps) for m in cfg.methods])
+    exp_id = runner.call(record, cfg, dataset_id, model_id, pool_id, scoring_run_id, chosen)
+    return exp_id, runner.call(report, cfg, exp_id, command)
+
+
+def run_experiment(cfg: ExperimentConfig, lake: Lake, *, log: Log = print,
+                   command: str | None = None) -> str:
+    """Run every step in this process (each resumes from the lake) and write the report;
+    returns the experiment id."""
+    command = command or f"smartaug experiment --preset {cfg.preset}"
+    return experiment(cfg, LocalRunner(lake, log), command=command, n_shards=score_shards())[0]

@@ -1,0 +1,98 @@
+"""How a list of steps runs: every runner has ``call(step, *args)`` (one step) and
+``map(step, calls)`` (a step over many argument tuples, e.g. the training grid's cells); a
+step is ``step(lake, *args, log=...)``. ``LocalRunner``: in this process, one after another
+(``smartaug experiment``); ``ProcessRunner``: ``map`` over worker processes of one thread
+each (``smartaug study``). The Prefect flows' runner is ``smartaug.flows.runners.PrefectRunner``."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Protocol
+
+from smartaug.lake import Lake
+from smartaug.orphans import watch_parent
+from smartaug.progress import Bar
+
+__all__ = ["LocalRunner", "ProcessRunner", "Runner"]
+
+Log = Callable[[str], None] | None
+
+
+class Runner(Protocol):
+    def call(self, step: Callable, *args): ...
+
+    def map(self, step: Callable, calls: list[tuple]) -> list: ...
+
+
+class LocalRunner:
+    """Every step in this process, one after another."""
+
+    def __init__(self, lake: Lake, log: Log = print):
+        self.lake, self.log = lake, log
+
+    def call(self, step: Callable, *args):
+        return step(self.lake, *args, log=self.log)
+
+    def map(self, step: Callable, calls: list[tuple]) -> list:
+        return [self.call(step, *args) for args in calls]
+
+
+def _worker_start(parent: int) -> None:
+    """A worker: one torch thread, and it ends when its parent does (``smartaug.orphans``)."""
+    watch_parent(parent)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _call(root: str, step: Callable, args: tuple):
+    return step(Lake(root), *args, log=None)
+
+
+class ProcessRunner(LocalRunner):
+    """Steps in this process; ``map`` over ``workers`` processes of one thread each (small
+    trainings use one core well and several threads badly). The workers start on the first
+    ``map`` and serve every later one (each keeps the data it read) until ``close``; use it
+    as a context manager. A worker ends within a fraction of a second of this process's death
+    (even by SIGKILL) and never commits a partition after it."""
+
+    def __init__(self, lake: Lake, workers: int, log: Log = print):
+        super().__init__(lake, log)
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ProcessRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def map(self, step: Callable, calls: list[tuple]) -> list:
+        if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
+            return super().map(step, calls)
+        if self._pool is None:  # spawn: a clean interpreter, no forked threads
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_start, initargs=(os.getpid(),))
+        futures = [self._pool.submit(_call, self.lake.url(), step, args) for args in calls]
+        pending, n_done = set(futures), 0
+        bar = Bar(f"{step.__name__} ({self.workers} workers)", len(calls), self.log)
+        while pending:
+            finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished_:
+                if f.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    self.close()
+                    raise f.exception()
+            n_done += len(finished_)
+            bar.update(n_done)
+        return [f.result() for f in futures]
