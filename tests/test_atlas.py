@@ -191,7 +191,7 @@ def test_the_readmes_training_loop_runs(scored, capsys, tmp_path, monkeypatch):
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     (loop,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-               if "smartaug.policy" in b]
+               if "load_policy" in b]
     assert len(loop.strip().splitlines()) <= 13
     from tests.conftest import write_image_folder
 

@@ -137,6 +137,9 @@ def test_a_wheel_install_runs_sql_and_views_from_any_directory(tmp_path):
 
     names = zipfile.ZipFile(wheel).namelist()
     assert "smartaug/steps/sql/band.sql" in names
+    # one top-level package: nothing named models, flows or pipeline lands in site-packages
+    assert {n.split("/")[0] for n in names
+            if not n.split("/")[0].endswith(".dist-info")} == {"smartaug"}
     assert "smartaug/steps/templates/report.html.j2" in names
 
 
@@ -158,3 +161,22 @@ def test_version_short_help_and_help_that_wraps_at_the_terminal(capsys):
 
     helps = [c.help for c in app.registered_commands]
     assert all(h and "\n" not in h.split("\n\n")[0] for h in helps)  # one line a paragraph
+
+
+def test_import_smartaug_is_the_api_and_a_users_own_models_package_still_works(tmp_path):
+    """`import smartaug` gives the public API; a project of the user's with its own `models`
+    (or `pipeline`, `flows`) package beside it imports smartaug's, not theirs."""
+    for name in ("models", "pipeline", "flows"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('the user\'s own')\n")
+    code = ("import smartaug\n"
+            "assert set(smartaug.__all__) == {'Lake', 'SelectionDataset', 'avh', "
+            "'hardness_scores', 'load_policy', 'make_model', 'policy_from_dict'}\n"
+            "m = smartaug.make_model('lenet5', 10, 1, 28)\n"
+            "import torch\n"
+            "f = m.features(torch.zeros(2, 1, 28, 28))\n"
+            "print(tuple(smartaug.avh(f, m.head.weight, torch.tensor([0, 1])).shape))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "(2,)"
