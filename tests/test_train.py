@@ -94,9 +94,11 @@ def test_sgd_is_deterministic_and_learns():
     assert evaluate(nets[0], *toy(seed=2))["acc"] > 0.9
 
 
-def test_large_batches_train_channels_last_with_the_same_result():
+def test_large_batches_train_channels_last_with_the_same_result(monkeypatch):
     """Batches of 512+ take oneDNN's NHWC kernels on the CPU: the model ends channels_last and
-    learns what the NCHW path learns, up to float rounding."""
+    learns what the NCHW path learns, up to float rounding (the automatic rule: the suite's
+    run with SMARTAUG_CHANNELS_LAST=1 would force both)."""
+    monkeypatch.delenv("SMARTAUG_CHANNELS_LAST", raising=False)
     x, y = toy(n=1024)
     cfg = TrainConfig(epochs=3, batch_size=512, lr=3e-3, seed=0, device="cpu")
     nhwc = build_model("lenet5", 2, 1, 16, seed=0)
