@@ -174,6 +174,13 @@ def test_readme_sql_runs_in_smartaug_sql_and_the_duckdb_cli(scratch):
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, (q, res.stderr)
         assert len(res.stdout.splitlines()) >= 2 or "train_run_id is not null" in q, q
+    # the README's: the test split's originals on their own row, never mixed with the
+    # augmentations of train images
+    res = subprocess.run([str(BIN / "smartaug"), "sql", "--csv", "--", queries[0]], cwd=d,
+                         capture_output=True, text=True, timeout=300)
+    kinds = {line.split(",")[0].strip('"') for line in res.stdout.splitlines()[1:]}
+    assert "originals (test)" in kinds and "original" not in kinds, kinds
+    assert kinds - {"originals (test)"} <= {"rotate", "noise", "hflip"}, kinds
     plain = [b for b in sql_blocks if "train_run_id" not in b]
     for text, columns in zip(plain, (("mean_avh", "acc"), ("mean_avh", "aug_id", "angle")),
                              strict=True):
