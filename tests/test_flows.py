@@ -342,15 +342,17 @@ def test_study_flow_on_a_dask_cluster_gives_the_clis_figures(prefect_env, tmp_pa
             "from smartaug.experiment_file import load_study\n"
             f"cfg = load_study({str(tmp_path / 'study.json')!r})\n"
             f"print(study(config=cfg, overrides=Overrides(storage={str(storage)!r})))")
-    out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER=dask_cluster), code))
+    # one torch thread everywhere, as the cluster's workers train (Dask's nannies start them
+    # with OMP_NUM_THREADS=1), in the flow's own process too (its baseline): the same sums,
+    # bit for bit; at other thread counts the figures agree to float rounding only, and a
+    # baseline's scores that differ in the last bits can move an item across a window's edge
+    thread = {"OMP_NUM_THREADS": "1"}
+    out = Path(_python(dict(prefect_env, SMARTAUG_TASK_RUNNER=dask_cluster, **thread), code))
     flow = json.loads((out / "study.json").read_text())
-    # one torch thread, as the cluster's workers train (Dask's nannies start them with
-    # OMP_NUM_THREADS=1): the same sums, bit for bit; with other thread counts the figures
-    # agree to float rounding only (tests/README.md)
     cli = subprocess.run([str(BIN / "smartaug"), "study", "--config",
                           str(tmp_path / "study.json"), "--storage", str(tmp_path / "cli")],
-                         env=dict(prefect_env, OMP_NUM_THREADS="1"), capture_output=True,
-                         text=True, timeout=900)
+                         env=dict(prefect_env, **thread), capture_output=True, text=True,
+                         timeout=900)
     assert cli.returncode == 0, cli.stderr[-3000:]
     local = json.loads((Path(cli.stdout.strip().splitlines()[-1]) / "study.json").read_text())
     # 2 budgets x (random + 2 windows + coverage) x 2 seeds + none x 2 seeds, and the 2
