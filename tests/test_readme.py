@@ -179,8 +179,11 @@ def test_readme_sql_runs_in_smartaug_sql_and_the_duckdb_cli(scratch):
     res = subprocess.run([str(BIN / "smartaug"), "sql", "--csv", "--", queries[0]], cwd=d,
                          capture_output=True, text=True, timeout=300)
     kinds = {line.split(",")[0].strip('"') for line in res.stdout.splitlines()[1:]}
+    from smartaug.config import BUILTIN_KINDS
+
     assert "originals (test)" in kinds and "original" not in kinds, kinds
-    assert kinds - {"originals (test)"} <= {"rotate", "noise", "hflip"}, kinds
+    assert all(k in BUILTIN_KINDS or k in ("originals (train)", "originals (val)",
+                                           "originals (test)") for k in kinds), kinds
     plain = [b for b in sql_blocks if "train_run_id" not in b]
     for text, columns in zip(plain, (("mean_avh", "acc"), ("mean_avh", "aug_id", "angle")),
                              strict=True):
