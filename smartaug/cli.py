@@ -136,9 +136,13 @@ class Protocol:
         overrides = {("reps" if k == "seeds" and kind == "experiment" else k): v
                      for k, v in {**self.overrides, **more}.items()}
         try:
-            return apply(base, **overrides)
+            cfg = apply(base, **overrides)
         except UserError as e:
             _fail(e)
+        from smartaug.core.preflight import preflight
+
+        _steps(preflight, cfg)  # every value the run needs, before the lake is touched
+        return cfg
 
     def command(self, kind: str) -> str:
         """How the run was asked for: the command line, or its preset or file."""
@@ -531,15 +535,19 @@ def atlas_check(
     prediction.json beside the study's report; prints the correlation last."""
     import json
 
+    from smartaug.lake import atomic_path, check_name
     from smartaug.steps.atlas import check_prediction
 
+    _steps(check_name, atlas_id, "atlas id")
+    _steps(check_name, study_id, "study id")
     lake = _lake(storage)
     where = lake.local_path(f"reports/{study_id}")
     report = where / "study.json"
     if not report.is_file():
         _fail(f"no report of study {study_id} at {where}; run the study first")
     out = _steps(check_prediction, lake, atlas_id, json.loads(report.read_text()))
-    (where / "prediction.json").write_text(json.dumps(out, indent=2))
+    with atomic_path(where / "prediction.json") as tmp:
+        tmp.write_text(json.dumps(out, indent=2))
     for a in sorted(out["arms"], key=lambda a: -a["predicted"]):
         err.print(f"{a['arm']}: predicted {a['predicted']:.3f}, gain {100 * a['gain']:+.2f} "
                   f"points")
@@ -1045,9 +1053,11 @@ def config_check(
     """Validate an experiment or study file (a study file names pools, budgets or seeds) and
     print the full config it describes (TOML, or JSON for `prefect deployment run
     smart-augmentation/smart-augmentation -p config=...` or `study/study -p config=...`)."""
+    from smartaug.core.preflight import preflight
     from smartaug.experiment_file import dumps, load_file
 
     cfg = _steps(load_file, path)
+    _steps(preflight, cfg)
     print(json.dumps(cfg.to_dict()) if as_json else dumps(cfg), end="\n" if as_json else "")
 
 
@@ -1101,9 +1111,11 @@ def main(argv: list[str] | None = None) -> None:
     """The console entry point: the app, with usage errors (an unknown option, a value out of
     range) printed like every other failure: `error: ...`, exit code 2."""
     argv = _renamed(list(sys.argv[1:] if argv is None else argv))
+    from smartaug.errors import is_user_error, message
+
     try:
         code = app(args=argv, prog_name="smartaug", standalone_mode=False)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
     except typer.TyperException as e:  # click's usage errors, as typer vendors them
@@ -1113,6 +1125,11 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(e, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
         err.print(_error_line(e.format_message() + hint), highlight=False)
+        sys.exit(2)
+    except Exception as e:  # a user error raised outside ``_steps`` is still one `error:` line
+        if not is_user_error(e):
+            raise  # a bug: its traceback
+        err.print(_error_line(message(e)), highlight=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

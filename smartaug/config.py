@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from pydantic import ConfigDict, TypeAdapter
 
@@ -50,6 +51,35 @@ def _choose(name, options, what: str) -> None:
         raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(sorted(options))}")
 
 
+MAX_SEED = 2**32 - 1  # a root seed; runs add small offsets, and every generator takes the sum
+_MAX_INT = 2**63 - 1  # what numpy and torch hold
+
+
+def sane_numbers(obj) -> None:
+    """ConfigError for a number no run can use, in any field of the config ``obj`` (inside
+    lists too): NaN or an infinity (every bound check is false for NaN, so it would pass
+    them), an integer beyond 64 bits, a ``seed`` outside [0, MAX_SEED]. Called first by every
+    config, so a file or an option with such a value fails when read, before any work."""
+    for f in fields(obj):
+        _sane(f.name, getattr(obj, f.name))
+
+
+def _sane(name: str, value) -> None:
+    if isinstance(value, list | tuple):
+        for v in value:
+            _sane(name, v)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    elif isinstance(value, int):
+        if name == "seed" and not 0 <= value <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {value!r}")
+        if abs(value) > _MAX_INT:
+            raise ConfigError(f"{name} = {value} is larger than any run can use (64-bit "
+                              f"integers)")
+
+
 MIN_IMAGE_SIZE = 8  # the smallest square resize (the CLI's --image-size takes the same range)
 MAX_PER_IMAGE = 1000  # k:N's largest N: augmentations of one image in one pool
 
@@ -74,6 +104,7 @@ class DataConfig:
     val_split: int = 0  # which validation split: 0 the seed's, r > 0 another draw (a replicate)
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         for name in ("per_class_train", "per_class_test"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -142,6 +173,7 @@ class AugmentConfig:
     magnitude_bins: int = 0
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         parse_policy(self.policy, len(self.kinds))
         if isinstance(self.magnitude_bins, bool) or not isinstance(self.magnitude_bins, int) \
                 or not 0 <= self.magnitude_bins <= 100:
@@ -207,6 +239,7 @@ class LossSpec:
     lam: float = 1.0  # weight of mean f(AVH) in the additive kind; seed 000 = batch size
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         _choose(self.kind, LOSS_KINDS, "loss kind")
         if self.fn is None:
             object.__setattr__(self, "fn", LOSS_FNS[self.kind][0])
@@ -252,6 +285,7 @@ class TrainConfig:
     augmentations: int | None = None  # online: fresh augmentations per epoch (None: one each)
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         _choose(self.augment, ("static", "online"), "augment")
         if self.augment == "online":
             if self.policy is None or not isinstance(self.policy, str) or not self.policy:
@@ -311,6 +345,7 @@ class MethodSpec:
     loss: LossSpec = field(default_factory=LossSpec)
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         _choose(self.selection, ("none", "all", "band", "random_matched"), "selection")
         if self.selection == "band":
             if self.band is None or len(self.band) != 2:
@@ -375,15 +410,36 @@ class ExperimentConfig:
     band_grid: tuple[tuple[float, float], ...] = ()  # searched on validation when not empty
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         _choose(self.init, ("scratch", "baseline"), "init")
         if self.reps < 1:
             raise ConfigError(f"reps must be >= 1, got {self.reps}")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"method names must be distinct and not empty: {names}")
+        by_name = {m.name: m for m in self.methods}
         for m in self.methods:
             if m.matched_to is not None and m.matched_to not in names:
                 raise ConfigError(f"method {m.name} matches unknown method {m.matched_to!r}")
+            chain, at = [m.name], m
+            while at.selection == "random_matched":  # ends at a method that selects
+                at = by_name[at.matched_to]
+                if at.name in chain:
+                    raise ConfigError(f"method {m.name}: matched_to goes round in a circle "
+                                      f"({' -> '.join([*chain, at.name])}); a random_matched "
+                                      f"method matches the size of a band, all or none method")
+                chain.append(at.name)
+        for entry in self.band_grid:
+            if len(entry) != 2 or not 0.0 <= entry[0] < entry[1] <= 1.0:
+                raise ConfigError(f"band_grid entry {list(entry)} must be [lo, hi] with 0 <= lo "
+                                  f"< hi <= 1 (quantiles of the score)")
+        if self.retrain.augment == "online":
+            selecting = [m.name for m in self.methods if m.selection != "none"]
+            if selecting:
+                raise ConfigError(f"retrain is online (policy {self.retrain.policy}): it draws "
+                                  f"its augmentations every epoch, so methods "
+                                  f"{', '.join(selecting)} cannot add a selection; give them "
+                                  f"selection = 'none', or train them static")
         if self.band_grid and self.data.val_fraction <= 0:
             raise ConfigError("a band search needs a validation split: set val_fraction > 0")
 
@@ -429,6 +485,7 @@ class PoolSpec:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         if not _KIND_NAME.match(self.name):
             raise ConfigError(f"pool name {self.name!r}: use lower-case letters, digits, '-', "
                              f"'_' and '.'")
@@ -466,6 +523,7 @@ class Hypothesis:
     sd_prior: float | None = None
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         if self.sd_prior is not None and not (isinstance(self.sd_prior, int | float)
                                               and 0 < self.sd_prior < 1):
             raise ConfigError(f"hypothesis {self.selector} on {self.pool} at {self.budget}: "
@@ -497,6 +555,8 @@ def online_policy(policy: str) -> bool:
     space:..., bin:... or a policy file (*.json)."""
     return (policy in ONLINE_ANCHORS or policy in ("none", "identity")
             or policy.startswith(("space:", "bin:")) or policy.endswith(".json"))
+
+
 CHOOSE_SEED_OFFSET = 1000  # SCORE@val is chosen on seeds seed + 1000 ..: never a reported one
 
 
@@ -567,6 +627,7 @@ class Arm:
     matches: str | None = None
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         if not _KIND_NAME.match(self.name):
             raise ConfigError(f"arm name {self.name!r}: use lower-case letters, digits, '-', "
                               f"'_' and '.'")
@@ -981,6 +1042,7 @@ class StudyConfig:
             seen.add(key)
 
     def __post_init__(self) -> None:
+        sane_numbers(self)
         object.__setattr__(self, "secondary", tuple(self.secondary))
         object.__setattr__(self, "arms", tuple(self.arms))
         self._check_arms()

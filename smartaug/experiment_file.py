@@ -33,7 +33,7 @@ from smartaug.core.augment import load_space
 from smartaug.errors import ConfigError
 from smartaug.policy import PolicyFileError
 from smartaug.policy import load as load_policy
-from smartaug.textfile import parse, short
+from smartaug.textfile import parse, read_text, short
 
 __all__ = ["ConfigError", "dumps", "is_study_file", "load_experiment", "load_file", "load_study",
            "preset_text"]
@@ -42,11 +42,7 @@ _SECTIONS = ("data", "augment", "baseline", "retrain")
 
 
 def _read(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read the experiment file {path}: {e.strerror or e}") from e
-    data = parse(text, path, "experiment")
+    data = parse(read_text(path, "experiment file", ConfigError), path, "experiment")
     return {} if data is None else data
 
 

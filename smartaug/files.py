@@ -4,22 +4,46 @@ only): the datasets of ``smartaug.core`` and the lake both write through it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "process_alive", "publish", "remove_stale", "temp_name"]
+__all__ = ["HOST", "atomic_path", "owner_tag", "process_alive", "publish", "remove_stale",
+           "stale", "temp_name"]
 
-_TEMP = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")  # what temp_name makes
+# Names of what a process writes before renaming it or removing it end in
+# -<host>-<process id>-<random>: the host (a hash of its name, 8 hex digits) so that on a
+# directory shared by several hosts another host's files are never taken for a dead process's.
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_OWNED = re.compile(r"-(?P<host>[0-9a-f]{8})-(?P<pid>\d{1,10})-[0-9a-f]{8}$")
+_TEMP = re.compile(r"^\..+\.(?:tmp|old)-[0-9a-f]{8}-\d{1,10}-[0-9a-f]{8}$")  # temp_name's
+
+
+def owner_tag() -> str:
+    """``<host>-<process id>-<random>``: the end of a name this process writes and removes."""
+    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def temp_name(final: Path, tag: str = "tmp") -> Path:
-    """A hidden name beside ``final``, unique to this process and call."""
-    return final.with_name(f".{final.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """A hidden name beside ``final``, unique to this host, process and call."""
+    return final.with_name(f".{final.name}.{tag}-{owner_tag()}")
+
+
+def stale(path: Path) -> bool:
+    """Whether ``path`` is what a process of this host, now gone, left behind: a name ending
+    as ``owner_tag`` made it, and not a symbolic link (a link is never followed, nor
+    removed)."""
+    m = _OWNED.search(path.name)
+    if not m or m["host"] != HOST or path.is_symlink():
+        return False
+    pid = int(m["pid"])
+    return pid != os.getpid() and not process_alive(pid)
 
 
 def process_alive(process_id: int) -> bool:
@@ -40,13 +64,14 @@ def remove_stale(directory: Path) -> None:
     except OSError:
         return
     for p in entries:
-        m = _TEMP.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not process_alive(int(m.group(1))):
+        if _TEMP.match(p.name) and stale(p):
             _remove(p)
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)

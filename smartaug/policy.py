@@ -22,6 +22,7 @@ from PIL import Image
 
 from smartaug.errors import InputError
 from smartaug.lazy import lazy
+from smartaug.textfile import read_text
 
 A = lazy("albumentations")  # imported when first used
 
@@ -32,16 +33,78 @@ class PolicyFileError(InputError):
     """A policy file cannot be loaded; the message says why."""
 
 
+MAX_SIDE = 4096  # the largest height or width a transform may be asked to make
+MAX_DEPTH = 32  # transforms within transforms (OneOf, Compose ...): a policy uses 3
+# the parameters that set an output's size, in albumentations' serialisation
+_SIZE_KEYS = frozenset({"height", "width", "size", "max_size", "min_size", "min_height",
+                        "min_width", "max_height", "max_width", "size_hw", "max_size_hw",
+                        "target_size", "pad_height", "pad_width"})
+
+
+def transform_problem(data, depth: int = 0) -> str | None:
+    """What makes albumentations' serialisation ``data`` unsafe to build or run, if anything:
+    nesting deeper than ``MAX_DEPTH``, or an output side above ``MAX_SIDE`` pixels (a
+    ``Resize(100000, 100000)`` would take 30 GB an image). Checked before it is built."""
+    if depth > MAX_DEPTH:
+        return f"transforms nested more than {MAX_DEPTH} deep"
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in _SIZE_KEYS and _too_big(value):
+                return (f"{data.get('__class_fullname__', 'a transform')}: {key} = "
+                        f"{value!r} is above the largest side smartaug makes, {MAX_SIDE} "
+                        f"pixels")
+            why = transform_problem(value, depth + 1)
+            if why:
+                return why
+    elif isinstance(data, list):
+        for value in data:
+            why = transform_problem(value, depth + 1)
+            if why:
+                return why
+    return None
+
+
+def _too_big(value) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_too_big(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and not (
+        abs(value) <= MAX_SIDE)  # NaN too
+
+
 def _compose(data, path: Path, what: str) -> A.BaseCompose:
     if not isinstance(data, dict) or "transform" not in data:
         raise PolicyFileError(f"{path}: {what} is not albumentations' serialisation "
                               f"(A.to_dict(transform): a mapping with a 'transform' key)")
+    why = transform_problem(data)
+    if why:
+        raise PolicyFileError(f"{path}: {what}: {why}")
     try:
         t = A.from_dict(data)
     except Exception as e:  # noqa: BLE001 - albumentations' own message says what is wrong
         raise PolicyFileError(f"{path}: albumentations cannot load {what}: "
                               f"{type(e).__name__}: {e}") from None
-    return t if isinstance(t, A.BaseCompose) else A.Compose([t])
+    t = t if isinstance(t, A.BaseCompose) else A.Compose([t])
+    why = probe(t)
+    if why:
+        raise PolicyFileError(f"{path}: {what} cannot augment an image: {why}")
+    return t
+
+
+def probe(transform) -> str | None:
+    """What goes wrong when ``transform`` augments a small RGB image, if anything (a
+    transform that needs data it was not given, such as HistogramMatching's reference
+    images, fails here, when its file is read, not hours into a run)."""
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    try:
+        out = transform(image=img)["image"]
+    except Exception as e:  # noqa: BLE001 - any failure is the transform's, said by name
+        return f"{type(e).__name__}: {e}"
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim not in (2, 3) \
+            or max(out.shape[:2]) > MAX_SIDE:
+        return (f"it returned {getattr(out, 'dtype', type(out).__name__)} "
+                f"{list(getattr(out, 'shape', []))}, not a uint8 image of at most "
+                f"{MAX_SIDE} x {MAX_SIDE} pixels")
+    return None
 
 
 class PolicyInputError(InputError):
@@ -134,41 +197,82 @@ class Policy:
                 f"{self.pooled})")
 
 
+def _seed(seed) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
+                             or not 0 <= seed < 2**63):
+        raise PolicyInputError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
+    return seed
+
+
+def _table(per_class, where: Path, classes: int | None) -> dict[int, A.BaseCompose]:
+    """label -> its policy, from a mapping of class indices (int or their decimal strings)."""
+    if not isinstance(per_class, dict):
+        raise PolicyFileError(f"{where}: the per-class policies must be a mapping of class "
+                              f"index to policy, got {type(per_class).__name__}")
+    table = {}
+    for k, v in per_class.items():
+        key = k if isinstance(k, int) and not isinstance(k, bool) else \
+            int(k) if isinstance(k, str) and k.isdigit() and k.isascii() else None
+        if key is None or (classes is not None and key >= classes):
+            valid = f"0..{classes - 1}" if classes is not None else "integers >= 0"
+            raise PolicyFileError(f"{where}: per-class policy {k!r} is not a class index "
+                                  f"({valid})")
+        table[key] = _compose(v, where, f"class {k}'s policy")
+    return table
+
+
 def from_dict(data: dict, per_class: dict | None = None, *, name: str = "<policy>",
               seed: int | None = None) -> Policy:
     """A policy from albumentations' serialisations in memory: ``data`` the pooled one,
     ``per_class`` label -> its own (what ``load`` reads from the two files)."""
     where = Path(name)
     pooled = _compose(data, where, "the policy")
-    table = None if per_class is None else {
-        int(k): _compose(v, where, f"class {k}'s policy") for k, v in per_class.items()}
-    return Policy(pooled, table, where, seed, _classes(data))
+    classes = _classes(data, where)
+    table = None if per_class is None else _table(per_class, where, classes)
+    return Policy(pooled, table, where, _seed(seed), classes)
 
 
 def load(path: str | Path, *, seed: int | None = None) -> Policy:
     """The policy in ``path`` (and its per-class policies beside it, when there are)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise PolicyFileError(f"cannot read the policy file {path}: {e.strerror or e}") from e
+        data = json.loads(read_text(path, "policy file", PolicyFileError))
     except ValueError as e:
+        if isinstance(e, PolicyFileError):
+            raise
         raise PolicyFileError(f"{path} is not JSON: {e}") from None
+    except RecursionError:
+        raise PolicyFileError(f"{path}: nested more than {MAX_DEPTH} deep") from None
     pooled = _compose(data, path, "the policy")
+    classes = _classes(data, path)
     per_class = None
-    side_name = (data.get("smartaug") or {}).get("per_class")
+    side_name = _own(data, path).get("per_class")
     if side_name:
+        if not isinstance(side_name, str) or "/" in side_name or "\\" in side_name:
+            raise PolicyFileError(f"{path}: smartaug.per_class must name a file beside it, "
+                                  f"got {side_name!r}")
         side = path.with_name(side_name)
         try:
-            table = json.loads(side.read_text())["per_class"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            table = json.loads(read_text(side, "policy file", PolicyFileError))["per_class"]
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise PolicyFileError(f"{path} names its per-class policies {side}, which cannot "
                                   f"be read: {e}") from None
-        per_class = {int(k): _compose(v, side, f"class {k}'s policy") for k, v in table.items()}
-    return Policy(pooled, per_class, path, seed, _classes(data))
+        per_class = _table(table, side, classes)
+    return Policy(pooled, per_class, path, _seed(seed), classes)
 
 
-def _classes(data: dict) -> int | None:
+def _own(data: dict, path: Path) -> dict:
+    """The file's ``smartaug`` key: what smartaug recorded about the policy (a mapping)."""
+    own = data.get("smartaug")
+    if own is None:
+        return {}
+    if not isinstance(own, dict):
+        raise PolicyFileError(f"{path}: the 'smartaug' key must be a mapping (what smartaug "
+                              f"recorded about the policy), got {type(own).__name__}")
+    return own
+
+
+def _classes(data: dict, path: Path) -> int | None:
     """The classes a policy file says it was made for (``smartaug.classes``), if it says."""
-    n = (data.get("smartaug") or {}).get("classes") if isinstance(data, dict) else None
+    n = _own(data, path).get("classes")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None

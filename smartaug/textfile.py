@@ -14,9 +14,10 @@ from typing import Any
 
 from smartaug.errors import ConfigError
 
-__all__ = ["MAX_DEPTH", "parse", "short"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "parse", "read_text", "short"]
 
 MAX_DEPTH = 64  # tables within tables: a config uses 4
+MAX_BYTES = 16 * 2**20  # the largest config, space or policy file read
 SHOWN = 200
 
 
@@ -24,6 +25,24 @@ def short(value: Any) -> str:
     """``repr(value)``, cut to ``SHOWN`` characters."""
     text = repr(value)
     return text if len(text) <= SHOWN else text[:SHOWN] + f"... ({len(text)} characters)"
+
+
+def read_text(path: Path, what: str, error: type[Exception], limit: int = MAX_BYTES) -> str:
+    """The text of the user's file ``path`` (UTF-8, at most ``limit`` bytes: a config is a
+    few kB, and /dev/zero never ends), or ``error`` saying why not."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)
+    except OSError as e:
+        raise error(f"cannot read the {what} {path}: {e.strerror or e}") from e
+    if len(raw) > limit:
+        raise error(f"the {what} {path} is larger than {limit // 2**20} MiB; such a file is a "
+                    f"few kB (is it the right file?)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"the {what} {path} is not UTF-8 text (byte {e.start}: "
+                    f"{raw[e.start:e.start + 1]!r}); save it as UTF-8") from None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:

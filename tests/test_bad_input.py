@@ -17,6 +17,7 @@ from PIL import Image
 
 from smartaug import cli
 from smartaug.config import AugmentConfig, DataConfig, TrainConfig
+from smartaug.files import HOST
 from smartaug.lake import TABLES, Lake, LakeError
 from smartaug.lake.readers import read_split
 from smartaug.steps.baseline import train_baseline
@@ -772,18 +773,17 @@ def test_an_export_killed_midway_leaves_nothing_the_next_run_keeps(world, tmp_pa
     write beside it; one of a live process is left alone."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".out.tmp-{dead.pid}-0123abcd"
+    stale = tmp_path / f".out.tmp-{HOST}-{dead.pid}-0123abcd"
     (stale / "a").mkdir(parents=True)
     (stale / "a" / "x.png").write_bytes(b"partial")
-    live = tmp_path / f".other.tmp-{os.getppid()}-89abcdef"
+    live = tmp_path / f".other.tmp-{HOST}-{os.getppid()}-89abcdef"
     live.mkdir()
     code, out, err = smartaug(capsys, "export", "--selection-id", world["b"], "--to",
                               str(tmp_path / "out"), "--no-originals", "--storage",
                               str(world["root"]))
     assert code == 0, err
     assert not stale.exists() and live.is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.tmp-"
-                                                                 f"{os.getppid()}-89abcdef", "out"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "out"])
 
 
 def test_a_lake_that_names_code_runs_none(world, tmp_path, capsys, monkeypatch):

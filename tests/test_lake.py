@@ -2,12 +2,16 @@
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from smartaug.files import HOST
 from smartaug.lake import SCHEMAS, Lake, LakeError, content_id, decode_images, encode_images, views_sql
 from tests.conftest import tiny_config
 
@@ -55,14 +59,65 @@ def test_write_is_atomic_and_idempotent(tmp_path):
     assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 2}]
 
 
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
 def test_stale_temporary_partitions_of_dead_processes_are_removed(tmp_path):
     lake = Lake(tmp_path)
-    stale = tmp_path / ".tmp" / "scores-abc-999999999-deadbeef"
+    stale = tmp_path / ".tmp" / f"scores-abc-{HOST}-{_dead_pid()}-deadbeef"
     stale.mkdir(parents=True)
     (stale / "part-00000.parquet").write_bytes(b"partial")
     Lake(tmp_path)
     assert not stale.exists()
     assert lake.sql("select count(*) n from scores").to_pylist() == [{"n": 0}]
+
+
+def test_cleanup_takes_only_this_hosts_staging_and_never_follows_a_link(tmp_path):
+    """Another host's staging (its pid means nothing here), a name smartaug did not make and
+    a link are left alone; a symlinked .tmp is refused before anything is removed."""
+    Lake(tmp_path / "L")
+    dead = _dead_pid()
+    other_host = "0" * 8 if HOST != "0" * 8 else "1" * 8
+    keep = [tmp_path / "L" / ".tmp" / f"scores-abc-{other_host}-{dead}-deadbeef",
+            tmp_path / "L" / ".tmp" / f"photos-{dead}-01"]
+    outside = tmp_path / "V" / f"photos-{HOST}-{dead}-0123abcd"
+    outside.mkdir(parents=True)
+    (outside / "a.jpg").write_bytes(b"mine")
+    for d in keep:
+        d.mkdir(parents=True)
+    link = tmp_path / "L" / ".tmp" / f"runs-x-{HOST}-{dead}-abcdef01"
+    link.symlink_to(outside)
+    Lake(tmp_path / "L")
+    assert all(d.is_dir() for d in keep) and link.is_symlink()
+    assert (outside / "a.jpg").read_bytes() == b"mine"
+    # the probe: .tmp itself a link to a directory elsewhere
+    shutil.rmtree(tmp_path / "L" / ".tmp")
+    (tmp_path / "L" / ".tmp").symlink_to(tmp_path / "V")
+    with pytest.raises(LakeError, match=r"\.tmp is a symbolic link .*Remove the link"):
+        Lake(tmp_path / "L")
+    assert (outside / "a.jpg").read_bytes() == b"mine"
+
+
+def test_the_symlinked_tmp_probe_through_the_cli_leaves_the_outside_intact(tmp_path):
+    """`smartaug sql` on a lake whose .tmp was replaced by a link to another directory holding
+    a name that looks like staging of a dead process: an `error:` line, and nothing removed."""
+    import subprocess as sp
+
+    v = tmp_path / "V" / "photos-2023-01"
+    v.mkdir(parents=True)
+    lake = tmp_path / "L"
+    cli = [sys.executable, "-m", "smartaug.cli"]
+    assert sp.run([*cli, "sql", "select 1", "--storage", str(lake)], capture_output=True
+                  ).returncode == 2  # no lake yet: reading commands never make one
+    Lake(lake)
+    shutil.rmtree(lake / ".tmp", ignore_errors=True)
+    (lake / ".tmp").symlink_to(tmp_path / "V")
+    r = sp.run([*cli, "sql", "select 1", "--storage", str(lake)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "symbolic link" in r.stderr
+    assert "Traceback" not in r.stderr and v.is_dir()
 
 
 def test_content_id_is_stable_and_order_free():

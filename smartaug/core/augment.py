@@ -50,7 +50,8 @@ from smartaug.core.magnitude import declared_scale, grid_draw, scale_of
 from smartaug.errors import ConfigError, UserError
 from smartaug.lazy import lazy
 from smartaug.orphans import watch_parent
-from smartaug.textfile import parse
+from smartaug.policy import probe, transform_problem
+from smartaug.textfile import parse, read_text
 
 A = lazy("albumentations")  # imported when first used
 
@@ -142,10 +143,7 @@ def load_space(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[tuple[st
     Returns (kind names in file order, the defined kinds as (name, canonical JSON)); each
     transform is rebuilt with ``A.from_dict`` here, so a bad one fails now, by name."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpaceError(f"cannot read the space file {path}: {e.strerror or e}") from e
+    text = read_text(path, "space file", SpaceError)
     try:
         data = parse(text, path, "space", "JSON" if path.suffix == ".json" else "YAML")
     except ConfigError as e:
@@ -187,6 +185,9 @@ def _checked_transform(path, name: str, value: dict) -> str:
         raise SpaceError(f"{path}: kind {name!r} is not albumentations' format: expected "
                          f"{{__version__: ..., transform: {{__class_fullname__: NAME, ...}}}} "
                          f"as A.to_dict(transform) writes it")
+    why = transform_problem(value)
+    if why:
+        raise SpaceError(f"{path}: kind {name!r}: {why}")
     try:
         transform = A.from_dict(value)
     except Exception as e:  # noqa: BLE001 - albumentations' own message says what is wrong
@@ -195,6 +196,9 @@ def _checked_transform(path, name: str, value: dict) -> str:
     if not isinstance(transform, A.BasicTransform) or isinstance(transform, A.BaseCompose):
         raise SpaceError(f"{path}: kind {name!r} must be one transform, not "
                          f"{type(transform).__name__}")
+    why = probe(transform)
+    if why:
+        raise SpaceError(f"{path}: kind {name!r} cannot augment an image: {why}")
     out = A.to_dict(transform)
     if magnitude is not None:  # what the atlas bins this kind by
         out["magnitude"] = magnitude

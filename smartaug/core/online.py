@@ -31,10 +31,10 @@ import torch
 from smartaug.config import AugmentConfig
 from smartaug.core.augment import _apply, _fit, _generators, load_space
 from smartaug.core.magnitude import SCALES, scale_of
-from smartaug.errors import ConfigError
+from smartaug.errors import ConfigError, InputError
 from smartaug.policy import Policy, load
 
-__all__ = ["ANCHORS", "Online"]
+__all__ = ["ANCHORS", "Online", "check_online"]
 
 
 def _v2():
@@ -68,6 +68,35 @@ def parse_bin(policy: str):
     if not 0 <= b < bins <= 100:
         raise ConfigError(f"online policy {policy!r}: need 0 <= B < N <= 100")
     return kind, b, bins, scale
+
+
+def check_online(policy: str) -> None:
+    """ConfigError unless ``policy`` can be drawn from, checked when a config is read: a bin
+    in range, a space whose kinds exist (its file loaded), a policy file albumentations
+    loads, and nothing else."""
+    if policy in ANCHORS or policy in ("none", "identity"):
+        return
+    if policy.startswith("bin:"):
+        parse_bin(policy)
+    elif policy.startswith("space:"):
+        spec = policy[len("space:"):]
+        if Path(spec).suffix in (".yaml", ".yml", ".json"):
+            kinds, space = load_space(spec)
+        else:
+            kinds, space = tuple(k.strip() for k in spec.split(",") if k.strip()), ()
+        try:
+            AugmentConfig(kinds=kinds, space=space)
+        except ConfigError as e:
+            raise ConfigError(f"online policy {policy!r}: {e}") from None
+    elif policy.endswith(".json"):
+        try:
+            load(policy)
+        except InputError as e:
+            raise ConfigError(f"online policy {policy!r}: {e}") from None
+    else:
+        raise ConfigError(f"unknown online policy {policy!r}; valid: none, identity, a policy "
+                          f"file (*.json), space:PATH or space:KIND,KIND, bin:KIND@B/N, "
+                          f"{', '.join(ANCHORS)}")
 
 
 def _seed(*parts) -> int:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smartaug.errors import UserError
-from smartaug.files import atomic_path, process_alive
+from smartaug.files import atomic_path, owner_tag, stale
 from smartaug.lake.manifest import (
     MANIFEST,
     ManifestError,
@@ -38,7 +38,7 @@ from smartaug.lake.manifest import (
 from smartaug.lake.schemas import PARTITION_KEYS, PRODUCED_BY, SCHEMAS, views_sql
 from smartaug.lake.writer import PartitionWriter
 
-__all__ = ["Lake", "LakeError", "query_arrow", "resolve_root", "sandbox"]
+__all__ = ["Lake", "LakeError", "check_name", "query_arrow", "resolve_root", "sandbox"]
 
 # data table -> (the table recording its row count, the count's columns, what to call it)
 RECORDED_ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -163,6 +163,20 @@ def _make_root(root: Path) -> None:
                         f"--storage DIR (SMARTAUG_STORAGE) naming a directory you can write") from e
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_=][A-Za-z0-9_.=-]{0,199}$")
+
+
+def check_name(part: str, what: str = "id") -> str:
+    """``part`` if it can be one name under the lake root (an id, a table, a file name): no
+    separator, no ``..``, no leading dot or dash. Ids become directory names, so an id given
+    as ``../elsewhere`` must be refused here, never joined to a path."""
+    if not isinstance(part, str) or not _NAME.match(part) or ".." in part:
+        raise LakeError(f"{part!r} is not a smartaug {what}: an id is what the command that "
+                        f"made it printed (letters, digits, '_', '-', '.'; e.g. "
+                        f"1a2b3c4d5e6f7a8b), never a path")
+    return part
+
+
 def _check_exists(fs, path: str, given: str, root) -> None:
     """LakeError unless ``path`` holds a lake (its ``.lake-id``, written when it was made)."""
     if fs.exists(f"{path.rstrip('/')}/.lake-id"):
@@ -249,25 +263,38 @@ class Lake:
         return token.read_text().strip()
 
     # ------------------------------------------------------------ staging
-    # A staging directory is named <label>-<process id>-<random>: a later Lake removes it
-    # once that process is gone. Scoring shards live under shards-<scoring_run_id>/.
+    # A staging directory is named <label>-<host>-<process id>-<random> (files.owner_tag): a
+    # later Lake on the same host removes it once that process is gone; another host's is
+    # never touched, nor is anything behind a link. Scoring shards live under
+    # shards-<scoring_run_id>/.
 
     def stage(self, label: str) -> Path:
         """A new, empty local staging directory for ``label`` (a table and partition key)."""
-        d = self.staging / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._check_staging()
+        d = self.staging / f"{label}-{owner_tag()}"
         d.mkdir(parents=True)
         return d
 
+    def _check_staging(self) -> None:
+        """LakeError if the staging directory (or a directory above it, up to the root) is a
+        symbolic link: smartaug writes and removes files there and never follows a link out
+        of the lake."""
+        top = self.root if self.local else self.cache
+        for p in (self.staging, *self.staging.parents):
+            if p == top:
+                break
+            if p.is_symlink():
+                raise LakeError(f"{p} is a symbolic link (to {os.readlink(p)}): smartaug stages "
+                                f"files under {self.staging} and removes what a dead process "
+                                f"left there, and never follows a link out of the lake. Remove "
+                                f"the link (rm {p}); smartaug makes the directory itself")
+
     def _clean_stale_tmp(self) -> None:
+        self._check_staging()
         if not self.staging.is_dir():
             return
         for d in self.staging.iterdir():
-            parts = d.name.split("-")
-            try:
-                owner = int(parts[-2])
-            except (IndexError, ValueError):
-                continue
-            if not process_alive(owner):
+            if stale(d):
                 shutil.rmtree(d, ignore_errors=True)
 
     def shards_location(self, scoring_run_id: str) -> Path | str:
@@ -287,7 +314,11 @@ class Lake:
         return self.location(table, f"{PARTITION_KEYS[table]}={key}")
 
     def location(self, *parts: str) -> Path | str:
-        """``parts`` under the root: a Path on a local lake, a path in ``fs`` otherwise."""
+        """``parts`` under the root: a Path on a local lake, a path in ``fs`` otherwise. Every
+        part is one name (``check_name``): an id never leads out of the lake."""
+        for part in parts:
+            if part != ".tmp":  # the staging directory, the one hidden name of the lake's own
+                check_name(part)
         if self.local:
             return self.root.joinpath(*parts)
         return "/".join([self.path, *parts])
@@ -420,6 +451,8 @@ class Lake:
     # ------------------------------------------------------------ files
     def local_path(self, rel: str) -> Path:
         """Where to write ``rel`` (a checkpoint, a report) before ``upload``."""
+        for part in rel.split("/"):
+            check_name(part)
         return (self.root if self.local else self.cache).joinpath(rel)
 
     def upload(self, local: Path, rel: str) -> str:

@@ -20,12 +20,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from smartaug.models.common import ModelError
-from smartaug.models.external import build_external, is_external
+from smartaug.models.external import build_external, check_name, is_external
 from smartaug.models.lenet import lenet5, lenet5_wide
 from smartaug.models.resnet import resnet
 
-__all__ = ["MODELS", "ModelError", "TRUST_ENV", "check_trusted", "make_model", "save_checkpoint",
-           "load_checkpoint", "weights_sha256"]
+__all__ = ["MODELS", "ModelError", "TRUST_ENV", "check_model", "check_trusted", "make_model",
+           "save_checkpoint", "load_checkpoint", "weights_sha256"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet5,
@@ -46,8 +46,55 @@ _FORMAT = "smartaug-checkpoint/1"
 
 def _library_model(name: str) -> bool:
     """torchvision:NAME and timm:NAME build from those libraries' registries (a name, never
-    an import path), like the built-in models."""
-    return name.startswith(("torchvision:", "timm:"))
+    an import path, a hub id or a directory), like the built-in models."""
+    if not name.startswith(("torchvision:", "timm:")):
+        return False
+    check_name(name)  # a scheme (timm:hf-hub:ORG/REPO) or a path is refused, not trusted
+    return True
+
+
+def check_model(name: str) -> None:
+    """ModelError unless ``name`` names a model smartaug can build, checked before any work
+    (a run that trains for hours must not fail at its first model): a built-in, a name of
+    torchvision's registry, a timm registry name (timm installed), or package.module:factory
+    whose module can be found."""
+    import importlib.util
+
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"a model name must be a non-empty string, got {name!r}")
+    if name in MODELS:
+        return
+    if not is_external(name):
+        raise ModelError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}, "
+                         f"torchvision:NAME, timm:NAME or package.module:factory")
+    check_name(name)
+    source, _, ref = name.partition(":")
+    if source == "torchvision":
+        import torchvision
+
+        if ref not in torchvision.models.list_models(module=torchvision.models):
+            raise ModelError(f"torchvision has no classification model {ref!r} "
+                             f"(torchvision.models.list_models())")
+    elif source == "timm":
+        if importlib.util.find_spec("timm") is None:
+            raise ModelError(f"{name}: timm is not installed (pip install 'smartaug[timm]')")
+        import timm
+
+        if not timm.is_model(ref.split(".")[0]):
+            raise ModelError(f"timm has no model {ref!r} (timm.list_models())")
+    else:
+        import sys
+
+        if os.getcwd() not in sys.path:  # where the run imports it from (build_external)
+            sys.path.insert(0, os.getcwd())
+        try:
+            found = importlib.util.find_spec(source) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ModelError(f"model {name!r}: no module {source!r} can be imported from here "
+                             f"(its package installed, or the module in the current "
+                             f"directory)")
 
 
 def check_trusted(name: str, trust: str | Iterable[str] | None = ()) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import sys
 
 import torch
@@ -41,7 +42,32 @@ def is_external(name: str) -> bool:
     return ":" in name
 
 
+# a timm registry name, with its pretrained tag (``vit_small_patch16_224.augreg_in21k``): no
+# ``hf-hub:`` or ``local-dir:`` scheme, no path, nothing but the library's own registry
+_TIMM_NAME = re.compile(r"^[a-z0-9_]{1,100}(\.[a-z0-9_]{1,100})?$")
+
+
+def check_name(name: str) -> None:
+    """ModelError unless ``name`` can name a model before anything is imported: a
+    ``torchvision:NAME`` or ``timm:NAME`` of the library's registry (a name, never a scheme
+    or a path), or ``package.module:factory`` (absolute, identifiers only)."""
+    source, _, ref = name.partition(":")
+    if source == "timm":
+        if not _TIMM_NAME.match(ref):
+            raise ModelError(f"model {name!r}: timm:NAME takes a model of timm's registry "
+                             f"(timm.list_models(), e.g. timm:resnet18); hub (hf-hub:), local "
+                             f"(local-dir:) and other sources are not read")
+    elif source == "torchvision":
+        if not re.fullmatch(r"[a-z0-9_]{1,100}", ref):
+            raise ModelError(f"model {name!r}: torchvision:NAME takes a name of "
+                             f"torchvision.models.list_models(), e.g. torchvision:resnet18")
+    elif not all(p.isidentifier() for p in source.split(".")) or not ref.isidentifier():
+        raise ModelError(f"model {name!r}: a model of yours is package.module:factory, an "
+                         f"absolute module path and a name (no relative or file paths)")
+
+
 def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    check_name(name)
     source, _, ref = name.partition(":")
     if source == "torchvision":
         import torchvision
@@ -66,9 +92,6 @@ def _network(name: str, num_classes: int, in_channels: int, image_size: int) -> 
                 return timm.create_model(ref, **kw)
         except (RuntimeError, ValueError, AssertionError) as e:
             raise ModelError(f"{name}: {e}") from e
-    if not all(p.isidentifier() for p in source.split(".")) or not ref.isidentifier():
-        raise ModelError(f"model {name!r}: a model of yours is package.module:factory, an "
-                         f"absolute module path and a name (no relative or file paths)")
     if os.getcwd() not in sys.path:  # like uvicorn's APP:app, a module in the current directory
         sys.path.insert(0, os.getcwd())
     try:

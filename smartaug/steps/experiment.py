@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from smartaug.config import ExperimentConfig, identity
-from smartaug.core.train import resolve_device
+from smartaug.core.preflight import preflight
 from smartaug.errors import ConfigError
 from smartaug.lake import Lake, content_id
 from smartaug.steps import baseline as baseline_
@@ -132,9 +132,8 @@ def report(lake: Lake, cfg: ExperimentConfig, exp_id: str, command: str, *,
 def experiment(cfg: ExperimentConfig, runner: Runner, *, command: str,
                n_shards: int = 1) -> tuple[str, str]:
     """Run every step of the experiment in order; returns (experiment_id, report location).
-    A device this machine lacks is refused before the first step writes anything."""
-    for train_cfg in (cfg.baseline, cfg.retrain):
-        resolve_device(train_cfg.device)
+    Every value the run needs is checked (``preflight``) before the first step writes."""
+    preflight(cfg)
     dataset_id = runner.call(ingest, cfg)
     model_id = runner.call(baseline, cfg, dataset_id)
     pool_id = runner.call(pool, cfg, dataset_id)

@@ -35,6 +35,7 @@ from smartaug.config import (
     identity,
 )
 from smartaug.core.curriculum import distinct_shown, pacing_sizes
+from smartaug.core.preflight import preflight
 from smartaug.core.train import resolve_device
 from smartaug.errors import InputError
 from smartaug.lake import Lake, content_id
@@ -367,8 +368,7 @@ def study(cfg: StudyConfig, runner: Runner, *, command: str, log: Log = print
           ) -> tuple[str, str]:
     """Run every step of the study; returns (study_id, report location). A finished study
     is found and nothing runs."""
-    for train_cfg in (cfg.baseline, cfg.retrain):
-        resolve_device(train_cfg.device)
+    preflight(cfg)
     done = runner.call(finished, cfg)
     if done is not None:
         if log:
