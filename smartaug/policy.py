@@ -90,11 +90,32 @@ def _compose(data, path: Path, what: str) -> A.BaseCompose:
     return t
 
 
+def _largest(data) -> int:
+    """The largest output size ``data`` (a serialisation) names: 0 when it names none."""
+    if isinstance(data, dict):
+        return max([int(_biggest(v)) for k, v in data.items() if k in _SIZE_KEYS]
+                   + [_largest(v) for v in data.values()], default=0)
+    if isinstance(data, list):
+        return max((_largest(v) for v in data), default=0)
+    return 0
+
+
+def _biggest(value) -> float:
+    if isinstance(value, list | tuple):
+        return max((_biggest(v) for v in value), default=0)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
 def probe(transform) -> str | None:
-    """What goes wrong when ``transform`` augments a small RGB image, if anything (a
-    transform that needs data it was not given, such as HistogramMatching's reference
-    images, fails here, when its file is read, not hours into a run)."""
-    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    """What goes wrong when ``transform`` augments an RGB image at least as large as any size
+    it names (64 x 64 else), if anything: a transform that needs data it was not given (such
+    as HistogramMatching's reference images) fails here, when its file is read, not hours into
+    a run. Whether it fits the dataset's own images is checked where it meets them."""
+    try:
+        side = min(MAX_SIDE, max(64, _largest(A.to_dict(transform))))
+    except Exception:  # noqa: BLE001 - a transform albumentations cannot serialise names none
+        side = 64
+    img = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     try:
         out = transform(image=img)["image"]
     except Exception as e:  # noqa: BLE001 - any failure is the transform's, said by name

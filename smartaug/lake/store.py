@@ -317,8 +317,9 @@ class Lake:
         """``parts`` under the root: a Path on a local lake, a path in ``fs`` otherwise. Every
         part is one name (``check_name``): an id never leads out of the lake."""
         for part in parts:
-            if part != ".tmp":  # the staging directory, the one hidden name of the lake's own
-                check_name(part)
+            for name in part.split("/"):
+                if name != ".tmp":  # the staging directory, the lake's one hidden name
+                    check_name(name)
         if self.local:
             return self.root.joinpath(*parts)
         return "/".join([self.path, *parts])
