@@ -1127,6 +1127,9 @@ def main(argv: list[str] | None = None) -> None:
         err.print(_error_line(e.format_message() + hint), highlight=False)
         sys.exit(2)
     except Exception as e:  # a user error raised outside ``_steps`` is still one `error:` line
+        if type(e).__name__ == "InterruptException" or "Query interrupted" in str(e):  # DuckDB
+            err.print("aborted")
+            sys.exit(130)
         if not is_user_error(e):
             raise  # a bug: its traceback
         err.print(_error_line(message(e)), highlight=False)

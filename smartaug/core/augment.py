@@ -526,6 +526,7 @@ def _worker_init(parent: int) -> None:
     # installs one) inherits it, and Pool.terminate() at exit then waits forever for a worker
     # that does not die: workers take the default action, so terminate() ends them.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     cv2.setNumThreads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 

@@ -283,9 +283,50 @@ def _load_cifar10(root: str | None, download: bool):
 
 
 def _image_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir()
-                  if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """The image files of a class folder, sorted. An image name that is no readable file (a
+    link to nothing, or a loop of links) is an error naming it, never skipped in silence."""
+    named = sorted(p for p in d.iterdir()
+                   if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    for p in named:
+        if not p.is_file() and p.is_symlink():
+            raise DatasetError(f"imagefolder: {p} is a symbolic link to nothing readable "
+                               f"({os.readlink(p)}): remove it or point it at the image")
+    return [p for p in named if p.is_file()]
+
+
+def png_short(path: Path) -> bool:
+    """Whether the PNG file ``path`` holds fewer pixel bytes than its header promises (PIL
+    fills the missing rows with zeros without a word; libpng says "Not enough image data").
+    An interlaced PNG is left to the decoder."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        return False
+    w, h, depth, colour, _, _, interlace = header
+    if interlace:
+        return False
+    bpp = depth * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
+    expected = h * (1 + -(-(w * bpp) // 8))  # a filter byte and the pixels, each row
+    try:
+        held = len(zlib.decompressobj().decompress(b"".join(idat), expected + 1))
+    except zlib.error:
+        return True
+    return held < expected
 
 
 def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
@@ -330,6 +371,10 @@ def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
                     ) from None
                 except (UnidentifiedImageError, OSError, ValueError) as e:
                     raise DatasetError(f"imagefolder: cannot read image {f}: {e}") from e
+                if img.format == "PNG" and png_short(f):
+                    raise DatasetError(f"imagefolder: image {f} ends before its last row (the "
+                                       f"PNG holds less pixel data than its header says): "
+                                       f"a truncated copy; copy it again or remove it")
                 img = _eight_bit(img, f)
                 all_gray &= img.mode in gray_modes
                 decoded[sub].append((f, img))

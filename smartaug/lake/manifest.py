@@ -74,7 +74,9 @@ def check_manifest(manifest: dict | None, table: str, key: str, found: dict[str,
     redo = ("the lake was modified outside smartaug; remove the partition (and the row that "
             "records it) to redo the step, or restore it from a copy")
     if manifest is None:
-        raise ManifestError(f"{where} has no {MANIFEST}: {redo}")
+        raise ManifestError(f"{where} has no {MANIFEST}, so nothing says smartaug wrote it: "
+                            f"{redo}. A partition you trust as it is (written by hand, or "
+                            f"before manifests) is adopted by `smartaug verify --adopt`")
     if (manifest.get("table"), manifest.get("key")) != (table, key):
         raise ManifestError(f"{where}: its manifest is that of {manifest.get('table')} "
                             f"{manifest.get('key')!r}, moved here: {redo}")

@@ -17,7 +17,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -163,6 +163,7 @@ def _make_root(root: Path) -> None:
                         f"--storage DIR (SMARTAUG_STORAGE) naming a directory you can write") from e
 
 
+_CHECKED: dict[tuple[str, str], tuple[int | None, set[str]]] = {}  # Lake.check_tables's
 _NAME = re.compile(r"^[A-Za-z0-9_=][A-Za-z0-9_.=-]{0,199}$")
 
 
@@ -548,10 +549,37 @@ class Lake:
                 del _LAKE_ENGINES[old]  # use keeps its instance alive until it is closed
             return held[0].cursor()
 
+    def check_tables(self, tables: Iterable[str] | None = None) -> None:
+        """Check every committed partition of ``tables`` (default: all) against its manifest
+        (``check_partition``), each once per process: a table's partitions are listed again
+        only when its directory changed. The views read every partition there, so a partition
+        copied in by hand, or one without a manifest, is refused here, before a query reads
+        it (``sql``), never counted in silence."""
+        for table in SCHEMAS if tables is None else tables:
+            key = (self.url(), table)
+            mark = None
+            if self.local:
+                try:
+                    mark = (self.root / table).stat().st_mtime_ns
+                except FileNotFoundError:
+                    continue
+            held = _CHECKED.get(key)
+            if held is not None and mark is not None and held[0] == mark:
+                continue
+            done = set() if held is None else held[1]
+            for k in self.partitions(table):
+                if k not in done:
+                    self.check_partition(table, k, full=self.local)
+                    done.add(k)
+            _CHECKED[key] = (mark, done)
+
     def sql(self, query: str, params: Mapping | list | None = None) -> pa.Table:
         """Run a read-only ``query`` over the views (``read_only_statements``) on this
-        process's instance for the lake (``engine``); a Table."""
+        process's instance for the lake (``engine``); a Table. The tables it names are
+        checked first (``check_tables``)."""
         read_only_statements(query)
+        self.check_tables(t for t in SCHEMAS
+                          if re.search(rf"\b{t}\b", query, flags=re.IGNORECASE))
         con = self.engine()
         try:
             return query_arrow(con, query, params)

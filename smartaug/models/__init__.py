@@ -266,7 +266,14 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise ModelError(f"{path}: the checkpoint's model arguments are not a table")
     _check_options(name, kwargs)
     model = make_model(name, *sizes, **kwargs)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as e:  # names or shapes that differ
+        first = str(e).strip().splitlines()
+        raise ModelError(f"{path}: its weights do not fit model {name!r} as it is built now "
+                         f"({' '.join(x.strip() for x in first[:3])[:400]}): the model's code "
+                         f"changed since the checkpoint was written, or the file is another "
+                         f"model's") from None
     model.sha256 = payload["sha256"]
     return model.to(map_location).eval()
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
+from smartaug.errors import UserError
 from smartaug.lake import Lake
 from smartaug.orphans import watch_parent
 from smartaug.progress import Bar
 
-__all__ = ["LocalRunner", "ProcessRunner", "Runner"]
+__all__ = ["LocalRunner", "ProcessRunner", "Runner", "WorkerDied"]
 
 Log = Callable[[str], None] | None
 
@@ -40,8 +43,14 @@ class LocalRunner:
         return [self.call(step, *args) for args in calls]
 
 
+class WorkerDied(UserError):
+    """A worker process ended before its step did (killed, or out of memory)."""
+
+
 def _worker_start(parent: int) -> None:
-    """A worker: one torch thread, and it ends when its parent does (``smartaug.orphans``)."""
+    """A worker: one torch thread, and it ends when its parent does (``smartaug.orphans``).
+    Ctrl-C is the main process's to handle (one line, not a traceback from every worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch_parent(parent)
     import torch
 
@@ -67,13 +76,18 @@ class ProcessRunner(LocalRunner):
     def __enter__(self) -> ProcessRunner:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        self.close(stop=kind is not None)
 
-    def close(self) -> None:
+    def close(self, stop: bool = False) -> None:
+        """Shut the workers down; ``stop``: at once, their running steps ended with them (a
+        step commits only when it completes, so nothing partial is left)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            if stop:
+                for p in list((pool._processes or {}).values()):
+                    p.terminate()
+            pool.shutdown(wait=not stop, cancel_futures=True)
 
     def map(self, step: Callable, calls: list[tuple]) -> list:
         if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
@@ -85,14 +99,22 @@ class ProcessRunner(LocalRunner):
         futures = [self._pool.submit(_call, self.lake.url(), step, args) for args in calls]
         pending, n_done = set(futures), 0
         bar = Bar(f"{step.__name__} ({self.workers} workers)", len(calls), self.log)
-        while pending:
-            finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished_:
-                if f.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    self.close()
-                    raise f.exception()
-            n_done += len(finished_)
-            bar.update(n_done)
+        try:
+            while pending:
+                finished_, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished_:
+                    if f.exception() is not None:
+                        raise f.exception()
+                n_done += len(finished_)
+                bar.update(n_done)
+        except BrokenProcessPool:
+            self.close(stop=True)
+            raise WorkerDied(
+                f"a worker process ended while it ran {step.__name__} (killed, or out of "
+                f"memory: see the system log); the {n_done} of {len(calls)} that finished are "
+                f"in the lake, nothing partial is. Run the same command again to go on from "
+                f"there (with fewer --workers if memory ran out)") from None
+        except BaseException:  # a step's error, or Ctrl-C: the other workers stop now
+            self.close(stop=True)
+            raise
         return [f.result() for f in futures]

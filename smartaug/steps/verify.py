@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from smartaug.lake import PARTITION_KEYS, TABLES, Lake, LakeError
 from smartaug.lake.manifest import MANIFEST, write_manifest
 from smartaug.lake.readers import checkpoint_path
@@ -47,14 +49,15 @@ def verify(lake: Lake, *, checkpoints: bool = True, adopt: bool = False) -> Veri
                 continue
             key = name[len(prefix):]
             result.partitions += 1
-            where = Path(str(lake.partition_dir(table, key)))
-            if adopt and lake.local and where.is_dir() and not (where / MANIFEST).exists():
-                write_manifest(where, table, key)
-                result.adopted += 1
             try:
+                where = Path(str(lake.partition_dir(table, key)))
+                if adopt and lake.local and where.is_dir() and not (where / MANIFEST).exists():
+                    write_manifest(where, table, key)
+                    result.adopted += 1
                 if not lake.complete(lake.partition_dir(table, key)):
                     raise LakeError(f"{lake.url(table, name)} holds no committed partition")
-                lake.check_partition(table, key, full=True)
+                rows = lake.check_partition(table, key, full=True)
+                _parquet(lake, table, key, rows)
                 if table in RECORDED_ROWS and lake.has(RECORDED_ROWS[table][0], key):
                     lake.count(table, key)  # the recorded row count
                 lake.has(table, key)  # a run record whose data partition is gone
@@ -74,3 +77,21 @@ def verify(lake: Lake, *, checkpoints: bool = True, adopt: bool = False) -> Veri
                 if str(e) not in result.problems:
                     result.problems.append(str(e))
     return result
+
+
+def _parquet(lake: Lake, table: str, key: str, rows: int) -> None:
+    """LakeError unless every file of the partition is Parquet (its footer read) and they
+    hold the rows its manifest records: a file whose sha256 was rewritten into the manifest
+    by hand matches it, and is still no table."""
+    held = 0
+    for f in lake.parquet_files(lake.partition_dir(table, key)):
+        try:
+            held += lake.parquet_file(f).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as e:
+            raise LakeError(f"{f} is not a Parquet file ({e}): the lake was modified outside "
+                            f"smartaug; remove the partition (and the row that records it) to "
+                            f"redo the step, or restore it from a copy") from None
+    if held != rows:
+        raise LakeError(f"{lake.url(table, f'{PARTITION_KEYS[table]}={key}')} holds {held} "
+                        f"rows, its manifest records {rows}: the lake was modified outside "
+                        f"smartaug")
