@@ -827,6 +827,8 @@ def sql(
     except duckdb.PermissionException as e:
         _fail(f"{e}. Queries read the lake's own files ({lake.url()}) and write nothing: "
               f"for a result as a file, use --csv and redirect it")
+    except duckdb.InterruptException:
+        raise  # Ctrl-C: main() says `aborted`
     except (duckdb.Error, LakeError) as e:
         _fail(e)
     if csv:
@@ -1134,6 +1136,8 @@ def main(argv: list[str] | None = None) -> None:
             raise  # a bug: its traceback
         err.print(_error_line(message(e)), highlight=False)
         sys.exit(2)
+    if code == 130:  # Ctrl-C, as typer returns it without standalone mode
+        err.print("aborted")
     sys.exit(code if isinstance(code, int) else 0)
 
 

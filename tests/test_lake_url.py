@@ -153,3 +153,77 @@ def test_unreachable_object_store_is_a_clear_error(s3_endpoint, tmp_path, monkey
     monkeypatch.setenv("SMARTAUG_CACHE", str(tmp_path / "cache"))
     with pytest.raises(LakeError, match=r"cannot open the lake s3://no-such-bucket-x/lake"):
         Lake("s3://no-such-bucket-x/lake")
+
+
+@pytest.mark.slow
+def test_a_study_killed_on_an_object_store_resumes_with_the_same_ids(s3_endpoint, fashion_root,
+                                                                      tmp_path):
+    """`smartaug study --workers 2` on an S3 lake (moto), killed (SIGKILL) once cells have
+    been committed: the rerun finishes it with the study id and the cells of an unbroken run
+    (one row each, no duplicate), and `smartaug verify` finds the lake clean."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    bin_ = Path(sys.executable).parent
+    f = tmp_path / "study.toml"
+    f.write_text(f"""preset = "quick"
+budgets = [0.25]
+scores = ["avh"]
+positions = ["easiest", "hardest"]
+coverage = []
+seeds = 3
+references = ["none"]
+choose_seeds = 0
+[data]
+root = "{fashion_root}"
+per_class_train = 20
+per_class_test = 5
+[retrain]
+epochs = 4
+[baseline]
+epochs = 1
+""")
+    env = dict(os.environ, **s3_endpoint, SMARTAUG_CACHE=str(tmp_path / "cache"),
+               OMP_NUM_THREADS="1")
+    url = f"s3://lakes/{uuid.uuid4().hex[:8]}"
+    cmd = [str(bin_ / "smartaug"), "study", "--config", str(f), "--workers", "2", "-q",
+           "--storage", url]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    lake = None
+    try:
+        deadline = time.time() + 600
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                lake = lake or Lake(url, create=False)
+                lake.fs.invalidate_cache()
+                if len(lake.partitions("runs")) >= 2:
+                    break
+            except LakeError:
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, "the study ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lake.fs.invalidate_cache()
+    at_kill = set(lake.partitions("runs"))
+    assert at_kill and not lake.sql("select * from experiments").num_rows
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sid = res.stdout.strip().splitlines()[-1].rstrip("/").rsplit("/", 1)[-1]
+    lake.fs.invalidate_cache()
+    runs = lake.sql("select run_id from runs").column("run_id").to_pylist()
+    # the preset's two pools x (random, easiest, hardest), and the none reference: 7 rows of
+    # 3 seeds, each once; the cells committed before the kill were kept, not trained again
+    assert len(runs) == len(set(runs)) == 21 and at_kill <= set(runs)
+    assert lake.partitions("studies") == [sid]
+    check = subprocess.run([str(bin_ / "smartaug"), "verify", "--storage", url], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stderr[-2000:]

@@ -165,3 +165,73 @@ def test_wrong_database_name_and_a_running_cluster(postgres):
     with pytest.raises(DatabaseError, match="has no database 'missing'.*createdb"):
         check_database(url.rsplit("/", 1)[0] + "/missing")
     assert start_postgres(data, int(url.rsplit(":", 1)[1].split("/")[0])) == url  # reused
+
+
+@pytest.mark.slow
+def test_a_served_flow_killed_mid_run_resumes_against_postgres(pg_server, tmp_path):
+    """The served deployments (`python -m smartaug.flows.serve`) against the PostgreSQL
+    server, killed with SIGKILL (the serve process and the flow run it started) once the
+    retraining has begun; served again, the deployment's next run completes with the ids of
+    the first, each cell once, and `smartaug verify` finds the lake clean."""
+    import signal
+
+    env, _ = pg_server
+    storage = tmp_path / "storage"
+    overrides = {"per_class_train": 33, "per_class_test": 10, "epochs": 2, "reps": 2,
+                 "storage": str(storage)}
+    run = ("import sys, time\n"
+           "from prefect.deployments import run_deployment\n"
+           "from prefect.client.orchestration import get_client\n"
+           "for _ in range(180):\n"
+           "    try:\n"
+           "        with get_client(sync_client=True) as c:\n"
+           "            c.read_deployment_by_name('smart-augmentation/smart-augmentation')\n"
+           "        break\n"
+           "    except Exception:\n"
+           "        time.sleep(1)\n"
+           "r = run_deployment('smart-augmentation/smart-augmentation', parameters="
+           f"{{'preset': 'quick', 'overrides': {overrides!r}}}, "
+           "timeout=int(sys.argv[1]))\n"
+           "print(r.state.type.value)")
+
+    def serve():
+        return subprocess.Popen([sys.executable, "-m", "smartaug.flows.serve"], env=env,
+                                cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    first = serve()
+    try:
+        subprocess.run([sys.executable, "-c", run, "0"], env=env, cwd=ROOT, check=True,
+                       capture_output=True, timeout=300)
+        deadline = time.time() + 600
+        while not list((storage / "runs").glob("run_id=*")):  # retraining has begun
+            assert first.poll() is None, "the served deployments ended"
+            assert time.time() < deadline, "no cell was trained in 600 s"
+            time.sleep(0.1)
+        os.killpg(first.pid, signal.SIGKILL)  # the serve process and its flow run
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    lake = Lake(storage)
+    at_kill = set(lake.partitions("runs"))
+    assert not lake.partitions("experiments")
+    again = serve()
+    try:
+        state = subprocess.run([sys.executable, "-c", run, "900"], env=env, cwd=ROOT,
+                               capture_output=True, text=True, timeout=1200)
+        assert state.stdout.strip().splitlines()[-1:] == ["COMPLETED"], state.stderr[-3000:]
+    finally:
+        os.killpg(again.pid, signal.SIGTERM)
+        again.wait(timeout=60)
+    runs = lake.sql("select run_id from runs").column("run_id").to_pylist()
+    assert len(runs) == len(set(runs)) == 6 and at_kill <= set(runs)
+    exp = lake.sql("select experiment_id, config from experiments").to_pylist()
+    assert len(exp) == 1
+    from smartaug.config import config_from_dict
+    from smartaug.steps.experiment import experiment_id
+
+    assert exp[0]["experiment_id"] == experiment_id(config_from_dict(json.loads(exp[0]["config"])))
+    check = subprocess.run([str(BIN / "smartaug"), "verify", "--storage", str(storage)],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stderr[-2000:]

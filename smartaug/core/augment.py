@@ -545,9 +545,23 @@ def _pool(workers: int):
     pool = _POOLS.get(workers)
     if pool is None:
         pool = mp.get_context("fork").Pool(workers, _worker_init, (os.getpid(),))
-        atexit.register(pool.terminate)
+        atexit.register(_kill_pool, pool)
         _POOLS[workers] = pool
     return pool
+
+
+def _kill_pool(pool) -> None:
+    """End a pool's workers at exit, at once. ``Pool.terminate`` can wait forever after Ctrl-C
+    (a worker blocked writing a result no thread reads holds the queue's lock that terminate
+    needs), so the workers are killed and the pool's own finaliser is cancelled: nothing they
+    did is committed, and a later run starts fresh."""
+    for p in list(getattr(pool, "_pool", ())):
+        p.kill()
+    for p in list(getattr(pool, "_pool", ())):
+        p.join(5)
+    finaliser = getattr(pool, "_terminate", None)
+    if finaliser is not None:
+        finaliser.cancel()
 
 
 def _task(images: np.ndarray, items, cfg: AugmentConfig, record: bool):

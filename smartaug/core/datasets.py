@@ -363,7 +363,7 @@ def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
                 try:
                     with Image.open(f) as im:
                         im.load()
-                        img = im.copy()
+                        img, kind = im.copy(), im.format
                 except Image.DecompressionBombError as e:
                     raise DatasetError(
                         f"imagefolder: image {f} is too large to decode ({e}); smartaug reads "
@@ -371,7 +371,7 @@ def _load_imagefolder(path: str, grayscale: bool, image_size: int | None):
                     ) from None
                 except (UnidentifiedImageError, OSError, ValueError) as e:
                     raise DatasetError(f"imagefolder: cannot read image {f}: {e}") from e
-                if img.format == "PNG" and png_short(f):
+                if kind == "PNG" and png_short(f):
                     raise DatasetError(f"imagefolder: image {f} ends before its last row (the "
                                        f"PNG holds less pixel data than its header says): "
                                        f"a truncated copy; copy it again or remove it")

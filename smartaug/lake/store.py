@@ -312,6 +312,7 @@ class Lake:
         """A partition's directory: a Path on a local lake, a path in ``fs`` on a remote one."""
         if table not in SCHEMAS:
             raise LakeError(f"unknown table {table!r}; valid: {', '.join(SCHEMAS)}")
+        check_name(key, f"{PARTITION_KEYS[table]}")
         return self.location(table, f"{PARTITION_KEYS[table]}={key}")
 
     def location(self, *parts: str) -> Path | str:
