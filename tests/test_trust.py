@@ -18,10 +18,12 @@ import pytest
 
 from smartaug.errors import ConfigError
 from smartaug.lake import Lake
+from tests import test_bad_input
 from tests.conftest import smartaug
-from tests.test_bad_input import _images, _lake_copy, files, refused, world  # noqa: F401
+from tests.test_bad_input import _images, _lake_copy, files, refused
 
 BIN = Path(sys.executable).parent
+world = test_bad_input.world  # the module-scoped fixture: a small lake of every table
 
 
 # ------------------------------------------------------------ 1. nothing outside the lake
@@ -376,8 +378,7 @@ def test_a_config_that_is_not_utf8_is_an_error_line(tmp_path, capsys):
 def test_a_trusted_checkpoint_that_does_not_fit_is_an_error_line(tmp_path):
     import torch
 
-    from smartaug.models import (ModelError, load_checkpoint, make_model, save_checkpoint,
-                                 weights_sha256)
+    from smartaug.models import ModelError, load_checkpoint, make_model, save_checkpoint, weights_sha256
 
     f = tmp_path / "m.pt"
     save_checkpoint(make_model("lenet5", 4, 1, 28), f)

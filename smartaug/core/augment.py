@@ -555,13 +555,21 @@ def _kill_pool(pool) -> None:
     (a worker blocked writing a result no thread reads holds the queue's lock that terminate
     needs), so the workers are killed and the pool's own finaliser is cancelled: nothing they
     did is committed, and a later run starts fresh."""
-    for p in list(getattr(pool, "_pool", ())):
-        p.kill()
-    for p in list(getattr(pool, "_pool", ())):
-        p.join(5)
+    from multiprocessing import pool as mp_pool
+
+    handler = getattr(pool, "_worker_handler", None)
+    if handler is not None:  # it would start new workers in place of the killed ones
+        handler._state = mp_pool.TERMINATE
     finaliser = getattr(pool, "_terminate", None)
     if finaliser is not None:
         finaliser.cancel()
+    if handler is not None:
+        handler.join(2)
+    workers = list(getattr(pool, "_pool", ()))  # read after the handler stopped
+    for p in workers:
+        p.kill()
+    for p in workers:
+        p.join(5)
 
 
 def _task(images: np.ndarray, items, cfg: AugmentConfig, record: bool):

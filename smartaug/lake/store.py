@@ -455,7 +455,8 @@ class Lake:
     def local_path(self, rel: str) -> Path:
         """Where to write ``rel`` (a checkpoint, a report) before ``upload``."""
         for part in rel.split("/"):
-            check_name(part)
+            if part:  # "" is the root itself
+                check_name(part)
         return (self.root if self.local else self.cache).joinpath(rel)
 
     def upload(self, local: Path, rel: str) -> str:
