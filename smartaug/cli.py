@@ -848,12 +848,19 @@ def sql(
 
 @app.command()
 @protocol_options
-def experiment(protocol: Protocol, storage: StorageOpt = None) -> None:
+def experiment(
+    protocol: Protocol,
+    stack: Annotated[int | None, typer.Option(
+        min=1, help="Train up to this many of the methods' trainings of one size (a method's "
+        "seeds; M1 and M2 together) as one model (LeNet models on any device, others on "
+        "CUDA; 1: each alone). Default 8. Same figures up to rounding, in less time.")] = None,
+    storage: StorageOpt = None,
+) -> None:
     """Run a whole experiment (ingest, baseline, augment, score, select, retrain every method
     over seeds, report). Prints the report directory last."""
     from smartaug.steps.experiment import run_experiment
 
-    cfg = protocol.load("experiment")
+    cfg = protocol.load("experiment", stack=stack)
     lake = _lake(storage, create=True)
     exp_id = _steps(run_experiment, cfg, lake, log=protocol.log,
                     command=protocol.command("experiment"))

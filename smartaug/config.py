@@ -219,11 +219,15 @@ class AugmentConfig:
         return d
 
 
+STACK = 8  # an experiment's default: trainings of one size as one model, 8 at a time
+
+
 def identity(d):
-    """A config's ``to_dict()`` without the storage choices that do not change what it
-    computes (every ``materialize``): what ids hash."""
+    """A config's ``to_dict()`` without the choices that do not change what it computes
+    (every ``materialize``, how the pool is stored; ``stack``, how cells are trained
+    together): what ids hash."""
     if isinstance(d, dict):
-        return {k: identity(v) for k, v in d.items() if k != "materialize"}
+        return {k: identity(v) for k, v in d.items() if k not in ("materialize", "stack")}
     if isinstance(d, list | tuple):
         return [identity(v) for v in d]
     return d
@@ -408,10 +412,18 @@ class ExperimentConfig:
     reps: int = 3
     seed: int = 0  # run seeds are seed + rep
     band_grid: tuple[tuple[float, float], ...] = ()  # searched on validation when not empty
+    # methods' trainings of one training-set size trained as one model, up to this many at a
+    # time (smartaug.core.stacked; 1: each alone). How the cells train, not what they compute:
+    # not hashed into ids (``identity``), but the experiment's id and its runs' ids say
+    # whether they were stacked
+    stack: int = STACK
 
     def __post_init__(self) -> None:
         sane_numbers(self)
         _choose(self.init, ("scratch", "baseline"), "init")
+        if isinstance(self.stack, bool) or not isinstance(self.stack, int) or self.stack < 1:
+            raise ConfigError(f"stack must be an integer >= 1 (1: every training alone), got "
+                              f"{self.stack!r}")
         if self.reps < 1:
             raise ConfigError(f"reps must be >= 1, got {self.reps}")
         names = [m.name for m in self.methods]
@@ -1131,7 +1143,8 @@ class StudyConfig:
         methods are the cells')."""
         return ExperimentConfig(preset=self.preset, data=self.data, model=self.model,
                                 baseline=self.baseline, retrain=self.retrain, init=self.init,
-                                methods=(MethodSpec("study"),), reps=self.seeds, seed=self.seed)
+                                methods=(MethodSpec("study"),), reps=self.seeds, seed=self.seed,
+                                stack=self.stack)
 
     def to_dict(self) -> dict:
         """The fields; ``primary`` and ``secondary`` only when declared (a study without
@@ -1294,14 +1307,15 @@ def preset(name: str) -> ExperimentConfig:
 
 
 OVERRIDES = ("dataset", "data", "grayscale", "image_size", "per_class_train", "per_class_test",
-             "epochs", "reps", "model", "device", "materialize")
+             "epochs", "reps", "model", "device", "materialize", "stack")
 
 
 def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
     """Overrides by the CLI's names (None = keep): dataset (another dataset than the preset's
     is used whole unless per_class_* are given), data (the files' directory),
     grayscale, image_size, per_class_train, per_class_test, epochs (baseline and retraining),
-    reps, model, device, materialize (how the pool is stored: auto, always, never)."""
+    reps, model, device, materialize (how the pool is stored: auto, always, never), stack
+    (trainings of one size as one model)."""
     unknown = set(overrides) - set(OVERRIDES)
     if unknown:
         raise ConfigError(f"unknown overrides {sorted(unknown)}; valid: {', '.join(OVERRIDES)}")
@@ -1323,4 +1337,5 @@ def apply_overrides(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
         else cfg.augment
     return replace(cfg, data=data, baseline=replace(cfg.baseline, **train),
                    retrain=replace(cfg.retrain, **train), model=o.get("model", cfg.model),
-                   reps=o.get("reps", cfg.reps), augment=augment)
+                   reps=o.get("reps", cfg.reps), augment=augment,
+                   stack=o.get("stack", cfg.stack))

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {
     "augment": ["--images", "400", "--repeats", "1"],
     "dataset": ["--items", "2000", "--repeats", "1"],
+    "e2e": ["--per-class", "22", "--per-class-test", "5", "--epochs", "1", "--seeds", "2",
+            "--repeats", "1"],
     "gpu": ["--device", "cpu", "--items", "8", "--train-items", "8", "--batch", "4",
             "--stack", "2", "--epochs", "1", "--repeats", "1", "--no-preset"],
     "grid": ["--per-class", "20", "--seeds", "2", "--cells", "4", "--stack", "2", "--epochs", "1",

@@ -109,15 +109,16 @@ def test_grid_on_a_dask_cluster_against_postgres(pg_server, postgres, tmp_path):
     assert threads["state"] == dask["state"] == "COMPLETED"
     text = log.read_text()
     assert "database is locked" not in text.lower()
-    # every task run once, all completed: 12 training cells (3 methods x 4 seeds), the
-    # scoring in 4 shards on the cluster, every other step once
+    # every task run once, all completed: 12 training cells (3 methods x 4 seeds) in two
+    # stacked groups (M0's 4 seeds; M1's and M2's 8, one size), the scoring in 4 shards on
+    # the cluster, every other step once
     for r in (threads, dask):
         assert {s for _, s in r["tasks"]} == {"COMPLETED"}, r["tasks"]
     n_threads, n_dask = Counter(n for n, _ in threads["tasks"]), Counter(n for n, _ in dask["tasks"])
-    assert n_threads["cell"] == 12 and n_threads["score"] == 1
+    assert n_threads["cells"] == 2 and n_threads["score"] == 1
     assert n_dask == n_threads - Counter(["score"]) + Counter({"score-shard": 4,
                                                                "commit-shards": 1})
-    assert {v for k, v in n_dask.items() if k not in ("cell", "score-shard")} == {1}
+    assert {v for k, v in n_dask.items() if k not in ("cells", "score-shard")} == {1}
     # the same results as the thread runner, and no duplicate rows in either lake
     q = "select run_id, method, rep, selection_id, test_acc, val_acc from runs order by run_id"
     a, b = Lake(tmp_path / "threads"), Lake(tmp_path / "dask-2")

@@ -257,3 +257,84 @@ def test_a_model_that_cannot_stack_is_named_before_any_training(small_lake):
     broken.features = lambda x: x.sum().item() * x  # a Python number: vmap cannot batch it
     assert "torch.func cannot stack ResNet" in vmap_refusal(broken, torch.device("cpu"))
     assert vmap_refusal(build_model("resnet", 10, 1, 28, seed=0), torch.device("cpu")) is None
+
+
+def test_a_stacked_experiment_gives_the_lone_figures_and_resumes_cell_by_cell(tmp_path,
+                                                                             fashion_root):
+    """`smartaug experiment` stacks by default: M0's seeds as one model, M1's and M2's (one
+    training-set size) as another. Against the same experiment trained alone: the same
+    selections, counts and, within the stated tolerance, accuracies; other run ids and
+    another experiment id (they say how they were trained); a lost cell is trained again
+    alone of its group, the others found."""
+    from smartaug.config import preset, standard_methods
+    from smartaug.steps.experiment import experiment_id, run_experiment
+    from tests.conftest import tiny_config
+
+    assert preset("quick").stack == 8 and preset("paper").stack == 8
+    cfg = tiny_config(fashion_root, per_class_train=60, per_class_test=30, epochs=2,
+                      methods=standard_methods(), reps=3)
+    alone, together = replace(cfg, stack=1), cfg
+    lakes = {"alone": Lake(tmp_path / "alone"), "together": Lake(tmp_path / "together")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # lone and stacked trainings compared at one thread, as stated
+    try:
+        ea = run_experiment(alone, lakes["alone"], log=None)
+        lines: list[str] = []
+        et = run_experiment(together, lakes["together"], log=lines.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert ea != et and experiment_id(replace(cfg, stack=3)) == et
+    assert json.loads(lakes["together"].row("experiments", et)["config"])["stack"] == 8
+    assert [x for x in lines if "as one model" in x] == [
+        "method: 3 trainings as one model (M0 rep 0, M0 rep 1, M0 rep 2): 1000 images each",
+        "method: 6 trainings as one model (M1 rep 0, M2 rep 0, M1 rep 1, M2 rep 1, M1 rep 2, "
+        "M2 rep 2): 600 images each"]
+    q = "select * from runs order by method, rep"
+    ra, rt = (lakes[k].sql(q).to_pylist() for k in ("alone", "together"))
+    assert len(ra) == len(rt) == 9
+    for a, t in zip(ra, rt, strict=True):
+        assert (a["method"], a["rep"], a["seed"], a["selection_id"], a["n_train"],
+                a["n_augmented"], a["gradient_steps"]) == (
+            t["method"], t["rep"], t["seed"], t["selection_id"], t["n_train"],
+            t["n_augmented"], t["gradient_steps"])
+        assert a["run_id"] != t["run_id"]
+        assert abs(a["test_acc"] - t["test_acc"]) <= ACC_TOL
+        assert abs(a["val_acc"] - t["val_acc"]) <= ACC_TOL
+    # resume cell by cell: one cell lost, the experiment record gone; the rerun trains that
+    # cell (alone of its group) and finds the other eight
+    lake = lakes["together"]
+    lost = next(r["run_id"] for r in rt if (r["method"], r["rep"]) == ("M2", 1))
+    kept = {r["run_id"]: r["created_at"] for r in rt if r["run_id"] != lost}
+    for table, key in (("runs", lost), ("history", lost), ("experiments", et)):
+        lake.remove(lake.partition_dir(table, key))
+    lines.clear()
+    assert run_experiment(together, lake, log=lines.append) == et
+    assert [x for x in lines if "as one model" in x] == [
+        "method: 1 training as one model (M2 rep 1): 600 images each"]
+    after = {r["run_id"]: r["created_at"] for r in lake.sql("select * from runs").to_pylist()}
+    assert set(after) == set(kept) | {lost}
+    assert all(after[r] == t for r, t in kept.items())
+
+
+def test_an_experiment_whose_model_cannot_stack_trains_alone_in_one_line(small_lake):
+    from smartaug.steps.experiment import plan
+
+    lake, model_id = small_lake["lake"], small_lake["model_id"]
+    from smartaug.config import standard_methods
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config("unused", per_class_train=1, per_class_test=1,
+                      methods=standard_methods(), reps=2)
+    chosen = {"selections": {"M0": None, "M1": None, "M2": None}, "band": None}
+    assert plan(lake, cfg, model_id, chosen, log=None) == [
+        [("M0", 0), ("M1", 0), ("M2", 0), ("M0", 1), ("M1", 1), ("M2", 1)]]
+    assert plan(lake, replace(cfg, stack=4), model_id, chosen, log=None) == [
+        [("M0", 0), ("M2", 0), ("M1", 1)], [("M1", 0), ("M0", 1), ("M2", 1)]]
+    lines: list[str] = []
+    groups = plan(lake, replace(cfg, model="resnet"), model_id, chosen, log=lines.append)
+    assert groups == [[c] for g in groups for c in g] and len(groups) == 6
+    assert lines == ["stack 8: every training alone (model resnet: ResNet would stack through "
+                     "torch.func's vmap, which on the CPU is slower than training alone (only "
+                     "LeNet models stack faster there))"]
+    assert plan(lake, replace(cfg, stack=1), model_id, chosen, log=lines.append) == \
+        [[c] for c in [("M0", 0), ("M1", 0), ("M2", 0), ("M0", 1), ("M1", 1), ("M2", 1)]]

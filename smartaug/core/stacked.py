@@ -43,6 +43,7 @@ from smartaug.core.train import (
     check_labels,
     check_weights,
     diverged,
+    due_sets,
     epoch_row,
     fresh_draws,
     resolve_device,
@@ -287,7 +288,7 @@ def train_stacked(
     *,
     eval_sets: dict[str, tuple] | None = None,
     log: Callable[[str], None] | None = None,
-    eval_last: bool = False,
+    eval_last: bool | frozenset[str] = False,
     n_originals: int | None = None,
     online: Sequence | None = None,
 ) -> list[list[dict]]:
@@ -328,8 +329,8 @@ def train_stacked(
             loss_sum, correct, samples, steps = run.epoch(xs_e, ys_e, perms)
             diverged(loss_sum, epoch, cfg0, seeds=[c.seed for c in cfgs])
             seconds = (time.perf_counter() - t0) / k
-            due = not eval_last or epoch == cfg0.epochs
-            trained = run.stack.unstack() if due and eval_sets else None
+            due = due_sets(eval_sets, eval_last, epoch, cfg0.epochs)
+            trained = run.stack.unstack() if due else None
             for j in range(k):
                 used = perms[j][:samples]
                 aug = used[used >= n_orig]
@@ -337,7 +338,7 @@ def train_stacked(
                     epoch, loss_sum=loss_sum[j], correct=correct[j], n=n, seconds=seconds,
                     plan_seconds=0.0, samples=samples, steps=steps, augmented=len(aug),
                     distinct=distinct[j].add(aug - n_orig), head_weight=run.stack.head_weight[j],
-                    model=trained[j] if trained else None, eval_sets=eval_sets, device=device))
+                    model=trained[j] if trained else None, eval_sets=due, device=device))
             if log is not None:
                 log(f"epoch {epoch:3d}/{cfg0.epochs} ({k} trainings stacked) loss "
                     + " ".join(f"{float(v) / n:.4f}" for v in loss_sum)

@@ -195,6 +195,17 @@ def epoch_row(epoch: int, *, loss_sum, correct, n: int, seconds: float, plan_sec
     return row
 
 
+def due_sets(eval_sets: dict | None, eval_last, epoch: int, epochs: int) -> dict | None:
+    """The eval sets epoch ``epoch`` evaluates: all of them after the last epoch; before it
+    none when ``eval_last`` is True, those not named in it when it is a collection of names
+    (``{"test"}``: the test split once, at the end; the validation split every epoch)."""
+    if not eval_sets or epoch == epochs or not eval_last:
+        return eval_sets or None
+    if eval_last is True:
+        return None
+    return {k: v for k, v in eval_sets.items() if k not in eval_last} or None
+
+
 def diverged(loss_sum: Tensor, epoch: int, cfg: TrainConfig, seeds=None) -> None:
     """TrainingError when an epoch's loss (one per stacked model, with their ``seeds``) is
     not finite: one check an epoch, as the sum is read anyway."""
@@ -232,7 +243,7 @@ def train(
     *,
     eval_sets: dict[str, tuple] | None = None,
     log: Callable[[str], None] | None = print,
-    eval_last: bool = False,
+    eval_last: bool | frozenset[str] = False,
     curriculum=None,
     n_originals: int | None = None,
     online_source: Online | None = None,
@@ -241,7 +252,8 @@ def train(
 
     After every epoch records train loss / accuracy, then accuracy, AVH and feature norm on
     each ``eval_sets`` entry (name -> (images, labels)), and the mean class-weight norm
-    (``eval_last``: the eval sets after the last epoch only, as a grid of trainings needs).
+    (``eval_last``: the eval sets after the last epoch only, as a grid of trainings needs;
+    a set of names: those only then, the others every epoch, ``due_sets``).
     Returns that history (one dict per epoch). Deterministic on CPU for a given ``cfg.seed``.
 
     ``curriculum`` (``smartaug.core.curriculum``): the images are the originals then the whole
@@ -287,12 +299,12 @@ def train(
             diverged(loss_sum, epoch, cfg)
             used = perm[:samples]  # a last batch of one is skipped
             aug = used[used >= n_orig]
-            due = not eval_last or epoch == cfg.epochs
+            due = due_sets(eval_sets, eval_last, epoch, cfg.epochs)
             row = epoch_row(epoch, loss_sum=loss_sum, correct=correct, n=len(perm),
                             seconds=time.perf_counter() - t0, plan_seconds=plan_seconds,
                             samples=samples, steps=steps, augmented=len(aug),
                             distinct=distinct.add(aug - n_orig), head_weight=model.head.weight,
-                            model=model if due else None, eval_sets=eval_sets, device=device)
+                            model=model if due else None, eval_sets=due, device=device)
             history.append(row)
             _log_epoch(log, row, cfg.epochs, len(perm))
     check_weights(model)

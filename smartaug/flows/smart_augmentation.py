@@ -49,6 +49,8 @@ class Overrides(BaseModel):
     materialize: Literal["auto", "always", "never"] | None = Field(
         None, description="How the pool is stored: always (pixels), never (recipes only; "
         "pixels regenerated when read), auto (pixels while they take at most 256 MiB)")
+    stack: int | None = Field(None, ge=1, le=64, description="Trainings of one size trained "
+                              "as one model at a time (1: each alone; default 8)")
     storage: str | None = Field(None, description="Lake root: a directory or an fsspec URL "
                                 "such as s3://bucket/lake (default: SMARTAUG_STORAGE or "
                                 "./storage)")
@@ -74,7 +76,8 @@ def experiment_config(preset: str, overrides: Overrides,
 # Per step: retries (training steps are not retried: a failure there is not transient) and
 # caching (record and report always run: a report shows the lake's state now).
 _OPTIONS = {steps.baseline: {"retries": 0}, steps.choose: {"retries": 0},
-            steps.cell: {"retries": 0}, steps.record: {"cache": False},
+            steps.cell: {"retries": 0}, steps.cells: {"retries": 0},
+            steps.record: {"cache": False},
             steps.report: {"cache": False}}
 
 

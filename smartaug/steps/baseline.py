@@ -81,8 +81,9 @@ def train_baseline(lake: Lake, dataset_id: str, *, arch: str = "lenet5",
     if weights is not None:
         load_weights(net, weights)
     said = None if log is None else (lambda line: log(f"baseline {arch}: {line}"))
-    history = train(net, *evals["train"], cfg, log=said,
-                    eval_sets={s: evals[s] for s in ("val", "test") if len(splits[s])})
+    history = train(net, *evals["train"], cfg, log=said,  # test once, at the end, with a val
+                    eval_sets={s: evals[s] for s in ("val", "test") if len(splits[s])},
+                    eval_last=frozenset({"test"}) if len(splits["val"]) else False)
     return register_model(lake, model_id, net, arch=arch, dataset_id=dataset_id, cfg=cfg,
                           history=history, seconds=time.perf_counter() - t0, evals=evals,
                           extra={"weights_sha256": ids["weights_sha256"]} if weights else None)

@@ -22,7 +22,7 @@ from smartaug.steps import pool as pool_
 from smartaug.steps import retrain as retrain_
 from smartaug.steps import score as score_
 from smartaug.steps.report import write_report
-from smartaug.steps.runners import LocalRunner, Runner
+from smartaug.steps.runners import LocalRunner, ProcessRunner, Runner, default_workers
 
 __all__ = ["LocalRunner", "Runner", "experiment", "experiment_id", "run_experiment",
            "score_shards"]
@@ -31,7 +31,9 @@ Log = Callable[[str], None] | None
 
 
 def experiment_id(cfg: ExperimentConfig) -> str:
-    return content_id("experiment", identity(cfg.to_dict()))
+    """The config's content id; a stacked experiment's says so (its runs are other runs)."""
+    d = identity(cfg.to_dict())
+    return content_id("experiment", {**d, "trainer": "stacked"} if cfg.stack > 1 else d)
 
 
 def score_shards() -> int:
@@ -103,7 +105,47 @@ def cell(lake: Lake, cfg: ExperimentConfig, dataset_id: str, pool_id: str, model
     data = retrain_.training_data(lake, dataset_id, pool_id)
     return retrain_.train_cell(lake, effective, experiment_id=experiment_id(cfg), data=data,
                                method=m, selection_id=chosen["selections"][method], rep=rep,
-                               baseline_model_id=model_id, log=log)
+                               baseline_model_id=model_id, log=log,
+                               eval_last=retrain_.curves_on(data))
+
+
+def plan(lake: Lake, cfg: ExperimentConfig, model_id: str, chosen: dict, *,
+         log: Log = print) -> list[list[tuple[str, int]]]:
+    """The retraining grid as units of work, each a list of (method, rep): with ``stack`` > 1
+    the cells of one training-set size (every seed of a method, and methods of one size
+    together: M1 and M2) in groups of at most ``stack``; one cell each where the model cannot
+    be stacked (said in one line) or ``stack`` is 1."""
+    cells = [(m.name, rep) for rep in range(cfg.reps) for m in cfg.methods]
+    if cfg.stack <= 1:
+        return [[c] for c in cells]
+    why = retrain_.stack_refusal(lake, cfg, model_id)
+    if why:
+        if log:
+            log(f"stack {cfg.stack}: every training alone ({why})")
+        return [[c] for c in cells]
+    sizes = {m: 0 if sid is None else lake.count("selections", sid)
+             for m, sid in chosen["selections"].items()}
+    buckets: dict[int, list[tuple[str, int]]] = {}
+    for c in cells:
+        buckets.setdefault(sizes[c[0]], []).append(c)
+    return [g for size in sorted(buckets, reverse=True)
+            for g in retrain_.spread(buckets[size], cfg.stack)]
+
+
+def cells(lake: Lake, cfg: ExperimentConfig, dataset_id: str, pool_id: str, model_id: str,
+          chosen: dict, group: list[tuple[str, int]], *, log: Log = print) -> list[str]:
+    """One unit of the grid (``plan``): a lone cell (``cell``), or cells of one size trained
+    as one model (``retrain.train_cells``); each found, not retrained, when it exists."""
+    if len(group) == 1:
+        return [cell(lake, cfg, dataset_id, pool_id, model_id, chosen, *group[0], log=log)]
+    effective = retrain_.with_band(cfg, chosen["band"])
+    methods = {m.name: m for m in effective.methods}
+    data = retrain_.training_data(lake, dataset_id, pool_id)
+    return retrain_.train_cells(
+        lake, effective, experiment_id=experiment_id(cfg), data=data,
+        cells=[(methods[name], chosen["selections"][name], rep) for name, rep in group],
+        baseline_model_id=model_id, purpose="method", log=log,
+        eval_last=retrain_.curves_on(data))
 
 
 def record(lake: Lake, cfg: ExperimentConfig, dataset_id: str, model_id: str, pool_id: str,
@@ -144,15 +186,21 @@ def experiment(cfg: ExperimentConfig, runner: Runner, *, command: str,
     else:
         scoring_run_id = runner.call(score, cfg, model_id, pool_id)
     chosen = runner.call(choose, cfg, dataset_id, pool_id, scoring_run_id, model_id)
-    runner.map(cell, [(cfg, dataset_id, pool_id, model_id, chosen, m.name, rep)
-                      for rep in range(cfg.reps) for m in cfg.methods])
+    groups = runner.call(plan, cfg, model_id, chosen)
+    runner.map(cells, [(cfg, dataset_id, pool_id, model_id, chosen, g) for g in groups])
     exp_id = runner.call(record, cfg, dataset_id, model_id, pool_id, scoring_run_id, chosen)
     return exp_id, runner.call(report, cfg, exp_id, command)
 
 
 def run_experiment(cfg: ExperimentConfig, lake: Lake, *, log: Log = print,
-                   command: str | None = None) -> str:
-    """Run every step in this process (each resumes from the lake) and write the report;
-    returns the experiment id."""
+                   command: str | None = None, workers: int | None = None) -> str:
+    """Run every step here (each resumes from the lake) and write the report; returns the
+    experiment id. The retraining grid's units (``plan``) train over ``workers`` processes of
+    one thread each (default ``runners.default_workers``: one per core on the CPU, one on a
+    GPU); every other step in this process."""
     command = command or f"smartaug experiment --preset {cfg.preset}"
-    return experiment(cfg, LocalRunner(lake, log), command=command, n_shards=score_shards())[0]
+    workers = default_workers(cfg.retrain.device) if workers is None else workers
+    with ProcessRunner(lake, workers, log) as runner:
+        if cfg.reps * len(cfg.methods) > 1:
+            runner.start()  # the workers' imports overlap ingest and the baseline
+        return experiment(cfg, runner, command=command, n_shards=score_shards())[0]

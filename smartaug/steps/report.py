@@ -59,19 +59,31 @@ def _mean_curve(curves: list[list[dict]], key: str) -> np.ndarray:
     return np.mean([[h[key] for h in c[:k]] for c in curves], axis=0)
 
 
+def curve_split(history: list[dict]) -> str:
+    """The split the per-epoch curves show: validation when every epoch evaluated it (the
+    test split is evaluated once, at the end, and reported), else test."""
+    return "val" if history and all(h.get("val_acc") is not None for h in history) else "test"
+
+
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
 def plot_accuracy(runs: list[dict], history: list[dict], colors: dict) -> bytes:
-    """Test accuracy per epoch: each run faint, each method's mean bold."""
+    """Accuracy per epoch on the curves' split (``curve_split``): each run faint, each
+    method's mean bold."""
+    split = curve_split(history)
     fig, ax = plt.subplots(figsize=(7, 4))
     for m, color in colors.items():
         curves = _curves(runs, history, m)
         for c in curves:
-            ax.plot([h["epoch"] for h in c], [h["test_acc"] for h in c], color=color,
+            ax.plot([h["epoch"] for h in c], [h[f"{split}_acc"] for h in c], color=color,
                     alpha=0.25, lw=1)
         if curves:
-            mean = _mean_curve(curves, "test_acc")
+            mean = _mean_curve(curves, f"{split}_acc")
             ax.plot(range(1, len(mean) + 1), mean, color=color, lw=2.5, label=m)
-    ax.set(xlabel="epoch", ylabel="test accuracy",
-           title="Test accuracy per epoch (faint: runs, bold: mean)")
+    name = _SPLIT_NAMES[split]
+    ax.set(xlabel="epoch", ylabel=f"{name} accuracy",
+           title=f"{name.capitalize()} accuracy per epoch (faint: runs, bold: mean)")
     ax.legend()
     return figure_png(fig)
 
@@ -122,10 +134,13 @@ def plot_gallery(g, imgs) -> bytes:
 
 
 def plot_dynamics(runs: list[dict], history: list[dict], colors: dict) -> bytes:
-    """Method means per epoch of the test AVH and of the test feature norm."""
+    """Method means per epoch of the AVH and of the feature norm on the curves' split
+    (``curve_split``)."""
+    split = curve_split(history)
+    name = _SPLIT_NAMES[split]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key, ax, label in (("test_avh", axes[0], "mean test AVH"),
-                           ("feature_norm_mean", axes[1], "mean test feature norm")):
+    for key, ax, label in ((f"{split}_avh", axes[0], f"mean {name} AVH"),
+                           ("feature_norm_mean", axes[1], f"mean {name} feature norm")):
         for m, color in colors.items():
             curves = _curves(runs, history, m)
             if curves:
@@ -133,7 +148,7 @@ def plot_dynamics(runs: list[dict], history: list[dict], colors: dict) -> bytes:
                 ax.plot(range(1, len(mean) + 1), mean, color=color, lw=2, label=m)
         ax.set(xlabel="epoch", ylabel=label)
         ax.legend()
-    fig.suptitle("Test AVH and test feature norm per epoch (method means)")
+    fig.suptitle(f"{name.capitalize()} AVH and feature norm per epoch (method means)")
     return figure_png(fig)
 
 

@@ -27,7 +27,7 @@ from smartaug.lake.readers import (
 from smartaug.models import load_checkpoint
 from smartaug.steps import select as S
 
-__all__ = ["TrainingData", "band_search", "choose", "select_methods", "stack_refusal",
+__all__ = ["spread", "TrainingData", "band_search", "choose", "select_methods", "stack_refusal",
            "train_cell", "train_cells", "with_band"]
 
 Log = Callable[[str], None] | None
@@ -150,11 +150,23 @@ def _shapes(lake: Lake, baseline_model_id: str) -> tuple[int, int, int]:
     return _SHAPES[key]
 
 
+def curves_on(data) -> bool | frozenset[str]:
+    """What a method's training evaluates when (``train``'s ``eval_last``): with a validation
+    split, the validation split every epoch (the report's curves) and the test split once, at
+    the end (what is reported; a tenth of the evaluations); without one, the test split every
+    epoch."""
+    return frozenset({"test"}) if len(data.val) else False
+
+
 def _eval_sets(data: TrainingData) -> dict[str, tuple]:
     evals = {"test": (data.test.images, data.test.labels)}
     if len(data.val):
         evals = {"val": (data.val.images, data.val.labels), **evals}
     return evals
+
+
+def _curve_split(hist: list[dict]) -> str:
+    return "val" if hist and all("val_feature_norm" in h for h in hist) else "test"
 
 
 def _record(lake: Lake, run_id: str, *, experiment_id: str, method: MethodSpec, rep: int,
@@ -168,7 +180,8 @@ def _record(lake: Lake, run_id: str, *, experiment_id: str, method: MethodSpec, 
         "run_id": [run_id] * len(hist), "epoch": [h["epoch"] for h in hist],
         "train_loss": [h["train_loss"] for h in hist], "train_acc": [h["train_acc"] for h in hist],
         **{k: [h.get(k) for h in hist] for k in ("val_acc", "val_avh", "test_acc", "test_avh")},
-        "feature_norm_mean": [h.get("test_feature_norm") for h in hist],
+        # the curves' split: validation when it was evaluated every epoch, else test
+        "feature_norm_mean": [h.get(f"{_curve_split(hist)}_feature_norm") for h in hist],
         "weight_norm_mean": [h["weight_norm_mean"] for h in hist],
         "seconds": [h["seconds"] for h in hist],
         **{k: [h[k] for h in hist] for k in ("samples", "augmented", "steps")}})
@@ -185,7 +198,8 @@ def _record(lake: Lake, run_id: str, *, experiment_id: str, method: MethodSpec, 
 
 def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: TrainingData,
                method: MethodSpec, selection_id: str | None, rep: int, baseline_model_id: str,
-               purpose: str = "method", log: Log = print, eval_last: bool = False,
+               purpose: str = "method", log: Log = print,
+               eval_last: bool | frozenset[str] = False,
                curriculum=None) -> str:
     """Train ``method`` at seed ``cfg.seed + rep`` on originals + its selection and record
     the run and its history; returns run_id (found, not retrained, when it exists).
@@ -231,6 +245,13 @@ def train_cell(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: T
     return run_id
 
 
+def spread(members: list, stack: int) -> list[list]:
+    """``members`` (of one training-set size) in groups of at most ``stack``, as even as the
+    count allows (7 at 4: 4 and 3, never 4 and 3 and 0)."""
+    k = -(-len(members) // max(1, stack))  # groups needed; members spread evenly over them
+    return [members[j::k] for j in range(k)]
+
+
 def stack_refusal(lake: Lake, cfg: ExperimentConfig, baseline_model_id: str) -> str | None:
     """Why the cells of ``cfg``'s protocol cannot be trained as one model (``train_cells``),
     or None when they can."""
@@ -241,7 +262,8 @@ def stack_refusal(lake: Lake, cfg: ExperimentConfig, baseline_model_id: str) -> 
 
 def train_cells(lake: Lake, cfg: ExperimentConfig, *, experiment_id: str, data: TrainingData,
                 cells: list[tuple[MethodSpec, str | None, int]], baseline_model_id: str,
-                purpose: str = "study", log: Log = print, eval_last: bool = False) -> list[str]:
+                purpose: str = "study", log: Log = print,
+                eval_last: bool | frozenset[str] = False) -> list[str]:
     """Train ``cells`` ((method, selection_id, rep) of equal training-set sizes) as one model
     (``smartaug.core.stacked``), each with its own seed, batch order, selection and loss, and
     record each one's run and history as ``train_cell`` does; returns their run_ids in order

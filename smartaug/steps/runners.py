@@ -14,12 +14,12 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
-from smartaug.errors import UserError
+from smartaug.errors import InputError, UserError
 from smartaug.lake import Lake
 from smartaug.orphans import watch_parent
 from smartaug.progress import Bar
 
-__all__ = ["LocalRunner", "ProcessRunner", "Runner", "WorkerDied"]
+__all__ = ["LocalRunner", "ProcessRunner", "Runner", "WORKERS_ENV", "WorkerDied", "default_workers"]
 
 Log = Callable[[str], None] | None
 
@@ -43,6 +43,25 @@ class LocalRunner:
         return [self.call(step, *args) for args in calls]
 
 
+WORKERS_ENV = "SMARTAUG_WORKERS"
+
+
+def default_workers(device: str = "auto") -> int:
+    """``SMARTAUG_WORKERS`` when set (e.g. 1 on a machine other jobs share); else one worker
+    per core on the CPU, one on a GPU (the trainings share the device)."""
+    value = os.environ.get(WORKERS_ENV)
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise InputError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    from smartaug.core.train import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
 class WorkerDied(UserError):
     """A worker process ended before its step did (killed, or out of memory)."""
 
@@ -55,6 +74,16 @@ def _worker_start(parent: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def _warm() -> None:
+    """What every training step imports first (torch's optimisers import torch._dynamo on
+    first use, seconds): done while the main process works on the steps before the grid."""
+    import torch
+
+    import smartaug.steps.retrain  # noqa: F401 - the training steps and what they import
+
+    torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
 
 
 def _call(root: str, step: Callable, args: tuple):
@@ -89,13 +118,24 @@ class ProcessRunner(LocalRunner):
                     p.terminate()
             pool.shutdown(wait=not stop, cancel_futures=True)
 
-    def map(self, step: Callable, calls: list[tuple]) -> list:
-        if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
-            return super().map(step, calls)
+    def start(self) -> None:
+        """Start the workers now, each importing what the training steps need, while this
+        process runs the steps before the first ``map`` (the imports overlap them)."""
+        if self.workers > 1 and not self.lake.url().startswith("memory://"):
+            self._spawn()
+            for _ in range(self.workers):
+                self._pool.submit(_warm)
+
+    def _spawn(self) -> None:
         if self._pool is None:  # spawn: a clean interpreter, no forked threads
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_start, initargs=(os.getpid(),))
+
+    def map(self, step: Callable, calls: list[tuple]) -> list:
+        if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
+            return super().map(step, calls)
+        self._spawn()
         futures = [self._pool.submit(_call, self.lake.url(), step, args) for args in calls]
         pending, n_done = set(futures), 0
         bar = Bar(f"{step.__name__} ({self.workers} workers)", len(calls), self.log)

@@ -20,7 +20,6 @@ is trained in each.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -36,7 +35,6 @@ from smartaug.config import (
 )
 from smartaug.core.curriculum import distinct_shown, pacing_sizes
 from smartaug.core.preflight import preflight
-from smartaug.core.train import resolve_device
 from smartaug.errors import InputError
 from smartaug.lake import Lake, content_id
 from smartaug.lake.readers import pool_config
@@ -47,6 +45,7 @@ from smartaug.steps import policy as policy_
 from smartaug.steps import pool as pool_
 from smartaug.steps import recommend as recommend_
 from smartaug.steps import retrain as retrain_
+from smartaug.steps import runners as runners_
 from smartaug.steps import score as score_
 from smartaug.steps import select as S
 from smartaug.steps.curriculum import CellCurriculum
@@ -437,10 +436,7 @@ def grid_groups(cells: list[Cell], stack: int) -> list[list[int]]:
         c = cells[i]
         buckets.setdefault((c.replicate, c.pool_id, c.n_items) if c.kind != "arm" else
                            ("arm", i), []).append(i)
-    groups = []
-    for members in buckets.values():
-        k = -(-len(members) // stack)  # groups needed; then members spread evenly over them
-        groups += [members[j::k] for j in range(k)]
+    groups = [g for members in buckets.values() for g in retrain_.spread(members, stack)]
     return sorted(groups, key=lambda g: -cells[g[0]].n_items * len(g))
 
 
@@ -492,21 +488,12 @@ def undecided(lake: Lake, cfg: StudyConfig, cells: list[Cell], *, log: Log = Non
     return sorted(set(needed))
 
 
-WORKERS_ENV = "SMARTAUG_WORKERS"
+WORKERS_ENV = runners_.WORKERS_ENV
 
 
 def default_workers(cfg: StudyConfig) -> int:
-    """``SMARTAUG_WORKERS`` when set (e.g. 1 on a machine other jobs share); else one worker
-    per core on the CPU, one on a GPU (the cells share the device)."""
-    value = os.environ.get(WORKERS_ENV)
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise InputError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
-        return int(value)
-    if resolve_device(cfg.retrain.device).type != "cpu":
-        return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    """``runners.default_workers`` for the study's device."""
+    return runners_.default_workers(cfg.retrain.device)
 
 
 def run_study(cfg: StudyConfig, lake: Lake, *, workers: int | None = None, log: Log = print,
