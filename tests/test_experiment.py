@@ -23,7 +23,7 @@ from smartaug.config import (
     standard_methods,
 )
 from smartaug.core.stats import method_stats, paired
-from smartaug.lake import Lake, content_id
+from smartaug.lake import Lake
 from smartaug.steps.experiment import run_experiment
 from smartaug.steps.report import write_report
 from smartaug.steps.retrain import with_band
@@ -364,15 +364,17 @@ def test_warm_start_fine_tunes_the_baseline(small_experiment):
     acc = {}
     for init in ("baseline", "scratch"):
         c = replace(cfg, init=init, retrain=frozen, methods=methods, reps=1, band_grid=())
-        run_experiment(c, lake, log=None)
+        e = run_experiment(c, lake, log=None)
         acc[init] = lake.sql("select test_acc from runs where experiment_id = $e",
-                             {"e": content_id("experiment", c.to_dict())}).to_pylist()[0]
+                             {"e": e}).to_pylist()[0]
     assert abs(acc["baseline"]["test_acc"] - base["test_acc"]) < 0.05
     assert acc["scratch"]["test_acc"] < base["test_acc"] - 0.2
 
 
 # The ids of the quick preset on a small config, as the code before the "one house"
-# renovation produced them: same config, same ids.
+# renovation produced them: same config, same ids. Trained alone (`stack = 1`) an experiment
+# keeps them; stacked (the default), the experiment and its runs say so in their ids, while
+# everything upstream of the trainings keeps its id.
 PINNED = {
     "experiment_id": "2a1505aad1ce576f", "dataset_id": "e644bae38121e867",
     "baseline_model_id": "ac92bdd22f3a9fff", "pool_id": "ca32da78b3d7cf88",
@@ -382,13 +384,18 @@ PINNED = {
     "runs": {"M0/0": "6bd25c996e9ba644", "M0/1": "7b65aa71c41e16a7", "M1/0": "4dec3ff173244758",
              "M1/1": "022a55bc42f08da4", "M2/0": "d28d4f9054d6abb4", "M2/1": "d26ed9eaa3b1ec28"},
     "sizes": {"M0": 550, "M1": 110, "M2": 110}}
+PINNED_STACKED = {
+    **PINNED, "experiment_id": "a5c9a8e613b5ac67",
+    "runs": {"M0/0": "d2d8fbacf9708736", "M0/1": "67f2495f2ab168d7", "M1/0": "bf41d8d78b3ee6cc",
+             "M1/1": "49f86b6a5ec2e06a", "M2/0": "c7775af6b8a98f32", "M2/1": "997eb0601d006294"}}
 
 
 @pytest.mark.slow
-def test_quick_preset_ids_are_pinned(tmp_path, fashion_root, monkeypatch):
+@pytest.mark.parametrize("stack,pinned", [(1, PINNED), (8, PINNED_STACKED)], ids=["alone", "stacked"])
+def test_quick_preset_ids_are_pinned(tmp_path, fashion_root, monkeypatch, stack, pinned):
     monkeypatch.setenv("SMARTAUG_DATA", fashion_root)
     cfg = apply_overrides(preset("quick"), per_class_train=60, per_class_test=20, epochs=1,
-                          reps=2, device="cpu")
+                          reps=2, device="cpu", stack=stack)
     lake = Lake(tmp_path)
     exp_id = run_experiment(cfg, lake, log=None)
     exp = lake.row("experiments", exp_id)
@@ -398,7 +405,7 @@ def test_quick_preset_ids_are_pinned(tmp_path, fashion_root, monkeypatch):
                                                            "pool_id", "scoring_run_id")},
            "selections": sels, "runs": {f"{r['method']}/{r['rep']}": r["run_id"] for r in runs},
            "sizes": {k: lake.count("selections", v) for k, v in sels.items()}}
-    assert got == PINNED
+    assert got == pinned
 
 
 @pytest.mark.slow

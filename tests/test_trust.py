@@ -429,6 +429,12 @@ def test_a_worker_killed_mid_grid_is_one_error_and_the_rerun_goes_on(tmp_path):
 
 # ------------------------------------------------------------ 8. Ctrl-C
 
+def _as_from_a_terminal():
+    """Ctrl-C reaches a command started from a terminal; a background job of a non-interactive
+    shell (how CI may start the suite) inherits SIGINT ignored, so give the child the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_augment_is_one_line(fashion_root, tmp_path):
     """SIGINT (Ctrl-C) while augment's worker processes run: one `aborted` line from the
@@ -443,7 +449,7 @@ def test_ctrl_c_in_augment_is_one_line(fashion_root, tmp_path):
     proc = subprocess.Popen([str(BIN / "smartaug"), "augment", "--dataset-id", d,
                              "--policy", "k:100", "--materialize", "always", "--workers", "2",
                              "--storage", str(copy)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
     import psutil
 
     deadline = time.time() + 120
@@ -490,7 +496,8 @@ def test_ctrl_c_in_a_study_with_workers_is_one_line(tmp_path):
              'references = ["none"]\n' + tiny_study_data(16, 4, epochs=20))
     cmd = [str(BIN / "smartaug"), "study", "--config", str(f), "--workers", "2", "--storage",
            str(tmp_path / "lake")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
     deadline = time.time() + 600
     runs = tmp_path / "lake" / "runs"
     while not (runs.is_dir() and any(runs.glob("run_id=*"))) and time.time() < deadline:
