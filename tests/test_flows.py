@@ -155,7 +155,9 @@ def test_run_killed_after_scoring_resumes_without_rescoring(prefect_env, tmp_pat
 
 @pytest.mark.slow
 def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
-    serve = subprocess.Popen([sys.executable, "-m", "smartaug.flows.serve"], env=prefect_env, cwd=ROOT,
+    # two workers on any machine: the grid's two groups train side by side
+    serve = subprocess.Popen([sys.executable, "-m", "smartaug.flows.serve"],
+                             env={**prefect_env, "SMARTAUG_WORKERS": "2"}, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         storage = tmp_path / "storage"
@@ -174,17 +176,24 @@ def test_deployment_run_through_a_served_deployment(prefect_env, tmp_path):
             f"{{'preset': 'quick', 'overrides': {dict(TINY, storage=str(storage))!r}}}, "
             "timeout=900)\n"
             "from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId\n"
+            "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId\n"
             "time.sleep(3)\n"
             "with get_client(sync_client=True) as c:\n"
             "    logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId("
             "any_=[run.id])), limit=200)\n"
+            "    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter("
+            "id=FlowRunFilterId(any_=[run.id])))\n"
             "epochs = sum(l.message.startswith(('epoch ', 'baseline lenet5: epoch '))"
             " for l in logs)\n"
-            "print(run.state.type.value, epochs)")
-        state, epochs = _python(prefect_env, code).split()
+            "cells = [t for t in tasks if t.name.startswith('cells-')]\n"
+            "apart = len(cells) == 2 and max(t.start_time for t in cells) < "
+            "min(t.end_time for t in cells)\n"
+            "print(run.state.type.value, epochs, apart)")
+        state, epochs, apart = _python(prefect_env, code).split()
         # the training steps' lines (one per epoch: the baseline, then the 6 cells in two
-        # stacked groups, M0's seeds and M1's and M2's) are run logs
-        assert state == "COMPLETED" and int(epochs) == 3
+        # stacked groups, M0's seeds and M1's and M2's, each group in a worker process that
+        # passes its lines back) are run logs; the two groups trained at the same time
+        assert state == "COMPLETED" and int(epochs) == 3 and apart == "True"
         lake = Lake(storage)
         assert lake.sql("select count(*) n from runs").to_pylist()[0]["n"] == 6
         ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=prefect_env,
@@ -371,9 +380,13 @@ def test_task_runner_choice():
     from prefect_dask import DaskTaskRunner
 
     from smartaug.flows.runners import task_runner
+    from smartaug.steps.runners import default_workers
 
     threads = task_runner("threads")
-    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 1
+    # a thread a core: the steps run one after another, the trainings side by side
+    # (PrefectRunner's `apart`), each thread waiting on its worker process
+    assert isinstance(threads, ThreadPoolTaskRunner)
+    assert threads._max_workers == default_workers("cpu")
     local = task_runner("dask:3")  # a local cluster of 3 one-thread worker processes
     assert isinstance(local, DaskTaskRunner) and local.address is None
     assert local.cluster_kwargs["n_workers"] == 3

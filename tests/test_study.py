@@ -543,3 +543,52 @@ def test_smartaug_workers_sets_the_default_worker_count(monkeypatch):
         monkeypatch.setenv("SMARTAUG_WORKERS", bad)
         with pytest.raises(InputError, match="SMARTAUG_WORKERS must be a positive integer"):
             default_workers(cfg)
+
+
+def _talk(lake, n, fail=False, log=None):
+    """A step for a worker: ``n`` log lines, then its pid (or a user error)."""
+    from smartaug.errors import InputError
+
+    for i in range(n):
+        if log is not None:
+            log(f"line {i} of {n}")
+        time.sleep(0.02)
+    if fail:
+        raise InputError(f"step {n} refused")
+    return os.getpid()
+
+
+def test_process_runner_runs_steps_from_threads_with_their_own_log_lines(tmp_path):
+    """What a Prefect flow's grid does: each task's thread runs its training in a worker
+    process (``ProcessRunner.run``), several at once; each thread gets its own step's log
+    lines in order and its result, a user error comes back as itself, and ``close`` leaves no
+    process behind (the workers and the log queues' server)."""
+    import threading
+
+    import psutil
+
+    from smartaug.errors import InputError
+    from smartaug.steps.runners import ProcessRunner
+
+    runner = ProcessRunner(Lake(tmp_path), 2, log=None)
+    lines: dict[int, list] = {5: [], 9: []}
+    pids: dict[int, int] = {}
+    try:
+        threads = [threading.Thread(target=lambda n=n: pids.__setitem__(
+            n, runner.run(_talk, (n,), log=lines[n].append))) for n in (5, 9)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert lines == {n: [f"line {i} of {n}" for i in range(n)] for n in (5, 9)}
+        assert set(pids) == {5, 9} and os.getpid() not in pids.values()
+        assert runner.run(_talk, (2,)) in {p.pid for p in psutil.Process().children()}
+        with pytest.raises(InputError, match="step 3 refused"):
+            runner.run(_talk, (3, True), log=[].append)
+    finally:
+        runner.close()
+    deadline = time.time() + 10
+    while psutil.Process().children() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in psutil.Process().children()
+                if "resource_tracker" not in " ".join(c.cmdline())]

@@ -2,8 +2,11 @@
 ``step_task``: cached on its inputs, its source and the lake's identity, retried when a retry
 can help), on the task runner chosen by ``SMARTAUG_TASK_RUNNER`` (or an argument):
 
-- ``threads`` (default): Prefect's thread pool with one worker, so the retraining grid runs one
-  training at a time and each gets every core;
+- ``threads`` (default): Prefect's thread pool. The steps run one after another, except the
+  trainings that ``PrefectRunner`` is given as ``apart``: each such task waits in its thread on
+  a worker process of one thread (a ``smartaug.steps.runners.ProcessRunner`` of one worker per
+  core, ``SMARTAUG_WORKERS``), so the grid's trainings run side by side as they do under
+  ``smartaug experiment``; with one worker (a GPU), one at a time;
 - ``dask`` or ``dask:N``: prefect-dask's ``DaskTaskRunner`` on a local cluster of N worker
   processes (default 2, one thread each): the retraining grid spreads over them;
 - ``dask://HOST:PORT`` (or ``tcp://HOST:PORT``): a running Dask scheduler's workers. Every
@@ -22,6 +25,7 @@ from prefect.utilities.hashing import hash_objects
 
 from smartaug.flows.failures import fail_plainly, retry_transient
 from smartaug.lake import Lake
+from smartaug.steps.runners import ProcessRunner
 
 __all__ = ["PrefectRunner", "step_task", "task_runner"]
 
@@ -31,7 +35,9 @@ def task_runner(spec: str | None = None):
     if spec == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=1)
+        from smartaug.steps.runners import default_workers
+
+        return ThreadPoolTaskRunner(max_workers=default_workers("cpu"))
     if spec == "dask" or spec.startswith("dask:") and not spec.startswith("dask://"):
         from prefect_dask import DaskTaskRunner
 
@@ -48,15 +54,18 @@ def task_runner(spec: str | None = None):
                      f"dask://HOST:PORT")
 
 
-def step_task(step: Callable, options: dict | None = None):
+def step_task(step: Callable, options: dict | None = None, through: ProcessRunner | None = None):
     """A Prefect task running ``step(Lake(storage), *args)``, cached on its inputs, the
-    step's source and the lake's identity (``options``: retries and cache, per step)."""
+    step's source and the lake's identity (``options``: retries and cache, per step);
+    ``through``: in one of its worker processes, the task's thread waiting on it."""
     options = {"retries": 2, "cache": True, **(options or {})}
     source = inspect.getsource(step)
 
     @fail_plainly  # a user error said plainly, before the run's state turns Failed
     def run(storage: str, args: tuple):
         # the step's log lines (one per epoch) as the task's log: in the UI and --watch
+        if through is not None:
+            return through.run(step, args, log=get_run_logger().info)
         return step(Lake(storage), *args, log=get_run_logger().info)
 
     run.__name__ = run.__qualname__ = step.__name__
@@ -73,18 +82,39 @@ def step_task(step: Callable, options: dict | None = None):
 
 class PrefectRunner:
     """Each step a task; ``map`` submits all its calls to the flow's task runner at once, and
-    the step after it waits for them (``wait_for``)."""
+    the step after it waits for them (``wait_for``). On the thread pool (``threads``) a
+    ``map`` runs its calls one after another, except a step in ``apart`` (the trainings):
+    those run side by side in ``workers`` single-threaded worker processes, started by
+    ``start`` (their imports overlap the steps before) and stopped by ``close``; use it as a
+    context manager."""
 
-    def __init__(self, storage: str, options: dict[Callable, dict] | None = None):
+    def __init__(self, storage: str, options: dict[Callable, dict] | None = None,
+                 apart: tuple[Callable, ...] = (), workers: int = 1):
         self.storage = storage
         self.options = options or {}
-        self.tasks: dict[Callable, object] = {}
+        self.apart = frozenset(apart)
+        self.processes = ProcessRunner(Lake(storage), workers, log=None) if workers > 1 else None
+        self.tasks: dict[tuple, object] = {}
         self.after: list = []
 
-    def _task(self, step: Callable):
-        if step not in self.tasks:
-            self.tasks[step] = step_task(step, self.options.get(step))
-        return self.tasks[step]
+    def __enter__(self) -> PrefectRunner:
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        self.close(stop=kind is not None)
+
+    def close(self, stop: bool = False) -> None:
+        if self.processes is not None:
+            self.processes.close(stop=stop)
+
+    def start(self) -> None:
+        if self.processes is not None and self.apart and _on_threads():
+            self.processes.start()
+
+    def _task(self, step: Callable, through: ProcessRunner | None = None):
+        if (step, through) not in self.tasks:
+            self.tasks[step, through] = step_task(step, self.options.get(step), through)
+        return self.tasks[step, through]
 
     def call(self, step: Callable, *args):
         """One step, in the flow's process (a step may fork workers of its own)."""
@@ -93,7 +123,22 @@ class PrefectRunner:
         return result
 
     def map(self, step: Callable, calls: list[tuple]) -> list:
-        futures = [self._task(step).submit(self.storage, args, wait_for=self.after)
-                   for args in calls]
+        threads = _on_threads()
+        apart = (threads and step in self.apart and len(calls) > 1
+                 and self.processes is not None and self.processes.apart)
+        task = self._task(step, self.processes if apart else None)
+        futures: list = []
+        for args in calls:  # on the thread pool, one after another unless apart
+            wait = self.after + (futures[-1:] if threads and not apart else [])
+            futures.append(task.submit(self.storage, args, wait_for=wait))
         self.after = futures
         return [f.result() for f in futures]
+
+
+def _on_threads() -> bool:
+    """Whether the flow running now runs its tasks on Prefect's thread pool."""
+    from prefect.context import FlowRunContext
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    context = FlowRunContext.get()
+    return context is not None and isinstance(context.task_runner, ThreadPoolTaskRunner)

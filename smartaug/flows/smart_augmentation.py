@@ -26,6 +26,7 @@ from smartaug.flows.failures import fail_plainly
 from smartaug.flows.runners import PrefectRunner, task_runner
 from smartaug.lake import Lake
 from smartaug.steps import experiment as steps
+from smartaug.steps.runners import default_workers
 
 
 class Overrides(BaseModel):
@@ -110,8 +111,13 @@ def smart_augmentation(preset: Literal["quick", "paper", "gpu"] = "quick",
     lake = Lake(overrides.storage)
     command = deployment_command("smart-augmentation/smart-augmentation", preset, overrides,
                                  config)
-    exp_id, location = steps.experiment(cfg, PrefectRunner(lake.url(), _OPTIONS),
-                                        command=command, n_shards=steps.score_shards())
+    # the trainings side by side in worker processes, as `smartaug experiment` runs them
+    with PrefectRunner(lake.url(), _OPTIONS, apart=(steps.cell, steps.cells),
+                       workers=default_workers(cfg.retrain.device)) as runner:
+        if cfg.reps * len(cfg.methods) > 1:
+            runner.start()  # the workers' imports overlap ingest and the baseline
+        exp_id, location = steps.experiment(cfg, runner, command=command,
+                                            n_shards=steps.score_shards())
     _publish(lake, exp_id)
     print(f"report: {location}")
     return location

@@ -1,7 +1,7 @@
 """Prefect flow ``study``: the study's list of steps (``smartaug.steps.study.study``, the same
 list ``smartaug study`` runs), each step a task cached on its inputs, its source and the lake's
-identity, and the grid's cells spread over the task runner (``smartaug.flows.runners``: with
-``SMARTAUG_TASK_RUNNER=dask:N``, N single-threaded worker processes train N cells at once).
+identity, and the grid's cells spread over single-threaded worker processes, one per core
+(``smartaug.flows.runners``; with ``SMARTAUG_TASK_RUNNER=dask:N``, over a Dask cluster's).
 
     prefect deployment run study/study -p preset=quick -p overrides='{"epochs": 2}' --watch
 """
@@ -69,8 +69,11 @@ def study(preset: Literal["quick", "paper", "gpu"] = "quick", overrides: Overrid
     cfg = study_config(preset, overrides, config)  # a bad grid: refused before any work
     lake = Lake(overrides.storage)
     command = deployment_command("study/study", preset, overrides, config)
-    sid, location = steps.study(cfg, PrefectRunner(lake.url(), _OPTIONS), command=command,
-                                log=print)
+    # the cells side by side in worker processes, as `smartaug study` runs them
+    with PrefectRunner(lake.url(), _OPTIONS, apart=(steps.cell, steps.cells),
+                       workers=steps.default_workers(cfg)) as runner:
+        runner.start()
+        sid, location = steps.study(cfg, runner, command=command, log=print)
     _publish(lake, sid)
     print(f"report: {location}")
     return location

@@ -9,9 +9,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.managers import SyncManager
+from queue import Empty
 from typing import Protocol
 
 from smartaug.errors import InputError, UserError
@@ -76,6 +79,12 @@ def _worker_start(parent: int) -> None:
     torch.set_num_threads(1)
 
 
+def _server_start(parent: int) -> None:
+    """The log queues' server process: it ends with its parent, and leaves Ctrl-C to it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch_parent(parent)
+
+
 def _warm() -> None:
     """What every training step imports first (torch's optimisers import torch._dynamo on
     first use, seconds): done while the main process works on the steps before the grid."""
@@ -86,8 +95,9 @@ def _warm() -> None:
     torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
 
 
-def _call(root: str, step: Callable, args: tuple):
-    return step(Lake(root), *args, log=None)
+def _call(root: str, step: Callable, args: tuple, queue=None):
+    """A step in a worker; ``queue``: where its log lines go (the caller logs them)."""
+    return step(Lake(root), *args, log=None if queue is None else queue.put)
 
 
 class ProcessRunner(LocalRunner):
@@ -101,6 +111,8 @@ class ProcessRunner(LocalRunner):
         super().__init__(lake, log)
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._manager = None  # the log lines' queues of ``run``, made on its first call
+        self._lock = threading.Lock()  # ``run`` from several threads: one pool, one manager
 
     def __enter__(self) -> ProcessRunner:
         return self
@@ -117,6 +129,9 @@ class ProcessRunner(LocalRunner):
                 for p in list((pool._processes or {}).values()):
                     p.terminate()
             pool.shutdown(wait=not stop, cancel_futures=True)
+        if self._manager is not None:
+            manager, self._manager = self._manager, None
+            manager.shutdown()
 
     def start(self) -> None:
         """Start the workers now, each importing what the training steps need, while this
@@ -131,6 +146,44 @@ class ProcessRunner(LocalRunner):
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_start, initargs=(os.getpid(),))
+
+    @property
+    def apart(self) -> bool:
+        """Whether ``map`` and ``run`` use worker processes (not for one worker, nor for a
+        lake in this process's memory)."""
+        return self.workers > 1 and not self.lake.url().startswith("memory://")
+
+    def run(self, step: Callable, args: tuple, log: Log = None):
+        """One step in a worker process, its log lines passed to ``log`` here as they come.
+        Threads may call this at once (a Prefect flow's grid: one task a thread, each
+        waiting on its worker)."""
+        if not self.apart:
+            return step(self.lake, *args, log=log)
+        queue = None
+        with self._lock:
+            self._spawn()
+            if log is not None:
+                if self._manager is None:  # a server process, gone with this one
+                    self._manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+                    self._manager.start(_server_start, (os.getpid(),))
+                queue = self._manager.Queue()
+        future = self._pool.submit(_call, self.lake.url(), step, args, queue)
+        try:
+            while queue is not None:
+                try:
+                    log(queue.get(timeout=0.2))
+                except Empty:
+                    if future.done():
+                        while not queue.empty():
+                            log(queue.get())
+                        break
+            return future.result()
+        except BrokenProcessPool:
+            self.close(stop=True)
+            raise WorkerDied(f"a worker process ended while it ran {step.__name__} (killed, "
+                             f"or out of memory: see the system log); what finished is in the "
+                             f"lake, nothing partial is. Run it again to go on from there "
+                             f"(with fewer workers, {WORKERS_ENV}, if memory ran out)") from None
 
     def map(self, step: Callable, calls: list[tuple]) -> list:
         if self.workers <= 1 or len(calls) <= 1 or self.lake.url().startswith("memory://"):
