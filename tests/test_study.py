@@ -570,6 +570,7 @@ def test_process_runner_runs_steps_from_threads_with_their_own_log_lines(tmp_pat
     from smartaug.errors import InputError
     from smartaug.steps.runners import ProcessRunner
 
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # other tests'
     runner = ProcessRunner(Lake(tmp_path), 2, log=None)
     lines: dict[int, list] = {5: [], 9: []}
     pids: dict[int, int] = {}
@@ -587,8 +588,12 @@ def test_process_runner_runs_steps_from_threads_with_their_own_log_lines(tmp_pat
             runner.run(_talk, (3, True), log=[].append)
     finally:
         runner.close()
+
+    def ours():
+        return [c for c in psutil.Process().children(recursive=True) if c.pid not in before
+                and "resource_tracker" not in " ".join(c.cmdline())]
+
     deadline = time.time() + 10
-    while psutil.Process().children() and time.time() < deadline:
+    while ours() and time.time() < deadline:
         time.sleep(0.1)
-    assert not [c for c in psutil.Process().children()
-                if "resource_tracker" not in " ".join(c.cmdline())]
+    assert not ours()
