@@ -391,19 +391,24 @@ def test_a_trusted_checkpoint_that_does_not_fit_is_an_error_line(tmp_path):
         load_checkpoint(f)
 
 
-def test_a_worker_killed_mid_grid_is_one_error_and_the_rerun_goes_on(tmp_path):
-    """One study worker killed (SIGKILL): one `error:` line saying what finished is kept, no
-    BrokenProcessPool traceback; the same command then finishes the study."""
-    import psutil
-
+def _study_with_workers(tmp_path, epochs: int) -> list[str]:
+    """`smartaug study --workers 2` on a tiny image folder: the command, its files made."""
     from tests.conftest import tiny_study_data, write_image_folder
 
     write_image_folder(tmp_path / "images", per_class=(16, 4), size=(28, 28), ext=".png")
     f = _cfg(tmp_path, "study.toml", 'budgets = [0.5]\nscores = ["avh"]\npositions = '
              '["easiest", "hardest"]\ncoverage = []\nseeds = 3\nchoose_seeds = 0\n'
-             'references = ["none"]\n' + tiny_study_data(16, 4, epochs=30))
-    cmd = [str(BIN / "smartaug"), "study", "--config", str(f), "--workers", "2", "--storage",
-           str(tmp_path / "lake")]
+             'references = ["none"]\n' + tiny_study_data(16, 4, epochs=epochs))
+    return [str(BIN / "smartaug"), "study", "--config", str(f), "--workers", "2", "--storage",
+            str(tmp_path / "lake")]
+
+
+def test_a_worker_killed_mid_grid_is_one_error_and_the_rerun_goes_on(tmp_path):
+    """One study worker killed (SIGKILL): one `error:` line saying what finished is kept, no
+    BrokenProcessPool traceback; the same command then finishes the study."""
+    import psutil
+
+    cmd = _study_with_workers(tmp_path, epochs=30)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     victim = None
@@ -488,14 +493,7 @@ def test_ctrl_c_in_a_study_with_workers_is_one_line(tmp_path):
     gone; the rerun finishes the study."""
     import psutil
 
-    from tests.conftest import tiny_study_data, write_image_folder
-
-    write_image_folder(tmp_path / "images", per_class=(16, 4), size=(28, 28), ext=".png")
-    f = _cfg(tmp_path, "study.toml", 'budgets = [0.5]\nscores = ["avh"]\npositions = '
-             '["easiest", "hardest"]\ncoverage = []\nseeds = 3\nchoose_seeds = 0\n'
-             'references = ["none"]\n' + tiny_study_data(16, 4, epochs=20))
-    cmd = [str(BIN / "smartaug"), "study", "--config", str(f), "--workers", "2", "--storage",
-           str(tmp_path / "lake")]
+    cmd = _study_with_workers(tmp_path, epochs=20)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_as_from_a_terminal)
     deadline = time.time() + 600

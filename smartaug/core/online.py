@@ -70,6 +70,16 @@ def parse_bin(policy: str):
     return kind, b, bins, scale
 
 
+def _space(policy: str) -> dict:
+    """``space:FILE`` or ``space:KIND,KIND``: the kinds and space of an ``AugmentConfig``."""
+    spec = policy[len("space:"):]
+    if Path(spec).suffix in (".yaml", ".yml", ".json"):
+        kinds, space = load_space(spec)
+    else:
+        kinds, space = tuple(k.strip() for k in spec.split(",") if k.strip()), ()
+    return {"kinds": kinds, "space": space}
+
+
 def check_online(policy: str) -> None:
     """ConfigError unless ``policy`` can be drawn from, checked when a config is read: a bin
     in range, a space whose kinds exist (its file loaded), a policy file albumentations
@@ -79,13 +89,9 @@ def check_online(policy: str) -> None:
     if policy.startswith("bin:"):
         parse_bin(policy)
     elif policy.startswith("space:"):
-        spec = policy[len("space:"):]
-        if Path(spec).suffix in (".yaml", ".yml", ".json"):
-            kinds, space = load_space(spec)
-        else:
-            kinds, space = tuple(k.strip() for k in spec.split(",") if k.strip()), ()
+        parts = _space(policy)
         try:
-            AugmentConfig(kinds=kinds, space=space)
+            AugmentConfig(**parts)
         except ConfigError as e:
             raise ConfigError(f"online policy {policy!r}: {e}") from None
     elif policy.endswith(".json"):
@@ -134,12 +140,7 @@ class Online:
             self._bin = parse_bin(policy)
             self._fn = self._bin_epoch
         elif policy.startswith("space:"):
-            spec = policy[len("space:"):]
-            if Path(spec).suffix in (".yaml", ".yml", ".json"):
-                kinds, space = load_space(spec)
-            else:
-                kinds, space = tuple(k.strip() for k in spec.split(",") if k.strip()), ()
-            self._cfg = AugmentConfig(kinds=kinds, space=space)
+            self._cfg = AugmentConfig(**_space(policy))
             self._fn = self._space_epoch
         else:
             self._policy = load(policy)
